@@ -1,0 +1,93 @@
+"""kiln's settings: one typed, frozen object, read from ``KILN_*`` environment variables.
+
+Every setting has a documented default so that ``kiln up`` works with no configuration on one
+machine. ``Settings.from_env()`` is the only place that reads the environment.
+
+| variable                  | default                                  | what it is                                  |
+|---------------------------|------------------------------------------|---------------------------------------------|
+| ``KILN_HOME``             | ``~/.local/share/kiln``                  | state: SQLite store, token, NGINX prefix    |
+| ``KILN_API_HOST``         | ``127.0.0.1``                            | where the kiln API listens                  |
+| ``KILN_API_PORT``         | ``7070``                                 |                                             |
+| ``KILN_HTTP_HOST``        | ``127.0.0.1``                            | where NGINX listens for app traffic         |
+| ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
+| ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
+| ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
+| ``DOCKER_HOST``           | the Docker SDK's default                 | which Docker engine the driver talks to     |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+from kiln.errors import InvalidInput
+
+
+def _default_home() -> Path:
+    return Path(user_data_dir("kiln", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where kiln keeps its state and where it listens."""
+
+    home: Path = field(default_factory=_default_home)
+    api_host: str = "127.0.0.1"
+    api_port: int = 7070
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    nginx_binary: str = "nginx"
+    resync_seconds: float = 2.0
+    docker_host: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        try:
+            return cls(
+                home=Path(env["KILN_HOME"]).expanduser() if env.get("KILN_HOME") else defaults.home,
+                api_host=env.get("KILN_API_HOST", defaults.api_host),
+                api_port=int(env.get("KILN_API_PORT", defaults.api_port)),
+                http_host=env.get("KILN_HTTP_HOST", defaults.http_host),
+                http_port=int(env.get("KILN_HTTP_PORT", defaults.http_port)),
+                nginx_binary=env.get("KILN_NGINX", defaults.nginx_binary),
+                resync_seconds=float(env.get("KILN_RESYNC_SECONDS", defaults.resync_seconds)),
+                docker_host=env.get("DOCKER_HOST") or None,
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"a KILN_* environment variable is not a number: {exc}") from exc
+
+    # Paths under KILN_HOME. One place, so that nothing else builds them by hand.
+    @property
+    def db_path(self) -> Path:
+        return self.home / "kiln.db"
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.home / "nginx"
+
+    @property
+    def run_dir(self) -> Path:
+        """Private runtime files (pid files, the NGINX admin socket); mode 0700."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def server_pid_path(self) -> Path:
+        return self.run_dir / "kiln.pid"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"

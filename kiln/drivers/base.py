@@ -1,0 +1,74 @@
+"""The driver seam: everything kiln asks of a container engine or orchestrator.
+
+Implementations: ``kiln.drivers.docker.DockerDriver`` (the local Docker engine) and
+``kiln.drivers.fake.FakeDriver`` (in memory, for tests of the layers above). Every method maps
+engine errors to ``kiln.errors`` (``DriverUnavailable`` when the engine does not answer,
+``ImageNotFound``, ``NotFound``) with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from kiln.model import AppKey, Instance, InstanceSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLine:
+    instance_id: str
+    at: datetime | None
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverEvent:
+    """A lifecycle change of a kiln-managed container, pushed by the engine.
+
+    The controller uses these only as a hint to reconcile ``key`` now rather than at the next
+    resync; the truth is always a fresh ``list_instances()``.
+    """
+
+    key: AppKey
+    instance_id: str
+    container_id: str
+    action: str  # "start", "die", "oom", "destroy", ...
+    exit_code: int | None = None
+
+
+class Driver(Protocol):
+    name: str
+
+    async def ping(self) -> None:
+        """Raise ``DriverUnavailable`` unless the engine answers."""
+
+    async def resolve_image(self, reference: str) -> str:
+        """The immutable id of a local image (``sha256:...``) for a tag or digest reference."""
+
+    async def list_instances(self) -> list[Instance]:
+        """Every container kiln manages (by label), running or not."""
+
+    async def start_instance(self, spec: InstanceSpec) -> Instance:
+        """Create and start one container; return it running, with its address when it has a port."""
+
+    async def stop_instance(self, container_id: str, *, grace: float) -> None:
+        """SIGTERM, SIGKILL after ``grace`` seconds, then remove. Already gone is fine."""
+
+    async def remove_instance(self, container_id: str) -> None:
+        """Remove a container (force). Already gone is fine."""
+
+    async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
+        """Run a command inside a running instance; its exit code (a timeout raises TimeoutError)."""
+
+    def logs(
+        self, container_ids: Sequence[str], *, follow: bool, tail: int | None
+    ) -> AsyncIterator[LogLine]:
+        """Log lines of the given containers, interleaved; with ``follow``, until cancelled."""
+
+    def watch(self) -> AsyncIterator[DriverEvent]:
+        """Lifecycle events of kiln-managed containers, until cancelled. Ends if the engine goes away."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,62 @@
+"""kiln's vocabulary as frozen dataclasses: apps, releases, rollouts, instances, peers, events, actions."""
+
+from kiln.model.actions import (
+    Action,
+    FinishRollout,
+    RemoveInstance,
+    SetPeers,
+    StartInstance,
+    StopInstance,
+    Wait,
+)
+from kiln.model.app import AppKey, AppRecord
+from kiln.model.event import Event, NewEvent, Severity
+from kiln.model.instance import (
+    LABEL_APP,
+    LABEL_ENV,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_RELEASE,
+    Address,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+)
+from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
+from kiln.model.release import Release, ReleaseOrigin
+from kiln.model.rollout import Rollout, RolloutState
+from kiln.model.routing import Peer, RouteEntry
+
+__all__ = [
+    "LABEL_APP",
+    "LABEL_ENV",
+    "LABEL_INSTANCE",
+    "LABEL_MANAGED",
+    "LABEL_RELEASE",
+    "Action",
+    "Address",
+    "AppKey",
+    "AppRecord",
+    "CrashHistory",
+    "Event",
+    "FinishRollout",
+    "HealthStatus",
+    "Instance",
+    "InstanceSpec",
+    "InstanceStatus",
+    "NewEvent",
+    "ObservedApp",
+    "ObservedInstance",
+    "Peer",
+    "Release",
+    "ReleaseOrigin",
+    "RemoveInstance",
+    "Rollout",
+    "RolloutState",
+    "RouteEntry",
+    "SetPeers",
+    "Severity",
+    "StartInstance",
+    "StopInstance",
+    "Wait",
+]

@@ -1,0 +1,74 @@
+"""Instances: running containers of one release, as the driver sees them and as kiln starts them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from kiln.model.app import AppKey
+
+LABEL_PREFIX = "io.kiln"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_ENV = f"{LABEL_PREFIX}.environment"
+LABEL_APP = f"{LABEL_PREFIX}.app"
+LABEL_RELEASE = f"{LABEL_PREFIX}.release"
+LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
+
+
+class InstanceStatus(StrEnum):
+    CREATED = "created"  # the container exists but never ran
+    RUNNING = "running"
+    EXITED = "exited"  # stopped or crashed; ``exit_code`` says which
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One container of one release, as observed through the driver."""
+
+    id: str  # kiln's instance id, e.g. "r3-9f2c1a"; also in the container name
+    key: AppKey
+    release: int
+    container_id: str
+    status: InstanceStatus
+    address: Address | None = None  # where the router reaches it; None without a port
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status is InstanceStatus.RUNNING
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceSpec:
+    """Everything the driver needs to start one instance. Built by a pure function from a release."""
+
+    id: str
+    key: AppKey
+    release: int
+    name: str  # container name
+    image: str  # digest
+    command: tuple[str, ...] | None
+    env: dict[str, str]
+    port: int | None
+    labels: dict[str, str]
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    read_only: bool = True
+    tmpfs: tuple[str, ...] = ("/tmp",)
+    cap_add: tuple[str, ...] = ()
+    stop_grace: float = 10.0
+    extra: dict[str, str] = field(default_factory=dict)

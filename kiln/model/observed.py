@@ -1,0 +1,55 @@
+"""What the controller observed of one app, handed to the pure planner in one piece."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from kiln.model.instance import Instance
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthStatus:
+    """Probe results of one instance, kept by the health monitor.
+
+    ``ready`` flips true after ``healthy_threshold`` readiness passes in a row and false after
+    ``unhealthy_threshold`` failures in a row. ``live`` flips false after the liveness probe
+    failed ``unhealthy_threshold`` times in a row once the grace period is over.
+    """
+
+    ready: bool = False
+    live: bool = True
+    checked: bool = False  # at least one readiness check finished
+    last_error: str | None = None
+    ready_since: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservedInstance:
+    instance: Instance
+    health: HealthStatus
+    in_router: bool  # the router's current peer list for the app holds this instance
+    left_router_at: datetime | None = None  # when kiln took it out of the router (draining)
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+    @property
+    def release(self) -> int:
+        return self.instance.release
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrashHistory:
+    """Unplanned exits of an app's instances, for crash-loop backoff."""
+
+    consecutive: int = 0
+    last_at: datetime | None = None
+    last_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservedApp:
+    instances: tuple[ObservedInstance, ...]
+    crashes: CrashHistory = CrashHistory()

@@ -1,0 +1,38 @@
+"""The router seam: NGINX's routes (rendered config, reloaded) and peers (pushed live, no reload).
+
+Implementations: ``kiln.router.nginx.NginxRouter`` and ``kiln.router.fake.FakeRouter``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from kiln.model import AppKey, Peer, RouteEntry
+
+
+class Router(Protocol):
+    async def start(self) -> None:
+        """Make sure NGINX runs: adopt a running one (pid file) or start it with the last good config.
+
+        Idempotent; the controller calls it at start and whenever ``is_running()`` is false.
+        """
+
+    async def is_running(self) -> bool: ...
+
+    async def apply_routes(self, routes: Sequence[RouteEntry]) -> bool:
+        """Render the config for these routes, check it with ``nginx -t``, swap it in, reload.
+
+        Returns False when the config did not change (no reload). Raises ``RouterConfigRejected``
+        and keeps the last good config when the check fails.
+        """
+
+    async def set_peers(self, key: AppKey, peers: Sequence[Peer]) -> None:
+        """Replace the peers of the app's upstream without a reload. Persisted first, so a
+        restarted NGINX serves the same list. An empty list makes the app answer 503."""
+
+    async def get_peers(self) -> dict[AppKey, list[Peer]]:
+        """The peer lists NGINX currently holds."""
+
+    async def stop(self) -> None:
+        """Stop NGINX (tests and uninstall only: ``kiln down`` leaves NGINX serving)."""

@@ -1,0 +1,289 @@
+"""The validated shape of ``kiln.yaml``.
+
+Every model is frozen and forbids unknown fields, so a typo (``imagee:``) is a problem with its
+field path instead of a silently ignored line. Defaults are chosen so that a four-line spec
+(``app``, ``image``, ``port``, ``instances``) deploys a health-checked, routed, rolling app.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from kiln.spec.units import parse_duration, parse_size
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$"
+"""App and environment names: lowercase DNS labels, at most 40 characters."""
+
+_HOST_PATTERN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0),
+    PlainSerializer(lambda v: v, return_type=float),
+]
+"""A duration; accepts ``2s``, ``500ms``, ``1m30s`` or a number of seconds."""
+
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+"""A size; accepts ``128Mi``, ``512M``, ``1Gi`` or a number of bytes."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Strategy(StrEnum):
+    ROLLING = "rolling"
+    RECREATE = "recreate"
+
+
+class Probe(_Strict):
+    """One health check. Exactly one of ``http``, ``tcp``, ``command``; none means tcp on ``port``."""
+
+    http: str | None = Field(default=None, description="HTTP path; healthy on a 2xx or 3xx answer")
+    tcp: bool = Field(default=False, description="healthy when the port accepts a connection")
+    command: list[str] | None = Field(
+        default=None, description="run inside the instance; healthy on exit code 0"
+    )
+    interval: Seconds = Field(default=2.0, description="time between checks once running")
+    timeout: Seconds = Field(default=1.0, description="a check slower than this fails")
+    grace: Seconds = Field(
+        default=30.0,
+        description="time a new instance has to pass its first check before failures count",
+    )
+    healthy_threshold: int = Field(default=1, ge=1, description="passes in a row to be healthy")
+    unhealthy_threshold: int = Field(default=3, ge=1, description="failures in a row to be unhealthy")
+
+    @field_validator("http")
+    @classmethod
+    def _http_is_a_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must be a path starting with /, got {value!r}")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name a program to run, got an empty list")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Probe:
+        kinds = [k for k, on in (("http", self.http), ("tcp", self.tcp), ("command", self.command)) if on]
+        if len(kinds) > 1:
+            raise ValueError(f"give one of http, tcp or command, not {' and '.join(kinds)}")
+        if self.timeout > self.interval and self.interval > 0:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["http", "tcp", "command"]:
+        if self.http is not None:
+            return "http"
+        if self.command is not None:
+            return "command"
+        return "tcp"
+
+
+class Health(Probe):
+    """The default probe, optionally overridden separately for readiness and liveness.
+
+    *Readiness* decides when an instance may take traffic; *liveness* decides when a running
+    instance is broken and must be replaced. Both default to the probe given here.
+    """
+
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+    def readiness_probe(self) -> Probe:
+        return self.readiness or Probe(**self._probe_fields())
+
+    def liveness_probe(self) -> Probe:
+        return self.liveness or Probe(**self._probe_fields())
+
+    def _probe_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"readiness", "liveness"})
+
+
+class Route(_Strict):
+    """Where NGINX sends traffic to this app: a host (optional) and a path prefix."""
+
+    host: str | None = Field(
+        default=None, description="Host header to match; omit to match any host"
+    )
+    path: str = Field(default="/", description="path prefix")
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        lowered = value.lower()
+        if not _HOST_PATTERN.match(lowered):
+            raise ValueError(f"must be a host name like web.example.com, got {value!r}")
+        return lowered
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " ;{}\"'\\\n\t"):
+            raise ValueError(f"must be a URL path prefix starting with /, got {value!r}")
+        return value
+
+
+class Resources(_Strict):
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
+    memory: Bytes | None = Field(default=None, description="memory limit, e.g. 128Mi")
+
+    @field_validator("memory")
+    @classmethod
+    def _enough_memory(cls, value: int | None) -> int | None:
+        if value is not None and value < 6 * 1024 * 1024:
+            raise ValueError(f"must be at least 6Mi (Docker's minimum), got {value} bytes")
+        return value
+
+
+class Deploy(_Strict):
+    strategy: Strategy = Field(default=Strategy.ROLLING, description="rolling or recreate")
+    max_surge: int = Field(default=1, ge=0, description="extra instances allowed during a rollout")
+    max_unavailable: int = Field(
+        default=0, ge=0, description="ready instances that may be missing during a rollout"
+    )
+    deadline: Seconds = Field(
+        default=120.0,
+        description="a rollout not done by then fails and rolls back to the last good release",
+    )
+    drain: Seconds = Field(
+        default=2.0, description="time an instance keeps running after it leaves the router"
+    )
+    auto_rollback: bool = Field(default=True, description="roll back when a rollout fails")
+
+    @model_validator(mode="after")
+    def _can_progress(self) -> Deploy:
+        if self.strategy is Strategy.ROLLING and self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could not start")
+        if self.deadline <= 0:
+            raise ValueError("deadline must be more than 0s")
+        return self
+
+
+class Security(_Strict):
+    read_only: bool = Field(default=True, description="read-only root filesystem")
+    cap_add: list[str] = Field(default_factory=list, description="Linux capabilities to keep")
+    tmpfs: list[str] = Field(
+        default_factory=lambda: ["/tmp"], description="writable in-memory directories"
+    )
+
+    @field_validator("cap_add")
+    @classmethod
+    def _capability_names(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if not re.fullmatch(r"(CAP_)?[A-Z_]+", c)]
+        if bad:
+            raise ValueError(f"capabilities are names like NET_BIND_SERVICE, got {bad}")
+        return [c.removeprefix("CAP_") for c in value]
+
+
+class AppSpec(_Strict):
+    """``kiln.yaml``: the declarative description of one app in one environment."""
+
+    app: str = Field(pattern=NAME_PATTERN, description="app name, a lowercase DNS label")
+    environment: str = Field(default="dev", pattern=NAME_PATTERN)
+    image: str = Field(
+        min_length=1, description="image tag or digest; a tag is pinned to its digest at release"
+    )
+    command: list[str] | None = Field(default=None, description="overrides the image's command")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="port the app listens on inside the instance"
+    )
+    instances: int = Field(default=1, ge=0, le=1000)
+    resources: Resources = Field(default_factory=Resources)
+    health: Health | None = Field(
+        default=None, description="health checks; default: tcp on port, or none without a port"
+    )
+    routes: list[Route] | None = Field(
+        default=None, description="default: host <app>.<environment>.localhost, path /"
+    )
+    deploy: Deploy = Field(default_factory=Deploy)
+    stop_grace: Seconds = Field(default=10.0, description="SIGTERM, then SIGKILL after this")
+    security: Security = Field(default_factory=Security)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_are_strings(cls, value: object) -> object:
+        # YAML turns `DEBUG: 1` into an int; an environment variable is always a string.
+        if isinstance(value, dict):
+            return {
+                k: ("true" if v is True else "false" if v is False else str(v))
+                if isinstance(v, int | float | bool)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"variable names are letters, digits and _, got {bad}")
+        if "PORT" in value:
+            raise ValueError("PORT is set by kiln from the port field")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name a program to run, got an empty list")
+        return value
+
+    @model_validator(mode="after")
+    def _routes_and_probes_need_a_port(self) -> AppSpec:
+        problems = []
+        if self.port is None and self.routes:
+            problems.append("routes need a port: set port to where the app listens")
+        probes = [self.health, self.health.readiness, self.health.liveness] if self.health else []
+        if self.port is None and any(p is not None and p.kind != "command" for p in probes):
+            problems.append("http and tcp health checks need a port: set port or use command")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived views -----------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return f"{self.environment}/{self.app}"
+
+    def effective_routes(self) -> list[Route]:
+        """The routes NGINX serves: the given ones, or ``<app>.<env>.localhost`` by default."""
+        if self.port is None:
+            return []
+        if self.routes is not None:
+            return list(self.routes)
+        return [Route(host=f"{self.app}.{self.environment}.localhost", path="/")]
+
+    def effective_health(self) -> Health | None:
+        """The health checks in force; tcp on the port when none are given."""
+        if self.health is not None:
+            return self.health
+        if self.port is not None:
+            return Health(tcp=True)
+        return None

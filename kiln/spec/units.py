@@ -1,0 +1,68 @@
+"""Human units in specs: durations (``"500ms"``, ``"2s"``, ``"1m30s"``) and sizes (``"128Mi"``).
+
+Pure functions; each raises ``ValueError`` with a message that names the accepted forms, which
+pydantic turns into a field problem.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?|B|b)?$")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string like ``"1m30s"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 2s, 500ms or 1m, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration like 2s, 500ms or 1m, got {value!r}")
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text) or not text:
+        raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {value!r}")
+    return total
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string like ``"128Mi"``, ``"1G"``, ``"512k"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 128Mi or 1G, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size like 128Mi or 1G, got {value!r}")
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise ValueError(f"expected a size like 128Mi, 512M or 1Gi, got {value!r}")
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    return int(float(number) * _SIZE_UNITS[unit])
