@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kiln.model.instance import Instance
+from kiln.model.routing import Peer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +30,9 @@ class ObservedInstance:
     instance: Instance
     health: HealthStatus
     in_router: bool  # the router's current peer list for the app holds this instance
-    left_router_at: datetime | None = None  # when kiln took it out of the router (draining)
+    # When a plan first chose to retire it. A retiring instance stays retired: it leaves the
+    # router, drains, and is stopped; it no longer counts as capacity.
+    retiring_since: datetime | None = None
 
     @property
     def id(self) -> str:
@@ -47,9 +50,11 @@ class CrashHistory:
     consecutive: int = 0
     last_at: datetime | None = None
     last_reason: str | None = None
+    last_release: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class ObservedApp:
     instances: tuple[ObservedInstance, ...]
+    routed: frozenset[Peer] = frozenset()  # the app's peer list as last pushed to the router
     crashes: CrashHistory = CrashHistory()

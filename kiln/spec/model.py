@@ -26,7 +26,9 @@ from kiln.spec.units import parse_duration, parse_size
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$"
 """App and environment names: lowercase DNS labels, at most 40 characters."""
 
-_HOST_PATTERN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_HOST_PATTERN = re.compile(
+    r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[
@@ -65,7 +67,9 @@ class Probe(_Strict):
         description="time a new instance has to pass its first check before failures count",
     )
     healthy_threshold: int = Field(default=1, ge=1, description="passes in a row to be healthy")
-    unhealthy_threshold: int = Field(default=3, ge=1, description="failures in a row to be unhealthy")
+    unhealthy_threshold: int = Field(
+        default=3, ge=1, description="failures in a row to be unhealthy"
+    )
 
     @field_validator("http")
     @classmethod
@@ -83,7 +87,9 @@ class Probe(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Probe:
-        kinds = [k for k, on in (("http", self.http), ("tcp", self.tcp), ("command", self.command)) if on]
+        kinds = [
+            k for k, on in (("http", self.http), ("tcp", self.tcp), ("command", self.command)) if on
+        ]
         if len(kinds) > 1:
             raise ValueError(f"give one of http, tcp or command, not {' and '.join(kinds)}")
         if self.timeout > self.interval and self.interval > 0:
@@ -172,12 +178,13 @@ class Deploy(_Strict):
     drain: Seconds = Field(
         default=2.0, description="time an instance keeps running after it leaves the router"
     )
-    auto_rollback: bool = Field(default=True, description="roll back when a rollout fails")
 
     @model_validator(mode="after")
     def _can_progress(self) -> Deploy:
         if self.strategy is Strategy.ROLLING and self.max_surge == 0 and self.max_unavailable == 0:
-            raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could not start")
+            raise ValueError(
+                "max_surge and max_unavailable cannot both be 0: the rollout could not start"
+            )
         if self.deadline <= 0:
             raise ValueError("deadline must be more than 0s")
         return self

@@ -1,9 +1,9 @@
 """Spec pipeline: text → YAML → fill defaults → validate, collecting every problem at once.
 
-    parse_spec(text) ──yaml.safe_load──▶ dict ──AppSpec.model_validate──▶ AppSpec
-                                                    │ (every problem)
-                                                    ▼
-                                           SpecInvalid(["instances: must be ≥ 0, got -1", ...])
+parse_spec(text) ──yaml.safe_load──▶ dict ──AppSpec.model_validate──▶ AppSpec
+                                                │ (every problem)
+                                                ▼
+                                       SpecInvalid(["instances: must be ≥ 0, got -1", ...])
 """
 
 from __future__ import annotations

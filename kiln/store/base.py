@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from kiln.model import AppKey, AppRecord, Event, NewEvent, Release, ReleaseOrigin, Rollout, RolloutState
+from kiln.model import (
+    AppKey,
+    AppRecord,
+    Event,
+    NewEvent,
+    Release,
+    ReleaseOrigin,
+    Rollout,
+    RolloutState,
+)
 from kiln.spec import AppSpec
 
 

@@ -1,0 +1,35 @@
+"""The narrow, read-only view of desired state that the planner needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.model import AppKey, Release, Rollout
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredApp:
+    """What the store says the app should be.
+
+    ``target`` is the release to converge to (None: run nothing). ``rollout`` is the rollout in
+    progress, if any. An app the store does not know (orphan containers) is
+    ``DesiredApp(key=..., scale=0, stopped=True, target=None, stable=None, rollout=None)``.
+    """
+
+    key: AppKey
+    scale: int
+    stopped: bool
+    target: Release | None
+    stable: Release | None
+    rollout: Rollout | None
+
+    @property
+    def wanted(self) -> int:
+        """How many instances of ``target`` should serve."""
+        if self.stopped or self.target is None:
+            return 0
+        return self.scale
+
+    @classmethod
+    def absent(cls, key: AppKey) -> DesiredApp:
+        return cls(key=key, scale=0, stopped=True, target=None, stable=None, rollout=None)

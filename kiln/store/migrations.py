@@ -1,0 +1,182 @@
+"""The SQLite schema, as an ordered list of migrations.
+
+The schema version lives in ``PRAGMA user_version`` (0 for a new file). Migration ``i`` (1-based)
+takes the schema from version ``i - 1`` to ``i``; each runs in its own ``BEGIN IMMEDIATE``
+transaction together with the bump of ``user_version``, so a crash mid-migration leaves the
+previous version intact and the next open simply runs it again.
+
+Rules for adding a migration: append, never edit a released one; a migration is a tuple of
+single SQL statements (trigger bodies may hold ``;``, so statements are not split by text).
+
+Append-only rules are enforced by triggers, not only by the code above them, so a bug (or a
+hand-written ``UPDATE``) cannot rewrite history:
+
+- ``releases``: no UPDATE ever; DELETE only once the app row is gone (that is ``delete_app``,
+  whose ``DELETE FROM apps`` cascades to the releases and rollouts).
+- ``rollouts``: a finished rollout is never updated; DELETE only once the app row is gone.
+- ``events``: no UPDATE, no DELETE, ever.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from kiln.errors import PermanentFailure
+
+Migration = tuple[str, ...]
+
+_V1: Migration = (
+    """
+    CREATE TABLE apps (
+        environment     TEXT NOT NULL,
+        app             TEXT NOT NULL,
+        scale           INTEGER NOT NULL CHECK (scale >= 0),
+        target_release  INTEGER,
+        stable_release  INTEGER,
+        stopped         INTEGER NOT NULL DEFAULT 0 CHECK (stopped IN (0, 1)),
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        PRIMARY KEY (environment, app)
+    )
+    """,
+    """
+    CREATE TABLE releases (
+        environment  TEXT NOT NULL,
+        app          TEXT NOT NULL,
+        number       INTEGER NOT NULL CHECK (number >= 1),
+        image        TEXT NOT NULL,
+        digest       TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        spec_hash    TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        created_by   TEXT NOT NULL,
+        message      TEXT NOT NULL,
+        origin       TEXT NOT NULL,
+        rollback_of  INTEGER,
+        UNIQUE (environment, app, number),
+        FOREIGN KEY (environment, app) REFERENCES apps (environment, app) ON DELETE CASCADE
+    )
+    """,
+    """
+    CREATE TRIGGER releases_never_update BEFORE UPDATE ON releases
+    BEGIN
+        SELECT RAISE(ABORT, 'releases are append-only: a release is never updated');
+    END
+    """,
+    """
+    CREATE TRIGGER releases_delete_only_with_app BEFORE DELETE ON releases
+    WHEN EXISTS (SELECT 1 FROM apps a WHERE a.environment = OLD.environment AND a.app = OLD.app)
+    BEGIN
+        SELECT RAISE(ABORT, 'releases are append-only: they go only when their app is deleted');
+    END
+    """,
+    """
+    CREATE TABLE rollouts (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment   TEXT NOT NULL,
+        app           TEXT NOT NULL,
+        from_release  INTEGER,
+        to_release    INTEGER NOT NULL,
+        strategy      TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        started_at    TEXT NOT NULL,
+        deadline_at   TEXT NOT NULL,
+        finished_at   TEXT,
+        reason        TEXT NOT NULL DEFAULT '',
+        FOREIGN KEY (environment, app) REFERENCES apps (environment, app) ON DELETE CASCADE,
+        FOREIGN KEY (environment, app, to_release)
+            REFERENCES releases (environment, app, number) ON DELETE CASCADE
+    )
+    """,
+    # At most one rollout in progress per app: create_release supersedes the previous one.
+    """
+    CREATE UNIQUE INDEX rollouts_one_in_progress ON rollouts (environment, app)
+    WHERE state = 'in_progress'
+    """,
+    """
+    CREATE TRIGGER rollouts_finished_never_update BEFORE UPDATE ON rollouts
+    WHEN OLD.state <> 'in_progress'
+    BEGIN
+        SELECT RAISE(ABORT, 'a finished rollout is never updated');
+    END
+    """,
+    """
+    CREATE TRIGGER rollouts_delete_only_with_app BEFORE DELETE ON rollouts
+    WHEN EXISTS (SELECT 1 FROM apps a WHERE a.environment = OLD.environment AND a.app = OLD.app)
+    BEGIN
+        SELECT RAISE(ABORT, 'rollouts go only when their app is deleted');
+    END
+    """,
+    # AUTOINCREMENT: ids never go back, so an SSE client's ``after_id`` stays meaningful.
+    """
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           TEXT NOT NULL,
+        environment  TEXT,
+        app          TEXT,
+        kind         TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        release      INTEGER,
+        instance     TEXT
+    )
+    """,
+    "CREATE INDEX events_by_app ON events (environment, app, id)",
+    """
+    CREATE TRIGGER events_never_update BEFORE UPDATE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are append-only: an event is never updated');
+    END
+    """,
+    """
+    CREATE TRIGGER events_never_delete BEFORE DELETE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are append-only: an event is never deleted');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+"""Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(
+    conn: sqlite3.Connection, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> int:
+    """Bring the database to the newest version this kiln knows; return that version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so that the transactions
+    here are the only ones. Safe to call on every open, and from two processes at once: the
+    version is re-read inside the write transaction.
+    """
+    known = len(migrations)
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = schema_version(conn)
+            if current > known:
+                raise PermanentFailure(
+                    f"the kiln store {path} has schema version {current}, but this kiln knows "
+                    f"only up to version {known}: it was written by a newer kiln. "
+                    "Upgrade kiln (`pip install -U kiln`) to use it."
+                )
+            if current == known:
+                conn.execute("COMMIT")
+                return current
+            for statement in migrations[current]:
+                conn.execute(statement)
+            # PRAGMA takes no parameters; the value is our own integer.
+            conn.execute(f"PRAGMA user_version = {current + 1:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,585 @@
+"""``SqliteStore``: the embedded store, one SQLite file in WAL mode.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit is written to the WAL
+before ``commit()`` returns, so a crash or SIGKILL of the kiln process loses nothing that was
+acknowledged (the bytes are in the operating system's page cache); only an OS crash or power
+loss can drop the last few commits, and even then the file stays consistent. ``FULL`` would
+add an fsync to every event for that rarer case; a one-machine tool can afford neither the
+latency on its event log nor the pretence that a laptop's disk cache is a power-safe device.
+
+Threads: one connection guarded by one lock. The controller calls the store from the event
+loop thread and from worker threads; every call is a short transaction, so serialising them
+is simpler than a connection per thread and cannot deadlock on SQLite's own locks.
+
+Errors: ``sqlite3`` errors never leave this module; they are mapped at the boundary
+(``_mapped``): a busy/locked/IO problem → ``TemporaryFailure``, a constraint or trigger
+violation → ``Conflict``, anything else → ``PermanentFailure``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kiln.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermanentFailure,
+    TemporaryFailure,
+)
+from kiln.model import (
+    AppKey,
+    AppRecord,
+    Event,
+    NewEvent,
+    Release,
+    ReleaseOrigin,
+    Rollout,
+    RolloutState,
+    Severity,
+)
+from kiln.spec import AppSpec, Strategy
+from kiln.store.migrations import migrate
+
+BUSY_TIMEOUT_MS = 5_000
+"""How long a write waits for another process (a second kiln, a CLI reading) to release the file."""
+
+_APP_COLUMNS = (
+    "environment, app, scale, target_release, stable_release, stopped, created_at, updated_at"
+)
+_RELEASE_COLUMNS = (
+    "environment, app, number, image, digest, spec, spec_hash, created_at, created_by, message, "
+    "origin, rollback_of"
+)
+_ROLLOUT_COLUMNS = (
+    "id, environment, app, from_release, to_release, strategy, state, started_at, deadline_at, "
+    "finished_at, reason"
+)
+_EVENT_COLUMNS = "id, at, environment, app, kind, reason, severity, release, instance"
+
+
+class SqliteStore:
+    """The ``Store`` protocol on one SQLite file. See the module docstring for the guarantees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermanentFailure(
+                f"cannot create the directory of the kiln store {self.path.parent}: {exc.strerror}"
+            ) from exc
+        try:
+            # isolation_level=None: no implicit transactions; every write below says BEGIN
+            # IMMEDIATE itself, so the write lock is taken up front and reads inside the
+            # transaction (the next release number) cannot go stale.
+            self._conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise PermanentFailure(f"cannot open the kiln store {self.path}: {exc}") from exc
+        try:
+            with self._mapped("open"):
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise PermanentFailure(
+                        f"the kiln store {self.path} cannot use write-ahead logging "
+                        f"(journal mode stayed {mode!r}); put KILN_HOME on a local disk"
+                    )
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                migrate(self._conn, self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _mapped(self, doing: str) -> Iterator[None]:
+        """Turn sqlite3 errors into kiln errors that say what the store was doing."""
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"the kiln store refused to {doing}: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise TemporaryFailure(
+                f"the kiln store {self.path} could not {doing}: {exc}; kiln retries"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise PermanentFailure(f"the kiln store {self.path} could not {doing}: {exc}") from exc
+
+    @contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it commits, or none of it."""
+        with self._lock, self._mapped(doing):
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[sqlite3.Connection]:
+        # A read of several statements sees one snapshot thanks to the explicit transaction.
+        with self._lock, self._mapped(doing):
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise PermanentFailure(f"the kiln store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:
+                raise PermanentFailure(
+                    f"could not close the kiln store {self.path}: {exc}"
+                ) from exc
+
+    # --- apps -------------------------------------------------------------------------------
+
+    def get_app(self, key: AppKey) -> AppRecord | None:
+        with self._read(f"read app {key}") as conn:
+            return _app_or_none(conn, key)
+
+    def list_apps(self) -> list[AppRecord]:
+        with self._read("list apps") as conn:
+            rows = conn.execute(
+                f"SELECT {_APP_COLUMNS} FROM apps ORDER BY environment, app"
+            ).fetchall()
+        return [_app(row) for row in rows]
+
+    def set_scale(self, key: AppKey, scale: int, *, now: datetime) -> AppRecord:
+        if scale < 0:
+            raise InvalidInput(f"scale must be 0 or more, got {scale}")
+        at = _to_db(now)
+        with self._write(f"scale app {key}") as conn:
+            _require_app(conn, key)
+            conn.execute(
+                "UPDATE apps SET scale = ?, updated_at = ? WHERE environment = ? AND app = ?",
+                (scale, at, key.environment, key.app),
+            )
+            return _require_app(conn, key)
+
+    def set_stopped(self, key: AppKey, stopped: bool, *, now: datetime) -> AppRecord:
+        at = _to_db(now)
+        with self._write(f"stop app {key}" if stopped else f"start app {key}") as conn:
+            _require_app(conn, key)
+            conn.execute(
+                "UPDATE apps SET stopped = ?, updated_at = ? WHERE environment = ? AND app = ?",
+                (int(stopped), at, key.environment, key.app),
+            )
+            return _require_app(conn, key)
+
+    def delete_app(self, key: AppKey) -> None:
+        with self._write(f"delete app {key}") as conn:
+            _require_app(conn, key)
+            # The app row goes first: the triggers let releases and rollouts go only after it,
+            # and the foreign keys cascade to them.
+            conn.execute(
+                "DELETE FROM apps WHERE environment = ? AND app = ?", (key.environment, key.app)
+            )
+
+    # --- releases ---------------------------------------------------------------------------
+
+    def create_release(
+        self,
+        key: AppKey,
+        *,
+        spec: AppSpec,
+        image: str,
+        digest: str,
+        spec_hash: str,
+        created_by: str,
+        message: str,
+        origin: ReleaseOrigin,
+        rollback_of: int | None,
+        scale: int,
+        deadline_seconds: float,
+        now: datetime,
+    ) -> tuple[Release, Rollout]:
+        if spec.key != str(key):
+            raise InvalidInput(f"the spec describes app {spec.key}, not {key}")
+        if scale < 0:
+            raise InvalidInput(f"scale must be 0 or more, got {scale}")
+        if deadline_seconds <= 0:
+            raise InvalidInput(f"a rollout deadline must be more than 0s, got {deadline_seconds}")
+        at = _to_db(now)
+        deadline = _to_db(now + timedelta(seconds=deadline_seconds))
+        spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        with self._write(f"create a release of {key}") as conn:
+            app = _app_or_none(conn, key)
+            if app is None:
+                conn.execute(
+                    f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, NULL, NULL, 0, ?, ?)",
+                    (key.environment, key.app, scale, at, at),
+                )
+                stable = None
+            else:
+                stable = app.stable_release
+            # Inside BEGIN IMMEDIATE nobody else can append, so MAX + 1 is gap-free and unique.
+            number = int(
+                conn.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM releases "
+                    "WHERE environment = ? AND app = ?",
+                    (key.environment, key.app),
+                ).fetchone()[0]
+            )
+            if rollback_of is not None and not 1 <= rollback_of < number:
+                raise NotFound(
+                    f"no release {rollback_of} of {key} to roll back to; "
+                    f"`kiln releases {key}` lists them"
+                )
+            try:
+                release = Release(
+                    key=key,
+                    number=number,
+                    image=image,
+                    digest=digest,
+                    spec=spec,
+                    spec_hash=spec_hash,
+                    created_at=_from_db(at),
+                    created_by=created_by,
+                    message=message,
+                    origin=ReleaseOrigin(origin),
+                    rollback_of=rollback_of,
+                )
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from exc
+            conn.execute(
+                f"INSERT INTO releases ({_RELEASE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key.environment,
+                    key.app,
+                    number,
+                    image,
+                    digest,
+                    spec_json,
+                    spec_hash,
+                    at,
+                    created_by,
+                    message,
+                    release.origin.value,
+                    rollback_of,
+                ),
+            )
+            conn.execute(
+                "UPDATE apps SET target_release = ?, scale = ?, stopped = 0, updated_at = ? "
+                "WHERE environment = ? AND app = ?",
+                (number, scale, at, key.environment, key.app),
+            )
+            conn.execute(
+                "UPDATE rollouts SET state = ?, finished_at = ?, reason = ? "
+                "WHERE environment = ? AND app = ? AND state = ?",
+                (
+                    RolloutState.SUPERSEDED.value,
+                    at,
+                    f"superseded by release {number}",
+                    key.environment,
+                    key.app,
+                    RolloutState.IN_PROGRESS.value,
+                ),
+            )
+            cursor = conn.execute(
+                "INSERT INTO rollouts (environment, app, from_release, to_release, strategy, "
+                "state, started_at, deadline_at, finished_at, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '')",
+                (
+                    key.environment,
+                    key.app,
+                    stable,
+                    number,
+                    spec.deploy.strategy.value,
+                    RolloutState.IN_PROGRESS.value,
+                    at,
+                    deadline,
+                ),
+            )
+            rollout = _require_rollout(conn, int(cursor.lastrowid or 0))
+        return release, rollout
+
+    def get_release(self, key: AppKey, number: int) -> Release:
+        with self._read(f"read release {number} of {key}") as conn:
+            row = conn.execute(
+                f"SELECT {_RELEASE_COLUMNS} FROM releases "
+                "WHERE environment = ? AND app = ? AND number = ?",
+                (key.environment, key.app, number),
+            ).fetchone()
+            if row is None:
+                _require_app(conn, key)
+                raise NotFound(f"no release {number} of {key}; `kiln releases {key}` lists them")
+        return self._release(row)
+
+    def list_releases(self, key: AppKey) -> list[Release]:
+        with self._read(f"list releases of {key}") as conn:
+            rows = conn.execute(
+                f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE environment = ? AND app = ? "
+                "ORDER BY number",
+                (key.environment, key.app),
+            ).fetchall()
+        return [self._release(row) for row in rows]
+
+    def _release(self, row: sqlite3.Row | tuple[Any, ...]) -> Release:
+        (environment, app, number, image, digest, spec) = row[:6]
+        (spec_hash, created_at, created_by, message, origin, rollback_of) = row[6:]
+        try:
+            parsed = AppSpec.model_validate(json.loads(spec))
+        except (ValueError, ValidationError) as exc:
+            raise PermanentFailure(
+                f"release {number} of {environment}/{app} in {self.path} holds a spec this kiln "
+                f"cannot read: {exc}"
+            ) from exc
+        return Release(
+            key=AppKey(environment, app),
+            number=number,
+            image=image,
+            digest=digest,
+            spec=parsed,
+            spec_hash=spec_hash,
+            created_at=_from_db(created_at),
+            created_by=created_by,
+            message=message,
+            origin=ReleaseOrigin(origin),
+            rollback_of=rollback_of,
+        )
+
+    # --- rollouts ---------------------------------------------------------------------------
+
+    def active_rollout(self, key: AppKey) -> Rollout | None:
+        with self._read(f"read the rollout of {key}") as conn:
+            row = conn.execute(
+                f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts "
+                "WHERE environment = ? AND app = ? AND state = ?",
+                (key.environment, key.app, RolloutState.IN_PROGRESS.value),
+            ).fetchone()
+        return None if row is None else _rollout(row)
+
+    def list_rollouts(self, key: AppKey) -> list[Rollout]:
+        with self._read(f"list rollouts of {key}") as conn:
+            rows = conn.execute(
+                f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE environment = ? AND app = ? "
+                "ORDER BY id",
+                (key.environment, key.app),
+            ).fetchall()
+        return [_rollout(row) for row in rows]
+
+    def finish_rollout(
+        self, rollout_id: int, state: RolloutState, reason: str, *, now: datetime
+    ) -> Rollout:
+        state = RolloutState(state)
+        if not state.finished:
+            raise InvalidInput(
+                f"a rollout is finished as succeeded, failed or superseded, not {state.value}"
+            )
+        at = _to_db(now)
+        with self._write(f"finish rollout {rollout_id}") as conn:
+            rollout = _require_rollout(conn, rollout_id)
+            if rollout.state.finished:
+                return rollout
+            key = rollout.key
+            conn.execute(
+                "UPDATE rollouts SET state = ?, finished_at = ?, reason = ? WHERE id = ?",
+                (state.value, at, reason, rollout_id),
+            )
+            where = (key.environment, key.app)
+            if state is RolloutState.SUCCEEDED:
+                conn.execute(
+                    "UPDATE apps SET stable_release = ?, updated_at = ? "
+                    "WHERE environment = ? AND app = ?",
+                    (rollout.to_release, at, *where),
+                )
+            elif state is RolloutState.FAILED and rollout.from_release is not None:
+                conn.execute(
+                    "UPDATE apps SET target_release = ?, updated_at = ? "
+                    "WHERE environment = ? AND app = ?",
+                    (rollout.from_release, at, *where),
+                )
+            elif state is RolloutState.FAILED:
+                # Nothing ever worked: no release to go back to, so run none.
+                conn.execute(
+                    "UPDATE apps SET target_release = NULL, stopped = 1, updated_at = ? "
+                    "WHERE environment = ? AND app = ?",
+                    (at, *where),
+                )
+            return _require_rollout(conn, rollout_id)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def append_event(self, event: NewEvent, *, now: datetime) -> Event:
+        return self.append_events([event], now=now)[0]
+
+    def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[Event]:
+        at = _to_db(now)
+        stored: list[Event] = []
+        if not events:
+            return stored
+        with self._write("append events") as conn:
+            for event in events:
+                severity = Severity(event.severity)
+                cursor = conn.execute(
+                    "INSERT INTO events (at, environment, app, kind, reason, severity, release, "
+                    "instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        at,
+                        event.key.environment if event.key else None,
+                        event.key.app if event.key else None,
+                        event.kind,
+                        event.reason,
+                        severity.value,
+                        event.release,
+                        event.instance,
+                    ),
+                )
+                stored.append(
+                    Event(
+                        id=int(cursor.lastrowid or 0),
+                        at=_from_db(at),
+                        key=event.key,
+                        kind=event.kind,
+                        reason=event.reason,
+                        severity=severity,
+                        release=event.release,
+                        instance=event.instance,
+                    )
+                )
+        return stored
+
+    def list_events(
+        self, *, key: AppKey | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[Event]:
+        if limit < 0:
+            raise InvalidInput(f"limit must be 0 or more, got {limit}")
+        where = "id > ?"
+        params: list[Any] = [after_id]
+        if key is not None:
+            where += " AND environment = ? AND app = ?"
+            params += [key.environment, key.app]
+        # after_id 0 means "the latest": take the newest `limit` and hand them back oldest first.
+        order = "DESC" if after_id <= 0 else "ASC"
+        with self._read("list events") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id {order} LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        if order == "DESC":
+            rows.reverse()
+        return [_event(row) for row in rows]
+
+
+# --- rows ⇄ model -------------------------------------------------------------------------------
+
+
+def _to_db(moment: datetime) -> str:
+    """An aware datetime as a fixed-width UTC ISO string (so text order is time order)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInput(
+            f"the store takes timezone-aware datetimes, got naive {moment.isoformat()}"
+        )
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_db(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _app(row: tuple[Any, ...]) -> AppRecord:
+    environment, app, scale, target, stable, stopped, created_at, updated_at = row
+    return AppRecord(
+        key=AppKey(environment, app),
+        scale=scale,
+        target_release=target,
+        stable_release=stable,
+        stopped=bool(stopped),
+        created_at=_from_db(created_at),
+        updated_at=_from_db(updated_at),
+    )
+
+
+def _app_or_none(conn: sqlite3.Connection, key: AppKey) -> AppRecord | None:
+    row = conn.execute(
+        f"SELECT {_APP_COLUMNS} FROM apps WHERE environment = ? AND app = ?",
+        (key.environment, key.app),
+    ).fetchone()
+    return None if row is None else _app(row)
+
+
+def _require_app(conn: sqlite3.Connection, key: AppKey) -> AppRecord:
+    app = _app_or_none(conn, key)
+    if app is None:
+        raise NotFound(f"no app {key}; `kiln status` lists apps")
+    return app
+
+
+def _rollout(row: tuple[Any, ...]) -> Rollout:
+    (rid, environment, app, from_release, to_release, strategy) = row[:6]
+    (state, started, deadline, finished, reason) = row[6:]
+    return Rollout(
+        id=rid,
+        key=AppKey(environment, app),
+        from_release=from_release,
+        to_release=to_release,
+        strategy=Strategy(strategy),
+        state=RolloutState(state),
+        started_at=_from_db(started),
+        deadline_at=_from_db(deadline),
+        finished_at=None if finished is None else _from_db(finished),
+        reason=reason,
+    )
+
+
+def _require_rollout(conn: sqlite3.Connection, rollout_id: int) -> Rollout:
+    row = conn.execute(
+        f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", (rollout_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id}; `kiln status` shows an app's rollout")
+    return _rollout(row)
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    eid, at, environment, app, kind, reason, severity, release, instance = row
+    return Event(
+        id=eid,
+        at=_from_db(at),
+        key=AppKey(environment, app) if environment is not None and app is not None else None,
+        kind=kind,
+        reason=reason,
+        severity=Severity(severity),
+        release=release,
+        instance=instance,
+    )
+
+
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteStore"]
