@@ -12,7 +12,7 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
 | ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
-| ``DOCKER_HOST``           | the Docker SDK's default                 | which Docker engine the driver talks to     |
+| ``DOCKER_HOST``           | ``$KILN_HOME/docker-host``, else the SDK's default | which Docker engine the driver uses |
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ from pathlib import Path
 from platformdirs import user_data_dir
 
 from kiln.errors import InvalidInput
+
+
+def _remembered_docker_host(home: Path) -> str | None:
+    """The engine a kiln-started Docker daemon listens on (written by scripts/demo.sh), so that
+    `kiln up` from any shell finds the same engine without DOCKER_HOST."""
+    try:
+        return (home / "docker-host").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _default_home() -> Path:
@@ -48,16 +57,17 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
+        home = Path(env["KILN_HOME"]).expanduser() if env.get("KILN_HOME") else defaults.home
         try:
             return cls(
-                home=Path(env["KILN_HOME"]).expanduser() if env.get("KILN_HOME") else defaults.home,
+                home=home,
                 api_host=env.get("KILN_API_HOST", defaults.api_host),
                 api_port=int(env.get("KILN_API_PORT", defaults.api_port)),
                 http_host=env.get("KILN_HTTP_HOST", defaults.http_host),
                 http_port=int(env.get("KILN_HTTP_PORT", defaults.http_port)),
                 nginx_binary=env.get("KILN_NGINX", defaults.nginx_binary),
                 resync_seconds=float(env.get("KILN_RESYNC_SECONDS", defaults.resync_seconds)),
-                docker_host=env.get("DOCKER_HOST") or None,
+                docker_host=env.get("DOCKER_HOST") or _remembered_docker_host(home),
             )
         except ValueError as exc:
             raise InvalidInput(f"a KILN_* environment variable is not a number: {exc}") from exc

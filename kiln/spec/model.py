@@ -17,11 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from kiln.spec.units import parse_duration, parse_size
+from kiln.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$"
 """App and environment names: lowercase DNS labels, at most 40 characters."""
@@ -31,16 +32,44 @@ _HOST_PATTERN = re.compile(
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# The JSON Schema must accept what the validator accepts ("2s" as well as 2), or editors
+# would flag valid specs.
 Seconds = Annotated[
     float,
     BeforeValidator(parse_duration),
     Field(ge=0),
     PlainSerializer(lambda v: v, return_type=float),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
 ]
 """A duration; accepts ``2s``, ``500ms``, ``1m30s`` or a number of seconds."""
 
-Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+Bytes = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(gt=0),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": SIZE_PATTERN}]}
+    ),
+]
 """A size; accepts ``128Mi``, ``512M``, ``1Gi`` or a number of bytes."""
+
+
+def _not_a_bool(value: object) -> object:
+    # pydantic's lax mode reads True as 1: `instances: yes` in YAML would silently mean one.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {str(value).lower()}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+"""A whole number (instances, ports, thresholds); a boolean is a problem, not 0 or 1."""
 
 
 class _Strict(BaseModel):
@@ -66,8 +95,8 @@ class Probe(_Strict):
         default=30.0,
         description="time a new instance has to pass its first check before failures count",
     )
-    healthy_threshold: int = Field(default=1, ge=1, description="passes in a row to be healthy")
-    unhealthy_threshold: int = Field(
+    healthy_threshold: Count = Field(default=1, ge=1, description="passes in a row to be healthy")
+    unhealthy_threshold: Count = Field(
         default=3, ge=1, description="failures in a row to be unhealthy"
     )
 
@@ -167,12 +196,13 @@ class Resources(_Strict):
 
 class Deploy(_Strict):
     strategy: Strategy = Field(default=Strategy.ROLLING, description="rolling or recreate")
-    max_surge: int = Field(default=1, ge=0, description="extra instances allowed during a rollout")
-    max_unavailable: int = Field(
+    max_surge: Count = Field(default=1, ge=0, description="extra instances allowed during a rollout")
+    max_unavailable: Count = Field(
         default=0, ge=0, description="ready instances that may be missing during a rollout"
     )
     deadline: Seconds = Field(
         default=120.0,
+        gt=0,
         description="a rollout not done by then fails and rolls back to the last good release",
     )
     drain: Seconds = Field(
@@ -185,8 +215,6 @@ class Deploy(_Strict):
             raise ValueError(
                 "max_surge and max_unavailable cannot both be 0: the rollout could not start"
             )
-        if self.deadline <= 0:
-            raise ValueError("deadline must be more than 0s")
         return self
 
 
@@ -216,10 +244,10 @@ class AppSpec(_Strict):
     )
     command: list[str] | None = Field(default=None, description="overrides the image's command")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables")
-    port: int | None = Field(
+    port: Count | None = Field(
         default=None, ge=1, le=65535, description="port the app listens on inside the instance"
     )
-    instances: int = Field(default=1, ge=0, le=1000)
+    instances: Count = Field(default=1, ge=0, le=1000)
     resources: Resources = Field(default_factory=Resources)
     health: Health | None = Field(
         default=None, description="health checks; default: tcp on port, or none without a port"

@@ -6,7 +6,17 @@ pydantic turns into a field problem.
 
 from __future__ import annotations
 
+import math
 import re
+
+MAX_DURATION_SECONDS = 30 * 24 * 3600.0
+"""Longer is never meant (``1e400`` or ``.inf``) and would overflow date arithmetic later."""
+
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h)?)+\s*$"
+"""The string forms of a duration, for the JSON Schema (the parser below is the judge)."""
+
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]i?|[Bb])?\s*$"
+"""The string forms of a size, for the JSON Schema."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -31,14 +41,15 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 2s, 500ms or 1m, got a boolean")
     if isinstance(value, int | float):
-        return float(value)
+        return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like 2s, 500ms or 1m, got {value!r}")
     text = value.strip()
     try:
-        return float(text)
-    except ValueError:
-        pass
+        return _bounded(float(text), value)
+    except ValueError as exc:
+        if "at most" in str(exc):
+            raise
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -48,7 +59,14 @@ def parse_duration(value: object) -> float:
         position = match.end()
     if position != len(text) or not text:
         raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {value!r}")
-    return total
+    return _bounded(total, value)
+
+
+def _bounded(seconds: float, given: object) -> float:
+    # Negative durations are left to the field's ``ge=0`` so the message names the bound.
+    if math.isnan(seconds) or seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"expected a duration of at most 30 days, got {given!r}")
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -58,6 +76,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a size like 128Mi or 1G, got {value!r}")
         return int(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a size like 128Mi or 1G, got {value!r}")
@@ -65,4 +85,7 @@ def parse_size(value: object) -> int:
     if not match:
         raise ValueError(f"expected a size like 128Mi, 512M or 1Gi, got {value!r}")
     number, unit = match.group(1), (match.group(2) or "").lower()
-    return int(float(number) * _SIZE_UNITS[unit])
+    size = float(number) * _SIZE_UNITS[unit]
+    if not math.isfinite(size):
+        raise ValueError(f"expected a size like 128Mi or 1G, got a number too large: {value!r}")
+    return int(size)

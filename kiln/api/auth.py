@@ -1,0 +1,72 @@
+"""The API token: one random bearer token per kiln home, kept in a 0600 file.
+
+The CLI on the same machine reads the same file (or ``KILN_TOKEN``), so a user never types it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from kiln.errors import Unauthorized
+
+TOKEN_BYTES = 32
+
+
+def load_or_create_token(path: Path) -> str:
+    """The token stored at ``path``; a new one (written atomically, mode 0600) when absent."""
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # O_EXCL + 0600 at creation: the token is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            # link() fails if another process created the token meanwhile: theirs wins.
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return token
+
+
+_bearer = HTTPBearer(auto_error=False, description="the token in KILN_HOME/token")
+
+
+class TokenCheck:
+    """FastAPI dependency: the request carries ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("the API token must not be empty")
+        self._token = token.encode()
+
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> None:
+        if credentials is None:
+            raise Unauthorized(
+                "missing API token: send 'Authorization: Bearer <token>' "
+                "(the token is in KILN_HOME/token)"
+            )
+        if not secrets.compare_digest(credentials.credentials.encode(), self._token):
+            raise Unauthorized("wrong API token")

@@ -1,0 +1,79 @@
+"""Routes that read and change apps: status, deploy, rollback, scale, stop, destroy, releases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from kiln.api.deps import Actor, Key
+from kiln.api.schemas import (
+    AppStatusOut,
+    DeployRequest,
+    DeployResultOut,
+    ReleaseOut,
+    RollbackRequest,
+    ScaleRequest,
+    app_status_out,
+    deploy_result_out,
+    release_view_out,
+)
+from kiln.controller.service import Service
+
+
+def apps_router(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["apps"])
+
+    @router.get("/apps", summary="Status of every app")
+    async def list_apps() -> list[AppStatusOut]:
+        return [app_status_out(s) for s in await service.list_status()]
+
+    @router.get("/apps/{env}/{app}", summary="Status of one app: instances and active rollout")
+    async def get_app(key: Key) -> AppStatusOut:
+        return app_status_out(await service.status(key))
+
+    @router.post(
+        "/deploy",
+        summary="Deploy a kiln.yaml: a new release and its rollout (201), or unchanged (200)",
+        status_code=status.HTTP_201_CREATED,
+        responses={200: {"description": "same image and spec as the target: only the scale"}},
+    )
+    async def deploy(body: DeployRequest, who: Actor, response: Response) -> DeployResultOut:
+        result = await service.deploy(body.spec, message=body.message, who=who)
+        if not result.changed:
+            response.status_code = status.HTTP_200_OK
+        return deploy_result_out(result)
+
+    @router.post(
+        "/apps/{env}/{app}/rollback",
+        summary="Roll back: a new release reusing an earlier release's image and spec",
+        status_code=status.HTTP_201_CREATED,
+    )
+    async def rollback(
+        key: Key, body: RollbackRequest, who: Actor, response: Response
+    ) -> DeployResultOut:
+        result = await service.rollback(key, to=body.to, message=body.message, who=who)
+        if not result.changed:
+            response.status_code = status.HTTP_200_OK
+        return deploy_result_out(result)
+
+    @router.post("/apps/{env}/{app}/scale", summary="Set the number of instances")
+    async def scale(key: Key, body: ScaleRequest, who: Actor) -> AppStatusOut:
+        return app_status_out(await service.scale(key, body.instances, who=who))
+
+    @router.post("/apps/{env}/{app}/stop", summary="Stop every instance, keep the history")
+    async def stop(key: Key, who: Actor) -> AppStatusOut:
+        return app_status_out(await service.stop(key, who=who))
+
+    @router.delete(
+        "/apps/{env}/{app}",
+        summary="Destroy the app: stop its instances, drop its routes, forget it",
+        status_code=status.HTTP_204_NO_CONTENT,
+    )
+    async def destroy(key: Key, who: Actor) -> Response:
+        await service.destroy(key, who=who)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.get("/apps/{env}/{app}/releases", summary="Releases of one app, oldest first")
+    async def releases(key: Key) -> list[ReleaseOut]:
+        return [release_view_out(r) for r in await service.releases(key)]
+
+    return router

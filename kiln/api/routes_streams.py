@@ -1,0 +1,108 @@
+"""Routes that read the event log and instance logs, as pages or as streams.
+
+    GET /v1/events                 a page of events (JSON array)
+    GET /v1/events/stream          Server-Sent Events: ``id:`` event id, ``data:`` JSON event;
+                                   FastAPI adds a ``: ping`` comment after 15 s of silence
+    GET /v1/apps/{env}/{app}/logs  NDJSON, one LogLine per line
+
+A stream has already sent "200 OK" when an error happens inside it, so errors there travel in
+the stream itself, in the same shape as every other error: an SSE ``event: error`` or an NDJSON
+line ``{"error": {...}}``. The client turns both back into exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from kiln.api.deps import Key, OptionalKey
+from kiln.api.errors import INTERNAL_ERROR_MESSAGE, error_type
+from kiln.api.schemas import EventOut, LogLineOut, event_out, log_line_out
+from kiln.controller.service import Service
+from kiln.errors import KilnError, SpecInvalid
+
+log = logging.getLogger("kiln.api")
+
+NDJSON = "application/x-ndjson"
+
+
+def _error_body(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, KilnError):
+        problems = exc.problems if isinstance(exc, SpecInvalid) else []
+        return {"error": {"type": error_type(type(exc)), "message": exc.message, "problems": problems}}
+    log.error("unexpected error in a stream", exc_info=exc)
+    return {"error": {"type": "internal", "message": INTERNAL_ERROR_MESSAGE, "problems": []}}
+
+
+def _resume_point(after: int, last_event_id: str | None) -> int:
+    # A browser EventSource reconnects with Last-Event-ID instead of our query parameter.
+    if last_event_id and last_event_id.strip().isdigit():
+        return max(after, int(last_event_id.strip()))
+    return after
+
+
+def streams_router(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["events and logs"])
+
+    @router.get("/events", summary="Events, oldest first (the last `limit` when after is 0)")
+    async def list_events(
+        key: OptionalKey,
+        after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[EventOut]:
+        events = await service.events(key=key, after_id=after, limit=limit)
+        return [event_out(e) for e in events]
+
+    @router.get(
+        "/events/stream",
+        summary="Follow events as Server-Sent Events; resume with after= or Last-Event-ID",
+        response_class=EventSourceResponse,
+    )
+    async def stream_events(
+        key: OptionalKey,
+        after: Annotated[int, Query(ge=0, description="start after this event id")] = 0,
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    ) -> AsyncIterator[ServerSentEvent]:
+        start = _resume_point(after, last_event_id)
+        try:
+            async for event in service.follow_events(key=key, after_id=start):
+                yield ServerSentEvent(id=str(event.id), data=event_out(event))
+        except Exception as exc:
+            yield ServerSentEvent(event="error", data=_error_body(exc))
+
+    @router.get(
+        "/apps/{env}/{app}/logs",
+        summary="Log lines of the app's instances as NDJSON; follow=true keeps streaming",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "one JSON LogLine per line",
+                "content": {NDJSON: {"schema": LogLineOut.model_json_schema()}},
+            }
+        },
+    )
+    async def logs(
+        key: Key,
+        instance: Annotated[str | None, Query(max_length=200, description="one instance id")] = None,
+        follow: bool = False,
+        tail: Annotated[int, Query(ge=0, le=100_000, description="lines of history")] = 100,
+    ) -> StreamingResponse:
+        # Checked before streaming so that an unknown app is a plain 404, not an in-stream error.
+        await service.status(key)
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in service.logs(key, instance=instance, follow=follow, tail=tail):
+                    yield log_line_out(line).model_dump_json().encode() + b"\n"
+            except Exception as exc:
+                yield json.dumps(_error_body(exc)).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+    return router

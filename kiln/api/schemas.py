@@ -1,0 +1,246 @@
+"""The API's wire shapes: pydantic models built from the controller's dataclass views.
+
+The views stay plain dataclasses (the controller knows nothing of HTTP); these models give the
+OpenAPI document its schemas and fix the JSON field names. ``*_out`` functions convert.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiln.controller.views import AppStatus, DeployResult, InstanceView, ReleaseView
+from kiln.drivers.base import LogLine
+from kiln.model import Event, Release, Rollout
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: str = Field(description="the kiln.yaml text")
+    message: str = Field(default="", max_length=2000, description="why, kept on the release")
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: int | None = Field(default=None, ge=1, description="release number; default the previous")
+    message: str = Field(default="", max_length=2000)
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: int = Field(ge=0, le=1000, description="desired number of instances")
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class HealthOut(_Out):
+    ok: bool
+    version: str
+
+
+class ErrorDetail(_Out):
+    type: str = Field(description="snake_case kiln.errors class, e.g. not_found, spec_invalid")
+    message: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class ErrorOut(_Out):
+    error: ErrorDetail
+
+
+class InstanceOut(_Out):
+    id: str
+    release: int
+    container_id: str
+    status: str
+    ready: bool
+    in_router: bool
+    draining: bool
+    address: str | None
+    started_at: datetime | None
+    exit_code: int | None
+    last_error: str | None
+
+
+class RolloutOut(_Out):
+    id: int
+    environment: str
+    app: str
+    from_release: int | None
+    to_release: int
+    strategy: str
+    state: str
+    started_at: datetime
+    deadline_at: datetime
+    finished_at: datetime | None
+    reason: str
+
+
+class AppStatusOut(_Out):
+    environment: str
+    app: str
+    state: str
+    scale: int
+    stopped: bool
+    target_release: int | None
+    stable_release: int | None
+    ready: int
+    instances: list[InstanceOut]
+    rollout: RolloutOut | None
+    urls: list[str]
+    message: str
+
+
+class ReleaseOut(_Out):
+    environment: str
+    app: str
+    number: int
+    image: str
+    digest: str
+    spec_hash: str
+    created_at: datetime
+    created_by: str
+    message: str
+    origin: str
+    rollback_of: int | None
+    result: str = Field(default="", description="current | succeeded | failed | superseded ...")
+    result_reason: str = ""
+    spec: dict[str, Any]
+
+
+class DeployResultOut(_Out):
+    release: ReleaseOut
+    rollout: RolloutOut | None
+    changed: bool
+    message: str
+
+
+class EventOut(_Out):
+    id: int
+    at: datetime
+    environment: str | None
+    app: str | None
+    kind: str
+    reason: str
+    severity: str
+    release: int | None
+    instance: str | None
+
+
+class LogLineOut(_Out):
+    instance: str
+    at: datetime | None
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+
+def instance_out(view: InstanceView) -> InstanceOut:
+    return InstanceOut(
+        id=view.id,
+        release=view.release,
+        container_id=view.container_id,
+        status=view.status,
+        ready=view.ready,
+        in_router=view.in_router,
+        draining=view.draining,
+        address=view.address,
+        started_at=view.started_at,
+        exit_code=view.exit_code,
+        last_error=view.last_error,
+    )
+
+
+def rollout_out(rollout: Rollout) -> RolloutOut:
+    return RolloutOut(
+        id=rollout.id,
+        environment=rollout.key.environment,
+        app=rollout.key.app,
+        from_release=rollout.from_release,
+        to_release=rollout.to_release,
+        strategy=str(rollout.strategy),
+        state=str(rollout.state),
+        started_at=rollout.started_at,
+        deadline_at=rollout.deadline_at,
+        finished_at=rollout.finished_at,
+        reason=rollout.reason,
+    )
+
+
+def app_status_out(view: AppStatus) -> AppStatusOut:
+    return AppStatusOut(
+        environment=view.key.environment,
+        app=view.key.app,
+        state=view.state,
+        scale=view.scale,
+        stopped=view.stopped,
+        target_release=view.target_release,
+        stable_release=view.stable_release,
+        ready=view.ready,
+        instances=[instance_out(i) for i in view.instances],
+        rollout=rollout_out(view.rollout) if view.rollout else None,
+        urls=list(view.urls),
+        message=view.message,
+    )
+
+
+def release_out(release: Release, *, result: str = "", result_reason: str = "") -> ReleaseOut:
+    return ReleaseOut(
+        environment=release.key.environment,
+        app=release.key.app,
+        number=release.number,
+        image=release.image,
+        digest=release.digest,
+        spec_hash=release.spec_hash,
+        created_at=release.created_at,
+        created_by=release.created_by,
+        message=release.message,
+        origin=str(release.origin),
+        rollback_of=release.rollback_of,
+        result=result,
+        result_reason=result_reason,
+        spec=release.spec.model_dump(mode="json"),
+    )
+
+
+def release_view_out(view: ReleaseView) -> ReleaseOut:
+    return release_out(view.release, result=view.result, result_reason=view.result_reason)
+
+
+def deploy_result_out(result: DeployResult) -> DeployResultOut:
+    return DeployResultOut(
+        release=release_out(result.release),
+        rollout=rollout_out(result.rollout) if result.rollout else None,
+        changed=result.changed,
+        message=result.message,
+    )
+
+
+def event_out(event: Event) -> EventOut:
+    return EventOut(
+        id=event.id,
+        at=event.at,
+        environment=event.key.environment if event.key else None,
+        app=event.key.app if event.key else None,
+        kind=event.kind,
+        reason=event.reason,
+        severity=str(event.severity),
+        release=event.release,
+        instance=event.instance,
+    )
+
+
+def log_line_out(line: LogLine) -> LogLineOut:
+    return LogLineOut(instance=line.instance_id, at=line.at, stream=line.stream, text=line.text)

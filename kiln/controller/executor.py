@@ -1,0 +1,165 @@
+"""The thin executor: carry out one plan's actions through the ports, recording an event each.
+
+Order matters for invariant 3 (traffic leaves an instance before it stops): ``SetPeers`` runs
+first and alone; starts and removals then run concurrently; stops run in the background
+(SIGTERM can take ``stop_grace``) so a slow app never holds up its own rollout. A failed
+action raises after the others finished; the next reconcile plans it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from kiln.controller.events import EventBus
+from kiln.controller.observe import AppMemory
+from kiln.drivers.base import Driver
+from kiln.errors import KilnError
+from kiln.health.monitor import HealthMonitor
+from kiln.model import (
+    AppKey,
+    FinishRollout,
+    Instance,
+    RemoveInstance,
+    RolloutState,
+    SetPeers,
+    Severity,
+    StartInstance,
+    StopInstance,
+)
+from kiln.planning import Plan
+from kiln.router.base import Router
+from kiln.store.base import Store
+
+log = logging.getLogger("kiln.controller")
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        driver: Driver,
+        router: Router,
+        health: HealthMonitor,
+        events: EventBus,
+        clock: Callable[[], datetime],
+        track: Callable[[Instance], None],
+        wake: Callable[[AppKey], None],
+    ) -> None:
+        self._store = store
+        self._driver = driver
+        self._router = router
+        self._health = health
+        self._events = events
+        self._clock = clock
+        self._track = track
+        self._wake = wake
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def execute(self, key: AppKey, plan: Plan, memory: AppMemory) -> None:
+        now = self._clock()
+        for action in plan.actions:
+            if isinstance(action, SetPeers):
+                await self._router.set_peers(key, action.peers)
+                memory.routed = frozenset(action.peers)
+                self._events.record(key, "router.peers", action.reason)
+        for instance_id in plan.retiring:
+            memory.retiring_since.setdefault(instance_id, now)
+
+        work: list[Awaitable[None]] = []
+        for action in plan.actions:
+            if isinstance(action, StartInstance):
+                work.append(self._start(key, action))
+            elif isinstance(action, RemoveInstance):
+                work.append(self._remove(key, action, memory))
+            elif isinstance(action, StopInstance) and action.instance_id not in memory.stopping:
+                memory.stopping.add(action.instance_id)
+                task = asyncio.create_task(self._stop(key, action, memory))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        results = await asyncio.gather(*work, return_exceptions=True)
+
+        for action in plan.actions:
+            if isinstance(action, FinishRollout):
+                self._finish(key, action)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _start(self, key: AppKey, action: StartInstance) -> None:
+        spec = action.spec
+        try:
+            instance = await self._driver.start_instance(spec)
+        except KilnError as exc:
+            self._events.record(
+                key,
+                "instance.start_failed",
+                f"could not start {spec.id} of release {spec.release}: {exc.message}",
+                severity=Severity.ERROR,
+                release=spec.release,
+                instance=spec.id,
+            )
+            raise
+        self._track(instance)
+        self._events.record(
+            key,
+            "instance.started",
+            f"{spec.id} of release {spec.release} started ({action.reason})"
+            + (f", listening on {instance.address}" if instance.address else ""),
+            release=spec.release,
+            instance=spec.id,
+        )
+
+    async def _remove(self, key: AppKey, action: RemoveInstance, memory: AppMemory) -> None:
+        planned = (
+            action.instance_id in memory.stopping or action.instance_id in memory.retiring_since
+        )
+        self._health.untrack(action.instance_id)
+        await self._driver.remove_instance(action.container_id)
+        if not planned:
+            self._events.record(
+                key,
+                "instance.exited",
+                f"{action.instance_id} of release {action.release} {action.reason}; replacing it",
+                severity=Severity.WARNING,
+                release=action.release,
+                instance=action.instance_id,
+            )
+
+    async def _stop(self, key: AppKey, action: StopInstance, memory: AppMemory) -> None:
+        self._health.untrack(action.instance_id)
+        self._events.record(
+            key,
+            "instance.stopping",
+            f"stopping {action.instance_id} of release {action.release}: {action.reason}",
+            release=action.release,
+            instance=action.instance_id,
+        )
+        try:
+            await self._driver.stop_instance(action.container_id, grace=action.grace)
+        except KilnError as exc:
+            memory.stopping.discard(action.instance_id)
+            log.warning("stopping %s failed (will retry): %s", action.instance_id, exc.message)
+        finally:
+            self._wake(key)
+
+    def _finish(self, key: AppKey, action: FinishRollout) -> None:
+        rollout = self._store.finish_rollout(
+            action.rollout_id, action.state, action.reason, now=self._clock()
+        )
+        succeeded = action.state is RolloutState.SUCCEEDED
+        self._events.record(
+            key,
+            "rollout.succeeded" if succeeded else "rollout.failed",
+            action.reason,
+            severity=Severity.INFO if succeeded else Severity.ERROR,
+            release=rollout.to_release,
+        )
+        self._wake(key)
+
+    async def drain_background(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

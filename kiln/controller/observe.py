@@ -1,0 +1,117 @@
+"""Observation: turn what the driver, the health monitor and the router report into one
+``ObservedApp`` for the planner, and keep the little memory the planner needs between rounds
+(which instances are retiring and since when, crash history, what the router holds)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from kiln.model import (
+    AppKey,
+    CrashHistory,
+    HealthStatus,
+    Instance,
+    InstanceStatus,
+    ObservedApp,
+    ObservedInstance,
+    Peer,
+)
+from kiln.planning import forgive, record_crash
+
+# Exits this close together are one incident (the engine restarted, the host ran out of
+# memory), not a crash loop: they count once for backoff.
+_SAME_INCIDENT = timedelta(seconds=1)
+
+
+@dataclass
+class AppMemory:
+    """What the controller remembers about one app between reconciles (in memory only).
+
+    Losing it (a kiln restart) is safe: the router's peer list is read back from NGINX, and
+    retiring instances are simply re-planned.
+    """
+
+    routed: frozenset[Peer] = frozenset()
+    retiring_since: dict[str, datetime] = field(default_factory=dict)
+    crashes: CrashHistory = field(default_factory=CrashHistory)
+    counted_exits: set[str] = field(default_factory=set)  # instance ids already counted
+    stopping: set[str] = field(default_factory=set)  # kiln asked these to stop: not a crash
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.memory: defaultdict[AppKey, AppMemory] = defaultdict(AppMemory)
+
+    def observe(
+        self,
+        key: AppKey,
+        instances: Iterable[Instance],
+        health: Callable[[str], HealthStatus],
+        *,
+        now: datetime,
+    ) -> tuple[ObservedApp, list[Instance]]:
+        """The planner's view of ``key``, and the instances that crashed since last time."""
+        memory = self.memory[key]
+        crashed: list[Instance] = []
+        observed: list[ObservedInstance] = []
+        routed_ids = {p.instance_id for p in memory.routed}
+        present = set()
+        for instance in instances:
+            present.add(instance.id)
+            status = health(instance.id)
+            unplanned_exit = (
+                instance.status is InstanceStatus.EXITED
+                and instance.id not in memory.stopping
+                and instance.id not in memory.retiring_since
+            )
+            failed_liveness = instance.running and not status.live
+            if (unplanned_exit or failed_liveness) and instance.id not in memory.counted_exits:
+                memory.counted_exits.add(instance.id)
+                crashed.append(instance)
+                at = instance.finished_at or now
+                last = memory.crashes.last_at
+                if last is None or abs(at - last) > _SAME_INCIDENT:
+                    memory.crashes = record_crash(
+                        memory.crashes,
+                        at=at,
+                        reason=describe_exit(instance, status),
+                        release=instance.release,
+                    )
+            if status.ready and instance.running:
+                memory.crashes = forgive(memory.crashes, ready_since=status.ready_since, now=now)
+            observed.append(
+                ObservedInstance(
+                    instance=instance,
+                    health=status,
+                    in_router=instance.id in routed_ids,
+                    retiring_since=memory.retiring_since.get(instance.id),
+                )
+            )
+        # Forget instances that are gone for good.
+        for gone in set(memory.retiring_since) - present:
+            del memory.retiring_since[gone]
+        memory.counted_exits &= present
+        memory.stopping &= present
+        return (
+            ObservedApp(
+                instances=tuple(sorted(observed, key=lambda o: o.id)),
+                routed=memory.routed,
+                crashes=memory.crashes,
+            ),
+            crashed,
+        )
+
+
+def describe_exit(instance: Instance, status: HealthStatus) -> str:
+    if instance.running:
+        return f"failed its liveness check ({status.last_error or 'unhealthy'})"
+    if instance.oom_killed:
+        return "killed for running out of memory (OOM)"
+    if instance.exit_code == 137:
+        return "exited with code 137 (killed)"
+    if instance.exit_code is None:
+        return "disappeared"
+    return f"exited with code {instance.exit_code}"

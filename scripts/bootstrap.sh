@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what kiln needs on Debian 12 when it is missing, then the pinned Python deps.
+# Idempotent and quick on a second run: apt runs only for missing packages, pip only when
+# requirements.lock changed. Needs root (or sudo) only when an apt package is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1mkiln bootstrap:\033[0m %s\n' "$*" >&2; }
+
+missing=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in docker.io nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-cjson busybox-static iproute2 ${KILN_EXTRA_APT:-}; do
+    have_pkg "$pkg" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing with apt: ${missing[*]}"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.kiln-lock-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    say "installing Python dependencies from requirements.lock"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+    rm -f .venv/.kiln-lock-*
+    touch "$stamp"
+fi

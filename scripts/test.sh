@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, layering, then every test (unit, integration, end to end).
+# Integration tests start their own private dockerd and NGINX; nothing else must be running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILN_EXTRA_APT="wrk" scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff" && ruff check kiln tests bench
+echo "== mypy" && mypy kiln
+echo "== import-linter" && lint-imports
+echo "== pytest" && pytest "$@"

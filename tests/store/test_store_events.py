@@ -1,0 +1,123 @@
+"""The event log: append, page forward, tail, filter by app, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from kiln.model import NewEvent, Severity
+from kiln.store import SqliteStore
+
+from .support import API, WEB, at
+
+
+def _event(n: int) -> NewEvent:
+    return NewEvent(key=WEB, kind="test.step", reason=f"step {n}")
+
+
+def test_appended_events_come_back_numbered_and_intact(store: SqliteStore) -> None:
+    event = store.append_event(
+        NewEvent(
+            key=WEB,
+            kind="instance.crashed",
+            reason="exit code 3",
+            severity=Severity.ERROR,
+            release=2,
+            instance="r2-abc",
+        ),
+        now=at(4),
+    )
+    assert event.id >= 1
+    assert store.list_events() == [event]
+    assert (event.at, event.severity, event.release, event.instance) == (
+        at(4),
+        Severity.ERROR,
+        2,
+        "r2-abc",
+    )
+
+
+def test_append_events_writes_a_batch_in_order(store: SqliteStore) -> None:
+    events = store.append_events([_event(n) for n in range(5)], now=at(1))
+    assert [e.reason for e in events] == [f"step {n}" for n in range(5)]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert store.append_events([], now=at(1)) == []
+
+
+def test_list_events_without_after_id_returns_the_latest_oldest_first(store: SqliteStore) -> None:
+    store.append_events([_event(n) for n in range(10)], now=at(1))
+    latest = store.list_events(limit=3)
+    assert [e.reason for e in latest] == ["step 7", "step 8", "step 9"]
+
+
+def test_list_events_after_an_id_pages_forward(store: SqliteStore) -> None:
+    events = store.append_events([_event(n) for n in range(10)], now=at(1))
+    page = store.list_events(after_id=events[2].id, limit=3)
+    assert [e.reason for e in page] == ["step 3", "step 4", "step 5"]
+    assert store.list_events(after_id=events[-1].id) == []
+
+
+def test_list_events_filters_by_app(store: SqliteStore) -> None:
+    store.append_events(
+        [
+            NewEvent(key=WEB, kind="a", reason="web 1"),
+            NewEvent(key=API, kind="a", reason="api 1"),
+            NewEvent(key=None, kind="router.reloaded", reason="server-wide"),
+            NewEvent(key=WEB, kind="a", reason="web 2"),
+        ],
+        now=at(1),
+    )
+    assert [e.reason for e in store.list_events(key=WEB)] == ["web 1", "web 2"]
+    assert [e.reason for e in store.list_events()] == ["web 1", "api 1", "server-wide", "web 2"]
+    assert store.list_events()[2].key is None
+
+
+def test_concurrent_appends_from_threads_lose_nothing(store: SqliteStore) -> None:
+    threads, per_thread = 8, 100
+    ids: list[int] = []
+    ids_lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def writer(n: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            e = store.append_event(NewEvent(key=WEB, kind="t", reason=f"{n}-{i}"), now=at(i))
+            with ids_lock:
+                ids.append(e.id)
+
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    stored = store.list_events(limit=10_000)
+    assert len(ids) == len(set(ids)) == threads * per_thread
+    assert sorted(ids) == [e.id for e in stored]
+    assert {e.reason for e in stored} == {
+        f"{n}-{i}" for n in range(threads) for i in range(per_thread)
+    }
+
+
+def test_two_stores_on_one_file_append_without_losing_events(
+    store: SqliteStore, db_path: Path
+) -> None:
+    other = SqliteStore(db_path)
+    try:
+        barrier = threading.Barrier(2)
+
+        def writer(s: SqliteStore, name: str) -> None:
+            barrier.wait()
+            for i in range(100):
+                s.append_event(NewEvent(key=WEB, kind="t", reason=f"{name}-{i}"), now=at(i))
+
+        workers = [
+            threading.Thread(target=writer, args=(store, "a")),
+            threading.Thread(target=writer, args=(other, "b")),
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+        assert len(store.list_events(limit=1000)) == 200
+    finally:
+        other.close()
