@@ -78,8 +78,9 @@ def render_nginx_conf(
     for p in (prefix, admin_socket, peers_file, lua_dir):
         _check_file_path(p)
 
-    by_host = _group_by_host(routes)
-    default_routes = by_host.pop(None, {})
+    grouped = _group_by_host(routes)
+    default_routes = grouped.pop(None, {})
+    by_host = {host: paths for host, paths in grouped.items() if host is not None}
 
     out = _Writer()
     if user is not None:

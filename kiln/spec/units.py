@@ -46,10 +46,13 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected a duration like 2s, 500ms or 1m, got {value!r}")
     text = value.strip()
     try:
-        return _bounded(float(text), value)
-    except ValueError as exc:
-        if "at most" in str(exc):
-            raise
+        seconds = float(text)
+    except ValueError:
+        seconds = _sum_of_parts(text, value)
+    return _bounded(seconds, value)
+
+
+def _sum_of_parts(text: str, given: str) -> float:
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -58,8 +61,8 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         position = match.end()
     if position != len(text) or not text:
-        raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {value!r}")
-    return _bounded(total, value)
+        raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {given!r}")
+    return total
 
 
 def _bounded(seconds: float, given: object) -> float:

@@ -1,0 +1,158 @@
+"""Rollout benchmark on the demo app with 3 instances under a keep-alive load.
+
+Prints one JSON line:
+  deploy_to_all_new_s      seconds from the deploy API call to the last answer of the old release
+                           (after it, every answer comes from the new one); median of N deploys
+  failed_requests          failed requests (errors or non-2xx) over all deploys, both load clients
+  kill_to_serving_s        seconds from `kill -9` of an instance to its replacement in the router
+                           and answering; median of N kills
+  nginx_rps / direct_rps   wrk requests/s through NGINX (3 instances) and straight to one container
+  nginx_p99_ms / direct_p99_ms
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+from tests.e2e.conftest import hello_spec
+from tests.e2e.harness import KilnHarness, wait_until
+from tests.e2e.load import LoadClient
+from tests.harness.dockerd import PrivateDockerd
+from tests.harness.images import build_hello_image
+
+APP = "bench"
+
+
+def deploy_api(kiln: KilnHarness, spec: str) -> None:
+    response = kiln.api("POST", "/v1/deploy", json={"spec": spec, "message": "bench"})
+    response.raise_for_status()
+
+
+def wait_rollout_done(kiln: KilnHarness, release: int) -> None:
+    kiln.wait_ready(APP, 3, release=release, timeout=60)
+
+
+def measure_deploys(kiln: KilnHarness, count: int) -> tuple[list[float], int, int]:
+    durations: list[float] = []
+    failures = 0
+    requests = 0
+    tags = ["v2", "v1"]
+    fresh = LoadClient(port=kiln.http_port, host_header=f"{APP}.test", keep_alive=False,
+                       markers=("v1", "v2"), max_seconds=600, max_requests=2_000_000)
+    kept = LoadClient(port=kiln.http_port, host_header=f"{APP}.test", keep_alive=True,
+                      markers=("v1", "v2"), max_seconds=600, max_requests=2_000_000)
+    release = 1
+    with fresh, kept:
+        kept.wait_for_requests(50)
+        for n in range(count):
+            new, old = tags[n % 2], tags[(n + 1) % 2]
+            started = time.monotonic()
+            deploy_api(kiln, hello_spec(APP, f"kiln-hello:{new}"))
+            release += 1
+            wait_rollout_done(kiln, release)
+            kept.wait_for_requests(kept.report.requests + 20)
+            last_old = kept.report.last_seen.get(old, started)
+            durations.append(max(0.0, last_old - started))
+    for client in (fresh, kept):
+        failures += client.report.failures
+        requests += client.report.requests
+    return durations, failures, requests
+
+
+def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
+    durations = []
+    for _ in range(count):
+        status = kiln.wait_ready(APP, 3)
+        victim = status["instances"][0]
+        before = {i["id"] for i in status["instances"]}
+        started = time.monotonic()
+        kiln.docker.containers.get(victim["container_id"]).kill(signal="SIGKILL")
+
+        def replacement_serving() -> bool:
+            now = kiln.status(APP)
+            fresh = [i for i in now["instances"] if i["id"] not in before and i["ready"] and i["in_router"]]
+            return bool(fresh)
+
+        wait_until(replacement_serving, timeout=30, interval=0.01, what="replacement")
+        durations.append(time.monotonic() - started)
+    return durations
+
+
+def wrk(url: str, host: str, seconds: int) -> tuple[float, float]:
+    output = subprocess.run(
+        ["wrk", "-t2", "-c4", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    assert p99_match, output
+    value, unit = float(p99_match.group(1)), p99_match.group(2)
+    p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return rps, p99_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--deploys", type=int, default=10)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    result: dict[str, object] = {}
+    try:
+        with PrivateDockerd(workdir / "engine") as engine:
+            client = docker.DockerClient(base_url=engine.docker_host)
+            for version in ("v1", "v2"):
+                build_hello_image(client, version=version, variant="healthy", tag=f"kiln-hello:{version}")
+            client.close()
+            home = workdir / "home"
+            home.mkdir()
+            kiln = KilnHarness(home, engine.docker_host)
+            try:
+                kiln.start()
+                deploy_api(kiln, hello_spec(APP, "kiln-hello:v1"))
+                wait_rollout_done(kiln, 1)
+                durations, failures, requests = measure_deploys(kiln, args.deploys)
+                kills = measure_kills(kiln, args.kills)
+                status = kiln.wait_ready(APP, 3)
+                direct = status["instances"][0]["address"]
+                nginx_rps, nginx_p99 = wrk(f"http://127.0.0.1:{kiln.http_port}/", f"{APP}.test", args.wrk_seconds)
+                direct_rps, direct_p99 = wrk(f"http://{direct}/", f"{APP}.test", args.wrk_seconds)
+                result = {
+                    "benchmark": "rollout",
+                    "instances": 3,
+                    "deploys": args.deploys,
+                    "deploy_to_all_new_s_median": round(statistics.median(durations), 3),
+                    "deploy_to_all_new_s_max": round(max(durations), 3),
+                    "failed_requests": failures,
+                    "requests_during_deploys": requests,
+                    "kill_to_serving_s_median": round(statistics.median(kills), 3),
+                    "kill_to_serving_s_max": round(max(kills), 3),
+                    "nginx_rps": round(nginx_rps),
+                    "direct_rps": round(direct_rps),
+                    "nginx_vs_direct": round(nginx_rps / direct_rps, 2),
+                    "nginx_p99_ms": round(nginx_p99, 2),
+                    "direct_p99_ms": round(direct_p99, 2),
+                }
+            finally:
+                kiln.teardown()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Turning HTTP answers back into ``kiln.errors``.
+
+The server sends ``{"error": {"type": "not_found", "message": ..., "problems": [...]}}``;
+``type`` is the snake_case name of a ``kiln.errors`` class, so the same class is raised here.
+A server that cannot be reached at all is ``ServerUnreachable``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kiln.errors as kiln_errors
+from kiln.errors import (
+    Conflict,
+    InvalidInput,
+    KilnError,
+    NotFound,
+    PermanentFailure,
+    SpecInvalid,
+    TemporaryFailure,
+    Unauthorized,
+)
+
+
+class ServerUnreachable(TemporaryFailure):
+    """Nothing answers at the kiln API address: the server is not running (or elsewhere)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"kiln is not running at {url} — start it with `kiln up`")
+        self.url = url
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _error_classes() -> dict[str, type[KilnError]]:
+    classes = {
+        _snake(obj.__name__): obj
+        for obj in vars(kiln_errors).values()
+        if isinstance(obj, type) and issubclass(obj, KilnError)
+    }
+    classes["internal"] = PermanentFailure
+    return classes
+
+
+_CLASSES = _error_classes()
+
+_BY_STATUS: dict[int, type[KilnError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+    503: TemporaryFailure,
+}
+
+
+def error_from_body(status: int, body: Any, fallback_text: str = "") -> KilnError:
+    """The ``KilnError`` an error answer stands for (``SpecInvalid`` keeps its ``problems``)."""
+    detail = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(detail, dict):
+        cls = _BY_STATUS.get(status, PermanentFailure if status >= 500 else KilnError)
+        text = fallback_text.strip()[:300] or "no details"
+        return cls(f"kiln answered HTTP {status}: {text}")
+    kind = str(detail.get("type", ""))
+    message = str(detail.get("message", "")) or f"kiln answered HTTP {status}"
+    problems = [str(p) for p in detail.get("problems") or []]
+    cls = _CLASSES.get(kind) or _BY_STATUS.get(status, PermanentFailure)
+    if cls is SpecInvalid:
+        return SpecInvalid(problems)
+    if cls is ServerUnreachable:  # never sent by a server; keep the constructor honest
+        return TemporaryFailure(message)
+    return cls(message)

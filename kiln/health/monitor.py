@@ -1,0 +1,253 @@
+"""``HealthMonitor``: one asyncio task per tracked instance, turning probe results into
+``HealthStatus`` and telling the controller when an instance's readiness or liveness flips.
+
+    track(id) ──▶ task: probe ──▶ counters ──▶ HealthStatus ──flip?──▶ on_change(id)
+                   ▲                                                   (controller reconciles
+                   └── sleep until the next probe is due                the instance's app now)
+
+Cadence. Until an instance has been ready once, readiness is probed every ``startup_interval``
+(0.1 s) instead of ``readiness.interval``: a new instance should join the router a fraction of
+a second after it starts serving, not up to one interval later. Afterwards readiness runs at
+its own interval. Liveness starts once the instance is past ``liveness.grace`` since it
+started, or has been ready once, and runs at ``liveness.interval``. When readiness and
+liveness are the same probe (the default), one check feeds both counters.
+
+Thresholds. ``ready`` turns true after ``healthy_threshold`` readiness passes in a row and
+false after ``unhealthy_threshold`` failures in a row. ``live`` turns false after liveness's
+``unhealthy_threshold`` failures in a row and stays false: such an instance is replaced, not
+revived.
+
+The monitor never raises out of a probe task; cancellation (``untrack``, ``close``) is the
+only way a task ends. ``track`` and ``untrack`` must be called on the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from kiln.health.probes import ExecFn, ProbeResult, run_probe
+from kiln.model import HealthStatus
+from kiln.spec import Probe
+
+log = logging.getLogger(__name__)
+
+_MIN_INTERVAL = 0.01
+"""Floor for any probe interval, so that an ``interval: 0`` spec cannot spin the event loop."""
+
+_RETRY_AFTER_BUG = 1.0
+"""Pause after an unexpected error inside a probe task, before it tries again."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Tracked:
+    """The mutable per-instance state; only its own task writes to it."""
+
+    instance_id: str
+    readiness: Probe
+    liveness: Probe
+    host: str | None
+    port: int | None
+    started_at: datetime
+    exec_fn: ExecFn | None
+    status: HealthStatus
+    ever_ready: bool
+    ready_passes: int = 0
+    ready_failures: int = 0
+    live_failures: int = 0
+
+    @property
+    def shared(self) -> bool:
+        return self.readiness == self.liveness
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        *,
+        on_change: Callable[[str], None],
+        clock: Callable[[], datetime] = _utc_now,
+        startup_interval: float = 0.1,
+    ) -> None:
+        self._on_change = on_change
+        self._clock = clock
+        self._startup_interval = max(startup_interval, _MIN_INTERVAL)
+        self._tracked: dict[str, _Tracked] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Cancelled tasks still finishing; close() waits for them so none is left pending.
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    # --- API -----------------------------------------------------------------------------
+
+    def track(
+        self,
+        instance_id: str,
+        *,
+        readiness: Probe,
+        liveness: Probe,
+        host: str | None,
+        port: int | None,
+        started_at: datetime,
+        exec_fn: ExecFn | None = None,
+        assume_ready: bool = False,
+    ) -> None:
+        """Start probing an instance; a no-op if it is already tracked.
+
+        ``assume_ready``: for an instance adopted after a kiln restart that was already in the
+        router. It starts ready (no traffic gap) and is re-checked right away.
+        """
+        if instance_id in self._tasks:
+            return
+        now = self._clock()
+        tracked = _Tracked(
+            instance_id=instance_id,
+            readiness=readiness,
+            liveness=liveness,
+            host=host,
+            port=port,
+            started_at=started_at,
+            exec_fn=exec_fn,
+            status=HealthStatus(ready=True, ready_since=now) if assume_ready else HealthStatus(),
+            ever_ready=assume_ready,
+            ready_passes=readiness.healthy_threshold if assume_ready else 0,
+        )
+        self._tracked[instance_id] = tracked
+        self._tasks[instance_id] = asyncio.get_running_loop().create_task(
+            self._run(tracked), name=f"kiln-health:{instance_id}"
+        )
+
+    def untrack(self, instance_id: str) -> None:
+        """Stop probing an instance and forget its status. Unknown ids are fine."""
+        self._tracked.pop(instance_id, None)
+        task = self._tasks.pop(instance_id, None)
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def status(self, instance_id: str) -> HealthStatus:
+        tracked = self._tracked.get(instance_id)
+        return tracked.status if tracked is not None else HealthStatus()
+
+    def tracked_ids(self) -> frozenset[str]:
+        """The instances being probed (for the controller to untrack the ones that are gone)."""
+        return frozenset(self._tasks)
+
+    async def close(self) -> None:
+        """Cancel every probe task and wait until each has ended."""
+        for instance_id in list(self._tasks):
+            self.untrack(instance_id)
+        pending = list(self._stopping)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- the per-instance task -------------------------------------------------------------
+
+    async def _run(self, t: _Tracked) -> None:
+        loop = asyncio.get_running_loop()
+        next_ready = loop.time()
+        next_live = loop.time()
+        while True:
+            try:
+                now = loop.time()
+                if t.shared:
+                    if now >= next_ready or (self._liveness_due(t) and now >= next_live):
+                        result = await self._probe(t, t.readiness)
+                        self._feed_readiness(t, result)
+                        # The same check is a liveness check too, if one is due.
+                        if self._liveness_due(t) and now >= next_live:
+                            self._feed_liveness(t, result)
+                            next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
+                        next_ready = now + self._readiness_interval(t)
+                else:
+                    if now >= next_ready:
+                        self._feed_readiness(t, await self._probe(t, t.readiness))
+                        next_ready = now + self._readiness_interval(t)
+                    if self._liveness_due(t) and now >= next_live:
+                        self._feed_liveness(t, await self._probe(t, t.liveness))
+                        next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
+                wake = next_ready
+                if t.status.live:
+                    wake = min(wake, self._liveness_wake(t, loop.time(), next_live))
+                await asyncio.sleep(max(0.0, wake - loop.time()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health check of %s failed unexpectedly; retrying", t.instance_id)
+                await asyncio.sleep(_RETRY_AFTER_BUG)
+
+    async def _probe(self, t: _Tracked, probe: Probe) -> ProbeResult:
+        return await run_probe(probe, host=t.host, port=t.port, exec_fn=t.exec_fn)
+
+    def _readiness_interval(self, t: _Tracked) -> float:
+        if not t.ever_ready:
+            return self._startup_interval
+        return max(t.readiness.interval, _MIN_INTERVAL)
+
+    def _liveness_due(self, t: _Tracked) -> bool:
+        """Liveness counts once the grace period is over or the instance was ready once."""
+        if not t.status.live:
+            return False
+        if t.ever_ready:
+            return True
+        return self._clock() - t.started_at >= timedelta(seconds=t.liveness.grace)
+
+    def _liveness_wake(self, t: _Tracked, now: float, next_live: float) -> float:
+        if self._liveness_due(t):
+            return next_live
+        # Still in grace: wake when it ends (readiness may end it sooner by passing).
+        remaining = t.started_at + timedelta(seconds=t.liveness.grace) - self._clock()
+        return max(next_live, now + max(remaining.total_seconds(), 0.0))
+
+    def _feed_readiness(self, t: _Tracked, result: ProbeResult) -> None:
+        status = replace(t.status, checked=True, last_error=None if result.ok else result.detail)
+        flipped = False
+        if result.ok:
+            t.ready_passes += 1
+            t.ready_failures = 0
+            if not status.ready and t.ready_passes >= t.readiness.healthy_threshold:
+                status = replace(status, ready=True, ready_since=self._clock())
+                t.ever_ready = True
+                flipped = True
+        else:
+            t.ready_failures += 1
+            t.ready_passes = 0
+            if status.ready and t.ready_failures >= t.readiness.unhealthy_threshold:
+                status = replace(status, ready=False, ready_since=None)
+                flipped = True
+        self._publish(t, status, flipped)
+
+    def _feed_liveness(self, t: _Tracked, result: ProbeResult) -> None:
+        flipped = False
+        if result.ok:
+            t.live_failures = 0
+            # Leave last_error alone: a liveness pass must not hide a readiness failure.
+            status = t.status
+        else:
+            t.live_failures += 1
+            detail = result.detail if t.shared else f"liveness: {result.detail}"
+            status = replace(t.status, last_error=detail)
+            if t.live_failures >= t.liveness.unhealthy_threshold:
+                status = replace(status, live=False)
+                flipped = True
+        self._publish(t, status, flipped)
+
+    def _publish(self, t: _Tracked, status: HealthStatus, flipped: bool) -> None:
+        if self._tracked.get(t.instance_id) is not t:
+            return  # untracked while the probe ran: nobody wants to hear about it
+        t.status = status
+        if flipped:
+            try:
+                self._on_change(t.instance_id)
+            except Exception:
+                log.exception("health change handler failed for %s", t.instance_id)
+
+
+__all__ = ["HealthMonitor"]

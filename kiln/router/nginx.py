@@ -1,0 +1,581 @@
+"""``NginxRouter``: runs kiln's private NGINX, swaps its config, pushes peer lists to it.
+
+Files (``prefix`` is NGINX's ``-p`` dir, ``run_dir`` kiln's private 0700 runtime dir)::
+
+    prefix/nginx.conf        the live config; nginx.conf.new while ``nginx -t`` checks a candidate
+    prefix/routes.json       the routes of the live config, re-rendered when NGINX is (re)started
+    prefix/peers.json        every app's peers, written before each push; init_by_lua reads it
+    prefix/nginx.pid         the master's pid (how a restarted kiln adopts a running NGINX)
+    prefix/lua/*.lua         copies of kiln/router/lua, so NGINX never depends on kiln's install
+    prefix/logs/             error.log, access.log (JSON lines), nginx-start.log
+    prefix/temp/             every *_temp_path
+    run_dir/admin.sock       the admin endpoint (GET /status, GET/PUT/DELETE /peers)
+
+NGINX is started daemonized (its own session, reparented away from kiln), so it keeps serving
+when kiln stops or crashes. When the master runs as root, its workers run as root too
+(``user root``): kiln's home is usually inside root's 0700 home directory, where an unprivileged
+worker could not reach the temp dirs. The admin socket stays private because ``run_dir`` is 0700.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import pwd
+import re
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kiln.errors import InvalidInput, RouterConfigRejected, RouterUnavailable
+from kiln.model import AppKey, Peer, RouteEntry
+from kiln.router.render import render_nginx_conf
+
+log = logging.getLogger(__name__)
+
+LUA_SOURCE_DIR = Path(__file__).with_name("lua")
+_MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the trailing NUL
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_POLL = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminStatus:
+    """What the admin endpoint's ``GET /status`` says, as seen by the worker that answered."""
+
+    generation: int  # config loads by the master since start (1 = started, +1 per reload)
+    worker_generation: int  # the config generation of the answering worker
+    worker_pid: int
+    peers_version: int  # bumped on every peer list change
+
+
+class NginxRouter:
+    """The ``Router`` protocol on a private NGINX with a Lua balancer."""
+
+    def __init__(
+        self,
+        *,
+        prefix: Path,
+        listen_host: str,
+        listen_port: int,
+        run_dir: Path,
+        nginx_binary: str = "nginx",
+        ready_timeout: float = 10.0,
+    ) -> None:
+        self.prefix = prefix.absolute()
+        self.run_dir = run_dir.absolute()
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.nginx_binary = nginx_binary
+        self.ready_timeout = ready_timeout
+        self.admin_socket = self.run_dir / "admin.sock"
+        self.conf_path = self.prefix / "nginx.conf"
+        self.peers_file = self.prefix / "peers.json"
+        self.routes_file = self.prefix / "routes.json"
+        self.pid_file = self.prefix / "nginx.pid"
+        self.lua_dir = self.prefix / "lua"
+        self.error_log = self.prefix / "logs" / "error.log"
+        self.access_log = self.prefix / "logs" / "access.log"
+        if len(os.fsencode(self.admin_socket)) > _MAX_UNIX_SOCKET_PATH:
+            raise InvalidInput(
+                f"the admin socket path {self.admin_socket} is longer than the "
+                f"{_MAX_UNIX_SOCKET_PATH} bytes a unix socket allows; use a shorter run dir"
+            )
+        self._peers: dict[AppKey, list[Peer]] | None = None
+        self._config_lock = asyncio.Lock()
+        self._peers_lock = asyncio.Lock()
+
+    # -- the Router protocol -------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._config_lock:
+            self._prepare_dirs()
+            _install_lua(LUA_SOURCE_DIR, self.lua_dir)
+            if self.master_pid() is not None:
+                await self._wait_until_serving()  # adopt: it is ours and it runs
+                return
+            await self._stop_orphaned_workers()
+            with contextlib.suppress(FileNotFoundError):
+                self.admin_socket.unlink()  # left by a killed master; NGINX cannot bind over it
+            await self._write_startup_config()
+            await self._spawn()
+            await self._wait_until_serving()
+
+    async def is_running(self) -> bool:
+        if self.master_pid() is None:
+            return False
+        try:
+            await self.status(timeout=1.0)
+        except RouterUnavailable:
+            return False
+        return True
+
+    async def apply_routes(self, routes: Sequence[RouteEntry]) -> bool:
+        async with self._config_lock:
+            text = self._render(routes)
+            old_text = _read_text(self.conf_path)
+            if text == old_text:
+                if _read_text(self.routes_file) != _routes_json(routes).decode():
+                    _write_atomic(self.routes_file, _routes_json(routes))
+                return False
+            self._prepare_dirs()
+            _install_lua(LUA_SOURCE_DIR, self.lua_dir)
+            candidate = self.conf_path.with_name("nginx.conf.new")
+            _write_atomic(candidate, text.encode())
+            problem = await self._check_config(candidate)
+            if problem is not None:
+                candidate.unlink(missing_ok=True)
+                raise RouterConfigRejected(
+                    f"nginx -t rejected the new config; the old one keeps serving:\n{problem}"
+                )
+            old_routes = _read_text(self.routes_file)
+            pid = self.master_pid()
+            before = await self.status() if pid is not None else None
+            os.replace(candidate, self.conf_path)
+            _write_atomic(self.routes_file, _routes_json(routes))
+            if pid is None or before is None:
+                raise RouterUnavailable(
+                    "NGINX is not running; the new routes take effect when it starts"
+                )
+            log_offset = _file_size(self.error_log)
+            os.kill(pid, signal.SIGHUP)
+            if not await self._wait_for_generation_after(before.worker_generation):
+                # NGINX kept its old config (a bind failure, say): put the old files back.
+                if old_text is not None:
+                    _write_atomic(self.conf_path, old_text.encode())
+                if old_routes is not None:
+                    _write_atomic(self.routes_file, old_routes.encode())
+                raise RouterConfigRejected(
+                    "NGINX did not load the new config; the old one keeps serving:\n"
+                    + _emergencies(self.error_log, log_offset)
+                )
+            return True
+
+    async def set_peers(self, key: AppKey, peers: Sequence[Peer]) -> None:
+        body = [_peer_json(key, p) for p in peers]
+        path = _peers_path(key)
+        async with self._peers_lock:
+            current = self._peer_map()
+            current[key] = list(peers)
+            # Persisted before the push: a NGINX restarted from here on serves this list.
+            data = _peers_file_json(current)
+            await asyncio.to_thread(_write_atomic, self.peers_file, data)
+            response = await self._admin("PUT", path, json_body=body)
+        if response.status_code == 400:
+            raise InvalidInput(f"NGINX refused the peers of {key}: {_error_of(response)}")
+        if response.status_code != 200:
+            raise RouterUnavailable(
+                f"NGINX's admin endpoint answered {response.status_code} to PUT {path}: "
+                f"{_error_of(response)}"
+            )
+
+    async def get_peers(self) -> dict[AppKey, list[Peer]]:
+        response = await self._admin("GET", "/peers")
+        if response.status_code != 200:
+            raise RouterUnavailable(f"GET /peers answered {response.status_code}")
+        return _parse_peer_map(response.json())
+
+    async def stop(self) -> None:
+        async with self._config_lock:
+            pid = self.master_pid()
+            if pid is not None:
+                for sig, wait in ((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)):
+                    _signal(pid, sig)
+                    if await _wait_until(lambda: not _is_alive(pid), wait):
+                        break
+                else:
+                    _signal(pid, signal.SIGKILL)
+                    await _wait_until(lambda: not _is_alive(pid), 5.0)
+            await self._stop_orphaned_workers()
+
+    # -- extras for the controller and tests ---------------------------------------------
+
+    async def forget_peers(self, key: AppKey) -> None:
+        """Drop an app's peer list (an app that is destroyed); its routes answer 503 meanwhile."""
+        async with self._peers_lock:
+            current = self._peer_map()
+            current.pop(key, None)
+            await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
+            response = await self._admin("DELETE", _peers_path(key))
+        if response.status_code != 200:
+            raise RouterUnavailable(f"DELETE {_peers_path(key)} answered {response.status_code}")
+
+    async def status(self, *, timeout: float = 2.0) -> AdminStatus:
+        response = await self._admin("GET", "/status", timeout=timeout)
+        if response.status_code != 200:
+            raise RouterUnavailable(f"GET /status answered {response.status_code}")
+        data = response.json()
+        return AdminStatus(
+            generation=int(data["generation"]),
+            worker_generation=int(data["worker_generation"]),
+            worker_pid=int(data["worker_pid"]),
+            peers_version=int(data["peers_version"]),
+        )
+
+    def master_pid(self) -> int | None:
+        """The pid in the pid file, if it is a live NGINX master started with our config."""
+        text = _read_text(self.pid_file)
+        if text is None or not text.strip().isdigit():
+            return None  # nginx -t leaves an empty pid file behind
+        pid = int(text.strip())
+        if not _is_alive(pid):
+            return None
+        words = _cmdline(pid).split()
+        if "master" not in words or str(self.conf_path) not in words:
+            return None  # the pid was reused by another process
+        return pid
+
+    def worker_pids(self) -> set[int]:
+        """The master's live child processes: a reload replaces all of them."""
+        pid = self.master_pid()
+        if pid is None:
+            return set()
+        return {child for child in _all_pids() if _ppid(child) == pid and _is_alive(child)}
+
+    def render(self, routes: Sequence[RouteEntry]) -> str:
+        """The config ``apply_routes`` would write for these routes."""
+        return self._render(routes)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _render(self, routes: Sequence[RouteEntry]) -> str:
+        return render_nginx_conf(
+            routes,
+            prefix=self.prefix,
+            listen_host=self.listen_host,
+            listen_port=self.listen_port,
+            admin_socket=self.admin_socket,
+            peers_file=self.peers_file,
+            lua_dir=self.lua_dir,
+            user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
+        )
+
+    def _prepare_dirs(self) -> None:
+        for directory in (self.prefix, self.prefix / "logs", self.prefix / "temp", self.lua_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+
+    def _peer_map(self) -> dict[AppKey, list[Peer]]:
+        # Loaded from disk once, so a restarted kiln keeps the lists of apps it has not set yet.
+        if self._peers is None:
+            text = _read_text(self.peers_file)
+            try:
+                self._peers = _parse_peer_map(json.loads(text)) if text else {}
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable %s: %s", self.peers_file, exc)
+                self._peers = {}
+        return self._peers
+
+    def _saved_routes(self) -> list[RouteEntry]:
+        text = _read_text(self.routes_file)
+        if not text:
+            return []
+        try:
+            return [
+                RouteEntry(host=r["host"], path=r["path"], key=AppKey.parse(r["key"]))
+                for r in json.loads(text)
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.routes_file, exc)
+            return []
+
+    async def _write_startup_config(self) -> None:
+        """Render the last applied routes with today's settings; keep the old file if rejected."""
+        try:
+            text = self._render(self._saved_routes())
+        except InvalidInput as exc:
+            log.warning("the saved routes no longer render (%s); starting with none", exc)
+            text = self._render([])
+        if text == _read_text(self.conf_path):
+            return
+        candidate = self.conf_path.with_name("nginx.conf.new")
+        _write_atomic(candidate, text.encode())
+        problem = await self._check_config(candidate)
+        if problem is None:
+            os.replace(candidate, self.conf_path)
+            return
+        candidate.unlink(missing_ok=True)
+        if not self.conf_path.exists():
+            raise RouterConfigRejected(f"nginx -t rejected the startup config:\n{problem}")
+        log.warning("nginx -t rejected a fresh render, starting with the last good config")
+
+    async def _check_config(self, path: Path) -> str | None:
+        """``nginx -t`` on ``path``: None when it passes, else NGINX's own words."""
+        code, output = await self._run_nginx("-t", "-c", str(path))
+        if code == 0:
+            return None
+        lines = [line for line in output.splitlines() if "[emerg]" in line or "[error]" in line]
+        return "\n".join(lines) or output.strip()
+
+    async def _run_nginx(self, *args: str) -> tuple[int, str]:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.nginx_binary,
+                "-p",
+                str(self.prefix),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise RouterUnavailable(f"cannot run {self.nginx_binary}: {exc}") from exc
+        output, _ = await proc.communicate()
+        return proc.returncode or 0, output.decode(errors="replace")
+
+    async def _spawn(self) -> None:
+        """Start NGINX daemonized: its foreground process exits once the listeners are bound."""
+        start_log = self.prefix / "logs" / "nginx-start.log"
+        # A file, not a pipe: the daemon inherits the stream and would hold a pipe open.
+        with start_log.open("wb") as err:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    self.nginx_binary,
+                    "-p",
+                    str(self.prefix),
+                    "-c",
+                    str(self.conf_path),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RouterUnavailable(f"cannot run {self.nginx_binary}: {exc}") from exc
+            code = await proc.wait()
+        if code != 0:
+            output = start_log.read_text(errors="replace").strip()
+            raise RouterUnavailable(f"NGINX did not start (exit {code}):\n{output}")
+
+    async def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.master_pid() is not None:
+                try:
+                    await self.status(timeout=1.0)
+                    return
+                except RouterUnavailable as exc:
+                    last_error = exc
+            await asyncio.sleep(_POLL)
+        raise RouterUnavailable(
+            f"NGINX (prefix {self.prefix}) did not answer on {self.admin_socket} within "
+            f"{self.ready_timeout}s: {last_error}"
+        )
+
+    async def _wait_for_generation_after(self, generation: int) -> bool:
+        """True once a worker of a newer config answers: the reload is live."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RouterUnavailable):
+                if (await self.status(timeout=1.0)).worker_generation > generation:
+                    return True
+            await asyncio.sleep(_POLL)
+        return False
+
+    async def _stop_orphaned_workers(self) -> None:
+        """Workers of a killed master keep the listen sockets; only they know our log files."""
+        orphans = self._orphaned_workers()
+        if not orphans:
+            return
+        log.warning("stopping workers %s left by a dead NGINX master", sorted(orphans))
+        for pid in orphans:
+            _signal(pid, signal.SIGQUIT)
+        if not await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0):
+            for pid in orphans:
+                _signal(pid, signal.SIGKILL)
+            await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0)
+
+    def _orphaned_workers(self) -> set[int]:
+        logs = f"{self.prefix / 'logs'}/"
+        found = set()
+        for pid in _all_pids():
+            if not _cmdline(pid).startswith("nginx:") or not _is_alive(pid):
+                continue
+            with contextlib.suppress(OSError):
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(_readlink(f"/proc/{pid}/fd/{fd}").startswith(logs) for fd in fds):
+                    found.add(pid)
+        return found
+
+    async def _admin(
+        self, method: str, path: str, *, json_body: Any = None, timeout: float = 2.0
+    ) -> httpx.Response:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.admin_socket))
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://kiln-admin", timeout=timeout
+            ) as client:
+                return await client.request(method, path, json=json_body)
+        except httpx.HTTPError as exc:
+            raise RouterUnavailable(
+                f"NGINX's admin socket {self.admin_socket} does not answer {method} {path}: {exc!r}"
+            ) from exc
+
+
+# -- peers as JSON ---------------------------------------------------------------------------
+
+
+def _peers_path(key: AppKey) -> str:
+    if not (_NAME.match(key.environment) and _NAME.match(key.app)):
+        raise InvalidInput(f"{key} is not ENV/APP with lowercase names (a-z, 0-9, -)")
+    return f"/peers/{key.environment}/{key.app}"
+
+
+def _peer_json(key: AppKey, peer: Peer) -> dict[str, Any]:
+    problem = None
+    try:
+        ipaddress.ip_address(peer.host)
+    except ValueError:
+        problem = f"host {peer.host!r} is not an IP address (NGINX's balancer takes no names)"
+    if not 1 <= peer.port <= 65535:
+        problem = f"port {peer.port} is not 1..65535"
+    if peer.weight < 0:
+        problem = f"weight {peer.weight} is negative"
+    if not peer.instance_id:
+        problem = "the instance id is empty"
+    if problem is not None:
+        raise InvalidInput(f"peer {peer.instance_id!r} of {key}: {problem}")
+    return {"id": peer.instance_id, "host": peer.host, "port": peer.port, "weight": peer.weight}
+
+
+def _peers_file_json(peers: dict[AppKey, list[Peer]]) -> bytes:
+    data = {str(k): [_peer_json(k, p) for p in v] for k, v in sorted(peers.items())}
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def _parse_peer_map(data: dict[str, Any]) -> dict[AppKey, list[Peer]]:
+    return {
+        AppKey.parse(key): [
+            Peer(instance_id=p["id"], host=p["host"], port=int(p["port"]), weight=int(p["weight"]))
+            for p in peers
+        ]
+        for key, peers in data.items()
+    }
+
+
+def _routes_json(routes: Sequence[RouteEntry]) -> bytes:
+    data = [{"host": r.host, "path": r.path, "key": str(r.key)} for r in routes]
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text.strip()
+
+
+# -- files and processes ---------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a torn one, even after a power cut."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _install_lua(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(source.glob("*.lua")):
+        data = file.read_bytes()
+        dest = target / file.name
+        if not dest.exists() or dest.read_bytes() != data:
+            _write_atomic(dest, data)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _emergencies(error_log: Path, offset: int) -> str:
+    try:
+        with error_log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no error log)"
+    lines = [line for line in text.splitlines() if "[emerg]" in line or "[alert]" in line]
+    return "\n".join(lines[-10:]) or "(nothing in the error log)"
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name, which may itself hold spaces and parens."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _is_alive(pid: int) -> bool:
+    # A zombie counts as dead: a daemonized master is reparented to an init that may never reap.
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _ppid(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if len(fields) > 1 else 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(_POLL)
+    return bool(condition())

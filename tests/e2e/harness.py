@@ -1,0 +1,186 @@
+"""A kiln server run the way a user runs it, in a private KILN_HOME, against the test's
+private dockerd, with its own NGINX on a free port. Cleans up everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+from kiln.config import Settings
+from kiln.router.nginx import NginxRouter
+
+REPO = Path(__file__).resolve().parents[2]
+KILN_CLI = [sys.executable, "-m", "kiln.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last: {last!r}")
+
+
+class KilnHarness:
+    def __init__(self, home: Path, docker_host: str) -> None:
+        self.home = home
+        self.docker_host = docker_host
+        self.api_port = free_port()
+        self.http_port = free_port()
+        self.env = {
+            **os.environ,
+            "KILN_HOME": str(home),
+            "KILN_API_PORT": str(self.api_port),
+            "KILN_HTTP_PORT": str(self.http_port),
+            "KILN_RESYNC_SECONDS": "1",
+            "DOCKER_HOST": docker_host,
+            "KILN_ENV": "dev",
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+        self.settings = Settings.from_env(self.env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.docker = docker.DockerClient(base_url=docker_host)
+
+    # --- the server ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        log = open(self.home / "server.log", "ab")  # noqa: SIM115 - kept open for the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kiln.api.server"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        wait_until(self._healthy, timeout=30, what=f"kiln server to answer; log:\n{self.server_log()}")
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"kiln server exited with {self.process.returncode}:\n{self.server_log()}")
+        try:
+            return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def server_log(self) -> str:
+        path = self.home / "server.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else "(no log)"
+
+    def teardown(self) -> None:
+        self.stop()
+        router = NginxRouter(
+            prefix=self.settings.nginx_dir,
+            listen_host=self.settings.http_host,
+            listen_port=self.settings.http_port,
+            run_dir=self.settings.run_dir,
+        )
+        with contextlib.suppress(Exception):
+            asyncio.run(router.stop())
+        for container in self.docker.containers.list(all=True, filters={"label": "io.kiln.managed=true"}):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        self.docker.close()
+
+    # --- talking to it ------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def token(self) -> str:
+        return (self.home / "token").read_text().strip()
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return httpx.request(method, self.api_url + path, headers=headers, timeout=60, **kwargs)
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*KILN_CLI, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            cwd=REPO,
+        )
+
+    def cli_json(self, *args: str) -> Any:
+        result = self.cli(*args, "--json")
+        assert result.returncode == 0, f"kiln {' '.join(args)} failed: {result.stderr}"
+        return json.loads(result.stdout)
+
+    def deploy(self, spec: str, *args: str, name: str = "kiln.yaml") -> subprocess.CompletedProcess[str]:
+        path = self.home / f"{time.monotonic_ns()}-{name}"
+        path.write_text(spec)
+        return self.cli("deploy", "-f", str(path), *args)
+
+    def get(self, host: str, path: str = "/") -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=5)
+
+    def containers(self, app: str) -> list[Any]:
+        return self.docker.containers.list(
+            all=True, filters={"label": ["io.kiln.managed=true", f"io.kiln.app={app}"]}
+        )
+
+    def status(self, app: str) -> dict[str, Any]:
+        response = self.api("GET", f"/v1/apps/dev/{app}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_ready(self, app: str, count: int, *, release: int | None = None, timeout: float = 30) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status(app)
+            ready = [
+                i for i in status["instances"]
+                if i["ready"] and i["in_router"] and (release is None or i["release"] == release)
+            ]
+            others = [i for i in status["instances"] if release is not None and i["release"] != release]
+            if len(ready) == count and not others and status["rollout"] is None:
+                return status
+            return None
+
+        return dict(wait_until(check, timeout=timeout, interval=0.1, what=f"{count} ready instances of {app}"))
