@@ -28,6 +28,7 @@ import os
 import pwd
 import re
 import signal
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ LUA_SOURCE_DIR = Path(__file__).with_name("lua")
 _MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the trailing NUL
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _POLL = 0.02
+# The admin socket speaks plain HTTP. A bare TLS context spares httpx loading the CA bundle
+# on every call (~100 ms, which would dominate each peer push).
+_PLAIN_HTTP_ONLY = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -411,7 +415,7 @@ class NginxRouter:
     async def _admin(
         self, method: str, path: str, *, json_body: Any = None, timeout: float = 2.0
     ) -> httpx.Response:
-        transport = httpx.AsyncHTTPTransport(uds=str(self.admin_socket))
+        transport = httpx.AsyncHTTPTransport(uds=str(self.admin_socket), verify=_PLAIN_HTTP_ONLY)
         try:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://kiln-admin", timeout=timeout

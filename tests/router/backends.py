@@ -11,6 +11,7 @@ default of 5 makes NGINX report upstream timeouts) and TCP_NODELAY on every acce
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -45,10 +46,8 @@ class _NamedServer(ThreadingHTTPServer):
         with self._open_lock:
             conns, self._open = list(self._open), set()
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
 

@@ -107,8 +107,8 @@ def test_route_nginx_cannot_express_safely_is_rejected(route: RouteEntry, proble
 def test_golden_config_passes_nginx_t(name: str, tmp_path: Path) -> None:
     root = tmp_path
     prefix = root / "nginx"
-    for sub in ("logs", "temp"):
-        (prefix / sub).mkdir(parents=True)
+    for sub in (prefix / "logs", prefix / "temp", root / "run"):
+        sub.mkdir(parents=True)
     shutil.copytree(LUA_SOURCE_DIR, prefix / "lua")
     conf = prefix / "nginx.conf"
     conf.write_text((GOLDEN / name).read_text().replace(GOLDEN_ROOT, str(root)))

@@ -1,0 +1,162 @@
+"""NGINX outlives kiln, is adopted by the next kiln, and comes back with its peers after a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from kiln.model import AppKey, RouteEntry
+from kiln.router.nginx import NginxRouter
+
+from .conftest import Backends
+from .support import fetch, peer
+
+pytestmark = pytest.mark.integration
+
+WEB = AppKey("dev", "web")
+
+
+async def wait_until_gone(pids: set[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} still alive"
+        await asyncio.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+KILN_THAT_DIES = """
+import asyncio, os, sys
+from pathlib import Path
+from kiln.model import AppKey, Peer, RouteEntry
+from kiln.router.nginx import NginxRouter
+
+async def main() -> None:
+    router = NginxRouter(prefix=Path(sys.argv[1]), listen_host="127.0.0.1",
+                         listen_port=int(sys.argv[2]), run_dir=Path(sys.argv[3]))
+    await router.start()
+    await router.apply_routes([RouteEntry(None, "/", AppKey("dev", "web"))])
+    await router.set_peers(AppKey("dev", "web"), [Peer("blue", "127.0.0.1", int(sys.argv[4]))])
+
+asyncio.run(main())
+os._exit(0)  # no cleanup of any kind, like a crash
+"""
+
+
+async def test_nginx_keeps_serving_after_kiln_dies_and_the_next_kiln_adopts_it(
+    make_router: Callable[[], NginxRouter], backends: Backends
+) -> None:
+    blue = backends.start("blue")
+    template = make_router()
+    try:
+        kiln = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            KILN_THAT_DIES,
+            str(template.prefix),
+            str(template.listen_port),
+            str(template.run_dir),
+            str(blue),
+        )
+        assert await asyncio.wait_for(kiln.wait(), 60) == 0
+
+        master, workers = template.master_pid(), template.worker_pids()
+        assert master is not None
+        assert fetch(template.listen_port, "/").body == "blue"
+
+        next_kiln = make_router()
+        await next_kiln.start()
+
+        assert next_kiln.master_pid() == master
+        assert next_kiln.worker_pids() == workers
+        assert await next_kiln.get_peers() == {WEB: [peer("blue", blue)]}
+        assert await next_kiln.apply_routes([RouteEntry(None, "/", WEB)]) is False
+        assert fetch(next_kiln.listen_port, "/").body == "blue"
+    finally:
+        await make_router().stop()
+
+
+async def test_start_twice_adopts_rather_than_restarting(router: NginxRouter) -> None:
+    master = router.master_pid()
+
+    await router.start()
+
+    assert router.master_pid() == master
+    assert await router.is_running()
+
+
+async def test_a_killed_nginx_is_started_again_serving_the_persisted_peers(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    master = router.master_pid()
+    assert master is not None
+    everything = {master, *router.worker_pids()}
+    for pid in everything:
+        os.kill(pid, signal.SIGKILL)
+    await wait_until_gone(everything)
+    assert not await router.is_running()
+
+    await router.start()
+
+    assert router.master_pid() not in (None, master)
+    assert fetch(router.listen_port, "/").body == "blue"  # before any new set_peers
+
+
+async def test_workers_orphaned_by_a_killed_master_are_replaced_on_start(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    master = router.master_pid()
+    assert master is not None
+    orphans = router.worker_pids()
+    os.kill(master, signal.SIGKILL)
+    await wait_until_gone({master})
+    assert not await router.is_running()
+
+    await router.start()
+
+    await wait_until_gone(orphans)
+    assert router.worker_pids().isdisjoint(orphans)
+    assert fetch(router.listen_port, "/").body == "blue"
+
+
+async def test_a_restart_uses_the_last_applied_routes(
+    make_router: Callable[[], NginxRouter], router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/only/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    await router.stop()
+    assert not await router.is_running()
+
+    fresh = make_router()
+    await fresh.start()
+
+    assert fetch(fresh.listen_port, "/only/x").body == "blue"
+    assert fetch(fresh.listen_port, "/").status == 404
+
+
+async def test_stop_ends_master_and_workers(router: NginxRouter) -> None:
+    master = router.master_pid()
+    assert master is not None
+    everything = {master, *router.worker_pids()}
+
+    await router.stop()
+
+    await wait_until_gone(everything)
+    assert not await router.is_running()
+    assert not router.admin_socket.exists()
