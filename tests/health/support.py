@@ -24,6 +24,7 @@ class ScriptedHttpServer:
         self.behaviour = behaviour
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.answers: list[int | None] = []  # the status given to each request, in order
         self.connections = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -61,6 +62,7 @@ class ScriptedHttpServer:
             self.requests.append(path)
             self.headers.append(headers)
             status = self.behaviour(path, self.count(path))
+            self.answers.append(status)
             if status is HANG:
                 await asyncio.Event().wait()
                 return
