@@ -79,7 +79,7 @@ class Engine:
         self.router = router
         self.clock = clock
         self.health = health or HealthMonitor(on_change=self._on_health_change, clock=clock)
-        self.events = EventBus(store, clock)
+        self.event_bus = EventBus(store, clock)
         self.loops = AppLoops(self._sync, resync_seconds=settings.resync_seconds, clock=clock)
         self.observer = Observer()
         self.executor = Executor(
@@ -87,7 +87,7 @@ class Engine:
             driver=driver,
             router=router,
             health=self.health,
-            events=self.events,
+            events=self.event_bus,
             clock=clock,
             track=self._track,
             wake=self.loops.wake,
@@ -135,8 +135,8 @@ class Engine:
             await self.driver.ping()
         except DriverUnavailable as exc:
             self._driver_ok = False
-            self.events.record(None, "driver.unavailable", exc.message, severity=Severity.ERROR)
-        self.events.record(None, "kiln.started", "kiln started; adopting what runs")
+            self.event_bus.record(None, "driver.unavailable", exc.message, severity=Severity.ERROR)
+        self.event_bus.record(None, "kiln.started", "kiln started; adopting what runs")
         for key in self._known_keys(await self._list_instances_or_empty()):
             self.loops.wake(key)
         self._tasks = [
@@ -153,7 +153,7 @@ class Engine:
         await self.executor.drain_background()
         await self.health.close()
         with contextlib.suppress(Exception):
-            self.events.record(
+            self.event_bus.record(
                 None, "kiln.stopped", "kiln stopped; NGINX and the apps keep serving"
             )
         await self.driver.close()
@@ -169,13 +169,18 @@ class Engine:
         desired = self._desired(key)
         instances = [i for i in await self.driver.list_instances() if i.key == key]
         self._last_instances[key] = instances
+        running = {i.id for i in instances if i.running}
         for instance in instances:
             if instance.running:
                 self._track(instance)
+        for instance_id in self.health.tracked_ids() - running:
+            if self._instance_keys.get(instance_id) == key:
+                self.health.untrack(instance_id)
+                del self._instance_keys[instance_id]
         observed, crashed = self.observer.observe(key, instances, self.health.status, now=now)
         for instance in crashed:
             if instance.running:  # liveness failure: the plan retires and replaces it
-                self.events.record(
+                self.event_bus.record(
                     key,
                     "instance.unhealthy",
                     f"{instance.id} of release {instance.release} failed its liveness check "
@@ -292,19 +297,19 @@ class Engine:
     async def _supervise_router(self) -> None:
         if await self.router.is_running():
             return
-        self.events.record(
+        self.event_bus.record(
             None, "router.down", "NGINX is not running; restarting it", severity=Severity.WARNING
         )
         try:
             await self.router.start()
         except KilnError as exc:
-            self.events.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
+            self.event_bus.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
             return
         await self._apply_routes()
         for key, memory in self.observer.memory.items():
             if memory.routed:
                 await self.router.set_peers(key, sorted(memory.routed))
-        self.events.record(
+        self.event_bus.record(
             None, "router.restarted", "NGINX restarted with the last routes and peers"
         )
 
@@ -314,11 +319,11 @@ class Engine:
         except DriverUnavailable as exc:
             if self._driver_ok:
                 self._driver_ok = False
-                self.events.record(None, "driver.unavailable", exc.message, severity=Severity.ERROR)
+                self.event_bus.record(None, "driver.unavailable", exc.message, severity=Severity.ERROR)
             return
         if not self._driver_ok:
             self._driver_ok = True
-            self.events.record(
+            self.event_bus.record(
                 None, "driver.available", "the container engine answers again; converging"
             )
             for key in self._known_keys(await self._list_instances_or_empty()):
@@ -340,7 +345,7 @@ class Engine:
             try:
                 await self.router.apply_routes(self._route_table(extra))
             except RouterConfigRejected as exc:
-                self.events.record(
+                self.event_bus.record(
                     None, "router.config_rejected", exc.message, severity=Severity.ERROR
                 )
                 raise
@@ -434,7 +439,7 @@ class Engine:
             ):
                 if app.scale != spec.instances:
                     self.store.set_scale(key, spec.instances, now=self.clock())
-                    self.events.record(
+                    self.event_bus.record(
                         key, "app.scaled", f"{who} scaled to {spec.instances} (spec unchanged)"
                     )
                     self.loops.wake(key)
@@ -470,14 +475,14 @@ class Engine:
             now=self.clock(),
         )
         what = f"rollback to release {rollback_of}" if rollback_of else f"image {image}"
-        self.events.record(
+        self.event_bus.record(
             key,
             "release.created",
             f"release {release.number} created by {who}: {what}"
             + (f" — {message}" if message else ""),
             release=release.number,
         )
-        self.events.record(
+        self.event_bus.record(
             key,
             "rollout.started",
             f"{spec.deploy.strategy.value} rollout "
@@ -499,21 +504,21 @@ class Engine:
         self.store.set_scale(key, instances, now=self.clock())
         if app.stopped and instances > 0:
             self.store.set_stopped(key, False, now=self.clock())
-        self.events.record(key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}")
+        self.event_bus.record(key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}")
         self.loops.wake(key)
         return await self.status(key)
 
     async def stop(self, key: AppKey, *, who: str) -> AppStatus:
         self._app(key)
         self.store.set_stopped(key, True, now=self.clock())
-        self.events.record(key, "app.stopped", f"{who} stopped {key}; its history is kept")
+        self.event_bus.record(key, "app.stopped", f"{who} stopped {key}; its history is kept")
         self.loops.wake(key)
         return await self.status(key)
 
     async def destroy(self, key: AppKey, *, who: str) -> None:
         self._app(key)
         self.store.delete_app(key)
-        self.events.record(key, "app.destroyed", f"{who} destroyed {key}")
+        self.event_bus.record(key, "app.destroyed", f"{who} destroyed {key}")
         self.loops.wake(key)
         deadline = self.clock() + timedelta(seconds=_DESTROY_TIMEOUT)
         while self.clock() < deadline:
@@ -603,16 +608,15 @@ class Engine:
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         app = self._app(key)
-        latest = {}
-        for rollout in self.store.list_rollouts(key):
-            latest[rollout.to_release] = rollout  # list is oldest first: last one wins
+        # Oldest first, so the latest rollout to each release wins.
+        latest = {rollout.to_release: rollout for rollout in self.store.list_rollouts(key)}
         views = []
         for release in self.store.list_releases(key):
-            rollout = latest.get(release.number)
-            if rollout is None:
+            outcome = latest.get(release.number)
+            if outcome is None:
                 result, reason = "", ""
             else:
-                result, reason = rollout.state.value, rollout.reason
+                result, reason = outcome.state.value, outcome.reason
             if release.number == app.target_release and result == "succeeded" and not app.stopped:
                 result = "current"
             views.append(ReleaseView(release=release, result=result, result_reason=reason))
@@ -624,7 +628,7 @@ class Engine:
         return self.store.list_events(key=key, after_id=after_id, limit=limit)
 
     async def follow_events(self, *, key: AppKey | None, after_id: int) -> AsyncIterator[Event]:
-        async for event in self.events.follow(key=key, after_id=after_id):
+        async for event in self.event_bus.follow(key=key, after_id=after_id):
             yield event
 
     async def logs(
