@@ -106,7 +106,9 @@ _HTTP_KINDS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
 async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
     # Starlette raises these for unknown paths and wrong methods; same shape as ours.
     assert isinstance(exc, StarletteHTTPException)
-    kind = _HTTP_KINDS.get(exc.status_code, "invalid_input" if exc.status_code < 500 else "internal")
+    kind = _HTTP_KINDS.get(
+        exc.status_code, "invalid_input" if exc.status_code < 500 else "internal"
+    )
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
 

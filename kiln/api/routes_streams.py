@@ -35,7 +35,9 @@ NDJSON = "application/x-ndjson"
 def _error_body(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, KilnError):
         problems = exc.problems if isinstance(exc, SpecInvalid) else []
-        return {"error": {"type": error_type(type(exc)), "message": exc.message, "problems": problems}}
+        return {
+            "error": {"type": error_type(type(exc)), "message": exc.message, "problems": problems}
+        }
     log.error("unexpected error in a stream", exc_info=exc)
     return {"error": {"type": "internal", "message": INTERNAL_ERROR_MESSAGE, "problems": []}}
 
@@ -89,7 +91,9 @@ def streams_router(service: Service) -> APIRouter:
     )
     async def logs(
         key: Key,
-        instance: Annotated[str | None, Query(max_length=200, description="one instance id")] = None,
+        instance: Annotated[
+            str | None, Query(max_length=200, description="one instance id")
+        ] = None,
         follow: bool = False,
         tail: Annotated[int, Query(ge=0, le=100_000, description="lines of history")] = 100,
     ) -> StreamingResponse:

@@ -50,13 +50,22 @@ def _key_params(key: AppKey | None) -> dict[str, str]:
 
 class KilnClient:
     def __init__(
-        self, *, base_url: str, token: str | None, actor: str, timeout: float = 30
+        self,
+        *,
+        base_url: str,
+        token: str | None,
+        actor: str,
+        timeout: float = 30,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network, e.g. ``httpx.MockTransport`` in tests."""
         self.base_url = base_url.rstrip("/")
         headers = {"X-Kiln-Actor": actor, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     @classmethod
     def from_settings(
@@ -194,9 +203,7 @@ class KilnClient:
     def _get_model(self, path: str, model: type[M]) -> M:
         return model.model_validate(self._json("GET", path))
 
-    def _get_list(
-        self, path: str, model: type[M], params: dict[str, Any] | None = None
-    ) -> list[M]:
+    def _get_list(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> list[M]:
         return TypeAdapter(list[model]).validate_python(  # type: ignore[valid-type]
             self._json("GET", path, params=params)
         )
@@ -225,9 +232,12 @@ class KilnClient:
         timeout: httpx.Timeout,
         headers: dict[str, str],
     ) -> Iterator[httpx.Response]:
-        with self._mapped_errors(), self._http.stream(
-            method, path, params=params, timeout=timeout, headers=headers
-        ) as response:
+        with (
+            self._mapped_errors(),
+            self._http.stream(
+                method, path, params=params, timeout=timeout, headers=headers
+            ) as response,
+        ):
             if response.is_error:
                 response.read()
                 _raise_for_error(response)
@@ -242,7 +252,9 @@ class KilnClient:
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"kiln at {self.base_url} did not answer in time") from exc
         except httpx.TransportError as exc:
-            raise TemporaryFailure(f"lost the connection to kiln at {self.base_url}: {exc}") from exc
+            raise TemporaryFailure(
+                f"lost the connection to kiln at {self.base_url}: {exc}"
+            ) from exc
 
 
 def _raise_for_error(response: httpx.Response) -> None:

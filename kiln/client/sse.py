@@ -1,10 +1,10 @@
 """A Server-Sent Events parser over lines of text (the ``text/event-stream`` format).
 
-    ": ping"            a comment (heartbeat): ignored
-    "id: 42"            the event's id
-    "event: error"      the event's type (default "message")
-    "data: {...}"       payload; several data lines join with "\\n"
-    ""                  end of one event
+": ping"            a comment (heartbeat): ignored
+"id: 42"            the event's id
+"event: error"      the event's type (default "message")
+"data: {...}"       payload; several data lines join with "\\n"
+""                  end of one event
 """
 
 from __future__ import annotations

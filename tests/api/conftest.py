@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from kiln.api import create_app
 
@@ -35,11 +35,16 @@ def app(service: FakeService) -> FastAPI:
     return create_app(service, token=TOKEN)
 
 
+def asgi_client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """In-process client (no socket). It reads whole bodies, so no endless streams here."""
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://kiln.test", headers=headers)
+
+
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    # One portal (one event loop) for the whole test: the fake's streams poll in that loop.
-    with TestClient(app, headers=AUTH) as test_client:
-        yield test_client
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(app, AUTH) as api:
+        yield api
 
 
 @pytest.fixture

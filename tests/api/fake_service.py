@@ -122,7 +122,9 @@ class FakeService:
             origin=ReleaseOrigin.ROLLBACK,
             rollback_of=source.number,
         )
-        return DeployResult(release=release, rollout=self._start_rollout(app, release), changed=True)
+        return DeployResult(
+            release=release, rollout=self._start_rollout(app, release), changed=True
+        )
 
     async def scale(self, key: AppKey, instances: int, *, who: str) -> AppStatus:
         app = self._app(key)
@@ -241,8 +243,9 @@ class FakeService:
             rollback_of=rollback_of,
         )
         app.releases.append(release)
-        self.record(app.key, "release.created", f"release {release.number} by {who}",
-                    release=release.number)
+        self.record(
+            app.key, "release.created", f"release {release.number} by {who}", release=release.number
+        )
         return release
 
     def _start_rollout(self, app: _FakeApp, release: Release) -> Rollout:
@@ -263,8 +266,12 @@ class FakeService:
         )
         app.rollouts.append(rollout)
         app.target, app.steps = release.number, 0
-        self.record(app.key, "rollout.started", f"rolling out release {release.number}",
-                    release=release.number)
+        self.record(
+            app.key,
+            "rollout.started",
+            f"rolling out release {release.number}",
+            release=release.number,
+        )
         return rollout
 
     def _active(self, app: _FakeApp) -> Rollout | None:
@@ -279,8 +286,9 @@ class FakeService:
         new_ids = [f"r{number}-{n}" for n in range(app.scale)]
         if app.steps == 1:
             app.instances += [self._instance(i, number, "created") for i in new_ids]
-            self.record(app.key, "instance.started", f"started {len(new_ids)} instance(s)",
-                        release=number)
+            self.record(
+                app.key, "instance.started", f"started {len(new_ids)} instance(s)", release=number
+            )
         elif app.steps == 2:
             self._set_instances(app, number, status="running")
         elif app.steps >= ROLLOUT_STEPS:
@@ -298,11 +306,18 @@ class FakeService:
             )
             app.instances = [i for i in app.instances if i.release != number]
             app.target = app.stable
-            self.record(app.key, "rollout.failed", reason + "; rolled back",
-                        severity=Severity.ERROR, release=number)
+            self.record(
+                app.key,
+                "rollout.failed",
+                reason + "; rolled back",
+                severity=Severity.ERROR,
+                release=number,
+            )
             return
         app.rollouts[index] = replace(
-            rollout, state=RolloutState.SUCCEEDED, finished_at=datetime.now(UTC),
+            rollout,
+            state=RolloutState.SUCCEEDED,
+            finished_at=datetime.now(UTC),
             reason="every instance ready",
         )
         app.instances = [

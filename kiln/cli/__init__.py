@@ -1,0 +1,1 @@
+"""kiln's command line (``kiln``); see ``kiln.cli.main``."""

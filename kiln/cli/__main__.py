@@ -1,0 +1,3 @@
+from kiln.cli.main import app
+
+app()

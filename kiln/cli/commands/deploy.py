@@ -1,0 +1,146 @@
+"""``kiln deploy`` and ``kiln rollback``: make a release, then watch its rollout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kiln.cli import context
+from kiln.cli.exit_codes import ExitCode
+from kiln.cli.progress import watch_rollout
+from kiln.client import DeployResult, KilnClient
+from kiln.errors import InvalidInput, SpecInvalid
+from kiln.model import AppKey
+
+WaitOption = Annotated[
+    bool,
+    typer.Option("--wait/--no-wait", help="Watch the rollout until it succeeds or rolls back."),
+]
+MessageOption = Annotated[
+    str, typer.Option("--message", "-m", help="Why: kept on the release, shown by `kiln releases`.")
+]
+
+
+def deploy(
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="The app's kiln.yaml.", show_default=True)
+    ] = Path("kiln.yaml"),
+    message: MessageOption = "",
+    wait: WaitOption = True,
+    as_json: context.JsonOption = False,
+) -> None:
+    """Deploy an app from its kiln.yaml: a new release, rolled out without downtime.
+
+    Same image and spec as the running release: nothing changes (only the instance count).
+    With --wait (the default) the rollout is shown live and the exit code says how it ended:
+    0 live, 3 failed and rolled back.
+
+    Example:  kiln deploy -f kiln.yaml -m "new checkout page"
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{file} not found: give the app's spec with -f PATH") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from exc
+    kiln = context.client()
+    try:
+        # The key is only known once the server parsed the spec; until then, events of every
+        # app are skipped by starting after the newest one.
+        after = kiln.last_event_id()
+        result = kiln.deploy(text, message=message)
+    except SpecInvalid as exc:
+        raise SpecInvalid(exc.problems, source=str(file)) from None
+    finish(kiln, result, after_event=after, wait=wait, as_json=as_json, verb="deploy")
+
+
+def rollback(
+    app: Annotated[str, typer.Argument(help="APP or ENV/APP.", show_default=False)],
+    to: Annotated[
+        int | None, typer.Option("--to", min=1, help="Release number [default: the previous].")
+    ] = None,
+    message: MessageOption = "",
+    wait: WaitOption = True,
+    as_json: context.JsonOption = False,
+    env: context.EnvOption = None,
+) -> None:
+    """Roll an app back: a NEW release that reuses an earlier release's image and spec.
+
+    History is never rewritten: rolling back from 5 to 3 makes release 6 ("rollback of 3").
+
+    Example:  kiln rollback web --to 3 -m "5 breaks checkout"
+    """
+    key = context.resolve_app(app, env)
+    kiln = context.client()
+    after = kiln.last_event_id(key)
+    result = kiln.rollback(key, to=to, message=message)
+    finish(kiln, result, after_event=after, wait=wait, as_json=as_json, verb="rollback")
+
+
+def finish(
+    kiln: KilnClient,
+    result: DeployResult,
+    *,
+    after_event: int,
+    wait: bool,
+    as_json: bool,
+    verb: str,
+) -> None:
+    release = result.release
+    key = AppKey(release.environment, release.app)
+    out, err = context.out(), context.err()
+    if not result.changed:
+        if as_json:
+            context.print_json({"result": result.model_dump(mode="json"), "outcome": "unchanged"})
+        else:
+            out.print(
+                f"{key}: unchanged — release {release.number} already runs this image "
+                "and spec (the instance count was applied)"
+            )
+        return
+    if not wait:
+        if as_json:
+            context.print_json({"result": result.model_dump(mode="json"), "outcome": "started"})
+        else:
+            out.print(
+                f"{key}: release {release.number} created; rollout started "
+                f"(watch it with `kiln status {key}` or `kiln events {key} -f`)"
+            )
+        return
+    if not as_json:
+        rollout = result.rollout
+        origin = f" ← from {rollout.from_release}" if rollout and rollout.from_release else ""
+        out.print(f"{key}: {verb} release {release.number}{origin}")
+    outcome = watch_rollout(
+        kiln,
+        key,
+        release.number,
+        after_event=after_event,
+        console=None if as_json else out,
+        live=out.is_terminal and not out.is_dumb_terminal,
+    )
+    if as_json:
+        context.print_json(
+            {
+                "result": result.model_dump(mode="json"),
+                "outcome": outcome.state,
+                "reason": outcome.reason,
+                "status": outcome.status.model_dump(mode="json") if outcome.status else None,
+            }
+        )
+    elif outcome.state == "succeeded":
+        urls = " ".join(outcome.status.urls) if outcome.status else ""
+        out.print(
+            f"[green]✓[/] {key}: release {release.number} is live" + (f" at {urls}" if urls else "")
+        )
+    else:
+        err.print(
+            f"[red]✗[/] {key}: release {release.number} {outcome.state}: "
+            f"{outcome.reason or 'no reason given'}"
+        )
+    if outcome.state == "gave_up":
+        raise typer.Exit(ExitCode.UNEXPECTED)
+    if outcome.state != "succeeded":
+        raise typer.Exit(ExitCode.ROLLOUT_FAILED)

@@ -1,0 +1,176 @@
+"""Read commands: ``status``, ``ps``, ``releases``, ``events``, ``logs``, ``schema``, ``version``."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Annotated
+
+import typer
+
+from kiln.cli import context
+from kiln.cli.render import app_details, apps_table, event_text, instances_table, releases_table
+from kiln.client import Event
+from kiln.errors import KilnError
+from kiln.spec import spec_json_schema
+
+OptionalApp = Annotated[
+    str | None, typer.Argument(help="APP or ENV/APP; omit for every app.", show_default=False)
+]
+AppArgument = Annotated[str, typer.Argument(help="APP or ENV/APP.", show_default=False)]
+FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones.")]
+
+
+def status(
+    app: OptionalApp = None, as_json: context.JsonOption = False, env: context.EnvOption = None
+) -> None:
+    """Show every app (state, release, ready/scale, URLs), or one app in detail.
+
+    Examples:  kiln status          kiln status web          kiln status staging/web --json
+    """
+    kiln = context.client()
+    if app is None:
+        apps = kiln.list_apps()
+        if as_json:
+            context.print_json([a.model_dump(mode="json") for a in apps])
+        elif apps:
+            context.out().print(apps_table(apps))
+        else:
+            context.out().print("no apps yet — deploy one with `kiln deploy -f kiln.yaml`")
+        return
+    one = kiln.status(context.resolve_app(app, env))
+    if as_json:
+        context.print_json(one.model_dump(mode="json"))
+    else:
+        context.out().print(app_details(one))
+
+
+def ps(
+    app: OptionalApp = None, as_json: context.JsonOption = False, env: context.EnvOption = None
+) -> None:
+    """List instances (containers) with their release, health and router membership.
+
+    Examples:  kiln ps          kiln ps web --json
+    """
+    kiln = context.client()
+    apps = kiln.list_apps() if app is None else [kiln.status(context.resolve_app(app, env))]
+    rows = [(str(a.key), i) for a in apps for i in a.instances]
+    if as_json:
+        context.print_json([{"app": key, **i.model_dump(mode="json")} for key, i in rows])
+    elif rows:
+        context.out().print(instances_table(rows, with_app=True))
+    else:
+        context.out().print("no instances")
+
+
+def releases(
+    app: AppArgument, as_json: context.JsonOption = False, env: context.EnvOption = None
+) -> None:
+    """List an app's releases, oldest first: who, when, image digest, spec hash, outcome.
+
+    Example:  kiln releases web
+    """
+    found = context.client().releases(context.resolve_app(app, env))
+    if as_json:
+        context.print_json([r.model_dump(mode="json") for r in found])
+    else:
+        context.out().print(releases_table(found))
+
+
+def events(
+    app: OptionalApp = None,
+    follow: FollowOption = False,
+    as_json: context.JsonOption = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=1000, help="How many recent events.")
+    ] = 20,
+    env: context.EnvOption = None,
+) -> None:
+    """Show recent events (every state change, with its reason); -f follows new ones.
+
+    With --json and -f, one JSON object per line.
+
+    Examples:  kiln events          kiln events web -f
+    """
+    key = context.resolve_app(app, env) if app else None
+    kiln = context.client()
+    recent = kiln.events(key=key, after=0, limit=limit)
+    if as_json and not follow:
+        context.print_json([e.model_dump(mode="json") for e in recent])
+        return
+    for event in recent:
+        _print_event(event, as_json)
+    if not follow:
+        return
+    after = recent[-1].id if recent else kiln.last_event_id(key)
+    try:
+        for event in kiln.follow_events(key=key, after=after):
+            _print_event(event, as_json)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_event(event: Event, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(event.model_dump_json() + "\n")
+        sys.stdout.flush()
+    else:
+        context.out().print(event_text(event))
+
+
+def logs(
+    app: AppArgument,
+    follow: FollowOption = False,
+    instance: Annotated[
+        str | None, typer.Option("--instance", "-i", help="Only this instance (see `kiln ps`).")
+    ] = None,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines of history.")] = 100,
+    env: context.EnvOption = None,
+) -> None:
+    """Print the logs of an app's instances, each line prefixed with its instance.
+
+    Examples:  kiln logs web          kiln logs web -f --instance r4-9f2c1a
+    """
+    key = context.resolve_app(app, env)
+    try:
+        for line in context.client().logs(key, instance=instance, follow=follow, tail=tail):
+            stream = sys.stderr if line.stream == "stderr" else sys.stdout
+            stream.write(f"{line.instance} | {line.text.rstrip(chr(10))}\n")
+            stream.flush()
+    except KeyboardInterrupt:
+        return
+
+
+def schema() -> None:
+    """Print the JSON Schema of kiln.yaml (for editors; works without a running server).
+
+    Example:  kiln schema > kiln.schema.json
+    """
+    context.print_json(spec_json_schema())
+
+
+def version(as_json: context.JsonOption = False) -> None:
+    """Print the version of this CLI and of the running kiln server.
+
+    Example:  kiln version
+    """
+    try:
+        mine = package_version("kiln")
+    except PackageNotFoundError:
+        mine = "0+unknown"
+    settings = context.settings()
+    try:
+        server: str | None = context.client(timeout=2).health().version
+    except KilnError:
+        server = None
+    if as_json:
+        context.print_json({"cli": mine, "server": server, "url": settings.api_url})
+        return
+    out = context.out()
+    out.print(f"kiln {mine}")
+    out.print(
+        f"server {server} at {settings.api_url}"
+        if server
+        else f"server not running at {settings.api_url}"
+    )

@@ -1,0 +1,94 @@
+"""What every command needs: settings, a client, consoles, and ``APP`` → ``AppKey``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from kiln.client import KilnClient
+from kiln.config import Settings
+from kiln.errors import InvalidInput
+from kiln.model import AppKey
+from kiln.spec.model import NAME_PATTERN
+
+DEFAULT_ENV = "dev"
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        "-e",
+        envvar="KILN_ENV",
+        help="Environment of APP when APP has no ENV/ prefix [default: $KILN_ENV or dev].",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
+]
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def actor() -> str:
+    """``user@host`` on the X-Kiln-Actor header, so releases say who made them."""
+    try:
+        user = os.environ.get("USER") or getpass.getuser()
+        return f"{user}@{socket.gethostname()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+_open_clients: list[KilnClient] = []
+
+
+def client(*, timeout: float = 30) -> KilnClient:
+    """A client for this command; closed by ``close_clients`` when the command ends."""
+    kiln = KilnClient.from_settings(settings(), actor=actor(), timeout=timeout)
+    _open_clients.append(kiln)
+    return kiln
+
+
+def close_clients() -> None:
+    while _open_clients:
+        _open_clients.pop().close()
+
+
+def out() -> Console:
+    # Made per call: test runners swap sys.stdout between invocations.
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def err() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def resolve_app(app: str, env: str | None) -> AppKey:
+    """``ENV/APP``, or ``APP`` in ``--env`` (default ``$KILN_ENV``, else ``dev``)."""
+    if "/" in app:
+        prefix, _, name = app.partition("/")
+        if env is not None and env != prefix:
+            raise InvalidInput(f"{app!r} names environment {prefix!r} but --env says {env!r}")
+        key = AppKey(prefix, name)
+    else:
+        key = AppKey(env or DEFAULT_ENV, app)
+    for kind, value in (("environment", key.environment), ("app", key.app)):
+        if not re.match(NAME_PATTERN, value):
+            raise InvalidInput(
+                f"{value!r} is not a valid {kind} name: use lowercase letters, digits and -"
+            )
+    return key

@@ -1,0 +1,41 @@
+"""The CLI's exit codes, and the one mapping from errors to them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from kiln.client import ServerUnreachable
+from kiln.errors import Conflict, InvalidInput, NotFound, Unauthorized
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    BAD_INPUT = 2  # invalid spec, bad flag, refused confirmation
+    ROLLOUT_FAILED = 3  # the rollout failed and the app went back to its previous release
+    NOT_FOUND = 4
+    UNREACHABLE = 5  # the kiln server is not running (or not where KILN_API_* says)
+    UNAUTHORIZED = 6
+    CONFLICT = 7
+
+
+EPILOG = (
+    "Exit codes: 0 ok · 1 unexpected error · 2 bad input (invalid spec, bad flag, refused "
+    "confirmation) · 3 rollout failed (rolled back) · 4 not found · 5 kiln server not "
+    "reachable · 6 unauthorized · 7 conflict. Set KILN_DEBUG=1 for tracebacks."
+)
+
+_BY_ERROR: tuple[tuple[type[Exception], ExitCode], ...] = (
+    (ServerUnreachable, ExitCode.UNREACHABLE),
+    (InvalidInput, ExitCode.BAD_INPUT),
+    (NotFound, ExitCode.NOT_FOUND),
+    (Unauthorized, ExitCode.UNAUTHORIZED),
+    (Conflict, ExitCode.CONFLICT),
+)
+
+
+def exit_code_for(exc: Exception) -> ExitCode:
+    for cls, code in _BY_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.UNEXPECTED

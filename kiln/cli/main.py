@@ -1,0 +1,100 @@
+"""``kiln``: the command line. Wires the commands into one Typer app and maps errors to exit codes.
+
+Every command reaches the server through ``kiln.client`` only. Errors are printed to stderr as
+one readable message (a traceback only with KILN_DEBUG=1) and end with the exit code that
+``kiln.cli.exit_codes`` assigns to them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import ParamSpec
+
+import typer
+
+from kiln.cli import context
+from kiln.cli.commands import deploy, inspect, manage, server
+from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
+from kiln.errors import KilnError, SpecInvalid
+
+P = ParamSpec("P")
+
+
+def handles_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """The one place where an error becomes a message on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KilnError as exc:
+            if os.environ.get("KILN_DEBUG") == "1":
+                raise
+            _print_error(exc)
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("KILN_DEBUG") == "1":
+                raise
+            context.err().print(
+                f"kiln: unexpected error: {type(exc).__name__}: {exc} "
+                "(run again with KILN_DEBUG=1 for the traceback)",
+                markup=False,
+            )
+            raise typer.Exit(ExitCode.UNEXPECTED) from None
+        finally:
+            context.close_clients()
+
+    return run
+
+
+def _print_error(exc: KilnError) -> None:
+    err = context.err()
+    if isinstance(exc, SpecInvalid):
+        # The header names the file; then one problem per line, each with its field path.
+        err.print(exc.message.splitlines()[0], markup=False)
+        for problem in exc.problems:
+            err.print(f"  - {problem}", markup=False)
+        return
+    err.print(f"kiln: {exc.message}", markup=False)
+
+
+app = typer.Typer(
+    name="kiln",
+    help="Run container apps as immutable infrastructure behind NGINX: "
+    "releases, rolling deploys, self-healing, rollback.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_PANELS: list[tuple[str, list[Callable[..., None]]]] = [
+    ("Server", [server.up, server.down]),
+    ("Deploy", [deploy.deploy, deploy.rollback, manage.scale, manage.stop, manage.destroy]),
+    (
+        "Inspect",
+        [
+            inspect.status,
+            inspect.ps,
+            inspect.releases,
+            inspect.logs,
+            inspect.events,
+            inspect.schema,
+            inspect.version,
+        ],
+    ),
+]
+for _panel, _commands in _PANELS:
+    for _command in _commands:
+        app.command(rich_help_panel=_panel)(handles_errors(_command))
+
+
+if __name__ == "__main__":
+    app()

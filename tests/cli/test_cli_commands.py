@@ -1,0 +1,179 @@
+"""Read and manage commands, exit codes, and what happens when no server is running."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kiln.cli.main import app as kiln_app
+from kiln.model import AppKey
+
+from .conftest import Kiln
+
+WEB = AppKey("dev", "web")
+
+
+@pytest.fixture
+def deployed(kiln: Kiln, spec_file: Path) -> Kiln:
+    assert kiln.run("deploy", "-f", str(spec_file)).exit_code == 0
+    kiln.service.add_log(WEB, "r1-0", "hello from web")
+    return kiln
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["status", "web"],
+        ["status", "dev/web"],
+        ["ps"],
+        ["ps", "web"],
+        ["releases", "web"],
+        ["events"],
+        ["events", "web", "--limit", "3"],
+        ["version"],
+    ],
+)
+def test_json_output_of_read_commands_parses(deployed: Kiln, command: list[str]) -> None:
+    result = deployed.run(*command, "--json")
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)
+
+
+def test_schema_prints_json_schema(kiln: Kiln) -> None:
+    result = kiln.run("schema")
+    assert json.loads(result.stdout)["title"] == "kiln.yaml"
+
+
+def test_tables_name_the_app_and_its_instances(deployed: Kiln) -> None:
+    assert "web" in deployed.run("status").stdout
+    details = deployed.run("status", "web").stdout
+    assert "r1-0" in details and "r1-1" in details
+    assert "r1-0" in deployed.run("ps").stdout
+    releases = deployed.run("releases", "web").stdout
+    assert "example/web:1" in releases
+
+
+def test_unknown_app_exits_4(kiln: Kiln) -> None:
+    for command in (
+        ["status", "ghost"],
+        ["releases", "ghost"],
+        ["scale", "ghost", "2"],
+        ["logs", "ghost"],
+    ):
+        result = kiln.run(*command)
+        assert result.exit_code == 4, (command, result.output)
+        assert "no app dev/ghost" in result.stderr
+
+
+def test_env_option_and_env_prefix_pick_the_environment(kiln: Kiln) -> None:
+    assert "no app staging/ghost" in kiln.run("status", "ghost", "-e", "staging").stderr
+    assert "no app prod/ghost" in kiln.run("status", "prod/ghost").stderr
+    conflicting = kiln.run("status", "prod/ghost", "--env", "dev")
+    assert conflicting.exit_code == 2
+
+
+def test_a_bad_app_name_is_bad_input(kiln: Kiln) -> None:
+    result = kiln.run("status", "Not_An_App")
+    assert result.exit_code == 2
+    assert "not a valid app name" in result.stderr
+
+
+def test_server_not_running_exits_5_with_the_kiln_up_hint(
+    nothing_listening: dict[str, str],
+) -> None:
+    result = CliRunner().invoke(kiln_app, ["status"], env=nothing_listening)
+    assert result.exit_code == 5
+    assert "kiln is not running at http://127.0.0.1:" in result.stderr
+    assert "kiln up" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_wrong_token_exits_6(kiln: Kiln) -> None:
+    result = CliRunner().invoke(kiln_app, ["status"], env={**kiln.env, "KILN_TOKEN": "wrong"})
+    assert result.exit_code == 6
+    assert "wrong API token" in result.stderr
+
+
+def test_destroy_without_yes_in_a_non_tty_refuses_and_keeps_the_app(deployed: Kiln) -> None:
+    result = deployed.run("destroy", "web")
+    assert result.exit_code == 2
+    assert "without --yes" in result.stderr
+    assert WEB in deployed.service.apps
+
+
+def test_destroy_with_yes_destroys(deployed: Kiln) -> None:
+    result = deployed.run("destroy", "web", "--yes")
+    assert result.exit_code == 0
+    assert WEB not in deployed.service.apps
+
+
+def test_scale_and_stop(deployed: Kiln) -> None:
+    assert "scale 5" in deployed.run("scale", "web", "5").stdout
+    assert deployed.service.apps[WEB].scale == 5
+    assert deployed.run("stop", "web").exit_code == 0
+    assert deployed.service.apps[WEB].stopped
+
+
+def test_logs_print_each_line_with_its_instance(deployed: Kiln) -> None:
+    result = deployed.run("logs", "web")
+    assert result.exit_code == 0
+    assert "r1-0 | hello from web" in result.stdout
+
+
+def test_logs_of_an_unknown_instance_exit_4(deployed: Kiln) -> None:
+    result = deployed.run("logs", "web", "--instance", "r9-9")
+    assert result.exit_code == 4
+
+
+def test_events_lists_recent_events_with_reasons(deployed: Kiln) -> None:
+    result = deployed.run("events", "web")
+    assert "rollout.succeeded" in result.stdout
+    assert "release 1 is live" in result.stdout
+
+
+def test_up_when_already_running_says_so(kiln: Kiln) -> None:
+    result = kiln.run("up")
+    assert result.exit_code == 0
+    assert "already running" in result.stdout
+
+
+def test_down_asks_the_server_to_stop(kiln: Kiln) -> None:
+    # The fake only records the request; a real server would stop and `down` would see it go.
+    # Here the server stays, so the wait is cut short by pointing the pid file at a dead pid.
+    kiln.home.joinpath("run").mkdir(parents=True)
+    kiln.home.joinpath("run", "kiln.pid").write_text("999999999\n")
+    result = kiln.run("down")
+    assert result.exit_code == 0, result.output
+    assert kiln.service.shutdown_requested.wait(timeout=10)  # set just after the 202 is sent
+    assert "NGINX and the apps keep serving" in result.stdout
+
+
+def test_down_when_not_running_says_so(nothing_listening: dict[str, str]) -> None:
+    result = CliRunner().invoke(kiln_app, ["down"], env=nothing_listening)
+    assert result.exit_code == 0
+    assert "not running" in result.stdout
+
+
+def test_bad_flag_exits_2(kiln: Kiln) -> None:
+    assert kiln.run("status", "--no-such-flag").exit_code == 2
+
+
+def test_help_documents_the_exit_codes() -> None:
+    result = CliRunner().invoke(kiln_app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "3 rollout failed" in result.stdout
+    assert "5 kiln server not reachable" in result.stdout
+
+
+def test_up_prints_the_server_log_and_exits_5_when_the_server_cannot_start(
+    nothing_listening: dict[str, str],
+) -> None:
+    # The API port is taken (bound by the fixture), so the real server process exits at once.
+    result = CliRunner().invoke(kiln_app, ["up"], env=nothing_listening)
+    assert result.exit_code == 5, result.output
+    assert "kiln did not start" in result.stderr
+    assert "the port is in use" in result.stderr
