@@ -41,7 +41,7 @@ from kiln.planning.inputs import DesiredApp
 from kiln.planning.instances import instance_spec, new_instance_id
 from kiln.planning.recreate import select_recreate
 from kiln.planning.rolling import select_rolling
-from kiln.planning.selection import Selection
+from kiln.planning.selection import Selection, by_age
 from kiln.spec import Deploy, Strategy
 
 CRASH_LOOP_FAILS_ROLLOUT_AFTER = 3
@@ -83,7 +83,13 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
             )
         )
 
-    committed = {i.id: "retiring" for i in running if i.retiring_since is not None}
+    # The reason it was retired for went out with the round that retired it; what is left
+    # to say when it is finally stopped is that it is out of the router.
+    committed = {
+        i.id: "retired earlier, now out of the router"
+        for i in running
+        if i.retiring_since is not None
+    }
     unhealthy = {
         i.id: f"failed its liveness check: {i.health.last_error or 'unhealthy'}"
         for i in running
@@ -91,7 +97,10 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
     }
     alive = [i for i in running if i.id not in committed and i.id not in unhealthy]
 
-    selection = _select(desired, deploy, alive, target_no, wanted)
+    # Recreate must not start the new release while old instances still run, even once they
+    # are retiring (and so no longer ``alive``).
+    stopping = sum(1 for i in running if i.release != target_no and i not in alive)
+    selection = _select(desired, deploy, alive, target_no, wanted, stopping)
     retire = {**committed, **unhealthy, **selection.retire}
 
     # Peers: kept and ready, with an address. Everything else is out of the router.
@@ -165,9 +174,10 @@ def _select(
     alive: list[ObservedInstance],
     target_no: int | None,
     wanted: int,
+    stopping: int,
 ) -> Selection:
     if deploy.strategy is Strategy.RECREATE:
-        return select_recreate(alive, target=target_no, wanted=wanted)
+        return select_recreate(alive, target=target_no, wanted=wanted, stopping=stopping)
     return select_rolling(
         alive,
         target=target_no,
@@ -235,14 +245,12 @@ def _finish_rollout(
             ),
         )
     if now >= rollout.deadline_at:
-        errors = sorted(
-            {
-                i.health.last_error
-                for i in observed.instances
-                if i.release == target.number and i.health.last_error
-            }
+        # The newest instance's error is the one a person can still reproduce.
+        failing = sorted(
+            (i for i in observed.instances if i.release == target.number and i.health.last_error),
+            key=by_age,
         )
-        detail = f"; last error: {errors[-1]}" if errors else ""
+        detail = f"; last error: {failing[-1].health.last_error}" if failing else ""
         seconds = (rollout.deadline_at - rollout.started_at).total_seconds()
         return FinishRollout(
             rollout_id=rollout.id,

@@ -13,8 +13,10 @@ from kiln.planning.selection import Selection, by_age
 
 
 def select_recreate(
-    alive: Sequence[ObservedInstance], *, target: int | None, wanted: int
+    alive: Sequence[ObservedInstance], *, target: int | None, wanted: int, stopping: int = 0
 ) -> Selection:
+    """``stopping``: instances of other releases already retiring (or failing liveness) that
+    still run. They are not ``alive`` any more, but the new release must wait for them too."""
     retire: dict[str, str] = {}
     new = sorted(
         (i for i in alive if i.release == target), key=lambda i: (not i.health.ready, *by_age(i))
@@ -27,11 +29,11 @@ def select_recreate(
     keep = new[:wanted]
     for extra in new[wanted:]:
         retire[extra.id] = f"scaling down to {wanted}"
-    if old:
+    if old or stopping:
         return Selection(
             keep=tuple(keep),
             retire=retire,
             start=0,
-            waiting_for=f"waiting for {len(old)} old instance(s) to stop",
+            waiting_for=f"waiting for {len(old) + stopping} old instance(s) to stop",
         )
     return Selection(keep=tuple(keep), retire=retire, start=max(0, wanted - len(keep)))

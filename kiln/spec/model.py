@@ -71,6 +71,10 @@ def _not_a_bool(value: object) -> object:
 Count = Annotated[int, BeforeValidator(_not_a_bool)]
 """A whole number (instances, ports, thresholds); a boolean is a problem, not 0 or 1."""
 
+# The bounds come before the validator so pydantic writes them into the JSON Schema as
+# minimum/maximum (after it, inside ``| None``, they would leak out as "ge"/"le").
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_a_bool)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -196,7 +200,9 @@ class Resources(_Strict):
 
 class Deploy(_Strict):
     strategy: Strategy = Field(default=Strategy.ROLLING, description="rolling or recreate")
-    max_surge: Count = Field(default=1, ge=0, description="extra instances allowed during a rollout")
+    max_surge: Count = Field(
+        default=1, ge=0, description="extra instances allowed during a rollout"
+    )
     max_unavailable: Count = Field(
         default=0, ge=0, description="ready instances that may be missing during a rollout"
     )
@@ -244,8 +250,8 @@ class AppSpec(_Strict):
     )
     command: list[str] | None = Field(default=None, description="overrides the image's command")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables")
-    port: Count | None = Field(
-        default=None, ge=1, le=65535, description="port the app listens on inside the instance"
+    port: Port | None = Field(
+        default=None, description="port the app listens on inside the instance"
     )
     instances: Count = Field(default=1, ge=0, le=1000)
     resources: Resources = Field(default_factory=Resources)

@@ -21,7 +21,7 @@ from kiln.model import (
     RolloutState,
 )
 from kiln.planning import DesiredApp, Plan
-from kiln.spec import Strategy, validate_spec, spec_hash
+from kiln.spec import Strategy, spec_hash, validate_spec
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 KEY = AppKey("dev", "web")
@@ -78,7 +78,11 @@ def make_release(
 
 
 def make_rollout(
-    to: Release, *, from_release: Release | None = None, started_at: datetime = T0, rollout_id: int = 1
+    to: Release,
+    *,
+    from_release: Release | None = None,
+    started_at: datetime = T0,
+    rollout_id: int = 1,
 ) -> Rollout:
     return Rollout(
         id=rollout_id,
@@ -187,4 +191,3 @@ def ids(actions: list[Any]) -> set[str]:
 
 def with_health(observed: ObservedInstance, **health: Any) -> ObservedInstance:
     return replace(observed, health=replace(observed.health, **health))
-

@@ -134,16 +134,23 @@ class Simulator:
         return added
 
     def deploy(self, release: Release) -> None:
-        """Start a rollout from the current target (now stable) to ``release``."""
-        previous = self.desired.target
+        """Start a rollout to ``release`` from the stable release; a rollout still in progress
+        is superseded (its release never became stable)."""
+        stable = self.desired.stable if self.desired.rollout else self.desired.target
+        previous = self.desired.rollout.id if self.desired.rollout else 0
         self.desired = DesiredApp(
             key=release.key,
             scale=release.spec.instances,
             stopped=False,
             target=release,
-            stable=previous,
-            rollout=make_rollout(release, from_release=previous, started_at=self.now),
+            stable=stable,
+            rollout=make_rollout(
+                release, from_release=stable, started_at=self.now, rollout_id=previous + 1
+            ),
         )
+
+    def scale(self, instances: int) -> None:
+        self.desired = replace(self.desired, scale=instances)
 
     def crash(self, instance_id: str, *, exit_code: int = 1) -> None:
         sim = self.instances[instance_id]
@@ -227,9 +234,13 @@ class Simulator:
         return self.finished[-1]
 
     def settle(self, *, max_rounds: int = 500) -> Round:
-        """Rounds until a plan has nothing to do and nothing to wait for."""
+        """Rounds until a plan has nothing to do or wait for, and every instance is ready."""
         return self.run_until(
-            lambda sim: not sim.rounds[-1].plan.actions and not sim.rounds[-1].plan.waits,
+            lambda sim: (
+                not sim.rounds[-1].plan.actions
+                and not sim.rounds[-1].plan.waits
+                and all(s.ready for s in sim.instances.values())
+            ),
             max_rounds=max_rounds,
         )
 
