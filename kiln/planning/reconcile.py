@@ -217,7 +217,8 @@ def _finish_rollout(
         return None
     if rollout.to_release != target.number:
         return None
-    only_new_routed = all(p.instance_id.startswith(f"r{target.number}-") for p in peers)
+    release_of = {i.id: i.release for i in observed.instances}
+    only_new_routed = all(release_of.get(p.instance_id) == target.number for p in peers)
     old_alive = any(
         i.release != target.number and i.instance.status is InstanceStatus.RUNNING
         for i in observed.instances
