@@ -48,10 +48,22 @@ def measure_deploys(kiln: KilnHarness, count: int) -> tuple[list[float], int, in
     failures = 0
     requests = 0
     tags = ["v2", "v1"]
-    fresh = LoadClient(port=kiln.http_port, host_header=f"{APP}.test", keep_alive=False,
-                       markers=("v1", "v2"), max_seconds=600, max_requests=2_000_000)
-    kept = LoadClient(port=kiln.http_port, host_header=f"{APP}.test", keep_alive=True,
-                      markers=("v1", "v2"), max_seconds=600, max_requests=2_000_000)
+    fresh = LoadClient(
+        port=kiln.http_port,
+        host_header=f"{APP}.test",
+        keep_alive=False,
+        markers=("v1", "v2"),
+        max_seconds=600,
+        max_requests=2_000_000,
+    )
+    kept = LoadClient(
+        port=kiln.http_port,
+        host_header=f"{APP}.test",
+        keep_alive=True,
+        markers=("v1", "v2"),
+        max_seconds=600,
+        max_requests=2_000_000,
+    )
     release = 1
     with fresh, kept:
         kept.wait_for_requests(50)
@@ -81,7 +93,11 @@ def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
 
         def replacement_serving() -> bool:
             now = kiln.status(APP)
-            fresh = [i for i in now["instances"] if i["id"] not in before and i["ready"] and i["in_router"]]
+            fresh = [
+                i
+                for i in now["instances"]
+                if i["id"] not in before and i["ready"] and i["in_router"]
+            ]
             return bool(fresh)
 
         wait_until(replacement_serving, timeout=30, interval=0.01, what="replacement")
@@ -92,7 +108,10 @@ def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
 def wrk(url: str, host: str, seconds: int) -> tuple[float, float]:
     output = subprocess.run(
         ["wrk", "-t2", "-c4", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
@@ -115,7 +134,9 @@ def main() -> None:
         with PrivateDockerd(workdir / "engine") as engine:
             client = docker.DockerClient(base_url=engine.docker_host)
             for version in ("v1", "v2"):
-                build_hello_image(client, version=version, variant="healthy", tag=f"kiln-hello:{version}")
+                build_hello_image(
+                    client, version=version, variant="healthy", tag=f"kiln-hello:{version}"
+                )
             client.close()
             home = workdir / "home"
             home.mkdir()
@@ -128,7 +149,9 @@ def main() -> None:
                 kills = measure_kills(kiln, args.kills)
                 status = kiln.wait_ready(APP, 3)
                 direct = status["instances"][0]["address"]
-                nginx_rps, nginx_p99 = wrk(f"http://127.0.0.1:{kiln.http_port}/", f"{APP}.test", args.wrk_seconds)
+                nginx_rps, nginx_p99 = wrk(
+                    f"http://127.0.0.1:{kiln.http_port}/", f"{APP}.test", args.wrk_seconds
+                )
                 direct_rps, direct_p99 = wrk(f"http://{direct}/", f"{APP}.test", args.wrk_seconds)
                 result = {
                     "benchmark": "rollout",

@@ -32,7 +32,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "") -> Any:
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -41,7 +43,9 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float 
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last: {last!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or condition}; last: {last!r}"
+    )
 
 
 class KilnHarness:
@@ -77,11 +81,15 @@ class KilnHarness:
             cwd=REPO,
         )
         log.close()
-        wait_until(self._healthy, timeout=30, what=f"kiln server to answer; log:\n{self.server_log()}")
+        wait_until(
+            self._healthy, timeout=30, what=f"kiln server to answer; log:\n{self.server_log()}"
+        )
 
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"kiln server exited with {self.process.returncode}:\n{self.server_log()}")
+            raise AssertionError(
+                f"kiln server exited with {self.process.returncode}:\n{self.server_log()}"
+            )
         try:
             return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -118,7 +126,9 @@ class KilnHarness:
         )
         with contextlib.suppress(Exception):
             asyncio.run(router.stop())
-        for container in self.docker.containers.list(all=True, filters={"label": "io.kiln.managed=true"}):
+        for container in self.docker.containers.list(
+            all=True, filters={"label": "io.kiln.managed=true"}
+        ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
         self.docker.close()
@@ -137,7 +147,9 @@ class KilnHarness:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         return httpx.request(method, self.api_url + path, headers=headers, timeout=60, **kwargs)
 
-    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*KILN_CLI, *args],
             env=self.env,
@@ -153,13 +165,17 @@ class KilnHarness:
         assert result.returncode == 0, f"kiln {' '.join(args)} failed: {result.stderr}"
         return json.loads(result.stdout)
 
-    def deploy(self, spec: str, *args: str, name: str = "kiln.yaml") -> subprocess.CompletedProcess[str]:
+    def deploy(
+        self, spec: str, *args: str, name: str = "kiln.yaml"
+    ) -> subprocess.CompletedProcess[str]:
         path = self.home / f"{time.monotonic_ns()}-{name}"
         path.write_text(spec)
         return self.cli("deploy", "-f", str(path), *args)
 
     def get(self, host: str, path: str = "/") -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=5)
+        return httpx.get(
+            f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=5
+        )
 
     def containers(self, app: str) -> list[Any]:
         return self.docker.containers.list(
@@ -171,16 +187,25 @@ class KilnHarness:
         response.raise_for_status()
         return dict(response.json())
 
-    def wait_ready(self, app: str, count: int, *, release: int | None = None, timeout: float = 30) -> dict[str, Any]:
+    def wait_ready(
+        self, app: str, count: int, *, release: int | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             status = self.status(app)
             ready = [
-                i for i in status["instances"]
+                i
+                for i in status["instances"]
                 if i["ready"] and i["in_router"] and (release is None or i["release"] == release)
             ]
-            others = [i for i in status["instances"] if release is not None and i["release"] != release]
+            others = [
+                i for i in status["instances"] if release is not None and i["release"] != release
+            ]
             if len(ready) == count and not others and status["rollout"] is None:
                 return status
             return None
 
-        return dict(wait_until(check, timeout=timeout, interval=0.1, what=f"{count} ready instances of {app}"))
+        return dict(
+            wait_until(
+                check, timeout=timeout, interval=0.1, what=f"{count} ready instances of {app}"
+            )
+        )

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.e2e.conftest import hello_spec
-from tests.e2e.harness import KilnHarness, wait_until
+from tests.e2e.harness import KilnHarness
 from tests.e2e.load import LoadClient
 
 pytestmark = pytest.mark.integration
@@ -37,13 +37,17 @@ def test_same_spec_deployed_twice_makes_no_new_release(kiln: KilnHarness) -> Non
     assert len(kiln.cli_json("releases", "twice")) == 1
 
 
-@pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connection-per-request", "keep-alive"])
+@pytest.mark.parametrize(
+    "keep_alive", [False, True], ids=["new-connection-per-request", "keep-alive"]
+)
 def test_rolling_update_under_load_fails_no_request(kiln: KilnHarness, keep_alive: bool) -> None:
     app = "roll-ka" if keep_alive else "roll-new"
     assert kiln.deploy(hello_spec(app, "kiln-hello:v1"), "--wait").returncode == 0
     kiln.wait_ready(app, 3, release=1)
 
-    load = LoadClient(port=kiln.http_port, host_header=f"{app}.test", keep_alive=keep_alive, markers=("v2", "v1"))
+    load = LoadClient(
+        port=kiln.http_port, host_header=f"{app}.test", keep_alive=keep_alive, markers=("v2", "v1")
+    )
     with load:
         load.wait_for_requests(50)
         result = kiln.deploy(hello_spec(app, "kiln-hello:v2"), "--wait")
@@ -67,7 +71,9 @@ def test_broken_release_fails_its_deadline_and_rolls_back_on_its_own(kiln: KilnH
     assert kiln.deploy(hello_spec(app, "kiln-hello:v1"), "--wait").returncode == 0
     kiln.wait_ready(app, 3, release=1)
 
-    with LoadClient(port=kiln.http_port, host_header=f"{app}.test", keep_alive=True, markers=("v1",)) as load:
+    with LoadClient(
+        port=kiln.http_port, host_header=f"{app}.test", keep_alive=True, markers=("v1",)
+    ) as load:
         result = kiln.deploy(hello_spec(app, "kiln-hello:broken", deadline="4s"), "--wait")
         load.wait_for_requests(load.report.requests + 20)
 

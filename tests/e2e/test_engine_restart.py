@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def own_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateDockerd, KilnHarness]]:
+def own_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrivateDockerd, KilnHarness]]:
     with PrivateDockerd(tmp_path_factory.mktemp("engine")) as engine:
         import docker
 
@@ -30,7 +32,9 @@ def own_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Priva
             harness.teardown()
 
 
-def test_engine_restart_brings_every_app_back_to_full_health(own_engine: tuple[PrivateDockerd, KilnHarness]) -> None:
+def test_engine_restart_brings_every_app_back_to_full_health(
+    own_engine: tuple[PrivateDockerd, KilnHarness],
+) -> None:
     engine, kiln = own_engine
     assert kiln.deploy(hello_spec("survivor", "kiln-hello:v1"), "--wait").returncode == 0
     kiln.wait_ready("survivor", 3, release=1)

@@ -67,7 +67,9 @@ def test_instance_failing_liveness_is_replaced(kiln: KilnHarness) -> None:
     assert kiln.deploy(spec, "--wait").returncode == 0, spec
     status = kiln.wait_ready(app, 2, release=1)
     sick = status["instances"][0]
-    kiln.docker.containers.get(sick["container_id"]).exec_run(["/bin/busybox", "touch", "/tmp/sick"])
+    kiln.docker.containers.get(sick["container_id"]).exec_run(
+        ["/bin/busybox", "touch", "/tmp/sick"]
+    )
 
     def replaced() -> bool:
         now = kiln.status(app)
@@ -84,11 +86,17 @@ def test_server_killed_mid_rollout_finishes_it_after_restart(kiln: KilnHarness) 
     assert kiln.deploy(hello_spec(app, "kiln-hello:v1"), "--wait").returncode == 0
     kiln.wait_ready(app, 3, release=1)
 
-    with LoadClient(port=kiln.http_port, host_header=f"{app}.test", keep_alive=True, markers=("v2", "v1")) as load:
+    with LoadClient(
+        port=kiln.http_port, host_header=f"{app}.test", keep_alive=True, markers=("v2", "v1")
+    ) as load:
         started = kiln.deploy(hello_spec(app, "kiln-hello:v2"), "--no-wait")
         assert started.returncode == 0, started.stderr
-        wait_until(lambda: any(c.labels.get("io.kiln.release") == "2" for c in kiln.containers(app)),
-                   timeout=10, interval=0.01, what="a release-2 container")
+        wait_until(
+            lambda: any(c.labels.get("io.kiln.release") == "2" for c in kiln.containers(app)),
+            timeout=10,
+            interval=0.01,
+            what="a release-2 container",
+        )
         kiln.kill9()
         load.wait_for_requests(load.report.requests + 30)  # NGINX serves while kiln is down
         kiln.start()
