@@ -91,7 +91,7 @@ def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
         started = time.monotonic()
         kiln.docker.containers.get(victim["container_id"]).kill(signal="SIGKILL")
 
-        def replacement_serving() -> bool:
+        def replacement_serving(before: set[str] = before) -> bool:
             now = kiln.status(APP)
             fresh = [
                 i
@@ -131,7 +131,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     result: dict[str, object] = {}
     try:
-        with PrivateDockerd(workdir / "engine") as engine:
+        with PrivateDockerd() as engine:
             client = docker.DockerClient(base_url=engine.docker_host)
             for version in ("v1", "v2"):
                 build_hello_image(

@@ -212,7 +212,7 @@ async def test_route_clash_with_another_app_is_refused(world: World) -> None:
     routed = "routes: [{host: shop.test}]\n"
     await world.engine.deploy(spec(instances=1, extra=routed), message="", who="t")
     other = "app: api\nimage: api:v1\nport: 8080\nroutes: [{host: shop.test}]\n"
-    with pytest.raises(Conflict, match="shop.test"):
+    with pytest.raises(Conflict, match=r"shop\.test"):
         await world.engine.deploy(other, message="", who="t")
     assert world.store.get_app(AppKey("dev", "api")) is None
 

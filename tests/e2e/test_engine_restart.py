@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def own_engine(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[PrivateDockerd, KilnHarness]]:
-    with PrivateDockerd(tmp_path_factory.mktemp("engine")) as engine:
+    with PrivateDockerd() as engine:
         import docker
 
         client = docker.DockerClient(base_url=engine.docker_host)
