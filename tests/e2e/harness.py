@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def wait_until(
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what or condition}; last: {last!r}"
     )
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
 
 
 class KilnHarness:
@@ -177,10 +186,21 @@ class KilnHarness:
             f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=5
         )
 
-    def containers(self, app: str) -> list[Any]:
-        return self.docker.containers.list(
+    def containers(self, app: str) -> list[ContainerSummary]:
+        """The app's containers from one list call (no per-container inspect, which races
+        with kiln removing containers)."""
+        rows = self.docker.api.containers(
             all=True, filters={"label": ["io.kiln.managed=true", f"io.kiln.app={app}"]}
         )
+        return [
+            ContainerSummary(
+                id=row["Id"],
+                name=row["Names"][0].lstrip("/"),
+                status=row["State"],
+                labels=row.get("Labels") or {},
+            )
+            for row in rows
+        ]
 
     def status(self, app: str) -> dict[str, Any]:
         response = self.api("GET", f"/v1/apps/dev/{app}")

@@ -111,7 +111,17 @@ def _still_running(kiln: KilnClient, pid: int | None) -> bool:
         return False
     except PermissionError:
         return kiln.is_running()
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    # An exited server whose parent never reaps it (the detached server's parent is init, and
+    # some inits never reap) still answers kill(pid, 0): it is done all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _tail(path: Path, lines: int) -> str:
