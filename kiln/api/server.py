@@ -158,7 +158,7 @@ def configure_logging() -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if os.environ.get("KILN_DEBUG") == "1" else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
 

@@ -55,6 +55,8 @@ from kiln.store.base import Store
 log = logging.getLogger("kiln.engine")
 
 _SUPERVISE_SECONDS = 1.0
+_EXIT_ACTIONS = frozenset({"die", "kill", "oom"})
+_EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
 _DESTROY_TIMEOUT = 60.0
 
 
@@ -166,6 +168,7 @@ class Engine:
 
     async def _sync(self, key: AppKey) -> datetime | None:
         now = self.clock()
+        log.debug("reconcile %s", key)
         desired = self._desired(key)
         instances = [i for i in await self.driver.list_instances() if i.key == key]
         self._last_instances[key] = instances
@@ -190,6 +193,8 @@ class Engine:
                     instance=instance.id,
                 )
         result = plan(desired, observed, now)
+        if result.actions:
+            log.debug("plan %s: %s", key, ", ".join(type(a).__name__ for a in result.actions))
         self._last_plan[key] = result
         await self.executor.execute(key, result, self.observer.memory[key])
         if (
@@ -267,7 +272,14 @@ class Engine:
             try:
                 async for event in self.driver.watch():
                     delay = 0.2
+                    log.debug("driver event %s %s of %s", event.action, event.instance_id, event.key)
                     self.loops.wake(event.key)
+                    if event.action in _EXIT_ACTIONS:
+                        # Docker announces a death a moment before its container list shows
+                        # the container as exited: look again shortly after.
+                        loop = asyncio.get_running_loop()
+                        for delay in _EXIT_RECHECK_SECONDS:
+                            loop.call_later(delay, self.loops.wake, event.key)
             except asyncio.CancelledError:
                 raise
             except KilnError as exc:

@@ -79,6 +79,7 @@ class Observer:
                         at=at,
                         reason=describe_exit(instance, status),
                         release=instance.release,
+                        started_at=instance.started_at,
                     )
             if status.ready and instance.running:
                 memory.crashes = forgive(memory.crashes, ready_since=status.ready_since, now=now)

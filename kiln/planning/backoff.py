@@ -30,7 +30,18 @@ def next_start_at(history: CrashHistory) -> datetime | None:
     return history.last_at + timedelta(seconds=crash_delay(history.consecutive))
 
 
-def record_crash(history: CrashHistory, *, at: datetime, reason: str, release: int) -> CrashHistory:
+def record_crash(
+    history: CrashHistory,
+    *,
+    at: datetime,
+    reason: str,
+    release: int,
+    started_at: datetime | None = None,
+) -> CrashHistory:
+    """Count one more crash in a row, unless the instance that crashed had run long enough to
+    be trusted: then this crash starts a new count (replaced at once, no backoff)."""
+    if started_at is not None and at - started_at >= timedelta(seconds=FORGIVE_AFTER_SECONDS):
+        history = CrashHistory()
     return CrashHistory(
         consecutive=history.consecutive + 1, last_at=at, last_reason=reason, last_release=release
     )

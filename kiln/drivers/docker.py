@@ -1,0 +1,787 @@
+"""The local Docker engine as a kiln driver, through the Docker SDK (docker-py 7).
+
+The SDK is synchronous. Every call runs on this driver's own thread pool (not asyncio's default
+executor, which other parts of kiln share and which has only ``cpus + 4`` threads), over one
+client whose connection pool is as large as that thread pool, so calls really run concurrently.
+Long streams (``logs``, ``watch``) each get a dedicated thread that hands items to the event loop
+through an ``asyncio.Queue``; closing the iterator closes the HTTP response under the thread, so
+the thread ends instead of waiting forever for the next event.
+
+Errors are mapped at this boundary (``raise ... from exc``)::
+
+    no socket / connection refused / no answer in time   → DriverUnavailable (says what to do)
+    404 "No such image"                                   → ImageNotFound
+    404 otherwise                                         → NotFound (or "fine" for stop/remove)
+    a name held by another container                      → Conflict
+    any other engine error                                → TemporaryFailure (engine's message)
+
+``list_instances`` is one ``GET /containers/json`` (the SDK's high-level ``containers.list``
+would inspect every container). The few fields that summary lacks (start/finish time, exit code,
+OOM) are read by one inspect per container *and state*, and cached: a container is never
+restarted in place, so they cannot change while its state stays the same.
+
+``watch()`` ends (returns normally) when the engine closes the event stream, e.g. when it stops
+or restarts; it raises ``DriverUnavailable`` only when the stream cannot be opened. The caller
+resyncs with ``list_instances()`` and opens a new watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+
+from kiln.drivers.base import DriverEvent, LogLine
+from kiln.errors import (
+    Conflict,
+    DriverUnavailable,
+    ImageNotFound,
+    KilnError,
+    NotFound,
+    TemporaryFailure,
+)
+from kiln.model import (
+    LABEL_APP,
+    LABEL_ENV,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_RELEASE,
+    Address,
+    AppKey,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+
+# Pinned rather than "auto": auto-detection asks the engine from inside the SDK's constructor,
+# which would make building a driver fail (or hang) when the engine is down. 1.41 is Docker
+# 20.10's API and is still served by every newer engine.
+API_VERSION = "1.41"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+MANAGED_FILTER = {"label": [f"{LABEL_MANAGED}=true"]}
+TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
+LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
+WORKERS = 32
+# Events that change an instance's lifecycle; exec_*, attach, health_status ... are noise to the
+# controller (every command probe would otherwise trigger a reconcile).
+LIFECYCLE_ACTIONS = frozenset(
+    {"create", "start", "restart", "die", "kill", "oom", "stop", "destroy", "pause", "unpause"}
+)
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+_STATUS = {
+    "created": InstanceStatus.CREATED,
+    "running": InstanceStatus.RUNNING,
+    "exited": InstanceStatus.EXITED,
+    "dead": InstanceStatus.EXITED,
+}
+
+
+def parse_docker_time(text: str | None) -> datetime | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, ``Z``) as aware datetimes; the zero time is None."""
+    if not text:
+        return None
+    match = _TIMESTAMP.match(text)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    if whole.startswith("0001-"):
+        return None  # Go's zero time: "never"
+    micro = (fraction or "0")[:6].ljust(6, "0")
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{whole}.{micro}{zone}").astimezone(UTC)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The most telling message in an exception chain (urllib3 and requests wrap the OSError)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return str(exc)
+
+
+def _status_code(exc: docker.errors.APIError) -> int | None:
+    return exc.response.status_code if exc.response is not None else None
+
+
+class _ExecTimedOut(Exception):
+    """The command inside the container did not finish in time (becomes ``TimeoutError``)."""
+
+
+@dataclass(frozen=True)
+class _StateDetails:
+    """What ``GET /containers/json`` does not say; fixed for as long as the state is the same."""
+
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    oom_killed: bool
+
+
+class DockerDriver:
+    """kiln's driver for one Docker engine (``DOCKER_HOST`` or ``base_url``)."""
+
+    name = "docker"
+
+    def __init__(self, *, base_url: str | None = None, timeout: float = 30) -> None:
+        self._explicit_base_url = base_url
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        self.timeout = timeout
+        self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="kiln-docker")
+        self._client = self._new_client(timeout)
+        # Followed logs may stay silent for longer than any request timeout: their own client,
+        # without a read timeout (the SDK's logs() takes no per-call timeout).
+        self._stream_client: docker.DockerClient | None = None
+        self._stream_client_lock = threading.Lock()
+        self._details: dict[str, _StateDetails] = {}
+        self._closed = False
+
+    def _new_client(self, timeout: float | None) -> docker.DockerClient:
+        options: dict[str, Any] = {
+            "version": API_VERSION,
+            "timeout": timeout,
+            "max_pool_size": WORKERS * 2,  # requests beyond the pool would open throwaway sockets
+        }
+        try:
+            if self._explicit_base_url is None:
+                return docker.from_env(**options)  # also honours DOCKER_TLS_VERIFY / CERT_PATH
+            return docker.DockerClient(base_url=self._explicit_base_url, **options)
+        except docker.errors.DockerException as exc:
+            raise DriverUnavailable(
+                f"Docker engine at {self.base_url} cannot be used: {exc}; fix DOCKER_HOST"
+            ) from exc
+
+    def _streams(self) -> docker.DockerClient:
+        with self._stream_client_lock:
+            if self._stream_client is None:
+                self._stream_client = self._new_client(None)
+            return self._stream_client
+
+    # --- error mapping and threading -------------------------------------------------------
+
+    def _map_error(self, exc: BaseException, what: str) -> KilnError:
+        if isinstance(exc, KilnError):
+            return exc
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return ImageNotFound(f"{what}: the engine has no such image ({exc.explanation})")
+        if isinstance(exc, docker.errors.NotFound):
+            return NotFound(f"{what}: {exc.explanation}")
+        if isinstance(exc, docker.errors.APIError):
+            return TemporaryFailure(f"{what}: the Docker engine said: {exc.explanation or exc}")
+        if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
+            return DriverUnavailable(
+                f"Docker engine at {self.base_url} does not answer: no reply within"
+                f" {self.timeout:g}s ({what}); check that it is healthy or set DOCKER_HOST"
+            )
+        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | OSError):
+            return DriverUnavailable(
+                f"Docker engine at {self.base_url} does not answer: {_root_cause(exc)};"
+                " start it or set DOCKER_HOST"
+            )
+        if isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException):
+            return TemporaryFailure(f"{what}: {exc}")
+        return TemporaryFailure(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise TemporaryFailure(f"{what}: the Docker driver is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except _ExecTimedOut:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc, what) from exc
+
+    # --- the Driver protocol ---------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call("ping", self._client.api.ping)
+
+    async def resolve_image(self, reference: str) -> str:
+        return await self._call(f"resolve image {reference!r}", lambda: self._resolve(reference))
+
+    def _resolve(self, reference: str) -> str:
+        api = self._client.api
+        try:
+            image_id: str = api.inspect_image(reference)["Id"]
+            return image_id
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if _status_code(exc) == 400:  # "invalid reference format"
+                raise ImageNotFound(
+                    f"{reference!r} is not a valid image reference: {exc.explanation}"
+                ) from exc
+            raise
+        # Locally built images have no RepoDigests: name@sha256:X also matches the image whose
+        # id is sha256:X.
+        _, at, digest = reference.rpartition("@")
+        if at and digest.startswith("sha256:"):
+            with contextlib.suppress(docker.errors.NotFound):
+                found: str = api.inspect_image(digest)["Id"]
+                if found == digest:
+                    return found
+        raise ImageNotFound(
+            f"image {reference!r} does not exist on the Docker engine at {self.base_url}"
+            " (kiln never pulls: build or load it there first)"
+        )
+
+    async def list_instances(self) -> list[Instance]:
+        summaries: list[dict[str, Any]] = await self._call(
+            "list containers",
+            lambda: self._client.api.containers(all=True, filters=MANAGED_FILTER),
+        )
+        stale = [
+            s["Id"]
+            for s in summaries
+            if s["Id"] not in self._details or self._details[s["Id"]].state != s["State"]
+        ]
+        if stale:
+            fetched = await asyncio.gather(*(self._inspect_details(cid) for cid in stale))
+            for cid, details in zip(stale, fetched, strict=True):
+                if details is not None:
+                    self._details[cid] = details
+        present = {s["Id"] for s in summaries}
+        for cid in set(self._details) - present:
+            del self._details[cid]
+        instances = []
+        for summary in summaries:
+            instance = self._instance_from_summary(summary, self._details.get(summary["Id"]))
+            if instance is not None:
+                instances.append(instance)
+        return instances
+
+    async def _inspect_details(self, container_id: str) -> _StateDetails | None:
+        try:
+            info = await self._call(
+                f"inspect container {container_id[:12]}",
+                lambda: self._client.api.inspect_container(container_id),
+            )
+        except NotFound:
+            return None  # removed between the list and the inspect
+        return self._details_from_inspect(info)
+
+    @staticmethod
+    def _details_from_inspect(info: dict[str, Any]) -> _StateDetails:
+        state = info.get("State") or {}
+        status = state.get("Status", "")
+        exited = _STATUS.get(status) is InstanceStatus.EXITED
+        return _StateDetails(
+            state=status,
+            started_at=parse_docker_time(state.get("StartedAt")),
+            finished_at=parse_docker_time(state.get("FinishedAt")) if exited else None,
+            exit_code=state.get("ExitCode") if exited else None,
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+    @staticmethod
+    def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:
+        labels = labels or {}
+        try:
+            return (
+                labels[LABEL_INSTANCE],
+                AppKey(labels[LABEL_ENV], labels[LABEL_APP]),
+                int(labels[LABEL_RELEASE]),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    def _instance_from_summary(
+        self, summary: dict[str, Any], details: _StateDetails | None
+    ) -> Instance | None:
+        identity = self._identity(summary.get("Labels"))
+        if identity is None:
+            log.warning(
+                "container %s is labelled %s=true but lacks kiln's other labels; ignored",
+                summary["Id"][:12],
+                LABEL_MANAGED,
+            )
+            return None
+        instance_id, key, release = identity
+        address = None
+        for port in summary.get("Ports") or []:
+            if port.get("PublicPort") and port.get("Type", "tcp") == "tcp":
+                address = Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
+                break
+        return Instance(
+            id=instance_id,
+            key=key,
+            release=release,
+            container_id=summary["Id"],
+            status=_STATUS.get(summary.get("State", ""), InstanceStatus.UNKNOWN),
+            address=address,
+            started_at=details.started_at if details else None,
+            finished_at=details.finished_at if details else None,
+            exit_code=details.exit_code if details else None,
+            oom_killed=details.oom_killed if details else False,
+        )
+
+    def _instance_from_inspect(self, info: dict[str, Any]) -> Instance:
+        identity = self._identity((info.get("Config") or {}).get("Labels"))
+        if identity is None:
+            raise TemporaryFailure(f"container {info['Id'][:12]} lacks kiln's labels")
+        instance_id, key, release = identity
+        details = self._details_from_inspect(info)
+        self._details[info["Id"]] = details
+        address = None
+        ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+        for bindings in ports.values():
+            for binding in bindings or []:
+                if binding.get("HostPort"):
+                    address = Address(
+                        binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"])
+                    )
+                    break
+            if address:
+                break
+        return Instance(
+            id=instance_id,
+            key=key,
+            release=release,
+            container_id=info["Id"],
+            status=_STATUS.get(details.state, InstanceStatus.UNKNOWN),
+            address=address,
+            started_at=details.started_at,
+            finished_at=details.finished_at,
+            exit_code=details.exit_code,
+            oom_killed=details.oom_killed,
+        )
+
+    async def start_instance(self, spec: InstanceSpec) -> Instance:
+        info = await self._call(f"start instance {spec.id}", lambda: self._start(spec))
+        return self._instance_from_inspect(info)
+
+    def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
+        api = self._client.api
+        labels = {
+            **spec.labels,
+            LABEL_MANAGED: "true",
+            LABEL_ENV: spec.key.environment,
+            LABEL_APP: spec.key.app,
+            LABEL_RELEASE: str(spec.release),
+            LABEL_INSTANCE: spec.id,
+        }
+        env = dict(spec.env)
+        if spec.port is not None:
+            env["PORT"] = str(spec.port)
+        tmpfs = {}
+        for entry in spec.tmpfs:
+            path, _, options = entry.partition(":")
+            tmpfs[path] = options or TMPFS_OPTIONS
+        host_config = api.create_host_config(
+            init=True,  # a PID 1 that ignores SIGTERM would make every stop wait the whole grace
+            read_only=spec.read_only,
+            tmpfs=tmpfs or None,
+            security_opt=["no-new-privileges"],
+            cap_drop=["ALL"],
+            cap_add=list(spec.cap_add) or None,
+            nano_cpus=round(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory_bytes,
+            memswap_limit=spec.memory_bytes,  # equal: no swap on top of the limit
+            # kiln replaces a crashed instance itself; one is never restarted in place.
+            restart_policy={"Name": "no"},
+            log_config=LogConfig(type=LogConfig.types.JSON, config=LOG_OPTIONS),
+            port_bindings=(
+                {f"{spec.port}/tcp": ("127.0.0.1", None)} if spec.port is not None else None
+            ),
+        )
+        return {
+            "image": spec.image,
+            "command": list(spec.command) if spec.command else None,
+            "name": spec.name,
+            "labels": labels,
+            "environment": env,
+            "host_config": host_config,
+            "ports": [spec.port] if spec.port is not None else None,
+            "stop_signal": "SIGTERM",
+            "stop_timeout": math.ceil(spec.stop_grace),
+            # The instance id as hostname: what the app logs and shows is then kiln's own name.
+            "hostname": spec.id if _HOSTNAME.match(spec.id) else None,
+        }
+
+    def _start(self, spec: InstanceSpec) -> dict[str, Any]:
+        api = self._client.api
+        kwargs = self._create_kwargs(spec)
+        try:
+            created = api.create_container(**kwargs)
+        except docker.errors.APIError as exc:
+            if _status_code(exc) != 409:
+                raise
+            self._remove_stale(spec.name, exc)
+            created = api.create_container(**kwargs)
+        container_id = created["Id"]
+        try:
+            api.start(container_id)
+            info: dict[str, Any] = api.inspect_container(container_id)
+        except BaseException:
+            # A container that never started would look like a crash to the next reconcile.
+            with contextlib.suppress(Exception):
+                api.remove_container(container_id, force=True, v=True)
+            raise
+        return info
+
+    def _remove_stale(self, name: str, conflict: docker.errors.APIError) -> None:
+        """A left-over container holds ``name``: remove it if it is kiln's and not running."""
+        api = self._client.api
+        try:
+            info = api.inspect_container(name)
+        except docker.errors.NotFound:
+            return  # it went away in the meantime
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        running = (info.get("State") or {}).get("Running", False)
+        if labels.get(LABEL_MANAGED) != "true" or running:
+            owner = "a running kiln instance" if running else "a container kiln does not manage"
+            raise Conflict(
+                f"cannot start {name}: the name is taken by {owner} ({info['Id'][:12]});"
+                " remove that container or choose another name"
+            ) from conflict
+        log.info("removing stale container %s (%s) to reuse its name", name, info["Id"][:12])
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_container(info["Id"], force=True, v=True)
+
+    async def stop_instance(self, container_id: str, *, grace: float) -> None:
+        def stop() -> None:
+            api = self._client.api
+            with contextlib.suppress(docker.errors.NotFound):
+                api.stop(container_id, timeout=math.ceil(grace))
+            self._remove_quietly(container_id)
+
+        await self._call(f"stop container {container_id[:12]}", stop)
+
+    async def remove_instance(self, container_id: str) -> None:
+        await self._call(
+            f"remove container {container_id[:12]}", lambda: self._remove_quietly(container_id)
+        )
+
+    def _remove_quietly(self, container_id: str) -> None:
+        try:
+            self._client.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # Two removals racing: the second hears "removal already in progress".
+            if _status_code(exc) != 409 or "in progress" not in str(exc.explanation):
+                raise
+
+    async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
+        what = f"exec {list(command)!r} in {container_id[:12]}"
+        try:
+            return await asyncio.wait_for(
+                self._call(what, lambda: self._exec(container_id, list(command), timeout)),
+                # The thread enforces the timeout on its socket; this is only a safety net.
+                timeout + 5,
+            )
+        except (_ExecTimedOut, TimeoutError):
+            raise TimeoutError(f"{what}: no exit within {timeout:g}s") from None
+
+    def _exec(self, container_id: str, command: list[str], timeout: float) -> int:
+        api = self._client.api
+        deadline = time.monotonic() + timeout
+        exec_id = api.exec_create(container_id, command, stdout=True, stderr=True)["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        raw: socket.socket = getattr(sock, "_sock", sock)
+        try:
+            # Read the output away until the command closes it, within the deadline: a
+            # blocking read without one would keep this thread forever on a hung command.
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _ExecTimedOut
+                raw.settimeout(remaining)
+                try:
+                    if not raw.recv(65536):
+                        break
+                except TimeoutError:
+                    raise _ExecTimedOut from None
+                except OSError:
+                    break
+        finally:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+            # The SDK hands out the response's file wrapper: the socket is really closed only
+            # once the wrapper and the socket both are.
+            for closable in (sock, raw):
+                with contextlib.suppress(OSError):
+                    closable.close()
+        # The exit code is recorded a moment after the output stream ends.
+        while True:
+            result = api.exec_inspect(exec_id)
+            if not result.get("Running") and result.get("ExitCode") is not None:
+                return int(result["ExitCode"])
+            if time.monotonic() > deadline:
+                raise _ExecTimedOut
+            time.sleep(0.01)
+
+    def logs(
+        self, container_ids: Sequence[str], *, follow: bool, tail: int | None
+    ) -> AsyncIterator[LogLine]:
+        return self._logs(list(container_ids), follow=follow, tail=tail)
+
+    async def _logs(
+        self, container_ids: list[str], *, follow: bool, tail: int | None
+    ) -> AsyncIterator[LogLine]:
+        pump = _Pump[LogLine]()
+        streams: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
+        for container_id in container_ids:
+            for stream in streams:
+                pump.spawn(
+                    functools.partial(
+                        self._pump_logs, pump, container_id, stream, follow=follow, tail=tail
+                    ),
+                    f"logs {container_id[:12]} {stream}",
+                )
+        try:
+            async for line in pump.items(self._map_error):
+                yield line
+        finally:
+            pump.close()
+
+    def _pump_logs(
+        self,
+        pump: _Pump[LogLine],
+        container_id: str,
+        stream: Literal["stdout", "stderr"],
+        *,
+        follow: bool,
+        tail: int | None,
+    ) -> None:
+        client = self._streams()
+        labels = (client.api.inspect_container(container_id).get("Config") or {}).get("Labels")
+        instance_id = (labels or {}).get(LABEL_INSTANCE, container_id[:12])
+        # One request per stream: the SDK's demultiplexer drops which stream a frame came from.
+        chunks = client.api.logs(
+            container_id,
+            stdout=stream == "stdout",
+            stderr=stream == "stderr",
+            stream=True,
+            follow=follow,
+            tail="all" if tail is None else tail,
+            timestamps=True,
+        )
+        if not pump.register(chunks):
+            return
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not pump.put(_log_line(instance_id, stream, line)):
+                    return
+        if pending:
+            pump.put(_log_line(instance_id, stream, pending))
+
+    def watch(self) -> AsyncIterator[DriverEvent]:
+        # The stream opens at the first iteration; asking the engine for events since *now*
+        # (whole seconds: a hint may repeat, none is lost) covers the gap until then.
+        return self._watch(since=int(time.time()))
+
+    async def _watch(self, *, since: int) -> AsyncIterator[DriverEvent]:
+        if self._closed:
+            raise TemporaryFailure("watch events: the Docker driver is closed")
+        client = self._client
+        pump = _Pump[DriverEvent]()
+
+        def read_events() -> None:
+            # Opened on the pump's own thread, so a consumer that leaves while the request is
+            # still on its way cannot leak the stream: register() closes it.
+            try:
+                events = client.api.events(
+                    since=since, filters={"type": "container", **MANAGED_FILTER}, decode=True
+                )
+            except Exception as exc:
+                raise _OpenFailed() from exc
+            if not pump.register(events):
+                return
+            for raw in events:
+                event = _driver_event(raw)
+                if event is not None and not pump.put(event):
+                    return
+
+        pump.spawn(read_events, "docker events")
+        try:
+            async for event in pump.items(self._map_error, ends_quietly=True):
+                yield event
+        finally:
+            pump.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for client in (self._client, self._stream_client):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_line(instance_id: str, stream: Literal["stdout", "stderr"], raw: bytes) -> LogLine:
+    text = raw.decode("utf-8", errors="replace").rstrip("\r")
+    stamp, space, rest = text.partition(" ")
+    at = parse_docker_time(stamp) if space else None
+    return LogLine(
+        instance_id=instance_id,
+        at=at,
+        stream=stream,
+        text=rest if at is not None else text,
+    )
+
+
+def _driver_event(raw: dict[str, Any]) -> DriverEvent | None:
+    action = str(raw.get("Action") or raw.get("status") or "").split(":")[0]
+    if action not in LIFECYCLE_ACTIONS:
+        return None
+    actor = raw.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    try:
+        key = AppKey(attributes[LABEL_ENV], attributes[LABEL_APP])
+        instance_id = attributes[LABEL_INSTANCE]
+    except KeyError:
+        return None
+    exit_code = attributes.get("exitCode")
+    return DriverEvent(
+        key=key,
+        instance_id=instance_id,
+        container_id=actor.get("ID") or raw.get("id", ""),
+        action=action,
+        exit_code=int(exit_code) if exit_code not in (None, "") else None,
+    )
+
+
+_DONE = object()
+
+
+class _OpenFailed(Exception):
+    """A stream could not be opened at all (its cause is the real error)."""
+
+
+class _Pump(Generic[ItemT]):
+    """Blocking producers on their own threads → one async consumer, with clean cancellation.
+
+    Producers ``put`` items (blocking while the queue is full, so a slow consumer slows them
+    down instead of filling memory); when the consumer stops, every registered stream is closed
+    under its thread, which then ends.
+    """
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._producers = 0
+
+    def register(self, stream: Any) -> bool:
+        """Close ``stream`` when the consumer stops; False if it has stopped already."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._streams.append(stream)
+                return True
+        _close_stream(stream)
+        return False
+
+    def spawn(self, target: Callable[[], None], name: str) -> None:
+        self._producers += 1
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                if not self._stop.is_set():
+                    self._put_raw(exc)
+            finally:
+                self._put_raw(_DONE)
+
+        threading.Thread(target=run, name=f"kiln-docker {name}", daemon=True).start()
+
+    def put(self, item: ItemT) -> bool:
+        """Hand ``item`` to the consumer; False once the consumer has stopped."""
+        return self._put_raw(item)
+
+    def _put_raw(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+            except RuntimeError:  # the loop is closed
+                return False
+            try:
+                future.result(timeout=0.5)
+                return True
+            except TimeoutError:
+                future.cancel()  # queue still full: check whether the consumer left
+        return False
+
+    async def items(
+        self, map_error: Callable[[BaseException, str], KilnError], *, ends_quietly: bool = False
+    ) -> AsyncIterator[ItemT]:
+        remaining = self._producers
+        try:
+            while remaining:
+                item = await self._queue.get()
+                if item is _DONE:
+                    remaining -= 1
+                elif isinstance(item, _OpenFailed) and item.__cause__ is not None:
+                    raise map_error(item.__cause__, "open stream") from item.__cause__
+                elif isinstance(item, BaseException):
+                    if ends_quietly:
+                        log.info("Docker stream ended: %s", item)
+                        return
+                    raise map_error(item, "read logs") from item
+                else:
+                    yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the producers: close every stream under them. Idempotent."""
+        self._stop.set()
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            _close_stream(stream)
+
+
+def _close_stream(stream: Any) -> None:
+    # CancellableStream.close() shuts the socket down, which wakes the thread blocked on it; the
+    # HTTP response still holds the socket's file wrapper, so close that too or the socket
+    # leaks until garbage collection.
+    with contextlib.suppress(Exception):
+        stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
