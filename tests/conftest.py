@@ -1,0 +1,60 @@
+"""Session fixtures shared by every test package: one private Docker daemon and the demo images.
+
+A fixture that cannot start its real part FAILS the tests that need it, with the reason; nothing
+is skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import pytest
+
+from tests.harness.dockerd import DockerdError, PrivateDockerd
+from tests.harness.images import HELLO_IMAGES, build_hello_image
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[PrivateDockerd]:
+    """A private dockerd on its own bridge; ``.docker_host`` is its ``unix://`` address."""
+    daemon = PrivateDockerd()
+    try:
+        daemon.start()
+    except DockerdError as exc:
+        daemon.close()
+        pytest.fail(f"could not start a private dockerd: {exc}", pytrace=False)
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture(scope="session")
+def docker_client(dockerd: PrivateDockerd) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=dockerd.docker_host, version="1.41", timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def hello_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """The demo app built once per session: name → image id, each also tagged kiln-hello:<name>.
+
+    Names: v1, v2, v3 (healthy), broken, flaky, crash (see tests/harness/images.py).
+    """
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            image.name: pool.submit(
+                build_hello_image,
+                docker_client,
+                version=image.version,
+                variant=image.variant,
+                tag=image.tag,
+            )
+            for image in HELLO_IMAGES
+        }
+        return {name: future.result() for name, future in futures.items()}
