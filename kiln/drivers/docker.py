@@ -37,7 +37,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,6 +91,7 @@ LIFECYCLE_ACTIONS = frozenset(
 )
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
     "created": InstanceStatus.CREATED,
     "running": InstanceStatus.RUNNING,
@@ -548,12 +549,12 @@ class DockerDriver:
 
     def logs(
         self, container_ids: Sequence[str], *, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         return self._logs(list(container_ids), follow=follow, tail=tail)
 
     async def _logs(
         self, container_ids: list[str], *, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         pump = _Pump[LogLine]()
         streams: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
         for container_id in container_ids:
@@ -565,7 +566,16 @@ class DockerDriver:
                     f"logs {container_id[:12]} {stream}",
                 )
         try:
-            async for line in pump.items(self._map_error):
+            if follow:
+                async for line in pump.items(self._map_error):
+                    yield line
+                return
+            # Each stream arrives in order, but stdout and stderr of several containers arrive
+            # side by side: put the whole (bounded: json-file keeps 3 x 10 MB) history in time
+            # order.
+            lines = [line async for line in pump.items(self._map_error)]
+            lines.sort(key=lambda line: line.at or _EPOCH)
+            for line in lines:
                 yield line
         finally:
             pump.close()
@@ -604,12 +614,12 @@ class DockerDriver:
         if pending:
             pump.put(_log_line(instance_id, stream, pending))
 
-    def watch(self) -> AsyncIterator[DriverEvent]:
+    def watch(self) -> AsyncGenerator[DriverEvent, None]:
         # The stream opens at the first iteration; asking the engine for events since *now*
         # (whole seconds: a hint may repeat, none is lost) covers the gap until then.
         return self._watch(since=int(time.time()))
 
-    async def _watch(self, *, since: int) -> AsyncIterator[DriverEvent]:
+    async def _watch(self, *, since: int) -> AsyncGenerator[DriverEvent, None]:
         if self._closed:
             raise TemporaryFailure("watch events: the Docker driver is closed")
         client = self._client

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -211,12 +211,12 @@ class FakeDriver:
 
     def logs(
         self, container_ids: Sequence[str], *, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         return self._logs(list(container_ids), follow=follow, tail=tail)
 
     async def _logs(
         self, container_ids: list[str], *, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         self._check_up()
         sent = {}  # per container: how many of its lines were yielded or skipped
         for cid in container_ids:
@@ -238,7 +238,7 @@ class FakeDriver:
         finally:
             self._log_waiters.remove(waiter)
 
-    def watch(self) -> AsyncIterator[DriverEvent]:
+    def watch(self) -> AsyncGenerator[DriverEvent, None]:
         # Subscribed at the call, like DockerDriver (which asks the engine for events since then).
         queue: asyncio.Queue[DriverEvent | None] = asyncio.Queue()
         if self.available:
@@ -247,7 +247,7 @@ class FakeDriver:
 
     async def _watch(
         self, queue: asyncio.Queue[DriverEvent | None], *, opened: bool
-    ) -> AsyncIterator[DriverEvent]:
+    ) -> AsyncGenerator[DriverEvent, None]:
         if not opened:
             raise DriverUnavailable("the fake engine does not answer (FakeDriver.go_down())")
         try:

@@ -363,6 +363,11 @@ async def test_unreachable_engine_is_driver_unavailable_with_a_clear_message(
         finally:
             await driver.close()
             del failure
+
+            async def pump_threads_done() -> bool:
+                return not [t for t in threading.enumerate() if t.name.startswith("kiln-docker")]
+
+            await eventually(pump_threads_done)
             gc.collect()
     assert f"unix://{tmp_path}/docker.sock" in message and "does not answer" in message
     assert "No such file or directory" in message and "DOCKER_HOST" in message

@@ -44,7 +44,7 @@ from types import TracebackType
 
 MARKER = ".kiln-private-dockerd"  # a directory without it is never deleted
 _LOCK_PATH = Path(tempfile.gettempdir()) / "kiln-dockerd-bridges.lock"
-_SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
+_SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 _counter_lock = threading.Lock()
 _counter = 0
 
@@ -100,8 +100,10 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     for word in out.split():
         with contextlib.suppress(ValueError):
             if "/" in word:
-                used.append(ipaddress.ip_network(word, strict=False))
-    return [n for n in used if isinstance(n, ipaddress.IPv4Network)]
+                network = ipaddress.ip_network(word, strict=False)
+                if isinstance(network, ipaddress.IPv4Network):
+                    used.append(network)
+    return used
 
 
 def _run(*argv: str) -> None:
