@@ -33,7 +33,7 @@ from tests.e2e.load import LoadClient
 from tests.harness.dockerd import PrivateDockerd
 from tests.harness.images import build_hello_image
 
-APP = "bench"
+LOAD_RPS = 200.0  # per load client; unbounded clients would starve dockerd of the 2 cores
 
 
 def deploy_api(kiln: KilnHarness, spec: str) -> None:
@@ -41,30 +41,34 @@ def deploy_api(kiln: KilnHarness, spec: str) -> None:
     response.raise_for_status()
 
 
-def wait_rollout_done(kiln: KilnHarness, release: int) -> None:
-    kiln.wait_ready(APP, 3, release=release, timeout=60)
+def wait_rollout_done(kiln: KilnHarness, app: str, release: int) -> None:
+    kiln.wait_ready(app, 3, release=release, timeout=60)
 
 
-def measure_deploys(kiln: KilnHarness, count: int) -> tuple[list[float], int, int]:
+def measure_deploys(
+    kiln: KilnHarness, app: str, network: str, count: int
+) -> tuple[list[float], int, int]:
     durations: list[float] = []
     failures = 0
     requests = 0
     tags = ["v2", "v1"]
     fresh = LoadClient(
         port=kiln.http_port,
-        host_header=f"{APP}.test",
+        host_header=f"{app}.test",
         keep_alive=False,
         markers=("v1", "v2"),
         max_seconds=600,
         max_requests=2_000_000,
+        rate=LOAD_RPS,
     )
     kept = LoadClient(
         port=kiln.http_port,
-        host_header=f"{APP}.test",
+        host_header=f"{app}.test",
         keep_alive=True,
         markers=("v1", "v2"),
         max_seconds=600,
         max_requests=2_000_000,
+        rate=LOAD_RPS,
     )
     release = 1
     with fresh, kept:
@@ -72,9 +76,9 @@ def measure_deploys(kiln: KilnHarness, count: int) -> tuple[list[float], int, in
         for n in range(count):
             new, old = tags[n % 2], tags[(n + 1) % 2]
             started = time.monotonic()
-            deploy_api(kiln, hello_spec(APP, f"kiln-hello:{new}"))
+            deploy_api(kiln, hello_spec(app, f"kiln-hello:{new}", network=network))
             release += 1
-            wait_rollout_done(kiln, release)
+            wait_rollout_done(kiln, app, release)
             kept.wait_for_requests(kept.report.requests + 20)
             last_old = kept.report.last_seen.get(old, started)
             durations.append(max(0.0, last_old - started))
@@ -84,10 +88,10 @@ def measure_deploys(kiln: KilnHarness, count: int) -> tuple[list[float], int, in
     return durations, failures, requests
 
 
-def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
+def measure_kills(kiln: KilnHarness, app: str, count: int) -> list[float]:
     durations = []
     for _ in range(count):
-        status = kiln.wait_ready(APP, 3)
+        status = kiln.wait_ready(app, 3)
         # The oldest instance, and one that ran for a while: a crash right after a start is
         # a crash loop to kiln, which then backs off (not what this measures).
         victim = min(status["instances"], key=lambda i: i["started_at"])
@@ -98,7 +102,7 @@ def measure_kills(kiln: KilnHarness, count: int) -> list[float]:
         kiln.docker.containers.get(victim["container_id"]).kill(signal="SIGKILL")
 
         def replacement_serving(before: set[str] = before) -> bool:
-            now = kiln.status(APP)
+            now = kiln.status(app)
             fresh = [
                 i
                 for i in now["instances"]
@@ -127,15 +131,52 @@ def wrk(url: str, host: str, seconds: int) -> tuple[float, float]:
     return rps, p99_ms
 
 
+def measure_network(kiln: KilnHarness, network: str, args: argparse.Namespace) -> dict[str, object]:
+    app = f"bench-{network}"
+    deploy_api(kiln, hello_spec(app, "kiln-hello:v1", network=network))
+    wait_rollout_done(kiln, app, 1)
+    durations, failures, requests = measure_deploys(kiln, app, network, args.deploys)
+    kills = measure_kills(kiln, app, args.kills)
+    status = kiln.wait_ready(app, 3)
+    direct = status["instances"][0]["address"]
+    nginx_rps, nginx_p99 = wrk(
+        f"http://127.0.0.1:{kiln.http_port}/", f"{app}.test", args.wrk_seconds
+    )
+    direct_rps, direct_p99 = wrk(f"http://{direct}/", f"{app}.test", args.wrk_seconds)
+    kiln.api("DELETE", f"/v1/apps/dev/{app}").raise_for_status()
+    return {
+        "deploy_to_all_new_s_median": round(statistics.median(durations), 3),
+        "deploy_to_all_new_s_max": round(max(durations), 3),
+        "failed_requests": failures,
+        "requests_during_deploys": requests,
+        "kill_to_serving_s_median": round(statistics.median(kills), 3),
+        "kill_to_serving_s_max": round(max(kills), 3),
+        "nginx_rps": round(nginx_rps),
+        "direct_rps": round(direct_rps),
+        "nginx_vs_direct": round(nginx_rps / direct_rps, 2),
+        "nginx_p99_ms": round(nginx_p99, 2),
+        "direct_p99_ms": round(direct_p99, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploys", type=int, default=10)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument(
+        "--networks", default="host,bridge", help="instance networks to measure (host: the demo's)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
-    result: dict[str, object] = {}
+    result: dict[str, object] = {
+        "benchmark": "rollout",
+        "instances": 3,
+        "deploys": args.deploys,
+        "kills": args.kills,
+        "load": f"2 clients x {LOAD_RPS:g} req/s (one keep-alive, one new connection per request)",
+    }
     try:
         with PrivateDockerd() as engine:
             client = docker.DockerClient(base_url=engine.docker_host)
@@ -149,32 +190,8 @@ def main() -> None:
             kiln = KilnHarness(home, engine.docker_host)
             try:
                 kiln.start()
-                deploy_api(kiln, hello_spec(APP, "kiln-hello:v1"))
-                wait_rollout_done(kiln, 1)
-                durations, failures, requests = measure_deploys(kiln, args.deploys)
-                kills = measure_kills(kiln, args.kills)
-                status = kiln.wait_ready(APP, 3)
-                direct = status["instances"][0]["address"]
-                nginx_rps, nginx_p99 = wrk(
-                    f"http://127.0.0.1:{kiln.http_port}/", f"{APP}.test", args.wrk_seconds
-                )
-                direct_rps, direct_p99 = wrk(f"http://{direct}/", f"{APP}.test", args.wrk_seconds)
-                result = {
-                    "benchmark": "rollout",
-                    "instances": 3,
-                    "deploys": args.deploys,
-                    "deploy_to_all_new_s_median": round(statistics.median(durations), 3),
-                    "deploy_to_all_new_s_max": round(max(durations), 3),
-                    "failed_requests": failures,
-                    "requests_during_deploys": requests,
-                    "kill_to_serving_s_median": round(statistics.median(kills), 3),
-                    "kill_to_serving_s_max": round(max(kills), 3),
-                    "nginx_rps": round(nginx_rps),
-                    "direct_rps": round(direct_rps),
-                    "nginx_vs_direct": round(nginx_rps / direct_rps, 2),
-                    "nginx_p99_ms": round(nginx_p99, 2),
-                    "direct_p99_ms": round(direct_p99, 2),
-                }
+                for network in args.networks.split(","):
+                    result[network] = measure_network(kiln, network, args)
             finally:
                 kiln.teardown()
     finally:

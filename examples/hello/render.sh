@@ -100,6 +100,7 @@ if [ -f /www/index.html ] && /bin/busybox mkdir -p /tmp/www 2>/dev/null; then
   echo "hello from kiln demo \$VERSION (instance \${HOSTNAME:-unknown})" > /tmp/www/index.html
   ROOT=/tmp/www
 fi
-echo "hello \$VERSION (\$VARIANT) listening on port \$PORT, serving \$ROOT"
-exec /bin/busybox httpd -f -p "\$PORT" -h "\$ROOT"
+echo "hello \$VERSION (\$VARIANT) listening on \${HOST:-*}:\$PORT, serving \$ROOT"
+# HOST is set by kiln under host networking (listen on loopback only); bridge: all addresses.
+exec /bin/busybox httpd -f -p "\${HOST:+\$HOST:}\$PORT" -h "\$ROOT"
 START

@@ -14,6 +14,7 @@ LABEL_ENV = f"{LABEL_PREFIX}.environment"
 LABEL_APP = f"{LABEL_PREFIX}.app"
 LABEL_RELEASE = f"{LABEL_PREFIX}.release"
 LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
+LABEL_HOST_PORT = f"{LABEL_PREFIX}.host-port"  # host networking: the port kiln gave the app
 
 
 class InstanceStatus(StrEnum):
@@ -71,4 +72,5 @@ class InstanceSpec:
     tmpfs: tuple[str, ...] = ("/tmp",)
     cap_add: tuple[str, ...] = ()
     stop_grace: float = 10.0
+    host_network: bool = False  # share the host's network: the app listens on 127.0.0.1:$PORT
     extra: dict[str, str] = field(default_factory=dict)

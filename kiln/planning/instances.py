@@ -16,6 +16,7 @@ from kiln.model import (
     InstanceSpec,
     Release,
 )
+from kiln.spec import Network
 
 
 def new_instance_id(
@@ -70,4 +71,5 @@ def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
         tmpfs=tuple(spec.security.tmpfs),
         cap_add=tuple(spec.security.cap_add),
         stop_grace=spec.stop_grace,
+        host_network=spec.network is Network.HOST,
     )

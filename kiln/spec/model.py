@@ -80,6 +80,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+class Network(StrEnum):
+    BRIDGE = "bridge"
+    HOST = "host"
+
+
 class Strategy(StrEnum):
     ROLLING = "rolling"
     RECREATE = "recreate"
@@ -264,6 +269,14 @@ class AppSpec(_Strict):
     deploy: Deploy = Field(default_factory=Deploy)
     stop_grace: Seconds = Field(default=10.0, description="SIGTERM, then SIGKILL after this")
     security: Security = Field(default_factory=Security)
+    network: Network = Field(
+        default=Network.BRIDGE,
+        description=(
+            "bridge: the instance's own network, `port` published on an ephemeral 127.0.0.1 port;"
+            " host: the host's network, the app listens on 127.0.0.1:$PORT (kiln picks PORT and"
+            " sets HOST) — no network setup, so instances start about 0.2 s faster"
+        ),
+    )
 
     @field_validator("env", mode="before")
     @classmethod

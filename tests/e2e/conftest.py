@@ -26,6 +26,7 @@ def hello_spec(
     instances: int = 3,
     deadline: str = "30s",
     strategy: str = "rolling",
+    network: str = "bridge",
     extra: str = "",
 ) -> str:
     """A kiln.yaml for the demo app, routed by host ``<app>.test``."""
@@ -45,4 +46,5 @@ deploy:
   deadline: {deadline}
   drain: 300ms
 stop_grace: 2s
+network: {network}
 {extra}"""

@@ -37,6 +37,7 @@ class LoadClient:
         max_requests: int = 20_000,
         max_seconds: float = 120.0,
         markers: tuple[str, ...] = (),
+        rate: float | None = None,
     ) -> None:
         self.port = port
         self.host_header = host_header
@@ -45,6 +46,7 @@ class LoadClient:
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.markers = markers
+        self.rate = rate  # requests per second; None sends as fast as answers come
         self.report = LoadReport()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -70,11 +72,17 @@ class LoadClient:
         started = time.monotonic()
         connection: http.client.HTTPConnection | None = None
         report = self.report
+        next_at = started
         while (
             not self._stop.is_set()
             and report.requests < self.max_requests
             and time.monotonic() - started < self.max_seconds
         ):
+            if self.rate:
+                next_at += 1 / self.rate
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    self._stop.wait(pause)
             if connection is None:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             headers = {"Host": self.host_header}

@@ -38,11 +38,15 @@ def test_same_spec_deployed_twice_makes_no_new_release(kiln: KilnHarness) -> Non
 
 
 @pytest.mark.parametrize(
-    "keep_alive", [False, True], ids=["new-connection-per-request", "keep-alive"]
+    ("keep_alive", "network"),
+    [(False, "bridge"), (True, "bridge"), (True, "host")],
+    ids=["new-connection-per-request", "keep-alive", "keep-alive-host-network"],
 )
-def test_rolling_update_under_load_fails_no_request(kiln: KilnHarness, keep_alive: bool) -> None:
-    app = "roll-ka" if keep_alive else "roll-new"
-    assert kiln.deploy(hello_spec(app, "kiln-hello:v1"), "--wait").returncode == 0
+def test_rolling_update_under_load_fails_no_request(
+    kiln: KilnHarness, keep_alive: bool, network: str
+) -> None:
+    app = f"roll-{'ka' if keep_alive else 'new'}-{network}"
+    assert kiln.deploy(hello_spec(app, "kiln-hello:v1", network=network), "--wait").returncode == 0
     kiln.wait_ready(app, 3, release=1)
 
     load = LoadClient(
@@ -50,7 +54,7 @@ def test_rolling_update_under_load_fails_no_request(kiln: KilnHarness, keep_aliv
     )
     with load:
         load.wait_for_requests(50)
-        result = kiln.deploy(hello_spec(app, "kiln-hello:v2"), "--wait")
+        result = kiln.deploy(hello_spec(app, "kiln-hello:v2", network=network), "--wait")
         assert result.returncode == 0, result.stdout + result.stderr
         before = load.report.requests
         load.wait_for_requests(before + 50)
