@@ -132,7 +132,9 @@ class Engine:
         await self.router.start()
         for key, peers in (await self.router.get_peers()).items():
             self.observer.memory[key].routed = frozenset(peers)
-        await self._apply_routes()
+        # A rejected config is an event; NGINX keeps serving the last good one.
+        with contextlib.suppress(RouterConfigRejected):
+            await self._apply_routes()
         try:
             await self.driver.ping()
         except DriverUnavailable as exc:
