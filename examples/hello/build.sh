@@ -4,13 +4,19 @@
 #   ./build.sh v1                        -> kiln-hello:v1, healthy
 #   ./build.sh v5-flaky flaky kiln-hello:flaky
 #
-# Uses the docker CLI, so it honours DOCKER_HOST. The legacy builder is used on purpose
+# Uses the docker CLI, so it honours DOCKER_HOST; without it, the engine kiln uses (the one
+# scripts/demo.sh started, remembered in $KILN_HOME/docker-host). The legacy builder is used on purpose
 # (DOCKER_BUILDKIT=0): Docker 20.10 has no buildx here, and the image needs no BuildKit feature.
 set -eu
 VERSION=${1:?usage: build.sh VERSION [VARIANT] [TAG]}
 VARIANT=${2:-healthy}
 TAG=${3:-kiln-hello:$VERSION}
 HERE=$(cd "$(dirname "$0")" && pwd)
+REMEMBERED="${KILN_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/kiln}/docker-host"
+if [ -z "${DOCKER_HOST:-}" ] && [ -s "$REMEMBERED" ]; then
+  DOCKER_HOST=$(cat "$REMEMBERED")
+  export DOCKER_HOST
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kiln-hello-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT INT TERM
 "$HERE/render.sh" "$VERSION" "$VARIANT" "$WORK/context"

@@ -66,11 +66,20 @@ def close_clients() -> None:
 
 def out() -> Console:
     # Made per call: test runners swap sys.stdout between invocations.
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=_width(sys.stdout))
 
 
 def err() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return Console(file=sys.stderr, highlight=False, width=_width(sys.stderr))
+
+
+def _width(stream: object) -> int | None:
+    """Rich's own guess on a terminal (or $COLUMNS); piped into a file or another program,
+    wide enough that table rows and event lines stay on one line each."""
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("COLUMNS") or (isatty is not None and isatty()):
+        return None
+    return 200
 
 
 def print_json(data: Any) -> None:
