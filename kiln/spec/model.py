@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -76,6 +77,16 @@ Count = Annotated[int, BeforeValidator(_not_a_bool)]
 Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_a_bool)]
 
 
+def _names_a_program(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("must name a program to run, got an empty list")
+    return value
+
+
+Command = Annotated[list[str], AfterValidator(_names_a_program)]
+"""A program and its arguments, exec-style (no shell)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -95,7 +106,7 @@ class Probe(_Strict):
 
     http: str | None = Field(default=None, description="HTTP path; healthy on a 2xx or 3xx answer")
     tcp: bool = Field(default=False, description="healthy when the port accepts a connection")
-    command: list[str] | None = Field(
+    command: Command | None = Field(
         default=None, description="run inside the instance; healthy on exit code 0"
     )
     interval: Seconds = Field(default=2.0, description="time between checks once running")
@@ -114,13 +125,6 @@ class Probe(_Strict):
     def _http_is_a_path(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"must be a path starting with /, got {value!r}")
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
-            raise ValueError("must name a program to run, got an empty list")
         return value
 
     @model_validator(mode="after")
@@ -253,7 +257,7 @@ class AppSpec(_Strict):
     image: str = Field(
         min_length=1, description="image tag or digest; a tag is pinned to its digest at release"
     )
-    command: list[str] | None = Field(default=None, description="overrides the image's command")
+    command: Command | None = Field(default=None, description="overrides the image's command")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables")
     port: Port | None = Field(
         default=None, description="port the app listens on inside the instance"
@@ -299,13 +303,6 @@ class AppSpec(_Strict):
             raise ValueError(f"variable names are letters, digits and _, got {bad}")
         if "PORT" in value:
             raise ValueError("PORT is set by kiln from the port field")
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
-            raise ValueError("must name a program to run, got an empty list")
         return value
 
     @model_validator(mode="after")

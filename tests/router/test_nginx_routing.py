@@ -152,8 +152,16 @@ async def test_access_log_is_json_with_the_app_and_upstream(
     await router.set_peers(WEB, [peer("blue", port)])
     await get(router, "/logged")
 
-    lines = [json.loads(line) for line in router.access_log.read_text().splitlines()]
-    entry = next(e for e in lines if e["uri"] == "/logged")
+    # The log is buffered (flushed every second): wait for the line, bounded.
+    deadline = asyncio.get_running_loop().time() + 10
+    entry = None
+    while entry is None and asyncio.get_running_loop().time() < deadline:
+        lines = [json.loads(line) for line in router.access_log.read_text().splitlines()]
+        entry = next((e for e in lines if e["uri"] == "/logged"), None)
+        if entry is None:
+            await get(router, "/nudge")  # NGINX flushes a buffer when it writes the next line
+            await asyncio.sleep(0.1)
+    assert entry is not None, "no access log line for /logged"
     assert entry["upstream"] == "dev/web"
     assert entry["upstream_addr"] == f"127.0.0.1:{port}"
     assert entry["status"] == 200
