@@ -12,6 +12,11 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for pkg in docker.io nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-cjson busybox-static iproute2 ${KILN_EXTRA_APT:-}; do
     have_pkg "$pkg" || missing+=("$pkg")
 done
+PYTHON="${PYTHON:-python3}"
+# Debian's own python3 needs python3-venv for `python3 -m venv`.
+if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
     say "installing with apt: ${missing[*]}"
     SUDO=""
@@ -21,7 +26,6 @@ if ((${#missing[@]})); then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     "$PYTHON" -m venv .venv

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-scripts/bootstrap.sh
+KILN_EXTRA_APT="curl ${KILN_EXTRA_APT:-}" scripts/bootstrap.sh
 export PATH="$ROOT/.venv/bin:$PATH"
 KILN_HOME="${KILN_HOME:-$(python -c 'from kiln.config import Settings; print(Settings.from_env().home)')}"
 export KILN_HOME
