@@ -198,6 +198,7 @@ class Engine:
         if result.actions:
             log.debug("plan %s: %s", key, ", ".join(type(a).__name__ for a in result.actions))
         self._last_plan[key] = result
+        self._announce_backoff(key, result, observed.crashes.consecutive)
         await self.executor.execute(key, result, self.observer.memory[key])
         if (
             desired.target is None
@@ -209,6 +210,18 @@ class Engine:
             return None
         waits = [w.until for w in result.waits if w.until is not None]
         return min(waits) if waits else None
+
+    def _announce_backoff(self, key: AppKey, result: Plan, crashes: int) -> None:
+        """A crash-loop wait is an event once per crash, so `kiln events` says why nothing starts."""
+        memory = self.observer.memory[key]
+        if crashes < memory.backoff_reported:
+            memory.backoff_reported = 0
+        for wait in result.waits:
+            if wait.reason.startswith("crash loop") and crashes > memory.backoff_reported:
+                memory.backoff_reported = crashes
+                self.event_bus.record(
+                    key, "instance.backoff", wait.reason, severity=Severity.WARNING
+                )
 
     def _desired(self, key: AppKey) -> DesiredApp:
         app = self.store.get_app(key)
@@ -274,7 +287,9 @@ class Engine:
             try:
                 async for event in self.driver.watch():
                     delay = 0.2
-                    log.debug("driver event %s %s of %s", event.action, event.instance_id, event.key)
+                    log.debug(
+                        "driver event %s %s of %s", event.action, event.instance_id, event.key
+                    )
                     self.loops.wake(event.key)
                     if event.action in _EXIT_ACTIONS:
                         # Docker announces a death a moment before its container list shows
@@ -317,7 +332,9 @@ class Engine:
         try:
             await self.router.start()
         except KilnError as exc:
-            self.event_bus.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
+            self.event_bus.record(
+                None, "router.restart_failed", exc.message, severity=Severity.ERROR
+            )
             return
         await self._apply_routes()
         for key, memory in self.observer.memory.items():
@@ -333,7 +350,9 @@ class Engine:
         except DriverUnavailable as exc:
             if self._driver_ok:
                 self._driver_ok = False
-                self.event_bus.record(None, "driver.unavailable", exc.message, severity=Severity.ERROR)
+                self.event_bus.record(
+                    None, "driver.unavailable", exc.message, severity=Severity.ERROR
+                )
             return
         if not self._driver_ok:
             self._driver_ok = True
@@ -518,7 +537,9 @@ class Engine:
         self.store.set_scale(key, instances, now=self.clock())
         if app.stopped and instances > 0:
             self.store.set_stopped(key, False, now=self.clock())
-        self.event_bus.record(key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}")
+        self.event_bus.record(
+            key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}"
+        )
         self.loops.wake(key)
         return await self.status(key)
 

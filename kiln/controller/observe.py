@@ -39,6 +39,7 @@ class AppMemory:
     crashes: CrashHistory = field(default_factory=CrashHistory)
     counted_exits: set[str] = field(default_factory=set)  # instance ids already counted
     stopping: set[str] = field(default_factory=set)  # kiln asked these to stop: not a crash
+    backoff_reported: int = 0  # the crash count whose backoff was last announced as an event
 
 
 class Observer:

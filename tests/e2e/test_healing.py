@@ -49,6 +49,8 @@ def test_crash_looping_release_backs_off_and_fails_its_rollout(kiln: KilnHarness
     events = kiln.cli_json("events", app)
     failed = [e for e in events if e["kind"] == "rollout.failed"][-1]
     assert "crashed" in failed["reason"] and "exited with code 3" in failed["reason"]
+    backoffs = [e for e in events if e["kind"] == "instance.backoff"]
+    assert backoffs and "crash loop backoff: next start in" in backoffs[0]["reason"]
     kiln.wait_ready(app, 1, release=1)
 
 
