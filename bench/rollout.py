@@ -117,7 +117,7 @@ def measure_kills(kiln: KilnHarness, app: str, count: int) -> list[float]:
 
 def wrk(url: str, host: str, seconds: int) -> tuple[float, float]:
     output = subprocess.run(
-        ["wrk", "-t2", "-c4", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url],
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url],
         capture_output=True,
         text=True,
         check=True,
