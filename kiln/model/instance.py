@@ -42,7 +42,8 @@ class Instance:
     release: int
     container_id: str
     status: InstanceStatus
-    address: Address | None = None  # where the router reaches it; None without a port
+    address: Address | None = None  # where the router and probes reach it; None without a port
+    published: Address | None = None  # its port published on the host's loopback (bridge network)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     exit_code: int | None = None
