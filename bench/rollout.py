@@ -85,6 +85,13 @@ def measure_deploys(
     for client in (fresh, kept):
         failures += client.report.failures
         requests += client.report.requests
+        if client.report.errors:
+            kind = "keep-alive" if client.keep_alive else "new connection per request"
+            print(f"{network}, {kind} client: {dict(client.report.errors)}", file=sys.stderr)
+    if failures:
+        error_log = kiln.settings.nginx_dir / "logs" / "error.log"
+        if error_log.exists():
+            print(error_log.read_text()[-3000:], file=sys.stderr)
     return durations, failures, requests
 
 
