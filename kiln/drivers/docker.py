@@ -172,7 +172,6 @@ class DockerDriver:
         self._stream_client_lock = threading.Lock()
         self._details: dict[str, _StateDetails] = {}
         self._closed = False
-        self._via_container_ip: bool | None = None
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         options: dict[str, Any] = {
@@ -230,36 +229,6 @@ class DockerDriver:
             raise
         except Exception as exc:
             raise self._map_error(exc, what) from exc
-
-    def _reach(
-        self,
-        networks: dict[str, Any] | None,
-        private_port: int | None,
-        published: Address | None,
-    ) -> Address | None:
-        """Where NGINX and the probes reach an instance on a bridge network: straight at the
-        container's address when this host can (one hop less than docker-proxy, which costs a
-        third of the requests/s through NGINX on 2 cores), else its published loopback port."""
-        if private_port is None or not self._container_ip_reachable():
-            return published
-        for settings in (networks or {}).values():
-            ip = (settings or {}).get("IPAddress")
-            if ip:
-                return Address(ip, private_port)
-        return published
-
-    def _container_ip_reachable(self) -> bool:
-        # A local, rootful engine puts its bridges on this host; a remote or rootless one
-        # does not (their container addresses live in another machine or namespace).
-        if self._via_container_ip is None:
-            local = self.base_url.startswith("unix://")
-            try:
-                options = self._client.api.info().get("SecurityOptions") or []
-            except Exception:
-                return False  # ask again next time
-            rootless = any("rootless" in str(option) for option in options)
-            self._via_container_ip = local and not rootless
-        return self._via_container_ip
 
     # --- the Driver protocol ---------------------------------------------------------------
 
@@ -367,16 +336,11 @@ class DockerDriver:
             )
             return None
         instance_id, key, release = identity
-        published = None
-        private_port = None
+        address = _host_network_address(summary.get("Labels"))
         for port in summary.get("Ports") or []:
             if port.get("PublicPort") and port.get("Type", "tcp") == "tcp":
-                published = Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
-                private_port = int(port["PrivatePort"])
+                address = Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
                 break
-        address = _host_network_address(summary.get("Labels")) or self._reach(
-            (summary.get("NetworkSettings") or {}).get("Networks"), private_port, published
-        )
         return Instance(
             id=instance_id,
             key=key,
@@ -384,7 +348,6 @@ class DockerDriver:
             container_id=summary["Id"],
             status=_STATUS.get(summary.get("State", ""), InstanceStatus.UNKNOWN),
             address=address,
-            published=published,
             started_at=details.started_at if details else None,
             finished_at=details.finished_at if details else None,
             exit_code=details.exit_code if details else None,
@@ -398,22 +361,17 @@ class DockerDriver:
         instance_id, key, release = identity
         details = self._details_from_inspect(info)
         self._details[info["Id"]] = details
-        network = info.get("NetworkSettings") or {}
-        published = None
-        private_port = None
-        for port_spec, bindings in (network.get("Ports") or {}).items():
+        address = _host_network_address((info.get("Config") or {}).get("Labels"))
+        ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+        for bindings in ports.values():
             for binding in bindings or []:
                 if binding.get("HostPort"):
-                    published = Address(
+                    address = Address(
                         binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"])
                     )
-                    private_port = int(port_spec.split("/")[0])
                     break
-            if published:
+            if address:
                 break
-        address = _host_network_address((info.get("Config") or {}).get("Labels")) or self._reach(
-            network.get("Networks"), private_port, published
-        )
         return Instance(
             id=instance_id,
             key=key,
@@ -421,7 +379,6 @@ class DockerDriver:
             container_id=info["Id"],
             status=_STATUS.get(details.state, InstanceStatus.UNKNOWN),
             address=address,
-            published=published,
             started_at=details.started_at,
             finished_at=details.finished_at,
             exit_code=details.exit_code,
@@ -492,7 +449,6 @@ class DockerDriver:
 
     def _start(self, spec: InstanceSpec) -> dict[str, Any]:
         api = self._client.api
-        self._container_ip_reachable()  # asked here, on a worker thread, not on the event loop
         kwargs = self._create_kwargs(spec)
         try:
             created = api.create_container(**kwargs)

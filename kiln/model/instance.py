@@ -42,8 +42,7 @@ class Instance:
     release: int
     container_id: str
     status: InstanceStatus
-    address: Address | None = None  # where the router and probes reach it; None without a port
-    published: Address | None = None  # its port published on the host's loopback (bridge network)
+    address: Address | None = None  # where the router reaches it; None without a port
     started_at: datetime | None = None
     finished_at: datetime | None = None
     exit_code: int | None = None
