@@ -175,10 +175,11 @@ class Engine:
         instances = [i for i in await self.driver.list_instances() if i.key == key]
         self._last_instances[key] = instances
         running = {i.id for i in instances if i.running}
+        tracked = self.health.tracked_ids()
         for instance in instances:
-            if instance.running:
+            if instance.running and instance.id not in tracked:
                 self._track(instance)
-        for instance_id in self.health.tracked_ids() - running:
+        for instance_id in tracked - running:
             if self._instance_keys.get(instance_id) == key:
                 self.health.untrack(instance_id)
                 del self._instance_keys[instance_id]
@@ -217,7 +218,7 @@ class Engine:
         if crashes < memory.backoff_reported:
             memory.backoff_reported = 0
         for wait in result.waits:
-            if wait.reason.startswith("crash loop") and crashes > memory.backoff_reported:
+            if wait.kind == "backoff" and crashes > memory.backoff_reported:
                 memory.backoff_reported = crashes
                 self.event_bus.record(
                     key, "instance.backoff", wait.reason, severity=Severity.WARNING
@@ -373,24 +374,26 @@ class Engine:
         keys.update(i.key for i in instances)
         return keys
 
-    async def _apply_routes(self, extra: Release | None = None) -> None:
+    async def _apply_routes(self) -> None:
         async with self._routes_lock:
             try:
-                await self.router.apply_routes(self._route_table(extra))
+                await self.router.apply_routes(self._route_table())
             except RouterConfigRejected as exc:
                 self.event_bus.record(
                     None, "router.config_rejected", exc.message, severity=Severity.ERROR
                 )
                 raise
 
-    def _route_table(self, extra: Release | None = None) -> list[RouteEntry]:
+    def _route_table(self, *, with_release: Release | None = None) -> list[RouteEntry]:
+        """Every app's current routes (``with_release`` standing in for its app's); a clash
+        between two apps raises ``Conflict``."""
         releases: dict[AppKey, Release] = {}
         for app in self.store.list_apps():
             number = app.target_release or app.stable_release
             if number is not None:
                 releases[app.key] = self.store.get_release(app.key, number)
-        if extra is not None:
-            releases[extra.key] = extra
+        if with_release is not None:
+            releases[with_release.key] = with_release
         return route_table(releases.values())
 
     # --- Service: writes ----------------------------------------------------------------
@@ -483,16 +486,7 @@ class Engine:
                     message=f"release {current.number} already runs this image and spec",
                 )
         # A route clash is an input error: check it before anything is written.
-        route_table(
-            [
-                *(
-                    self.store.get_release(a.key, a.target_release or a.stable_release or 0)
-                    for a in self.store.list_apps()
-                    if a.key != key and (a.target_release or a.stable_release)
-                ),
-                _probe_release(key, spec, digest, hashed),
-            ]
-        )
+        self._route_table(with_release=_probe_release(key, spec, digest, hashed))
         release, rollout = self.store.create_release(
             key,
             spec=spec,

@@ -19,7 +19,7 @@ from kiln.model import (
     ObservedInstance,
     Peer,
 )
-from kiln.planning import forgive, record_crash
+from kiln.planning import describe_exit, forgive, record_crash
 
 # Exits this close together are one incident (the engine restarted, the host ran out of
 # memory), not a crash loop: they count once for backoff.
@@ -78,7 +78,11 @@ class Observer:
                     memory.crashes = record_crash(
                         memory.crashes,
                         at=at,
-                        reason=describe_exit(instance, status),
+                        reason=(
+                            f"failed its liveness check ({status.last_error or 'unhealthy'})"
+                            if instance.running
+                            else describe_exit(instance)
+                        ),
                         release=instance.release,
                         started_at=instance.started_at,
                     )
@@ -105,15 +109,3 @@ class Observer:
             ),
             crashed,
         )
-
-
-def describe_exit(instance: Instance, status: HealthStatus) -> str:
-    if instance.running:
-        return f"failed its liveness check ({status.last_error or 'unhealthy'})"
-    if instance.oom_killed:
-        return "killed for running out of memory (OOM)"
-    if instance.exit_code == 137:
-        return "exited with code 137 (killed)"
-    if instance.exit_code is None:
-        return "disappeared"
-    return f"exited with code {instance.exit_code}"

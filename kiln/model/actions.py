@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from kiln.model.app import AppKey
 from kiln.model.instance import InstanceSpec
@@ -62,6 +63,7 @@ class Wait:
 
     reason: str
     until: datetime | None = None
+    kind: Literal["drain", "backoff", ""] = ""  # what is awaited, for callers that react to it
 
 
 Action = StartInstance | StopInstance | RemoveInstance | SetPeers | FinishRollout | Wait

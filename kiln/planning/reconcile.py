@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from kiln.model import (
     Action,
     FinishRollout,
+    Instance,
     InstanceStatus,
     ObservedApp,
     ObservedInstance,
@@ -79,7 +80,7 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
                 instance_id=gone.id,
                 container_id=gone.instance.container_id,
                 release=gone.release,
-                reason=_exit_reason(gone),
+                reason=describe_exit(gone.instance),
             )
         )
 
@@ -126,7 +127,7 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
         since = instance.retiring_since or now
         drained_at = since + timedelta(seconds=deploy.drain)
         if instance.health.ready and now < drained_at and instance.id not in unhealthy:
-            waits.append(Wait(reason=f"draining {instance.id}", until=drained_at))
+            waits.append(Wait(reason=f"draining {instance.id}", until=drained_at, kind="drain"))
             continue
         actions.append(
             StopInstance(
@@ -148,6 +149,7 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
                         f" (last exit: {observed.crashes.last_reason or 'unknown'})"
                     ),
                     until=resume_at,
+                    kind="backoff",
                 )
             )
         else:
@@ -276,8 +278,8 @@ def _stop_grace(desired: DesiredApp, release: int) -> float:
     return candidate.spec.stop_grace if candidate else _DEFAULT_STOP_GRACE
 
 
-def _exit_reason(instance: ObservedInstance) -> str:
-    state = instance.instance
+def describe_exit(state: Instance) -> str:
+    """Why an instance is no longer running, for events and crash history."""
     if state.status is InstanceStatus.CREATED:
         return "container was created but never started"
     if state.oom_killed:
@@ -310,7 +312,7 @@ def _summary(
     if desired.stopped:
         return "stopped"
     head = f"release {desired.target.number}: {ready_new}/{wanted} ready"
-    reasons = [w.reason for w in waits if not w.reason.startswith("draining")]
+    reasons = [w.reason for w in waits if w.kind != "drain"]
     if selection.waiting_for:
         reasons.append(selection.waiting_for)
     return head + (" — " + "; ".join(reasons) if reasons else "")
