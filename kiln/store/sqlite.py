@@ -74,6 +74,9 @@ class SqliteStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._closed = False
+        # Releases never change, so each is parsed (JSON + spec validation) once; the
+        # controller reads the target and stable release of every app every round.
+        self._releases: dict[tuple[AppKey, int], Release] = {}
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -210,6 +213,9 @@ class SqliteStore:
             conn.execute(
                 "DELETE FROM apps WHERE environment = ? AND app = ?", (key.environment, key.app)
             )
+        # Numbers start again at 1 for an app deployed anew.
+        for cached in [k for k in self._releases if k[0] == key]:
+            self._releases.pop(cached, None)
 
     # --- releases ---------------------------------------------------------------------------
 
@@ -331,6 +337,9 @@ class SqliteStore:
         return release, rollout
 
     def get_release(self, key: AppKey, number: int) -> Release:
+        cached = self._releases.get((key, number))
+        if cached is not None:
+            return cached
         with self._read(f"read release {number} of {key}") as conn:
             row = conn.execute(
                 f"SELECT {_RELEASE_COLUMNS} FROM releases "
@@ -354,6 +363,9 @@ class SqliteStore:
     def _release(self, row: sqlite3.Row | tuple[Any, ...]) -> Release:
         (environment, app, number, image, digest, spec) = row[:6]
         (spec_hash, created_at, created_by, message, origin, rollback_of) = row[6:]
+        cached = self._releases.get((AppKey(environment, app), number))
+        if cached is not None:
+            return cached
         try:
             parsed = AppSpec.model_validate(json.loads(spec))
         except (ValueError, ValidationError) as exc:
@@ -361,7 +373,7 @@ class SqliteStore:
                 f"release {number} of {environment}/{app} in {self.path} holds a spec this kiln "
                 f"cannot read: {exc}"
             ) from exc
-        return Release(
+        release = self._releases[(AppKey(environment, app), number)] = Release(
             key=AppKey(environment, app),
             number=number,
             image=image,
@@ -374,6 +386,7 @@ class SqliteStore:
             origin=ReleaseOrigin(origin),
             rollback_of=rollback_of,
         )
+        return release
 
     # --- rollouts ---------------------------------------------------------------------------
 
