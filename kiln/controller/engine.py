@@ -172,7 +172,7 @@ class Engine:
         now = self.clock()
         log.debug("reconcile %s", key)
         desired = self._desired(key)
-        instances = [i for i in await self.driver.list_instances() if i.key == key]
+        instances = await self.driver.list_instances(key)
         self._last_instances[key] = instances
         running = {i.id for i in instances if i.running}
         tracked = self.health.tracked_ids()
@@ -551,11 +551,11 @@ class Engine:
         self.loops.wake(key)
         deadline = self.clock() + timedelta(seconds=_DESTROY_TIMEOUT)
         while self.clock() < deadline:
-            remaining = [i for i in await self.driver.list_instances() if i.key == key]
+            remaining = await self.driver.list_instances(key)
             if not remaining:
                 break
             await asyncio.sleep(0.1)
-        await self.router.set_peers(key, [])
+        await self.router.forget_peers(key)
         self.observer.memory.pop(key, None)
         await self._apply_routes()
 
@@ -664,7 +664,7 @@ class Engine:
         self, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
     ) -> AsyncIterator[LogLine]:
         self._app(key)
-        instances = [i for i in await self.driver.list_instances() if i.key == key]
+        instances = await self.driver.list_instances(key)
         if instance is not None:
             instances = [
                 i for i in instances if i.id == instance or i.container_id.startswith(instance)

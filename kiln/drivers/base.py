@@ -48,8 +48,8 @@ class Driver(Protocol):
     async def resolve_image(self, reference: str) -> str:
         """The immutable id of a local image (``sha256:...``) for a tag or digest reference."""
 
-    async def list_instances(self) -> list[Instance]:
-        """Every container kiln manages (by label), running or not."""
+    async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
+        """Every container kiln manages (by label), running or not; only ``key``'s when given."""
 
     async def start_instance(self, spec: InstanceSpec) -> Instance:
         """Create and start one container; return it running, with its address when it has a port."""

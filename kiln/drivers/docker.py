@@ -264,10 +264,19 @@ class DockerDriver:
             " (kiln never pulls: build or load it there first)"
         )
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
+        filters = MANAGED_FILTER
+        if key is not None:  # the engine filters: one app's round lists one app's containers
+            filters = {
+                "label": [
+                    *MANAGED_FILTER["label"],
+                    f"{LABEL_ENV}={key.environment}",
+                    f"{LABEL_APP}={key.app}",
+                ]
+            }
         summaries: list[dict[str, Any]] = await self._call(
             "list containers",
-            lambda: self._client.api.containers(all=True, filters=MANAGED_FILTER),
+            lambda: self._client.api.containers(all=True, filters=filters),
         )
         stale = [
             s["Id"]
@@ -279,9 +288,10 @@ class DockerDriver:
             for cid, details in zip(stale, fetched, strict=True):
                 if details is not None:
                     self._details[cid] = details
-        present = {s["Id"] for s in summaries}
-        for cid in set(self._details) - present:
-            del self._details[cid]
+        if key is None:  # only a full listing knows which containers are gone
+            present = {s["Id"] for s in summaries}
+            for cid in set(self._details) - present:
+                del self._details[cid]
         instances = []
         for summary in summaries:
             instance = self._instance_from_summary(summary, self._details.get(summary["Id"]))

@@ -27,7 +27,7 @@ from typing import Literal
 
 from kiln.drivers.base import DriverEvent, LogLine
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound
-from kiln.model import Address, Instance, InstanceSpec, InstanceStatus
+from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus
 
 
 @dataclass
@@ -140,9 +140,11 @@ class FakeDriver:
             return digest
         raise ImageNotFound(f"image {reference!r} does not exist on the fake engine")
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
         self._check_up()
-        return [c.instance for c in self.containers.values()]
+        return [
+            c.instance for c in self.containers.values() if key is None or c.instance.key == key
+        ]
 
     async def start_instance(self, spec: InstanceSpec) -> Instance:
         self._check_up()

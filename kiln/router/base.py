@@ -31,6 +31,9 @@ class Router(Protocol):
         """Replace the peers of the app's upstream without a reload. Persisted first, so a
         restarted NGINX serves the same list. An empty list makes the app answer 503."""
 
+    async def forget_peers(self, key: AppKey) -> None:
+        """Drop the app's peer list altogether (a destroyed app), from NGINX and its file."""
+
     async def get_peers(self) -> dict[AppKey, list[Peer]]:
         """The peer lists NGINX currently holds."""
 

@@ -64,6 +64,10 @@ class FakeRouter:
         self.peers[key] = list(peers)
         self.peer_pushes.append((key, tuple(peers)))
 
+    async def forget_peers(self, key: AppKey) -> None:
+        self._check_up()
+        self.peers.pop(key, None)
+
     async def get_peers(self) -> dict[AppKey, list[Peer]]:
         self._check_up()
         return {key: list(peers) for key, peers in self.peers.items()}

@@ -256,3 +256,13 @@ async def test_engine_outage_is_reported_and_recovered(world: World) -> None:
         lambda: any(e.kind == "driver.available" for e in world.store.list_events()), timeout=5
     )
     assert len(world.running()) == 1
+
+
+async def test_destroy_removes_instances_routes_and_the_peer_list(world: World) -> None:
+    await world.engine.deploy(spec(instances=2), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    await world.engine.destroy(WEB, who="t")
+    assert not world.running()
+    assert WEB not in world.router.peers
+    assert world.router.routes == ()
+    assert world.store.get_app(WEB) is None

@@ -180,6 +180,9 @@ async def test_list_instances_finds_a_running_instance_with_its_fields(
     assert instance.started_at.tzinfo is not None
     assert (instance.exit_code, instance.finished_at, instance.oom_killed) == (None, None, False)
     assert foreign.id not in {i.container_id for i in listed.values()}
+    # Asking for one app lists that app's instances only.
+    assert [i.id for i in await driver.list_instances(app.key)] == [started.id]
+    assert await driver.list_instances(AppKey(app.key.environment, "someone-else")) == []
 
 
 async def test_stop_instance_uses_sigterm_then_removes_the_container(

@@ -37,6 +37,8 @@ async def test_started_instances_get_deterministic_addresses_and_are_listed() ->
     second = await driver.start_instance(spec(driver, "r1-b"))
     assert (str(first.address), str(second.address)) == ("127.0.0.1:30000", "127.0.0.1:30001")
     assert {i.id for i in await driver.list_instances()} == {"r1-a", "r1-b"}
+    assert {i.id for i in await driver.list_instances(first.key)} == {"r1-a", "r1-b"}
+    assert await driver.list_instances(AppKey("dev", "other")) == []
     assert [s.id for s in driver.started] == ["r1-a", "r1-b"]
 
 
