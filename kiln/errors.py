@@ -23,6 +23,8 @@ retried after a delay, a permanent one becomes an event and waits for a new desi
 
 from __future__ import annotations
 
+import re
+
 
 class KilnError(Exception):
     """Base of every error kiln raises on purpose."""
@@ -80,3 +82,8 @@ class PermanentFailure(KilnError):
 
 class RouterConfigRejected(PermanentFailure):
     """``nginx -t`` rejected a rendered configuration; the last good one stays in place."""
+
+
+def wire_name(cls: type[KilnError]) -> str:
+    """``SpecInvalid`` → ``spec_invalid``: the name of an error class in API answers."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()

@@ -9,11 +9,11 @@ kiln is up before it has read the token.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, status
 
+import kiln
 from kiln.api.auth import TokenCheck
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.routes_apps import apps_router
@@ -23,17 +23,12 @@ from kiln.controller.service import Service
 from kiln.spec import spec_json_schema
 
 
-def kiln_version() -> str:
-    try:
-        return version("kiln")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def create_app(service: Service, *, token: str) -> FastAPI:
+    version = kiln.version()
+    spec_schema = spec_json_schema()
     app = FastAPI(
         title="kiln",
-        version=kiln_version(),
+        version=version,
         description="Run container apps as immutable infrastructure behind NGINX.",
         # The generated document is served below, behind the token like everything else;
         # the interactive pages would need it without a token, so they are off.
@@ -46,7 +41,7 @@ def create_app(service: Service, *, token: str) -> FastAPI:
 
     @app.get("/healthz", summary="Liveness of the kiln server (no token needed)", tags=["server"])
     async def healthz() -> HealthOut:
-        return HealthOut(ok=True, version=kiln_version())
+        return HealthOut(ok=True, version=version)
 
     protected = APIRouter(dependencies=[Depends(TokenCheck(token))])
     protected.include_router(apps_router(service))
@@ -54,7 +49,7 @@ def create_app(service: Service, *, token: str) -> FastAPI:
 
     @protected.get("/v1/schema", summary="JSON Schema of kiln.yaml", tags=["server"])
     async def schema() -> dict[str, Any]:
-        return spec_json_schema()
+        return spec_schema
 
     @protected.post(
         "/v1/shutdown",

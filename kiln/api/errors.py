@@ -12,7 +12,6 @@ body says only "internal error, see the server log"; the traceback goes to the s
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from kiln.errors import (
     SpecInvalid,
     TemporaryFailure,
     Unauthorized,
+    wire_name,
 )
 
 log = logging.getLogger("kiln.api")
@@ -47,11 +47,6 @@ _STATUS_BY_ERROR: tuple[tuple[type[KilnError], int], ...] = (
 )
 
 
-def error_type(cls: type[BaseException]) -> str:
-    """``SpecInvalid`` → ``spec_invalid``: the wire name of an error class."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-
-
 def status_for(exc: KilnError) -> int:
     for cls, status in _STATUS_BY_ERROR:
         if isinstance(exc, cls):
@@ -66,17 +61,27 @@ def error_response(
     problems: Sequence[str] = (),
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"type": kind, "message": message, "problems": list(problems)}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_body(kind, message, problems), status_code=status, headers=headers)
+
+
+def _body(kind: str, message: str, problems: Sequence[str] = ()) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "problems": list(problems)}}
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
+    """The JSON body that stands for ``exc``; anything but a KilnError is an internal error."""
+    if isinstance(exc, KilnError):
+        problems = exc.problems if isinstance(exc, SpecInvalid) else []
+        return _body(wire_name(type(exc)), exc.message, problems)
+    return _body("internal", INTERNAL_ERROR_MESSAGE)
 
 
 def kiln_error_response(exc: KilnError) -> JSONResponse:
     status = status_for(exc)
-    problems = exc.problems if isinstance(exc, SpecInvalid) else []
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
-    return error_response(status, error_type(type(exc)), exc.message, problems, headers)
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 
 def describe_validation_error(error: dict[str, Any]) -> str:

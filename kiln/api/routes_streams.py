@@ -22,10 +22,10 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from kiln.api.deps import Key, OptionalKey
-from kiln.api.errors import INTERNAL_ERROR_MESSAGE, error_type
+from kiln.api.errors import error_body
 from kiln.api.schemas import EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
-from kiln.errors import KilnError, SpecInvalid
+from kiln.errors import KilnError
 
 log = logging.getLogger("kiln.api")
 
@@ -33,13 +33,9 @@ NDJSON = "application/x-ndjson"
 
 
 def _error_body(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, KilnError):
-        problems = exc.problems if isinstance(exc, SpecInvalid) else []
-        return {
-            "error": {"type": error_type(type(exc)), "message": exc.message, "problems": problems}
-        }
-    log.error("unexpected error in a stream", exc_info=exc)
-    return {"error": {"type": "internal", "message": INTERNAL_ERROR_MESSAGE, "problems": []}}
+    if not isinstance(exc, KilnError):
+        log.error("unexpected error in a stream", exc_info=exc)
+    return error_body(exc)
 
 
 def _resume_point(after: int, last_event_id: str | None) -> int:

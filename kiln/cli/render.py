@@ -117,7 +117,7 @@ def app_details(s: AppStatus) -> RenderableType:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("app", f"{s.environment}/{s.app}")
+    head.add_row("app", str(s.key))
     head.add_row("state", state_text(s.state))
     if s.message:
         head.add_row("why", s.message)
@@ -163,7 +163,7 @@ def releases_table(releases: Iterable[Release]) -> Table:
 
 def event_text(event: Event) -> Text:
     when = event.at.astimezone().strftime("%H:%M:%S")
-    where = f"{event.environment}/{event.app}" if event.app else "kiln"
+    where = str(event.key) if event.key else "kiln"
     text = Text(f"{when} {where} ", style="dim")
     text.append(f"{event.kind:<20} ", style="bold")
     text.append(event.reason, style=_SEVERITY_STYLE.get(event.severity, ""))

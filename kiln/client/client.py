@@ -95,11 +95,6 @@ class KilnClient:
         except KilnError:
             return False
 
-    def schema(self) -> dict[str, Any]:
-        data = self._json("GET", "/v1/schema")
-        assert isinstance(data, dict)
-        return data
-
     def shutdown(self) -> None:
         self._json("POST", "/v1/shutdown")
 

@@ -7,7 +7,6 @@ A server that cannot be reached at all is ``ServerUnreachable``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import kiln.errors as kiln_errors
@@ -20,6 +19,7 @@ from kiln.errors import (
     SpecInvalid,
     TemporaryFailure,
     Unauthorized,
+    wire_name,
 )
 
 
@@ -28,16 +28,11 @@ class ServerUnreachable(TemporaryFailure):
 
     def __init__(self, url: str) -> None:
         super().__init__(f"kiln is not running at {url} — start it with `kiln up`")
-        self.url = url
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _error_classes() -> dict[str, type[KilnError]]:
     classes = {
-        _snake(obj.__name__): obj
+        wire_name(obj): obj
         for obj in vars(kiln_errors).values()
         if isinstance(obj, type) and issubclass(obj, KilnError)
     }
@@ -70,6 +65,4 @@ def error_from_body(status: int, body: Any, fallback_text: str = "") -> KilnErro
     cls = _CLASSES.get(kind) or _BY_STATUS.get(status, PermanentFailure)
     if cls is SpecInvalid:
         return SpecInvalid(problems)
-    if cls is ServerUnreachable:  # never sent by a server; keep the constructor honest
-        return TemporaryFailure(message)
     return cls(message)

@@ -1,7 +1,7 @@
 """A Server-Sent Events parser over lines of text (the ``text/event-stream`` format).
 
 ": ping"            a comment (heartbeat): ignored
-"id: 42"            the event's id
+"id: 42"            the event's id: ignored, each event's JSON carries its own id
 "event: error"      the event's type (default "message")
 "data: {...}"       payload; several data lines join with "\\n"
 ""                  end of one event
@@ -17,18 +17,16 @@ from dataclasses import dataclass
 class SseMessage:
     event: str
     data: str
-    id: str | None
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[SseMessage]:
     event = ""
     data: list[str] = []
-    last_id: str | None = None
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
             if data:
-                yield SseMessage(event=event or "message", data="\n".join(data), id=last_id)
+                yield SseMessage(event=event or "message", data="\n".join(data))
             event, data = "", []
             continue
         if line.startswith(":"):
@@ -39,6 +37,4 @@ def parse_sse(lines: Iterable[str]) -> Iterator[SseMessage]:
             data.append(value)
         elif name == "event":
             event = value
-        elif name == "id" and "\0" not in value:
-            last_id = value
     # A stream cut mid-event drops that event, as the SSE rules say.

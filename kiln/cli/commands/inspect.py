@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
 
+import kiln
 from kiln.cli import context
 from kiln.cli.render import app_details, apps_table, event_text, instances_table, releases_table
 from kiln.client import Event
@@ -155,10 +154,7 @@ def version(as_json: context.JsonOption = False) -> None:
 
     Example:  kiln version
     """
-    try:
-        mine = package_version("kiln")
-    except PackageNotFoundError:
-        mine = "0+unknown"
+    mine = kiln.version()
     settings = context.settings()
     try:
         server: str | None = context.client(timeout=2).health().version
