@@ -245,10 +245,6 @@ class NginxRouter:
             return set()
         return {child for child in _all_pids() if _ppid(child) == pid and _is_alive(child)}
 
-    def render(self, routes: Sequence[RouteEntry]) -> str:
-        """The config ``apply_routes`` would write for these routes."""
-        return self._render(routes)
-
     # -- internals -----------------------------------------------------------------------
 
     def _render(self, routes: Sequence[RouteEntry]) -> str:

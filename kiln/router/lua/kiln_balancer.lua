@@ -39,8 +39,6 @@ local function ready_peers(key)
     return list
 end
 
-M.ready_peers = ready_peers
-
 local function pick(list, tried)
     local total, best = 0, nil
     for _, p in ipairs(list) do
