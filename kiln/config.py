@@ -6,7 +6,9 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | variable                  | default                                  | what it is                                  |
 |---------------------------|------------------------------------------|---------------------------------------------|
 | ``KILN_HOME``             | ``~/.local/share/kiln``                  | state: SQLite store, token, NGINX prefix    |
-| ``KILN_API_HOST``         | ``127.0.0.1``                            | where the kiln API listens                  |
+| ``KILN_API_SOCKET``       | ``$KILN_HOME/run/api.sock``              | the kiln API's unix socket (0600), default  |
+| ``KILN_API_TCP``          | ``0``                                    | ``1``: also serve the API on TCP (opt-in)   |
+| ``KILN_API_HOST``         | ``127.0.0.1``                            | where the opt-in TCP API listens            |
 | ``KILN_API_PORT``         | ``7070``                                 |                                             |
 | ``KILN_HTTP_HOST``        | ``127.0.0.1``                            | where NGINX listens for app traffic         |
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
@@ -36,6 +38,15 @@ def _remembered_docker_host(home: Path) -> str | None:
         return None
 
 
+def _flag(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"{name} must be 1 or 0, got {text!r}")
+
+
 def _default_home() -> Path:
     return Path(user_data_dir("kiln", appauthor=False))
 
@@ -45,6 +56,8 @@ class Settings:
     """Where kiln keeps its state and where it listens."""
 
     home: Path = field(default_factory=_default_home)
+    api_socket: Path | None = None  # None: run_dir / "api.sock"
+    api_tcp: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 7070
     http_host: str = "127.0.0.1"
@@ -61,6 +74,10 @@ class Settings:
         try:
             return cls(
                 home=home,
+                api_socket=(
+                    Path(env["KILN_API_SOCKET"]).expanduser() if env.get("KILN_API_SOCKET") else None
+                ),
+                api_tcp=_flag(env.get("KILN_API_TCP", "0"), "KILN_API_TCP"),
                 api_host=env.get("KILN_API_HOST", defaults.api_host),
                 api_port=int(env.get("KILN_API_PORT", defaults.api_port)),
                 http_host=env.get("KILN_HTTP_HOST", defaults.http_host),
@@ -93,6 +110,17 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def api_socket_path(self) -> Path:
+        """The API's unix socket: only the owner of ``KILN_HOME`` can reach it."""
+        return self.api_socket if self.api_socket is not None else self.run_dir / "api.sock"
+
+    @property
+    def installation_id_path(self) -> Path:
+        """This installation's identity, created with its home; every object kiln creates on
+        an engine carries it, so two kilns on one engine never touch each other's objects."""
+        return self.home / "installation-id"
 
     @property
     def server_pid_path(self) -> Path:

@@ -25,7 +25,7 @@ from kiln.model.instance import (
 from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
 from kiln.model.release import Release, ReleaseOrigin
 from kiln.model.rollout import Rollout, RolloutState
-from kiln.model.routing import Peer, RouteEntry
+from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 
 __all__ = [
     "LABEL_APP",
@@ -50,6 +50,7 @@ __all__ = [
     "Peer",
     "Release",
     "ReleaseOrigin",
+    "ReleaseTraffic",
     "RemoveInstance",
     "Rollout",
     "RolloutState",
@@ -58,5 +59,6 @@ __all__ = [
     "Severity",
     "StartInstance",
     "StopInstance",
+    "TrafficPolicy",
     "Wait",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kiln.model import AppKey, Peer, RouteEntry
+from kiln.model import AppKey, Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 
 
 class Router(Protocol):
@@ -27,15 +27,25 @@ class Router(Protocol):
         and keeps the last good config when the check fails.
         """
 
-    async def set_peers(self, key: AppKey, peers: Sequence[Peer]) -> None:
-        """Replace the peers of the app's upstream without a reload. Persisted first, so a
-        restarted NGINX serves the same list. An empty list makes the app answer 503."""
+    async def set_peers(
+        self, key: AppKey, peers: Sequence[Peer], policy: TrafficPolicy | None = None
+    ) -> None:
+        """Replace the peers of the app's upstream and how traffic is split between its releases,
+        without a reload (``None``: one pool, by peer weight). Persisted first, so a restarted
+        NGINX serves the same list. An empty list makes the app answer 503."""
 
     async def forget_peers(self, key: AppKey) -> None:
         """Drop the app's peer list altogether (a destroyed app), from NGINX and its file."""
 
     async def get_peers(self) -> dict[AppKey, list[Peer]]:
         """The peer lists NGINX currently holds."""
+
+    async def in_flight(self) -> dict[AppKey, dict[str, int]]:
+        """Requests each instance is serving right now, per app (instances with none may be
+        missing). An instance that left the peer list is stopped once this reaches 0."""
+
+    async def traffic(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
+        """Cumulative request counters per app and release, for analysis and metrics."""
 
     async def stop(self) -> None:
         """Stop NGINX (tests and uninstall only: ``kiln down`` leaves NGINX serving)."""
