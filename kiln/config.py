@@ -20,6 +20,8 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ def _remembered_docker_host(home: Path) -> str | None:
         return (home / "docker-host").read_text().strip() or None
     except OSError:
         return None
+
+
+_INSTALLATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _flag(text: str, name: str) -> bool:
@@ -129,3 +134,29 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+
+def read_or_create_installation_id(settings: Settings) -> str:
+    """This installation's identity: a random id stored in its home (0600), made on first use.
+
+    Every container, network and volume kiln creates carries it as a label, and kiln adopts,
+    watches and removes only objects with its own id.
+    """
+    path = settings.installation_id_path
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        if not _INSTALLATION_ID.fullmatch(text):
+            raise InvalidInput(
+                f"{path} does not hold an installation id (32 hex digits); restore it from a backup"
+            )
+        return text
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fresh = uuid.uuid4().hex
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(fresh + "\n")
+    return fresh
+
