@@ -10,6 +10,8 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_API_TCP``          | ``0``                                    | ``1``: also serve the API on TCP (opt-in)   |
 | ``KILN_API_HOST``         | ``127.0.0.1``                            | where the opt-in TCP API listens            |
 | ``KILN_API_PORT``         | ``7070``                                 |                                             |
+| ``KILN_API_URL``          | unset                                    | the CLI talks to this TCP URL instead of    |
+|                           |                                          | the socket (e.g. ``http://127.0.0.1:7070``) |
 | ``KILN_HTTP_HOST``        | ``127.0.0.1``                            | where NGINX listens for app traffic         |
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
@@ -19,8 +21,10 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +56,18 @@ def _flag(text: str, name: str) -> bool:
     raise InvalidInput(f"{name} must be 1 or 0, got {text!r}")
 
 
+def _http_url(text: str) -> str | None:
+    url = text.strip().rstrip("/")
+    if not url:
+        return None
+    if not re.fullmatch(r"https?://[^/?#\s]+", url):
+        raise InvalidInput(
+            f"KILN_API_URL must be like http://127.0.0.1:7070 (scheme, host, port; no path), "
+            f"got {text[:100]!r}"
+        )
+    return url
+
+
 def _default_home() -> Path:
     return Path(user_data_dir("kiln", appauthor=False))
 
@@ -65,6 +81,7 @@ class Settings:
     api_tcp: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = 7070
+    client_api_url: str | None = None  # KILN_API_URL: the CLI goes there (TCP), not the socket
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     nginx_binary: str = "nginx"
@@ -85,6 +102,7 @@ class Settings:
                 api_tcp=_flag(env.get("KILN_API_TCP", "0"), "KILN_API_TCP"),
                 api_host=env.get("KILN_API_HOST", defaults.api_host),
                 api_port=int(env.get("KILN_API_PORT", defaults.api_port)),
+                client_api_url=_http_url(env.get("KILN_API_URL", "")),
                 http_host=env.get("KILN_HTTP_HOST", defaults.http_host),
                 http_port=int(env.get("KILN_HTTP_PORT", defaults.http_port)),
                 nginx_binary=env.get("KILN_NGINX", defaults.nginx_binary),
@@ -136,27 +154,80 @@ class Settings:
         return f"http://{self.api_host}:{self.api_port}"
 
 
+# --- files under KILN_HOME that only their owner may read ---------------------------------
+
+
 def read_or_create_installation_id(settings: Settings) -> str:
-    """This installation's identity: a random id stored in its home (0600), made on first use.
+    """This installation's identity: a random id (uuid4 hex) stored in its home (0600).
 
     Every container, network and volume kiln creates carries it as a label, and kiln adopts,
-    watches and removes only objects with its own id.
+    watches and removes only objects with its own id; the API's identity answer names it.
+    Whoever needs it first (the server, the CLI) creates it: mode 0600 from the start, and
+    published with ``link()`` so two processes racing to create it end up with the same id
+    (and nobody reads a half-written file).
     """
     path = settings.installation_id_path
+    with contextlib.suppress(FileNotFoundError):
+        return _installation_id_in(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        text = ""
-    if text:
-        if not _INSTALLATION_ID.fullmatch(text):
-            raise InvalidInput(
-                f"{path} does not hold an installation id (32 hex digits); restore it from a backup"
-            )
-        return text
-    settings.home.mkdir(parents=True, exist_ok=True)
-    fresh = uuid.uuid4().hex
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(fresh + "\n")
-    return fresh
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(uuid.uuid4().hex + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # link() fails if another process created the file meanwhile: theirs wins.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return _installation_id_in(path)
 
+
+def _installation_id_in(path: Path) -> str:
+    text = path.read_text(encoding="utf-8").strip()
+    if not _INSTALLATION_ID.fullmatch(text):
+        raise InvalidInput(
+            f"{path} does not hold a kiln installation id (32 hex digits); "
+            "restore it from a backup, or delete it only if this kiln has created nothing yet"
+        )
+    return text
+
+
+def refuse_unless_private(path: Path) -> None:
+    """Raise ``InvalidInput`` when other users may read or write ``path`` (a token, say).
+
+    A secret that others could already read is no secret: kiln refuses it rather than use it,
+    and says how to fix the mode. A missing file is not this function's business.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise InvalidInput(
+            f"{path} is open to other users (mode {mode:04o}); kiln refuses to use it. "
+            f"Run `chmod 600 {path}` and try again."
+        )
+
+
+def make_state_private(settings: Settings) -> None:
+    """Mode 0600 for the store (``kiln.db``, its ``-wal`` and ``-shm``) and kiln's logs.
+
+    The server calls this before it opens the store: an absent ``kiln.db`` is created empty
+    with mode 0600 (a valid empty SQLite database), and SQLite gives the WAL and SHM files the
+    database's own mode; files left by an older kiln are narrowed to 0600.
+    """
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = settings.db_path
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    logs = sorted(settings.log_dir.iterdir()) if settings.log_dir.is_dir() else []
+    if settings.log_dir.is_dir():
+        os.chmod(settings.log_dir, 0o700)
+    for path in [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), *logs]:
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+                os.chmod(path, 0o600)

@@ -14,13 +14,19 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kiln.config import refuse_unless_private
 from kiln.errors import Unauthorized
 
 TOKEN_BYTES = 32
 
 
 def load_or_create_token(path: Path) -> str:
-    """The token stored at ``path``; a new one (written atomically, mode 0600) when absent."""
+    """The token stored at ``path``; a new one (written atomically, mode 0600) when absent.
+
+    An existing token file that other users can read is refused (``InvalidInput`` saying
+    ``chmod 600 <path>``): it may already have leaked, and kiln will not hand it out as proof.
+    """
+    refuse_unless_private(path)
     try:
         existing = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
