@@ -7,10 +7,12 @@ from kiln.model.actions import (
     SetPeers,
     StartInstance,
     StopInstance,
+    UpdateRollout,
     Wait,
 )
 from kiln.model.app import AppKey, AppRecord
 from kiln.model.event import Event, NewEvent, Severity
+from kiln.model.group import GroupRole, ReleaseGroup
 from kiln.model.instance import (
     LABEL_APP,
     LABEL_ENV,
@@ -24,7 +26,7 @@ from kiln.model.instance import (
 )
 from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
 from kiln.model.release import Release, ReleaseOrigin
-from kiln.model.rollout import Rollout, RolloutState
+from kiln.model.rollout import Rollout, RolloutKind, RolloutProgress, RolloutState
 from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "CrashHistory",
     "Event",
     "FinishRollout",
+    "GroupRole",
     "HealthStatus",
     "Instance",
     "InstanceSpec",
@@ -49,10 +52,13 @@ __all__ = [
     "ObservedInstance",
     "Peer",
     "Release",
+    "ReleaseGroup",
     "ReleaseOrigin",
     "ReleaseTraffic",
     "RemoveInstance",
     "Rollout",
+    "RolloutKind",
+    "RolloutProgress",
     "RolloutState",
     "RouteEntry",
     "SetPeers",
@@ -60,5 +66,6 @@ __all__ = [
     "StartInstance",
     "StopInstance",
     "TrafficPolicy",
+    "UpdateRollout",
     "Wait",
 ]

@@ -8,8 +8,8 @@ from typing import Literal
 
 from kiln.model.app import AppKey
 from kiln.model.instance import InstanceSpec
-from kiln.model.rollout import RolloutState
-from kiln.model.routing import Peer
+from kiln.model.rollout import RolloutProgress, RolloutState
+from kiln.model.routing import Peer, TrafficPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,20 +41,40 @@ class RemoveInstance:
 
 @dataclass(frozen=True, kw_only=True)
 class SetPeers:
-    """Replace the app's peer list in the router (no reload)."""
+    """Replace the app's peer list and traffic policy in the router (no reload)."""
 
     key: AppKey
     peers: tuple[Peer, ...]
+    policy: TrafficPolicy | None
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class FinishRollout:
-    """Close the rollout. ``FAILED`` sends the app back to its stable release."""
+    """Close the rollout. ``FAILED``/``ABORTED`` send the app back to its stable release.
+
+    ``warm_until``: a promoted blue-green or canary keeps the release it replaced up and
+    routable until then. ``hold``: a failed blue-green or canary release stays up (no traffic)
+    for inspection until the next deploy.
+    """
 
     rollout_id: int
     state: RolloutState
     reason: str
+    warm_until: datetime | None = None
+    hold: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateRollout:
+    """Persist the rollout's new progress (a step, a verdict, a pause); ``reason`` becomes an
+    event of kind ``event`` when it is not empty."""
+
+    rollout_id: int
+    progress: RolloutProgress
+    reason: str = ""
+    event: str = "rollout.progress"
+    warning: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +83,9 @@ class Wait:
 
     reason: str
     until: datetime | None = None
-    kind: Literal["drain", "backoff", ""] = ""  # what is awaited, for callers that react to it
+    kind: Literal["drain", "backoff", "step", "window", ""] = ""  # what is awaited, for callers
 
 
-Action = StartInstance | StopInstance | RemoveInstance | SetPeers | FinishRollout | Wait
+Action = (
+    StartInstance | StopInstance | RemoveInstance | SetPeers | FinishRollout | UpdateRollout | Wait
+)

@@ -31,6 +31,9 @@ class AppRecord:
     ``target_release`` is the release kiln is converging to; ``stable_release`` is the last
     release that finished a rollout (where an automatic rollback goes). ``scale`` is the
     desired number of instances; ``stopped`` means zero instances while keeping the history.
+    ``warm_release`` is the previous release kept up and routable until ``warm_until`` after a
+    blue-green or canary promotion (a rollback inside that window is a router switch);
+    ``held_release`` is a failed or aborted release kept for inspection until the next deploy.
     """
 
     key: AppKey
@@ -40,3 +43,6 @@ class AppRecord:
     stopped: bool
     created_at: datetime
     updated_at: datetime
+    warm_release: int | None = None
+    warm_until: datetime | None = None
+    held_release: int | None = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kiln.model.instance import Instance
-from kiln.model.routing import Peer
+from kiln.model.routing import Peer, ReleaseTraffic, TrafficPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +33,9 @@ class ObservedInstance:
     # When a plan first chose to retire it. A retiring instance stays retired: it leaves the
     # router, drains, and is stopped; it no longer counts as capacity.
     retiring_since: datetime | None = None
+    # Requests the router is sending it right now (None: the router cannot tell). A retiring
+    # instance is stopped when this reaches 0, or at the drain timeout.
+    in_flight: int | None = None
 
     @property
     def id(self) -> str:
@@ -57,4 +60,9 @@ class CrashHistory:
 class ObservedApp:
     instances: tuple[ObservedInstance, ...]
     routed: frozenset[Peer] = frozenset()  # the app's peer list as last pushed to the router
+    policy: TrafficPolicy | None = None  # the traffic policy as last pushed to the router
     crashes: CrashHistory = CrashHistory()
+    # Analysis: cumulative counters per release now, and at the start of the current window.
+    traffic: dict[int, ReleaseTraffic] | None = None
+    window_start: dict[int, ReleaseTraffic] | None = None
+    window_started_at: datetime | None = None

@@ -18,23 +18,29 @@ controller re-plans after every observation, so an action that failed is simply 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from kiln.model import (
     Action,
     FinishRollout,
+    GroupRole,
     Instance,
     InstanceStatus,
     ObservedApp,
     ObservedInstance,
     Peer,
     Release,
+    ReleaseGroup,
     RemoveInstance,
     RolloutState,
+    RouteEntry,
     SetPeers,
     StartInstance,
     StopInstance,
+    TrafficPolicy,
     Wait,
 )
 from kiln.planning.backoff import next_start_at
@@ -42,13 +48,22 @@ from kiln.planning.inputs import DesiredApp
 from kiln.planning.instances import instance_spec, new_instance_id
 from kiln.planning.recreate import select_recreate
 from kiln.planning.rolling import select_rolling
+from kiln.planning.rollout import SHARED_STRATEGIES, RolloutDecision, decide
 from kiln.planning.selection import Selection, by_age
 from kiln.spec import Deploy, Strategy
 
 CRASH_LOOP_FAILS_ROLLOUT_AFTER = 3
 """Crashes in a row of the release being rolled out that fail the rollout before its deadline."""
 
-_DEFAULT_DEPLOY = Deploy()
+IN_FLIGHT_RECHECK = 0.1
+"""Seconds between looks at a draining instance's requests in flight."""
+DRAIN_SETTLE = 0.1
+"""Seconds between leaving the peer list and a stop, even with nothing in flight: a request
+that picked the instance just before the list changed is counted by then."""
+
+# An app without releases (orphans of a destroyed app): nothing routes to its instances any
+# more, so a short drain is enough.
+_DEFAULT_DEPLOY = Deploy(drain=2.0)
 _DEFAULT_STOP_GRACE = 10.0
 
 
@@ -60,8 +75,12 @@ class Plan:
     )  # instances this plan retires (the controller dates them)
     summary: str = ""  # one line for `kiln status`: what the app is doing or waiting for
     peers: tuple[Peer, ...] = ()
+    policy: TrafficPolicy | None = None
+    routes: tuple[RouteEntry, ...] = ()  # the app's part of the route table
+    groups: tuple[ReleaseGroup, ...] = ()
     ready: int = 0  # ready instances of the target release
     waits: tuple[Wait, ...] = field(default=())
+    window_closed: bool = False  # an analysis window was judged: the next starts now
 
 
 def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
@@ -98,24 +117,57 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
     }
     alive = [i for i in running if i.id not in committed and i.id not in unhealthy]
 
-    # Recreate must not start the new release while old instances still run, even once they
-    # are retiring (and so no longer ``alive``).
-    stopping = sum(1 for i in running if i.release != target_no and i not in alive)
-    selection = _select(desired, deploy, alive, target_no, wanted, stopping)
+    ready_by_release = Counter(i.release for i in alive if i.health.ready)
+    decision = decide(desired, ready=ready_by_release, observed=observed, now=now)
+    kept_as_is = {g.number for g in decision.groups if g.size is None}
+    kept_fixed = [i for i in alive if i.release in kept_as_is]
+    movable = [i for i in alive if i.release not in kept_as_is]
+
+    if decision.shared_pool:
+        # Recreate must not start the new release while old instances still run, even once
+        # they are retiring (and so no longer ``alive``).
+        stopping = sum(
+            1
+            for i in running
+            if i.release != target_no and i not in alive and i.release not in kept_as_is
+        )
+        selection = _select(desired, deploy, movable, target_no, wanted, stopping)
+        starts = {target_no: selection.start} if target_no is not None else {}
+    else:
+        selection, starts = select_groups(movable, decision.groups, target=target_no)
+    keep = (*selection.keep, *kept_fixed)
     retire = {**committed, **unhealthy, **selection.retire}
 
-    # Peers: kept and ready, with an address. Everything else is out of the router.
+    # Peers: kept, ready, with an address, in a group that takes (or is one switch away from
+    # taking) traffic. In a shared pool only the pool's releases are peers.
+    group_of = {g.number: g for g in decision.groups}
     peers = tuple(
         sorted(
-            Peer(instance_id=i.id, host=i.instance.address.host, port=i.instance.address.port)
-            for i in selection.keep
-            if i.health.ready and i.instance.address is not None
+            Peer(
+                instance_id=i.id,
+                host=i.instance.address.host,
+                port=i.instance.address.port,
+                release=i.release,
+            )
+            for i in keep
+            if i.health.ready
+            and i.instance.address is not None
+            and _routable(group_of.get(i.release), shared=decision.shared_pool)
         )
     )
+    policy = _policy(decision)
     routable = release is not None and release.spec.port is not None
-    if (routable or observed.routed) and frozenset(peers) != observed.routed:
+    if (routable or observed.routed) and (
+        frozenset(peers) != observed.routed or policy != observed.policy
+    ):
         actions.insert(
-            0, SetPeers(key=desired.key, peers=peers, reason=_peer_change(observed, peers))
+            0,
+            SetPeers(
+                key=desired.key,
+                peers=peers,
+                policy=policy,
+                reason=_peer_change(observed, peers, policy),
+            ),
         )
     now_routed = {p.instance_id for p in peers}
 
@@ -124,10 +176,9 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
             continue
         if instance.in_router or instance.id in now_routed:
             continue  # the SetPeers above takes it out; it drains from the next round on
-        since = instance.retiring_since or now
-        drained_at = since + timedelta(seconds=deploy.drain)
-        if instance.health.ready and now < drained_at and instance.id not in unhealthy:
-            waits.append(Wait(reason=f"draining {instance.id}", until=drained_at, kind="drain"))
+        wait = _drain_wait(instance, deploy.drain, now, unhealthy=instance.id in unhealthy)
+        if wait is not None:
+            waits.append(wait)
             continue
         actions.append(
             StopInstance(
@@ -139,7 +190,8 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
             )
         )
 
-    if selection.start and desired.target is not None:
+    wanted_starts = {number: count for number, count in starts.items() if count > 0}
+    if wanted_starts and desired.target is not None:
         resume_at = next_start_at(observed.crashes)
         if resume_at is not None and now < resume_at:
             waits.append(
@@ -153,21 +205,152 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
                 )
             )
         else:
-            actions.extend(_starts(desired.target, selection.start, observed, now))
+            for number, count in sorted(wanted_starts.items()):
+                group = group_of.get(number)
+                if group is not None:
+                    actions.extend(_starts(group.release, count, observed, now, actions))
 
-    ready_new = sum(1 for i in selection.keep if i.release == target_no and i.health.ready)
-    finish = _finish_rollout(desired, observed, peers, ready_new, wanted, now)
+    ready_new = sum(1 for i in keep if i.release == target_no and i.health.ready)
+    if decision.update is not None:
+        actions.append(decision.update)
+    finish = (
+        _finish_rollout(desired, observed, peers, ready_new, wanted, now)
+        if decision.shared_pool
+        else decision.finish or _crash_loop_failure(desired, observed)
+    )
     if finish is not None:
         actions.append(finish)
+    waits.extend(decision.waits)
 
     return Plan(
         actions=tuple(actions),
         retiring=frozenset(i for i in retire if i not in committed),
-        summary=_summary(desired, selection, waits, ready_new, wanted),
+        summary=_summary(desired, selection, waits, ready_new, wanted, decision),
         peers=peers,
+        policy=policy,
+        routes=_routes(desired, decision, peers),
+        groups=decision.groups,
         ready=ready_new,
         waits=tuple(waits),
+        window_closed=decision.window_closed,
     )
+
+
+def select_groups(
+    alive: Sequence[ObservedInstance], groups: Sequence[ReleaseGroup], *, target: int | None
+) -> tuple[Selection, dict[int, int]]:
+    """Each sized group keeps up to ``size`` instances (ready and oldest first) and starts the
+    rest; instances of releases in no group retire."""
+    keep: list[ObservedInstance] = []
+    retire: dict[str, str] = {}
+    starts: dict[int, int] = {}
+    sized = {g.number: g for g in groups if g.size is not None}
+    for number, group in sized.items():
+        assert group.size is not None
+        members = sorted(
+            (i for i in alive if i.release == number),
+            key=lambda i: (not i.health.ready, *by_age(i)),
+        )
+        keep.extend(members[: group.size])
+        for extra in members[group.size :]:
+            retire[extra.id] = f"release {number} ({group.role.value}) needs {group.size}"
+        starts[number] = max(0, group.size - len(members))
+    for instance in alive:
+        if instance.release not in sized:
+            retire[instance.id] = (
+                f"replaced by release {target}" if target is not None else "app stopped"
+            )
+    return Selection(keep=tuple(keep), retire=retire), starts
+
+
+def _routable(group: ReleaseGroup | None, *, shared: bool) -> bool:
+    if group is None or not group.routable:
+        return False
+    return group.share is None if shared else True
+
+
+def _policy(decision: RolloutDecision) -> TrafficPolicy | None:
+    if decision.shared_pool:
+        return None
+    shares = tuple(
+        (g.number, g.share)
+        for g in sorted(decision.groups, key=lambda g: g.number)
+        if g.share is not None and g.routable
+    )
+    if sum(share for _, share in shares) != 100:
+        return None
+    canary = next((g.number for g in decision.groups if g.role is GroupRole.CANARY), None)
+    preview = next((g.number for g in decision.groups if g.preview), None)
+    return TrafficPolicy(shares=shares, canary=canary, preview=preview)
+
+
+def _routes(
+    desired: DesiredApp, decision: RolloutDecision, peers: Sequence[Peer]
+) -> tuple[RouteEntry, ...]:
+    """The app's routes: those of the releases that take traffic (a new release's routes go
+    live with its first request, a failed one's leave with its last); the current release's
+    while nothing serves, so its URL answers 503, not 404. Preview routes while a green waits."""
+    serving: list[Release] = []
+    with_peers = {p.release for p in peers}
+    for group in decision.groups:
+        takes_traffic = group.share is None or group.share > 0
+        if group.routable and takes_traffic and group.number in with_peers:
+            serving.append(group.release)
+    if not serving:
+        current = desired.target or desired.stable
+        if current is None or current.spec.port is None:
+            return ()
+        serving = [current]
+    entries: set[RouteEntry] = set()
+    for release in serving:
+        if release.spec.port is None:
+            continue
+        for route in release.spec.effective_routes():
+            entries.add(RouteEntry(host=route.host, path=route.path, key=desired.key))
+    for group in decision.groups:
+        if group.preview:
+            entries.add(
+                RouteEntry(
+                    host=preview_host(desired.key.app, desired.key.environment),
+                    path="/",
+                    key=desired.key,
+                    preview=True,
+                )
+            )
+    return tuple(sorted(entries, key=lambda e: (e.host or "", e.path, e.preview)))
+
+
+def preview_host(app: str, environment: str) -> str:
+    """Where a release waiting for promotion can be tried before it takes traffic."""
+    return f"{app}.preview.{environment}.localhost"
+
+
+def _drain_wait(
+    instance: ObservedInstance, drain: float, now: datetime, *, unhealthy: bool
+) -> Wait | None:
+    """None when the instance may stop now: out of the router and its requests finished
+    (or the drain timeout passed, or it cannot serve anyway)."""
+    if unhealthy or not instance.health.ready:
+        return None
+    since = instance.retiring_since or now
+    limit = since + timedelta(seconds=drain)
+    if now >= limit:
+        return None
+    if instance.in_flight is None:
+        # The router cannot say: give requests the whole drain time to finish.
+        until = limit
+    elif instance.in_flight > 0:
+        until = min(limit, now + timedelta(seconds=IN_FLIGHT_RECHECK))
+        return Wait(
+            reason=f"draining {instance.id}: {instance.in_flight} request(s) in flight",
+            until=until,
+            kind="drain",
+        )
+    else:
+        until = since + timedelta(seconds=DRAIN_SETTLE)
+    if now >= until:
+        return None
+    return Wait(reason=f"draining {instance.id}", until=until, kind="drain")
 
 
 def _select(
@@ -190,8 +373,11 @@ def _select(
     )
 
 
-def _starts(target: Release, count: int, observed: ObservedApp, now: datetime) -> list[Action]:
+def _starts(
+    target: Release, count: int, observed: ObservedApp, now: datetime, planned: Sequence[Action]
+) -> list[Action]:
     taken = {i.id for i in observed.instances}
+    taken.update(a.spec.id for a in planned if isinstance(a, StartInstance))
     starts: list[Action] = []
     for n in range(count):
         instance_id = new_instance_id(target.key, target.number, now=now, taken=taken, salt=n)
@@ -232,7 +418,21 @@ def _finish_rollout(
             state=RolloutState.SUCCEEDED,
             reason=f"release {target.number} serves all traffic: {ready_new}/{wanted} ready",
         )
+    return _crash_loop_failure(desired, observed) or _deadline_failure(
+        desired, observed, ready_new, wanted, now
+    )
+
+
+def _crash_loop_failure(desired: DesiredApp, observed: ObservedApp) -> FinishRollout | None:
+    rollout = desired.rollout
+    target = desired.target
+    if rollout is None or rollout.state.finished or target is None:
+        return None
+    if rollout.to_release != target.number:
+        return None
     crashes = observed.crashes
+    stable = desired.stable
+    hold = stable is not None and rollout.strategy not in SHARED_STRATEGIES
     if (
         crashes.last_release == target.number
         and crashes.consecutive >= CRASH_LOOP_FAILS_ROLLOUT_AFTER
@@ -246,7 +446,17 @@ def _finish_rollout(
                 f"release {target.number} crashed {crashes.consecutive} times in a row"
                 f" (last: {crashes.last_reason or 'unknown'}); {_back_to(rollout.from_release)}"
             ),
+            hold=hold,
         )
+    return None
+
+
+def _deadline_failure(
+    desired: DesiredApp, observed: ObservedApp, ready_new: int, wanted: int, now: datetime
+) -> FinishRollout | None:
+    rollout = desired.rollout
+    target = desired.target
+    assert rollout is not None and target is not None
     if now >= rollout.deadline_at:
         # The newest instance's error is the one a person can still reproduce.
         failing = sorted(
@@ -291,7 +501,9 @@ def describe_exit(state: Instance) -> str:
     return f"exited with code {state.exit_code}"
 
 
-def _peer_change(observed: ObservedApp, peers: tuple[Peer, ...]) -> str:
+def _peer_change(
+    observed: ObservedApp, peers: tuple[Peer, ...], policy: TrafficPolicy | None
+) -> str:
     before = {p.instance_id for p in observed.routed}
     after = {p.instance_id for p in peers}
     parts = []
@@ -299,20 +511,41 @@ def _peer_change(observed: ObservedApp, peers: tuple[Peer, ...]) -> str:
         parts.append("ready: " + ", ".join(added))
     if removed := sorted(before - after):
         parts.append("out: " + ", ".join(removed))
+    if policy != observed.policy:
+        parts.append(_describe_policy(policy))
     if not parts:
         parts.append("addresses changed")
     return f"router now sends traffic to {len(peers)} instance(s) ({'; '.join(parts)})"
 
 
+def _describe_policy(policy: TrafficPolicy | None) -> str:
+    if policy is None:
+        return "one pool of instances"
+    shares = ", ".join(f"release {number}: {share}%" for number, share in policy.shares)
+    extras = []
+    if policy.canary is not None:
+        extras.append(f"canary {policy.canary}")
+    if policy.preview is not None:
+        extras.append(f"preview {policy.preview}")
+    return shares + (f" ({', '.join(extras)})" if extras else "")
+
+
 def _summary(
-    desired: DesiredApp, selection: Selection, waits: list[Wait], ready_new: int, wanted: int
+    desired: DesiredApp,
+    selection: Selection,
+    waits: list[Wait],
+    ready_new: int,
+    wanted: int,
+    decision: RolloutDecision,
 ) -> str:
     if desired.target is None:
         return "stopped" if desired.stopped else "no release"
     if desired.stopped:
         return "stopped"
+    if decision.status:
+        return decision.status
     head = f"release {desired.target.number}: {ready_new}/{wanted} ready"
-    reasons = [w.reason for w in waits if w.kind != "drain"]
+    reasons = [w.reason for w in waits if w.kind in ("backoff", "")]
     if selection.waiting_for:
         reasons.append(selection.waiting_for)
     return head + (" — " + "; ".join(reasons) if reasons else "")

@@ -7,6 +7,7 @@ field path instead of a silently ignored line. Defaults are chosen so that a fou
 
 from __future__ import annotations
 
+import itertools
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -98,6 +99,8 @@ class Network(StrEnum):
 
 class Strategy(StrEnum):
     ROLLING = "rolling"
+    BLUE_GREEN = "blue-green"
+    CANARY = "canary"
     RECREATE = "recreate"
 
 
@@ -207,8 +210,93 @@ class Resources(_Strict):
         return value
 
 
+def _percent(value: object) -> object:
+    """``1%`` or ``0.5%`` → a fraction (0.01); a plain number is already a fraction."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a percentage like 1%, got {str(value).lower()}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%", text):
+            raise ValueError(f"expected a percentage like 1% or 0.5%, got {value[:40]!r}")
+        return float(text[:-1]) / 100
+    return value
+
+
+Fraction = Annotated[
+    float,
+    BeforeValidator(_percent),
+    Field(ge=0, le=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?%$"},
+            ]
+        }
+    ),
+]
+"""A share: ``1%`` or a fraction 0..1 (``0.01``)."""
+
+
+class CanaryStep(_Strict):
+    weight: Count = Field(ge=1, le=99, description="percent of requests the new release gets")
+    pause: Seconds | None = Field(
+        default=None, description="how long the step lasts; omitted: wait for `kiln promote`"
+    )
+
+
+class Analysis(_Strict):
+    """Judge a canary on its real traffic, one window at a time."""
+
+    interval: Seconds = Field(default=10.0, gt=0, description="length of one window")
+    max_error_rate: Fraction = Field(
+        default=0.01, description="share of 5xx among the release's requests in a window"
+    )
+    max_p95_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="p95 latency limit (ms)"
+    )
+    max_p99_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="p99 latency limit (ms)"
+    )
+    max_error_rate_increase: Fraction | None = Field(
+        default=None, description="error rate above the stable release's in the same window"
+    )
+    min_requests: Count = Field(
+        default=20, ge=1, description="fewer requests in a window → inconclusive"
+    )
+    failure_limit: Count = Field(
+        default=2, ge=1, description="failing windows in a row that abort the rollout"
+    )
+    inconclusive_limit: Count = Field(
+        default=6, ge=1, description="inconclusive windows in a row that fail (or pause) it"
+    )
+    on_inconclusive: Literal["fail", "pause"] = Field(
+        default="fail", description="what inconclusive_limit does"
+    )
+
+
 class Deploy(_Strict):
-    strategy: Strategy = Field(default=Strategy.ROLLING, description="rolling or recreate")
+    strategy: Strategy = Field(
+        default=Strategy.ROLLING, description="rolling, recreate, blue-green or canary"
+    )
+    steps: list[CanaryStep] | None = Field(
+        default=None,
+        description="canary: traffic shares with pauses (default 10% for 1m, then 50% for 1m)",
+    )
+    canary_instances: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = Field(
+        default=None, description="canary: instances of the new release during the steps"
+    )
+    rollback_window: Seconds = Field(
+        default=300.0,
+        description="blue-green and canary: the old release stays up and routable this long",
+    )
+    auto_promote_after: Seconds | None = Field(
+        default=None,
+        description="blue-green: switch after this much healthy time; omitted: `kiln promote`",
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="judge the new release on its real traffic"
+    )
     max_surge: Count = Field(
         default=1, ge=0, description="extra instances allowed during a rollout"
     )
@@ -221,8 +309,30 @@ class Deploy(_Strict):
         description="a rollout not done by then fails and rolls back to the last good release",
     )
     drain: Seconds = Field(
-        default=2.0, description="time an instance keeps running after it leaves the router"
+        default=30.0,
+        description=(
+            "after an instance leaves the router, the longest it keeps running for its "
+            "requests in flight to finish (it stops as soon as they have)"
+        ),
     )
+
+    @model_validator(mode="after")
+    def _steps_make_sense(self) -> Deploy:
+        if self.steps is not None:
+            if self.strategy is not Strategy.CANARY:
+                raise ValueError("steps apply to strategy: canary only")
+            if not self.steps:
+                raise ValueError("steps: a canary needs at least one step")
+            weights = [step.weight for step in self.steps]
+            if any(b <= a for a, b in itertools.pairwise(weights)):
+                raise ValueError(f"steps: weights must grow from step to step, got {weights}")
+        if self.canary_instances is not None and self.strategy is not Strategy.CANARY:
+            raise ValueError("canary_instances applies to strategy: canary only")
+        if self.auto_promote_after is not None and self.strategy is not Strategy.BLUE_GREEN:
+            raise ValueError("auto_promote_after applies to strategy: blue-green only")
+        if self.analysis is not None and self.strategy is not Strategy.CANARY:
+            raise ValueError("analysis applies to strategy: canary only")
+        return self
 
     @model_validator(mode="after")
     def _can_progress(self) -> Deploy:

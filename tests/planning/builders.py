@@ -165,7 +165,9 @@ def instance(
 def peer_of(observed: ObservedInstance) -> Peer:
     address = observed.instance.address
     assert address is not None
-    return Peer(instance_id=observed.id, host=address.host, port=address.port)
+    return Peer(
+        instance_id=observed.id, host=address.host, port=address.port, release=observed.release
+    )
 
 
 def observe(*instances: ObservedInstance, crashes: CrashHistory | None = None) -> ObservedApp:

@@ -296,7 +296,9 @@ class Simulator:
 
     def _peer(self, sim: SimInstance) -> Peer:
         assert sim.address is not None
-        return Peer(instance_id=sim.id, host=sim.address.host, port=sim.address.port)
+        return Peer(
+            instance_id=sim.id, host=sim.address.host, port=sim.address.port, release=sim.release
+        )
 
     # --- invariants every plan must keep ----------------------------------------------------
 

@@ -92,10 +92,16 @@ def test_a_crash_after_a_long_healthy_run_is_not_part_of_a_crash_loop() -> None:
     from kiln.planning import next_start_at, record_crash
 
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    looping = CrashHistory(consecutive=4, last_at=at - timedelta(seconds=30), last_reason="x", last_release=1)
-    fresh = record_crash(looping, at=at, reason="killed", release=1, started_at=at - timedelta(minutes=5))
+    looping = CrashHistory(
+        consecutive=4, last_at=at - timedelta(seconds=30), last_reason="x", last_release=1
+    )
+    fresh = record_crash(
+        looping, at=at, reason="killed", release=1, started_at=at - timedelta(minutes=5)
+    )
     assert fresh.consecutive == 1
     assert next_start_at(fresh) is None
-    young = record_crash(looping, at=at, reason="killed", release=1, started_at=at - timedelta(seconds=2))
+    young = record_crash(
+        looping, at=at, reason="killed", release=1, started_at=at - timedelta(seconds=2)
+    )
     assert young.consecutive == 5
     assert next_start_at(young) is not None

@@ -24,7 +24,7 @@ def test_four_line_spec_deploys_a_health_checked_routed_rolling_app() -> None:
     assert spec.effective_health() == Health(tcp=True)
     assert spec.deploy.strategy is Strategy.ROLLING
     assert (spec.deploy.max_surge, spec.deploy.max_unavailable) == (1, 0)
-    assert (spec.deploy.deadline, spec.deploy.drain, spec.stop_grace) == (120.0, 2.0, 10.0)
+    assert (spec.deploy.deadline, spec.deploy.drain, spec.stop_grace) == (120.0, 30.0, 10.0)
     assert spec.security.read_only and spec.security.tmpfs == ["/tmp"]
     assert spec.env == {} and spec.command is None
 

@@ -49,8 +49,11 @@ def _problems(data: dict[str, Any]) -> list[str]:
             ["deploy.deadline: expected a duration of at most 30 days, got inf"],
         ),
         (
-            {"deploy": {"strategy": "blue-green"}},
-            ["deploy.strategy: must be one of 'rolling' or 'recreate', got 'blue-green'"],
+            {"deploy": {"strategy": "green-blue"}},
+            [
+                "deploy.strategy: must be one of 'rolling', 'blue-green', 'canary' or "
+                "'recreate', got 'green-blue'"
+            ],
         ),
         (
             {"resources": {"memory": "1Mi"}},
