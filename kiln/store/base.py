@@ -18,9 +18,11 @@ from kiln.model import (
     Release,
     ReleaseOrigin,
     Rollout,
+    RolloutKind,
+    RolloutProgress,
     RolloutState,
 )
-from kiln.spec import AppSpec
+from kiln.spec import AppSpec, Strategy
 
 
 class Store(Protocol):
@@ -56,7 +58,22 @@ class Store(Protocol):
     ) -> tuple[Release, Rollout]:
         """In one transaction: append release N+1, point the app's target at it, set its scale,
         un-stop it, mark an in-progress rollout SUPERSEDED, and open a rollout from the app's
-        stable release to N+1 with ``deadline_at = now + deadline_seconds``."""
+        stable release to N+1 with ``deadline_at = now + deadline_seconds``. A new deploy ends
+        the rollback window (no warm release) and drops the held failed release."""
+
+    def start_rollout(
+        self,
+        key: AppKey,
+        *,
+        to_release: int,
+        strategy: Strategy,
+        kind: RolloutKind,
+        deadline_seconds: float,
+        now: datetime,
+    ) -> Rollout:
+        """A rollout to an existing release (no new release): ``SWITCH_BACK`` to the warm
+        release inside its rollback window, or ``RETRY`` of a failed or aborted one. In one
+        transaction: point the target at it, supersede the rollout in progress, open this one."""
 
     def get_release(self, key: AppKey, number: int) -> Release:
         """Raises ``NotFound``."""
@@ -69,13 +86,28 @@ class Store(Protocol):
 
     def list_rollouts(self, key: AppKey) -> list[Rollout]: ...
 
+    def update_rollout(
+        self, rollout_id: int, progress: RolloutProgress, *, now: datetime
+    ) -> Rollout:
+        """Persist a rollout's progress (step, pause, promote, verdicts). ``Conflict`` once the
+        rollout is finished."""
+
     def finish_rollout(
-        self, rollout_id: int, state: RolloutState, reason: str, *, now: datetime
+        self,
+        rollout_id: int,
+        state: RolloutState,
+        reason: str,
+        *,
+        now: datetime,
+        warm_until: datetime | None = None,
+        hold: bool = False,
     ) -> Rollout:
         """Close a rollout in one transaction. SUCCEEDED: the app's stable release becomes the
-        rollout's ``to_release``. FAILED: the app's target goes back to its stable release
-        (``from_release``); with no stable release the app is stopped. Idempotent on a closed
-        rollout (returns it unchanged)."""
+        rollout's ``to_release``; with ``warm_until`` the release it replaced stays warm until
+        then. FAILED/ABORTED: the app's target goes back to its stable release
+        (``from_release``), and with ``hold`` the failed release is held for inspection; with
+        no stable release the app is stopped. Idempotent on a closed rollout (returns it
+        unchanged)."""
 
     # --- events -------------------------------------------------------------------------
     def append_event(self, event: NewEvent, *, now: datetime) -> Event: ...

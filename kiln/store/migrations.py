@@ -137,7 +137,17 @@ _V1: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# Release groups: the rollout machine's progress (JSON, see RolloutProgress) and kind; the
+# release kept warm for a rollback inside its window and the failed one held for inspection.
+_V2: Migration = (
+    "ALTER TABLE rollouts ADD COLUMN kind TEXT NOT NULL DEFAULT 'deploy'",
+    "ALTER TABLE rollouts ADD COLUMN progress TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE apps ADD COLUMN warm_release INTEGER",
+    "ALTER TABLE apps ADD COLUMN warm_until TEXT",
+    "ALTER TABLE apps ADD COLUMN held_release INTEGER",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

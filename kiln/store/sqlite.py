@@ -18,6 +18,7 @@ violation → ``Conflict``, anything else → ``PermanentFailure``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -44,6 +45,8 @@ from kiln.model import (
     Release,
     ReleaseOrigin,
     Rollout,
+    RolloutKind,
+    RolloutProgress,
     RolloutState,
     Severity,
 )
@@ -54,7 +57,8 @@ BUSY_TIMEOUT_MS = 5_000
 """How long a write waits for another process (a second kiln, a CLI reading) to release the file."""
 
 _APP_COLUMNS = (
-    "environment, app, scale, target_release, stable_release, stopped, created_at, updated_at"
+    "environment, app, scale, target_release, stable_release, stopped, created_at, updated_at, "
+    "warm_release, warm_until, held_release"
 )
 _RELEASE_COLUMNS = (
     "environment, app, number, image, digest, spec, spec_hash, created_at, created_by, message, "
@@ -62,7 +66,7 @@ _RELEASE_COLUMNS = (
 )
 _ROLLOUT_COLUMNS = (
     "id, environment, app, from_release, to_release, strategy, state, started_at, deadline_at, "
-    "finished_at, reason"
+    "finished_at, reason, kind, progress"
 )
 _EVENT_COLUMNS = "id, at, environment, app, kind, reason, severity, release, instance"
 
@@ -248,7 +252,8 @@ class SqliteStore:
             app = _app_or_none(conn, key)
             if app is None:
                 conn.execute(
-                    f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, NULL, NULL, 0, ?, ?)",
+                    "INSERT INTO apps (environment, app, scale, target_release, stable_release, "
+                    "stopped, created_at, updated_at) VALUES (?, ?, ?, NULL, NULL, 0, ?, ?)",
                     (key.environment, key.app, scale, at, at),
                 )
                 stable = None
@@ -301,40 +306,74 @@ class SqliteStore:
                     rollback_of,
                 ),
             )
+            # A new deploy ends the previous rollback window and the held failed release.
             conn.execute(
-                "UPDATE apps SET target_release = ?, scale = ?, stopped = 0, updated_at = ? "
+                "UPDATE apps SET target_release = ?, scale = ?, stopped = 0, updated_at = ?, "
+                "warm_release = NULL, warm_until = NULL, held_release = NULL "
                 "WHERE environment = ? AND app = ?",
                 (number, scale, at, key.environment, key.app),
             )
-            conn.execute(
-                "UPDATE rollouts SET state = ?, finished_at = ?, reason = ? "
-                "WHERE environment = ? AND app = ? AND state = ?",
-                (
-                    RolloutState.SUPERSEDED.value,
-                    at,
-                    f"superseded by release {number}",
-                    key.environment,
-                    key.app,
-                    RolloutState.IN_PROGRESS.value,
-                ),
+            rollout = _open_rollout(
+                conn,
+                key,
+                from_release=stable,
+                to_release=number,
+                strategy=spec.deploy.strategy,
+                kind=RolloutKind.DEPLOY,
+                at=at,
+                deadline=deadline,
+                why=f"superseded by release {number}",
             )
-            cursor = conn.execute(
-                "INSERT INTO rollouts (environment, app, from_release, to_release, strategy, "
-                "state, started_at, deadline_at, finished_at, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '')",
-                (
-                    key.environment,
-                    key.app,
-                    stable,
-                    number,
-                    spec.deploy.strategy.value,
-                    RolloutState.IN_PROGRESS.value,
-                    at,
-                    deadline,
-                ),
-            )
-            rollout = _require_rollout(conn, int(cursor.lastrowid or 0))
         return release, rollout
+
+    def start_rollout(
+        self,
+        key: AppKey,
+        *,
+        to_release: int,
+        strategy: Strategy,
+        kind: RolloutKind,
+        deadline_seconds: float,
+        now: datetime,
+    ) -> Rollout:
+        if kind is RolloutKind.DEPLOY:
+            raise InvalidInput("a deploy rollout comes with its release: use create_release")
+        at = _to_db(now)
+        deadline = _to_db(now + timedelta(seconds=deadline_seconds))
+        with self._write(f"start a rollout of {key} to release {to_release}") as conn:
+            app = _require_app(conn, key)
+            known = conn.execute(
+                "SELECT 1 FROM releases WHERE environment = ? AND app = ? AND number = ?",
+                (key.environment, key.app, to_release),
+            ).fetchone()
+            if known is None:
+                raise NotFound(f"no release {to_release} of {key}; `kiln releases` lists them")
+            where = (key.environment, key.app)
+            if kind is RolloutKind.SWITCH_BACK:
+                # Back to the warm release; the one we leave becomes warm in its place
+                # when the switch succeeds (finish_rollout), the window is over until then.
+                conn.execute(
+                    "UPDATE apps SET target_release = ?, stopped = 0, updated_at = ?, "
+                    "warm_release = NULL, warm_until = NULL WHERE environment = ? AND app = ?",
+                    (to_release, at, *where),
+                )
+            else:
+                conn.execute(
+                    "UPDATE apps SET target_release = ?, stopped = 0, updated_at = ?, "
+                    "held_release = NULL WHERE environment = ? AND app = ?",
+                    (to_release, at, *where),
+                )
+            return _open_rollout(
+                conn,
+                key,
+                from_release=app.stable_release,
+                to_release=to_release,
+                strategy=strategy,
+                kind=kind,
+                at=at,
+                deadline=deadline,
+                why=f"superseded by a {kind.value.replace('_', ' ')} to release {to_release}",
+            )
 
     def get_release(self, key: AppKey, number: int) -> Release:
         cached = self._releases.get((key, number))
@@ -408,13 +447,37 @@ class SqliteStore:
             ).fetchall()
         return [_rollout(row) for row in rows]
 
+    def update_rollout(
+        self, rollout_id: int, progress: RolloutProgress, *, now: datetime
+    ) -> Rollout:
+        with self._write(f"update rollout {rollout_id}") as conn:
+            rollout = _require_rollout(conn, rollout_id)
+            if rollout.state.finished:
+                raise Conflict(
+                    f"rollout {rollout_id} of {rollout.key} is {rollout.state.value}; "
+                    "`kiln rollout status` shows the current one"
+                )
+            conn.execute(
+                "UPDATE rollouts SET progress = ? WHERE id = ?",
+                (_progress_json(progress), rollout_id),
+            )
+            return _require_rollout(conn, rollout_id)
+
     def finish_rollout(
-        self, rollout_id: int, state: RolloutState, reason: str, *, now: datetime
+        self,
+        rollout_id: int,
+        state: RolloutState,
+        reason: str,
+        *,
+        now: datetime,
+        warm_until: datetime | None = None,
+        hold: bool = False,
     ) -> Rollout:
         state = RolloutState(state)
         if not state.finished:
             raise InvalidInput(
-                f"a rollout is finished as succeeded, failed or superseded, not {state.value}"
+                f"a rollout is finished as succeeded, failed, aborted or superseded, "
+                f"not {state.value}"
             )
         at = _to_db(now)
         with self._write(f"finish rollout {rollout_id}") as conn:
@@ -427,19 +490,27 @@ class SqliteStore:
                 (state.value, at, reason, rollout_id),
             )
             where = (key.environment, key.app)
+            failed = state in (RolloutState.FAILED, RolloutState.ABORTED)
             if state is RolloutState.SUCCEEDED:
+                keep_warm = warm_until is not None and rollout.from_release is not None
                 conn.execute(
-                    "UPDATE apps SET stable_release = ?, updated_at = ? "
-                    "WHERE environment = ? AND app = ?",
-                    (rollout.to_release, at, *where),
+                    "UPDATE apps SET stable_release = ?, updated_at = ?, warm_release = ?, "
+                    "warm_until = ? WHERE environment = ? AND app = ?",
+                    (
+                        rollout.to_release,
+                        at,
+                        rollout.from_release if keep_warm else None,
+                        _to_db(warm_until) if keep_warm and warm_until is not None else None,
+                        *where,
+                    ),
                 )
-            elif state is RolloutState.FAILED and rollout.from_release is not None:
+            elif failed and rollout.from_release is not None:
                 conn.execute(
-                    "UPDATE apps SET target_release = ?, updated_at = ? "
+                    "UPDATE apps SET target_release = ?, updated_at = ?, held_release = ? "
                     "WHERE environment = ? AND app = ?",
-                    (rollout.from_release, at, *where),
+                    (rollout.from_release, at, rollout.to_release if hold else None, *where),
                 )
-            elif state is RolloutState.FAILED:
+            elif failed:
                 # Nothing ever worked: no release to go back to, so run none.
                 conn.execute(
                     "UPDATE apps SET target_release = NULL, stopped = 1, updated_at = ? "
@@ -528,8 +599,12 @@ def _from_db(text: str) -> datetime:
 
 
 def _app(row: tuple[Any, ...]) -> AppRecord:
-    environment, app, scale, target, stable, stopped, created_at, updated_at = row
+    environment, app, scale, target, stable, stopped, created_at, updated_at = row[:8]
+    warm, warm_until, held = row[8:]
     return AppRecord(
+        warm_release=warm,
+        warm_until=None if warm_until is None else _from_db(warm_until),
+        held_release=held,
         key=AppKey(environment, app),
         scale=scale,
         target_release=target,
@@ -557,8 +632,10 @@ def _require_app(conn: sqlite3.Connection, key: AppKey) -> AppRecord:
 
 def _rollout(row: tuple[Any, ...]) -> Rollout:
     (rid, environment, app, from_release, to_release, strategy) = row[:6]
-    (state, started, deadline, finished, reason) = row[6:]
+    (state, started, deadline, finished, reason, kind, progress) = row[6:]
     return Rollout(
+        kind=RolloutKind(kind),
+        progress=_progress_from_json(progress),
         id=rid,
         key=AppKey(environment, app),
         from_release=from_release,
@@ -570,6 +647,71 @@ def _rollout(row: tuple[Any, ...]) -> Rollout:
         finished_at=None if finished is None else _from_db(finished),
         reason=reason,
     )
+
+
+def _open_rollout(
+    conn: sqlite3.Connection,
+    key: AppKey,
+    *,
+    from_release: int | None,
+    to_release: int,
+    strategy: Strategy,
+    kind: RolloutKind,
+    at: str,
+    deadline: str,
+    why: str,
+) -> Rollout:
+    """Supersede the rollout in progress (at most one per app) and open a new one."""
+    conn.execute(
+        "UPDATE rollouts SET state = ?, finished_at = ?, reason = ? "
+        "WHERE environment = ? AND app = ? AND state = ?",
+        (
+            RolloutState.SUPERSEDED.value,
+            at,
+            why,
+            key.environment,
+            key.app,
+            RolloutState.IN_PROGRESS.value,
+        ),
+    )
+    cursor = conn.execute(
+        "INSERT INTO rollouts (environment, app, from_release, to_release, strategy, "
+        "state, started_at, deadline_at, finished_at, reason, kind, progress) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '', ?, '{}')",
+        (
+            key.environment,
+            key.app,
+            from_release,
+            to_release,
+            strategy.value,
+            RolloutState.IN_PROGRESS.value,
+            at,
+            deadline,
+            kind.value,
+        ),
+    )
+    return _require_rollout(conn, int(cursor.lastrowid or 0))
+
+
+_PROGRESS_TIMES = ("step_entered_at", "step_ready_at")
+
+
+def _progress_json(progress: RolloutProgress) -> str:
+    data: dict[str, Any] = dataclasses.asdict(progress)
+    for name in _PROGRESS_TIMES:
+        value = data[name]
+        data[name] = None if value is None else _to_db(value)
+    return json.dumps(data, sort_keys=True)
+
+
+def _progress_from_json(text: str) -> RolloutProgress:
+    data = json.loads(text or "{}")
+    known = {f.name for f in dataclasses.fields(RolloutProgress)}
+    fields = {k: v for k, v in data.items() if k in known}
+    for name in _PROGRESS_TIMES:
+        if fields.get(name) is not None:
+            fields[name] = _from_db(fields[name])
+    return RolloutProgress(**fields)
 
 
 def _require_rollout(conn: sqlite3.Connection, rollout_id: int) -> Rollout:

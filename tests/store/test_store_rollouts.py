@@ -106,7 +106,7 @@ def test_finishing_a_superseded_rollout_changes_nothing(store: SqliteStore) -> N
 
 def test_finishing_as_in_progress_is_refused(store: SqliteStore) -> None:
     _, rollout = deploy(store, WEB)
-    with pytest.raises(InvalidInput, match="succeeded, failed or superseded"):
+    with pytest.raises(InvalidInput, match="succeeded, failed, aborted or superseded"):
         store.finish_rollout(rollout.id, RolloutState.IN_PROGRESS, "?", now=at(1))
 
 
