@@ -118,21 +118,28 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
     alive = [i for i in running if i.id not in committed and i.id not in unhealthy]
 
     ready_by_release = Counter(i.release for i in alive if i.health.ready)
-    decision = decide(desired, ready=ready_by_release, observed=observed, now=now)
+    decision = decide(
+        desired,
+        ready=ready_by_release,
+        alive=Counter(i.release for i in alive),
+        observed=observed,
+        now=now,
+    )
     kept_as_is = {g.number for g in decision.groups if g.size is None}
     kept_fixed = [i for i in alive if i.release in kept_as_is]
     movable = [i for i in alive if i.release not in kept_as_is]
 
+    pool_target = decision.pool_target
     if decision.shared_pool:
         # Recreate must not start the new release while old instances still run, even once
         # they are retiring (and so no longer ``alive``).
         stopping = sum(
             1
             for i in running
-            if i.release != target_no and i not in alive and i.release not in kept_as_is
+            if i.release != pool_target and i not in alive and i.release not in kept_as_is
         )
-        selection = _select(desired, deploy, movable, target_no, wanted, stopping)
-        starts = {target_no: selection.start} if target_no is not None else {}
+        selection = _select(desired, deploy, movable, pool_target, wanted, stopping)
+        starts = {pool_target: selection.start} if pool_target is not None else {}
     else:
         selection, starts = select_groups(movable, decision.groups, target=target_no)
     keep = (*selection.keep, *kept_fixed)
@@ -213,11 +220,14 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
     ready_new = sum(1 for i in keep if i.release == target_no and i.health.ready)
     if decision.update is not None:
         actions.append(decision.update)
-    finish = (
-        _finish_rollout(desired, observed, peers, ready_new, wanted, now)
-        if decision.shared_pool
-        else decision.finish or _crash_loop_failure(desired, observed)
-    )
+    if decision.shared_pool and pool_target == target_no:
+        finish = _finish_rollout(desired, observed, peers, ready_new, wanted, now)
+    elif decision.shared_pool:
+        finish = _crash_loop_failure(desired, observed) or _deadline_failure(
+            desired, observed, ready_new, wanted, now
+        )
+    else:
+        finish = decision.finish or _crash_loop_failure(desired, observed)
     if finish is not None:
         actions.append(finish)
     waits.extend(decision.waits)
@@ -264,9 +274,11 @@ def select_groups(
 
 
 def _routable(group: ReleaseGroup | None, *, shared: bool) -> bool:
-    if group is None or not group.routable:
-        return False
-    return group.share is None if shared else True
+    if shared:
+        # One pool: whatever the rolling selection keeps serves (a superseded release too),
+        # except the warm and held releases, which take no traffic.
+        return group is None or group.share is None
+    return group is not None and group.routable
 
 
 def _policy(decision: RolloutDecision) -> TrafficPolicy | None:

@@ -51,6 +51,7 @@ class RolloutDecision:
     status: str = ""  # what the rollout is doing, for `kiln status` / `kiln rollout status`
     window_closed: bool = False  # an analysis window was judged: start the next one now
     shared_pool: bool = False  # rolling/recreate: the instance planner moves capacity itself
+    pool_target: int | None = None  # shared pool: the release it converges to (the target)
 
     def group_of(self, release: int) -> ReleaseGroup | None:
         for group in self.groups:
@@ -63,10 +64,12 @@ def decide(
     desired: DesiredApp,
     *,
     ready: Mapping[int, int],
+    alive: Mapping[int, int],
     observed: ObservedApp,
     now: datetime,
 ) -> RolloutDecision:
-    """The groups of ``desired`` for this round; ``ready`` counts ready, live instances per release."""
+    """The groups of ``desired`` for this round; ``ready`` and ``alive`` count live instances
+    per release (ready ones, and all)."""
     extra = _kept_groups(desired, now)
     target = desired.target
     rollout = desired.rollout
@@ -90,8 +93,30 @@ def decide(
             groups.append(
                 ReleaseGroup(release=stable, role=GroupRole.STABLE, size=desired.scale, share=None)
             )
-        return RolloutDecision(groups=(*groups, *extra.groups), waits=extra.waits, shared_pool=True)
+        return RolloutDecision(
+            groups=(*groups, *extra.groups),
+            waits=extra.waits,
+            shared_pool=True,
+            pool_target=target.number,
+        )
     assert stable is not None
+    leftovers = set(alive) - {target.number, stable.number} - {g.number for g in extra.groups}
+    if leftovers and ready.get(stable.number, 0) < desired.scale:
+        # A superseded rollout left other releases serving: bring the stable release back to
+        # full size first (a rolling move, no capacity cliff), then start this rollout.
+        return RolloutDecision(
+            groups=(
+                ReleaseGroup(release=stable, role=GroupRole.STABLE, size=desired.scale, share=None),
+                *extra.groups,
+            ),
+            waits=extra.waits,
+            shared_pool=True,
+            pool_target=stable.number,
+            status=(
+                f"{params.strategy.value}: release {stable.number} first gets back to "
+                f"{desired.scale} ready instance(s) ({ready.get(stable.number, 0)} now)"
+            ),
+        )
     if params.strategy is Strategy.BLUE_GREEN:
         return _blue_green(desired, rollout, target, stable, params, ready, now, extra)
     return _canary(desired, rollout, target, stable, params, ready, observed, now, extra)
@@ -146,7 +171,9 @@ def _steady(desired: DesiredApp, target: Release, extra: _Kept) -> RolloutDecisi
         ReleaseGroup(release=target, role=GroupRole.STABLE, size=desired.wanted, share=share),
         *extra.groups,
     )
-    return RolloutDecision(groups=groups, waits=extra.waits, shared_pool=share is None)
+    return RolloutDecision(
+        groups=groups, waits=extra.waits, shared_pool=share is None, pool_target=target.number
+    )
 
 
 def _switch(

@@ -44,6 +44,7 @@ def make_release(
     drain: float = 2.0,
     deadline: float = 60.0,
     port: int | None = 8080,
+    deploy: dict[str, Any] | None = None,
     **spec_fields: Any,
 ) -> Release:
     """Release ``number`` of ``key``; its digest differs per release so tests can tell them apart."""
@@ -60,6 +61,7 @@ def make_release(
                 "max_unavailable": max_unavailable,
                 "drain": drain,
                 "deadline": deadline,
+                **(deploy or {}),
             },
             **spec_fields,
         }

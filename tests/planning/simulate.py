@@ -5,11 +5,16 @@ or crash as their ``Behaviour`` says, the simulator hands ``plan()`` what it see
 plan against the invariants that must hold in *every* round, and applies it:
 
     StartInstance  → a new running, not-ready instance (ready ``ready_after`` seconds later)
-    SetPeers       → the router's peer list and the ``in_router`` flags
+    SetPeers       → the router's peer list, its traffic policy and the ``in_router`` flags
+    UpdateRollout  → the rollout's persisted progress
     plan.retiring  → ``retiring_since = now`` (first time only, like the controller)
     StopInstance   → the instance is gone          RemoveInstance → the exited instance is gone
-    FinishRollout  → the rollout is closed; SUCCEEDED makes the target stable,
-                     FAILED sends the target back to the stable release
+    FinishRollout  → the rollout is closed; SUCCEEDED makes the target stable (and keeps the
+                     old one warm), FAILED sends the target back to the stable release
+
+Traffic: ``requests_per_round`` requests a round are split between releases as the router's
+policy says (exactly; one pool by instance count without a policy) and fail at the rate
+``error_rate`` gives their release, so analysis windows see real numbers.
 
 Unplanned exits are counted in a ``CrashHistory`` and forgiven after a ready spell, as the
 controller does. Invariant checks raise ``Violation`` naming the round and the action.
@@ -34,11 +39,14 @@ from kiln.model import (
     ObservedInstance,
     Peer,
     Release,
+    ReleaseTraffic,
     RemoveInstance,
     RolloutState,
     SetPeers,
     StartInstance,
     StopInstance,
+    TrafficPolicy,
+    UpdateRollout,
 )
 from kiln.planning import DesiredApp, Plan, forgive, plan, record_crash
 
@@ -110,6 +118,12 @@ class Simulator:
     rounds: list[Round] = field(default_factory=list)
     finished: list[FinishRollout] = field(default_factory=list)
     crashes_injected: int = 0
+    policy: TrafficPolicy | None = None
+    requests_per_round: int = 0
+    error_rate: dict[int, float] = field(default_factory=dict)  # release → share of 5xx
+    traffic: dict[int, ReleaseTraffic] = field(default_factory=dict)
+    window_start: dict[int, ReleaseTraffic] | None = None
+    window_started_at: datetime | None = None
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(30000))
 
     # --- setting the scene ----------------------------------------------------------------
@@ -170,7 +184,11 @@ class Simulator:
         return ObservedApp(
             instances=tuple(self._observed(s, s.id in routed_ids) for s in self.instances.values()),
             routed=self.routed,
+            policy=self.policy,
             crashes=self.crash_history,
+            traffic=dict(self.traffic),
+            window_start=self.window_start,
+            window_started_at=self.window_started_at,
         )
 
     def _observed(self, sim: SimInstance, in_router: bool) -> ObservedInstance:
@@ -204,10 +222,15 @@ class Simulator:
         self.now += timedelta(seconds=self.step)
         self._age_instances()
         self._count_crashes()
+        self._serve_requests()
+        if self.window_started_at is None:
+            self.window_start, self.window_started_at = dict(self.traffic), self.now
         observed = self.observe()
         result = plan(self.desired, observed, self.now)
         self._check(observed, result)
         self._apply(result)
+        if result.window_closed:
+            self.window_start, self.window_started_at = dict(self.traffic), self.now
         record = Round(
             number=len(self.rounds) + 1,
             now=self.now,
@@ -323,9 +346,10 @@ class Simulator:
                 if isinstance(action, RemoveInstance) and sim.running:
                     raise Violation(f"{where}: removes running {sim.id} without stopping it")
             elif isinstance(action, StartInstance):
-                if target is None or action.spec.image != target.digest:
-                    raise Violation(f"{where}: starts {action.spec.image}, not the target digest")
-                if action.spec.release != target.number or action.spec.id in self.instances:
+                wanted = {g.number: g.release.digest for g in result.groups if g.size}
+                if target is None or wanted.get(action.spec.release) != action.spec.image:
+                    raise Violation(f"{where}: starts {action.spec.image}, not a group's digest")
+                if action.spec.id in self.instances:
                     raise Violation(f"{where}: bad StartInstance {action.spec.id}")
         for action in result.actions:
             if not isinstance(action, StopInstance):
@@ -351,6 +375,13 @@ class Simulator:
                     elif any(p.instance_id == sim.id for p in self.routed):
                         sim.left_router_at = self.now
                 self.routed = frozenset(action.peers)
+                self.policy = action.policy
+            elif isinstance(action, UpdateRollout):
+                rollout = self.desired.rollout
+                assert rollout is not None and rollout.id == action.rollout_id
+                self.desired = replace(
+                    self.desired, rollout=replace(rollout, progress=action.progress)
+                )
         for instance_id in result.retiring:
             sim = self.instances[instance_id]
             if sim.retiring_since is None:
@@ -374,6 +405,43 @@ class Simulator:
     def _close_rollout(self, action: FinishRollout) -> None:
         desired = self.desired
         if action.state is RolloutState.SUCCEEDED:
-            self.desired = replace(desired, stable=desired.target, rollout=None)
+            warm = desired.stable if action.warm_until is not None else None
+            self.desired = replace(
+                desired,
+                stable=desired.target,
+                rollout=None,
+                warm=warm,
+                warm_until=action.warm_until if warm else None,
+            )
         else:
-            self.desired = replace(desired, target=desired.stable, rollout=None)
+            self.desired = replace(
+                desired,
+                target=desired.stable,
+                rollout=None,
+                held=desired.target if action.hold else None,
+            )
+
+    def _serve_requests(self) -> None:
+        """This round's requests, split as the router would and failing as each release does."""
+        if not self.requests_per_round:
+            return
+        ready_routed = self._routed_ready()
+        per_release: dict[int, int] = {}
+        if self.policy is not None and self.policy.shares:
+            for number, share in self.policy.shares:
+                if any(s.release == number for s in ready_routed):
+                    per_release[number] = self.requests_per_round * share // 100
+        elif ready_routed:
+            for sim in ready_routed:
+                per_release[sim.release] = per_release.get(sim.release, 0) + (
+                    self.requests_per_round // len(ready_routed)
+                )
+        for number, count in per_release.items():
+            errors = round(count * self.error_rate.get(number, 0.0))
+            before = self.traffic.get(number, ReleaseTraffic(requests=0, errors=0))
+            fast = before.latency_buckets[0][1] if before.latency_buckets else 0
+            self.traffic[number] = ReleaseTraffic(
+                requests=before.requests + count,
+                errors=before.errors + errors,
+                latency_buckets=((50.0, fast + count), (float("inf"), fast + count)),
+            )
