@@ -1,6 +1,6 @@
 """The kiln server process: ``python -m kiln.api.server`` (what ``kiln up`` starts).
 
-    bind the API port ─▶ pid file ─▶ token ─▶ Engine.open + start ─▶ uvicorn
+    bind the API port ─▶ pid file ─▶ token ─▶ open_engine + start ─▶ uvicorn
          (in use → exit 5)                                         │
     SIGTERM / SIGINT / POST /v1/shutdown ─▶ stop accepting ─▶ engine.stop() ─▶ remove pid file
 
@@ -125,10 +125,10 @@ async def run(settings: Settings) -> int:
 async def _run_engine(settings: Settings, sock: socket.socket) -> int:
     # Imported here: the engine pulls in the driver, store and router, which the API's
     # tests (and `kiln --help`) never need.
-    from kiln.controller.engine import Engine
+    from kiln.controller.root import open_engine
 
     token = load_or_create_token(settings.token_path)
-    engine = await Engine.open(settings)
+    engine = await open_engine(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

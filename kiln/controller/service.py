@@ -1,8 +1,8 @@
 """What the API asks of the running kiln: the ``Service`` protocol.
 
-``kiln.controller.engine.Engine`` implements it on top of the store, driver, router and the
-reconcile loops. Writes go to the store (desired state) and wake the app's loop; reads combine
-the store with what the loops last observed.
+``kiln.controller.engine.Engine`` implements it by delegating to ``commands`` (writes) and
+``reads`` (reads) over the shared ``ControlPlane``. Writes go to the store (desired state) and
+wake the app's loop; reads combine the store with what the loops last observed.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pytest
 
 from kiln.config import Settings
 from kiln.controller.engine import Engine
+from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import Conflict, ImageNotFound, NotFound, SpecInvalid
 from kiln.model import AppKey, Instance
@@ -44,14 +45,14 @@ class World:
         self.engine = self.new_engine()
 
     def new_engine(self) -> Engine:
-        engine = Engine(
+        engine = assemble_engine(
             settings=self.settings,
             store=self.store,
             driver=self.driver,
             router=self.router,
             health=self.health,  # type: ignore[arg-type]
         )
-        self.health.bind(engine._on_health_change)
+        self.health.bind(engine.plane.wake_app_of)
         return engine
 
     def running(self, key: AppKey = WEB) -> list[Instance]:

@@ -1,0 +1,207 @@
+"""The write commands and their rules. A command checks its input, changes desired state in
+the store, records why, and wakes the app's loop; the loop does the rest (invariant 8). Bad
+input raises before anything is written (invariant 7).
+
+Rules kept here: a deploy of what already runs is only a scale ("nothing changed"); a route
+that clashes with another app's is refused; a rollback picks the last release whose rollout
+succeeded and refuses one identical to what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from kiln.controller.reads import app_status
+from kiln.controller.routes import apply_routes, current_route_table
+from kiln.controller.runtime import ControlPlane, utc_now
+from kiln.controller.views import AppStatus, DeployResult
+from kiln.errors import Conflict, KilnError, RouterConfigRejected
+from kiln.model import AppKey, Release, ReleaseOrigin, RolloutState
+from kiln.spec import AppSpec, parse_spec, spec_hash
+
+_DESTROY_TIMEOUT = 60.0
+
+
+async def deploy(plane: ControlPlane, spec_text: str, *, message: str, who: str) -> DeployResult:
+    spec = parse_spec(spec_text)
+    digest = await plane.driver.resolve_image(spec.image)
+    return await _release(
+        plane,
+        spec,
+        image=spec.image,
+        digest=digest,
+        message=message,
+        who=who,
+        origin=ReleaseOrigin.DEPLOY,
+        rollback_of=None,
+    )
+
+
+async def rollback(
+    plane: ControlPlane, key: AppKey, *, to: int | None, message: str, who: str
+) -> DeployResult:
+    store = plane.store
+    app = plane.require_app(key)
+    releases = store.list_releases(key)
+    current = app.target_release
+    if to is None:
+        succeeded = {
+            r.to_release for r in store.list_rollouts(key) if r.state is RolloutState.SUCCEEDED
+        }
+        earlier = [r for r in releases if current is None or r.number < current]
+        good = [r for r in earlier if r.number in succeeded]
+        choice = (good or earlier)[-1] if (good or earlier) else None
+        if choice is None:
+            raise Conflict(f"{key} has no release before {current} to roll back to")
+    else:
+        choice = store.get_release(key, to)
+    current_release = store.get_release(key, current) if current else None
+    if (
+        current_release is not None
+        and not app.stopped
+        and current_release.digest == choice.digest
+        and current_release.spec_hash == choice.spec_hash
+    ):
+        raise Conflict(
+            f"{key} already runs release {current}, identical to release {choice.number}"
+        )
+    digest = await plane.driver.resolve_image(choice.digest)
+    spec = choice.spec.model_copy(update={"instances": app.scale})
+    return await _release(
+        plane,
+        spec,
+        image=choice.image,
+        digest=digest,
+        message=message or f"rollback to release {choice.number}",
+        who=who,
+        origin=ReleaseOrigin.ROLLBACK,
+        rollback_of=choice.number,
+    )
+
+
+async def _release(
+    plane: ControlPlane,
+    spec: AppSpec,
+    *,
+    image: str,
+    digest: str,
+    message: str,
+    who: str,
+    origin: ReleaseOrigin,
+    rollback_of: int | None,
+) -> DeployResult:
+    store, events = plane.store, plane.events
+    key = AppKey(spec.environment, spec.app)
+    hashed = spec_hash(spec)
+    app = store.get_app(key)
+    if app is not None and app.target_release is not None and not app.stopped:
+        current = store.get_release(key, app.target_release)
+        if (
+            current.digest == digest
+            and current.spec_hash == hashed
+            and origin is ReleaseOrigin.DEPLOY
+        ):
+            # Nothing changed: at most the instance count, which needs no new release.
+            if app.scale != spec.instances:
+                store.set_scale(key, spec.instances, now=plane.clock())
+                events.record(
+                    key, "app.scaled", f"{who} scaled to {spec.instances} (spec unchanged)"
+                )
+                plane.loops.wake(key)
+            return DeployResult(
+                release=current,
+                rollout=store.active_rollout(key),
+                changed=False,
+                message=f"release {current.number} already runs this image and spec",
+            )
+    # A route clash is an input error: check it before anything is written.
+    current_route_table(plane, with_release=_probe_release(key, spec, digest, hashed))
+    release, rollout = store.create_release(
+        key,
+        spec=spec,
+        image=image,
+        digest=digest,
+        spec_hash=hashed,
+        created_by=who,
+        message=message,
+        origin=origin,
+        rollback_of=rollback_of,
+        scale=spec.instances,
+        deadline_seconds=spec.deploy.deadline,
+        now=plane.clock(),
+    )
+    what = f"rollback to release {rollback_of}" if rollback_of else f"image {image}"
+    events.record(
+        key,
+        "release.created",
+        f"release {release.number} created by {who}: {what}" + (f" — {message}" if message else ""),
+        release=release.number,
+    )
+    events.record(
+        key,
+        "rollout.started",
+        f"{spec.deploy.strategy.value} rollout "
+        + (f"from release {rollout.from_release} " if rollout.from_release else "")
+        + f"to release {release.number}, {spec.instances} instance(s), "
+        f"deadline {spec.deploy.deadline:g}s",
+        release=release.number,
+    )
+    # A rejected config is recorded as an event; peers still move, the old routes keep serving.
+    with contextlib.suppress(RouterConfigRejected):
+        await apply_routes(plane)
+    plane.loops.wake(key)
+    return DeployResult(release=release, rollout=rollout, changed=True)
+
+
+async def scale(plane: ControlPlane, key: AppKey, instances: int, *, who: str) -> AppStatus:
+    if instances < 0:
+        raise KilnError(f"instances must be ≥ 0, got {instances}")
+    app = plane.require_app(key)
+    plane.store.set_scale(key, instances, now=plane.clock())
+    if app.stopped and instances > 0:
+        plane.store.set_stopped(key, False, now=plane.clock())
+    plane.events.record(key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}")
+    plane.loops.wake(key)
+    return app_status(plane, key)
+
+
+async def stop(plane: ControlPlane, key: AppKey, *, who: str) -> AppStatus:
+    plane.require_app(key)
+    plane.store.set_stopped(key, True, now=plane.clock())
+    plane.events.record(key, "app.stopped", f"{who} stopped {key}; its history is kept")
+    plane.loops.wake(key)
+    return app_status(plane, key)
+
+
+async def destroy(plane: ControlPlane, key: AppKey, *, who: str) -> None:
+    plane.require_app(key)
+    plane.store.delete_app(key)
+    plane.events.record(key, "app.destroyed", f"{who} destroyed {key}")
+    plane.loops.wake(key)
+    # Wait for the loop to stop and remove every instance, then drop what routed to them.
+    deadline = plane.clock() + timedelta(seconds=_DESTROY_TIMEOUT)
+    while plane.clock() < deadline:
+        remaining = await plane.driver.list_instances(key)
+        if not remaining:
+            break
+        await asyncio.sleep(0.1)
+    await plane.router.forget_peers(key)
+    plane.observer.memory.pop(key, None)
+    await apply_routes(plane)
+
+
+def _probe_release(key: AppKey, spec: AppSpec, digest: str, hashed: str) -> Release:
+    """A throwaway release used only to check the route table before anything is written."""
+    return Release(
+        key=key,
+        number=1,
+        image=spec.image,
+        digest=digest,
+        spec=spec,
+        spec_hash=hashed,
+        created_at=utc_now(),
+        created_by="",
+        message="",
+    )

@@ -1,0 +1,132 @@
+"""The read views: the store's desired state combined with what each app's last round saw
+and planned (``ControlPlane.last_instances`` / ``last_plans``), the health monitor's verdicts
+and the router memory. Reads change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from kiln.controller.runtime import ControlPlane
+from kiln.controller.views import AppStatus, InstanceView, ReleaseView
+from kiln.drivers.base import LogLine
+from kiln.errors import NotFound
+from kiln.model import AppKey, AppRecord, Event
+
+
+def app_status(plane: ControlPlane, key: AppKey) -> AppStatus:
+    """``NotFound`` for an unknown app."""
+    return _status(plane, plane.require_app(key))
+
+
+def list_app_status(plane: ControlPlane) -> list[AppStatus]:
+    return [_status(plane, app) for app in plane.store.list_apps()]
+
+
+def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
+    key = app.key
+    memory = plane.observer.memory.get(key)
+    routed = {p.instance_id for p in memory.routed} if memory else set()
+    retiring = memory.retiring_since if memory else {}
+    views = []
+    for instance in plane.last_instances.get(key, []):
+        health = plane.health.status(instance.id)
+        views.append(
+            InstanceView(
+                id=instance.id,
+                release=instance.release,
+                container_id=instance.container_id,
+                status=instance.status.value,
+                ready=health.ready and instance.running,
+                in_router=instance.id in routed,
+                draining=instance.id in retiring and instance.running,
+                address=str(instance.address) if instance.address else None,
+                started_at=instance.started_at,
+                exit_code=instance.exit_code,
+                last_error=health.last_error,
+            )
+        )
+    rollout = plane.store.active_rollout(key)
+    last_plan = plane.last_plans.get(key)
+    ready = last_plan.ready if last_plan else 0
+    if app.stopped:
+        state = "stopped"
+    elif app.target_release is None:
+        state = "failed" if app.stable_release is None else "empty"
+    elif rollout is not None:
+        state = "deploying"
+    elif ready < app.scale:
+        state = "degraded"
+    else:
+        state = "running"
+    message = last_plan.summary if last_plan else ""
+    if error := plane.loops.last_error.get(key):
+        message = f"{message} — last error: {error}" if message else error
+    urls = []
+    number = app.target_release or app.stable_release
+    if number is not None:
+        release = plane.release_or_none(key, number)
+        if release is not None:
+            for route in release.spec.effective_routes():
+                host = route.host or plane.settings.http_host
+                urls.append(f"http://{host}:{plane.settings.http_port}{route.path}")
+    return AppStatus(
+        key=key,
+        state=state,
+        scale=app.scale,
+        stopped=app.stopped,
+        target_release=app.target_release,
+        stable_release=app.stable_release,
+        ready=ready,
+        instances=sorted(views, key=lambda v: (v.release, v.id)),
+        rollout=rollout,
+        urls=urls,
+        message=message,
+    )
+
+
+def release_history(plane: ControlPlane, key: AppKey) -> list[ReleaseView]:
+    """Oldest first, each with the outcome of its latest rollout."""
+    app = plane.require_app(key)
+    # Oldest first, so the latest rollout to each release wins.
+    latest = {rollout.to_release: rollout for rollout in plane.store.list_rollouts(key)}
+    views = []
+    for release in plane.store.list_releases(key):
+        outcome = latest.get(release.number)
+        if outcome is None:
+            result, reason = "", ""
+        else:
+            result, reason = outcome.state.value, outcome.reason
+        if release.number == app.target_release and result == "succeeded" and not app.stopped:
+            result = "current"
+        views.append(ReleaseView(release=release, result=result, result_reason=reason))
+    return views
+
+
+def stored_events(
+    plane: ControlPlane, *, key: AppKey | None, after_id: int, limit: int
+) -> list[Event]:
+    return plane.store.list_events(key=key, after_id=after_id, limit=limit)
+
+
+async def follow_events(
+    plane: ControlPlane, *, key: AppKey | None, after_id: int
+) -> AsyncIterator[Event]:
+    async for event in plane.events.follow(key=key, after_id=after_id):
+        yield event
+
+
+async def app_logs(
+    plane: ControlPlane, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
+) -> AsyncIterator[LogLine]:
+    plane.require_app(key)
+    instances = await plane.driver.list_instances(key)
+    if instance is not None:
+        instances = [
+            i for i in instances if i.id == instance or i.container_id.startswith(instance)
+        ]
+        if not instances:
+            raise NotFound(f"no instance {instance} in {key}; `kiln ps {key.app}` lists them")
+    async for line in plane.driver.logs(
+        [i.container_id for i in instances], follow=follow, tail=tail
+    ):
+        yield line

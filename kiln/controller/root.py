@@ -1,0 +1,122 @@
+"""The composition root: which store, driver and router kiln runs on, and how the controller
+is wired over them. Nothing else in kiln picks an implementation.
+
+    Settings ─▶ build_store   SQLite at KILN_HOME/kiln.db
+             ─▶ build_driver  "docker": the Docker engine at DOCKER_HOST
+             ─▶ build_router  NGINX under KILN_HOME/nginx
+                      │
+                      ▼
+    assemble_engine: ControlPlane ◀─ ReconcileRound ◀─ AppLoops     (the loops run rounds)
+                                  ◀─ Executor                      (the round acts through it)
+                                  ─▶ Engine (lifecycle + Service for the API)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from kiln.config import Settings
+from kiln.controller.engine import Engine
+from kiln.controller.events import EventBus
+from kiln.controller.executor import Executor
+from kiln.controller.observe import Observer
+from kiln.controller.reconciler import AppLoops
+from kiln.controller.round import ReconcileRound, track_instance
+from kiln.controller.runtime import ControlPlane, utc_now
+from kiln.drivers.base import Driver
+from kiln.errors import InvalidInput
+from kiln.health.monitor import HealthMonitor
+from kiln.model import AppKey
+from kiln.router.base import Router
+from kiln.store.base import Store
+
+# The container engines kiln can run on. Docker is the only one today; a new driver is one
+# more entry here (and a ``Settings`` field naming it), nothing else changes.
+DRIVERS = ("docker",)
+
+
+async def open_engine(settings: Settings, *, driver: str = "docker") -> Engine:
+    """The engine on kiln's embedded defaults: SQLite, the local Docker engine, NGINX."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.run_dir.chmod(0o700)
+    return assemble_engine(
+        settings=settings,
+        store=build_store(settings),
+        driver=build_driver(settings, kind=driver),
+        router=build_router(settings),
+        clock=utc_now,
+    )
+
+
+def build_store(settings: Settings) -> Store:
+    from kiln.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.db_path)
+
+
+def build_driver(settings: Settings, *, kind: str = "docker") -> Driver:
+    # Imported on use: only the chosen driver's SDK is loaded.
+    if kind == "docker":
+        from kiln.drivers.docker import DockerDriver
+
+        return DockerDriver(base_url=settings.docker_host)
+    raise InvalidInput(f"unknown driver {kind!r}; kiln runs on: {', '.join(DRIVERS)}")
+
+
+def build_router(settings: Settings) -> Router:
+    from kiln.router.nginx import NginxRouter
+
+    return NginxRouter(
+        prefix=settings.nginx_dir,
+        listen_host=settings.http_host,
+        listen_port=settings.http_port,
+        run_dir=settings.run_dir,
+        nginx_binary=settings.nginx_binary,
+    )
+
+
+def assemble_engine(
+    *,
+    settings: Settings,
+    store: Store,
+    driver: Driver,
+    router: Router,
+    clock: Callable[[], datetime] = utc_now,
+    health: HealthMonitor | None = None,
+) -> Engine:
+    """The controller over these ports (tests pass fakes)."""
+
+    # The wiring has one cycle: the loops run rounds and health flips wake loops, and both
+    # belong to the plane. These two functions close it once the plane and round exist.
+    def reconcile(key: AppKey) -> Awaitable[datetime | None]:
+        return reconcile_round.sync(key)
+
+    def on_health_change(instance_id: str) -> None:
+        plane.wake_app_of(instance_id)
+
+    plane = ControlPlane(
+        settings=settings,
+        store=store,
+        driver=driver,
+        router=router,
+        clock=clock,
+        health=health or HealthMonitor(on_change=on_health_change, clock=clock),
+        events=EventBus(store, clock),
+        loops=AppLoops(reconcile, resync_seconds=settings.resync_seconds, clock=clock),
+        observer=Observer(),
+    )
+    executor = Executor(
+        store=store,
+        driver=driver,
+        router=router,
+        health=plane.health,
+        events=plane.events,
+        clock=clock,
+        track=functools.partial(track_instance, plane),
+        wake=plane.loops.wake,
+    )
+    reconcile_round = ReconcileRound(plane, executor)
+    return Engine(plane, executor=executor)

@@ -1,0 +1,142 @@
+"""The reconcile round of one app: ``observe → plan → act``.
+
+    desired   store: app record, target / stable release, active rollout
+    observe   driver.list_instances + health statuses + the observer's memory
+    plan      kiln.planning.plan (pure)
+    act       Executor (router first, then driver, then store)
+
+Idempotent: a failed action is planned again by the next round. The round also keeps the
+health monitor probing exactly the running instances of the app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from kiln.controller.executor import Executor
+from kiln.controller.runtime import ControlPlane
+from kiln.model import AppKey, Instance, Severity
+from kiln.planning import DesiredApp, Plan, plan
+
+log = logging.getLogger("kiln.engine")
+
+
+class ReconcileRound:
+    def __init__(self, plane: ControlPlane, executor: Executor) -> None:
+        self._plane = plane
+        self._executor = executor
+
+    async def sync(self, key: AppKey) -> datetime | None:
+        """One round for ``key``; returns when the plan wants to look again (``None``: at
+        the next wake or resync)."""
+        plane = self._plane
+        now = plane.clock()
+        log.debug("reconcile %s", key)
+        desired = desired_app(plane, key)
+        instances = await plane.driver.list_instances(key)
+        plane.last_instances[key] = instances
+        running = {i.id for i in instances if i.running}
+        tracked = plane.health.tracked_ids()
+        for instance in instances:
+            if instance.running and instance.id not in tracked:
+                track_instance(plane, instance)
+        for instance_id in tracked - running:
+            if plane.instance_keys.get(instance_id) == key:
+                plane.health.untrack(instance_id)
+                del plane.instance_keys[instance_id]
+        observed, crashed = plane.observer.observe(key, instances, plane.health.status, now=now)
+        for instance in crashed:
+            if instance.running:  # liveness failure: the plan retires and replaces it
+                plane.events.record(
+                    key,
+                    "instance.unhealthy",
+                    f"{instance.id} of release {instance.release} failed its liveness check "
+                    f"({plane.health.status(instance.id).last_error or 'unhealthy'}); "
+                    "replacing it",
+                    severity=Severity.WARNING,
+                    release=instance.release,
+                    instance=instance.id,
+                )
+        result = plan(desired, observed, now)
+        if result.actions:
+            log.debug("plan %s: %s", key, ", ".join(type(a).__name__ for a in result.actions))
+        plane.last_plans[key] = result
+        announce_backoff(plane, key, result, observed.crashes.consecutive)
+        await self._executor.execute(key, result, plane.observer.memory[key])
+        if (
+            desired.target is None
+            and desired.stopped
+            and not instances
+            and plane.store.get_app(key) is None
+        ):
+            await plane.loops.forget(key)
+            return None
+        waits = [w.until for w in result.waits if w.until is not None]
+        return min(waits) if waits else None
+
+
+def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
+    """What the store wants of ``key``."""
+    store = plane.store
+    app = store.get_app(key)
+    if app is None:
+        return DesiredApp.absent(key)
+    target = store.get_release(key, app.target_release) if app.target_release else None
+    stable = store.get_release(key, app.stable_release) if app.stable_release else None
+    rollout = store.active_rollout(key)
+    return DesiredApp(
+        key=key,
+        scale=app.scale,
+        stopped=app.stopped,
+        target=target,
+        stable=stable,
+        rollout=rollout,
+    )
+
+
+def announce_backoff(plane: ControlPlane, key: AppKey, result: Plan, crashes: int) -> None:
+    """A crash-loop wait is an event once per crash, so `kiln events` says why nothing starts."""
+    memory = plane.observer.memory[key]
+    if crashes < memory.backoff_reported:
+        memory.backoff_reported = 0
+    for wait in result.waits:
+        if wait.kind == "backoff" and crashes > memory.backoff_reported:
+            memory.backoff_reported = crashes
+            plane.events.record(key, "instance.backoff", wait.reason, severity=Severity.WARNING)
+
+
+def track_instance(plane: ControlPlane, instance: Instance) -> None:
+    """Probe ``instance`` with its release's health checks; one the router already holds
+    counts as ready until a probe says otherwise (adoption after a restart)."""
+    plane.instance_keys[instance.id] = instance.key
+    release = plane.release_or_none(instance.key, instance.release)
+    if release is None:
+        return  # an orphan: no probes, it is never ready and will be removed
+    health = release.spec.effective_health()
+    if health is None:
+        return
+    address = instance.address
+    routed = {p.instance_id for p in plane.observer.memory[instance.key].routed}
+    plane.health.track(
+        instance.id,
+        readiness=health.readiness_probe(),
+        liveness=health.liveness_probe(),
+        host=address.host if address else None,
+        port=address.port if address else None,
+        started_at=instance.started_at or plane.clock(),
+        exec_fn=_exec_in(plane, instance.container_id),
+        assume_ready=instance.id in routed,
+    )
+
+
+def _exec_in(
+    plane: ControlPlane, container_id: str
+) -> Callable[[Sequence[str], float], Awaitable[int]]:
+    driver = plane.driver
+
+    async def run(command: Sequence[str], timeout: float) -> int:
+        return await driver.exec(container_id, command, timeout=timeout)
+
+    return run

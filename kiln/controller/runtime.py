@@ -1,0 +1,69 @@
+"""``ControlPlane``: the one object the controller's modules share.
+
+It holds the ports (store, driver, router), the clock, and the running parts every module
+reads or wakes: the health monitor, the event bus, the per-app loops, the observer's memory,
+and what the last round of each app saw and planned (for the read views). It holds state,
+not behaviour: the round, the supervisors, the commands and the reads are functions and
+classes over it, each in its own module; ``root.py`` builds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kiln.config import Settings
+from kiln.controller.events import EventBus
+from kiln.controller.observe import Observer
+from kiln.controller.reconciler import AppLoops
+from kiln.drivers.base import Driver
+from kiln.errors import NotFound
+from kiln.health.monitor import HealthMonitor
+from kiln.model import AppKey, AppRecord, Instance, Release
+from kiln.planning import Plan
+from kiln.router.base import Router
+from kiln.store.base import Store
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False, kw_only=True)
+class ControlPlane:
+    settings: Settings
+    store: Store
+    driver: Driver
+    router: Router
+    clock: Callable[[], datetime]
+    health: HealthMonitor
+    events: EventBus
+    loops: AppLoops
+    observer: Observer
+    # Which app each probed instance belongs to, so a health flip wakes the right loop.
+    instance_keys: dict[str, AppKey] = field(default_factory=dict)
+    # What each app's last round planned and saw: the read views report from these.
+    last_plans: dict[AppKey, Plan] = field(default_factory=dict)
+    last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
+    # One route table apply at a time: commands, the start and the router supervisor all apply.
+    routes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def wake_app_of(self, instance_id: str) -> None:
+        """A health flip of ``instance_id``: look at its app again."""
+        key = self.instance_keys.get(instance_id)
+        if key is not None:
+            self.loops.wake(key)
+
+    def require_app(self, key: AppKey) -> AppRecord:
+        app = self.store.get_app(key)
+        if app is None:
+            raise NotFound(f"no app {key}; `kiln status` lists the apps")
+        return app
+
+    def release_or_none(self, key: AppKey, number: int) -> Release | None:
+        try:
+            return self.store.get_release(key, number)
+        except NotFound:
+            return None

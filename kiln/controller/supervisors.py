@@ -1,0 +1,147 @@
+"""The background supervisors: they keep what the control plane depends on in order.
+
+    watch driver   driver events (start, die, oom ...) ─▶ wake that app's loop
+    supervise      every second: NGINX alive? (restart it with the last routes and peers)
+                   engine reachable? (event when it goes and comes back, then converge)
+                   every KILN_RESYNC_SECONDS: wake every known app
+
+A failed supervisor round is logged and the next one tries again: supervision never stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from kiln.controller.routes import apply_routes
+from kiln.controller.runtime import ControlPlane
+from kiln.errors import DriverUnavailable, KilnError, TemporaryFailure
+from kiln.model import AppKey, Instance, Severity
+
+log = logging.getLogger("kiln.engine")
+
+_SUPERVISE_SECONDS = 1.0
+_EXIT_ACTIONS = frozenset({"die", "kill", "oom"})
+_EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
+
+
+class Supervisors:
+    def __init__(self, plane: ControlPlane) -> None:
+        self._plane = plane
+        self._driver_ok = True
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._watch_driver(), name="watch driver"),
+            asyncio.create_task(self._supervise(), name="supervise"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _watch_driver(self) -> None:
+        plane = self._plane
+        delay = 0.2
+        while True:
+            try:
+                async for event in plane.driver.watch():
+                    delay = 0.2
+                    log.debug(
+                        "driver event %s %s of %s", event.action, event.instance_id, event.key
+                    )
+                    plane.loops.wake(event.key)
+                    if event.action in _EXIT_ACTIONS:
+                        # Docker announces a death a moment before its container list shows
+                        # the container as exited: look again shortly after.
+                        loop = asyncio.get_running_loop()
+                        for delay in _EXIT_RECHECK_SECONDS:
+                            loop.call_later(delay, plane.loops.wake, event.key)
+            except asyncio.CancelledError:
+                raise
+            except KilnError as exc:
+                log.debug("driver watch ended: %s", exc.message)
+            except Exception:
+                log.exception("driver watch failed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _supervise(self) -> None:
+        """Keep NGINX up, notice the engine coming and going, resync every app."""
+        plane = self._plane
+        last_resync = plane.clock()
+        while True:
+            await asyncio.sleep(_SUPERVISE_SECONDS)
+            try:
+                await self.supervise_router()
+                await self.supervise_driver()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervisor round failed")
+            if plane.clock() - last_resync >= timedelta(seconds=plane.settings.resync_seconds):
+                last_resync = plane.clock()
+                await wake_known_apps(plane)
+
+    async def supervise_router(self) -> None:
+        plane = self._plane
+        if await plane.router.is_running():
+            return
+        plane.events.record(
+            None, "router.down", "NGINX is not running; restarting it", severity=Severity.WARNING
+        )
+        try:
+            await plane.router.start()
+        except KilnError as exc:
+            plane.events.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
+            return
+        await apply_routes(plane)
+        for key, memory in plane.observer.memory.items():
+            if memory.routed:
+                await plane.router.set_peers(key, sorted(memory.routed))
+        plane.events.record(
+            None, "router.restarted", "NGINX restarted with the last routes and peers"
+        )
+
+    async def supervise_driver(self) -> None:
+        """Ping the engine: an event when it stops answering, another (and a converge of every
+        app) when it answers again."""
+        plane = self._plane
+        try:
+            await plane.driver.ping()
+        except DriverUnavailable as exc:
+            if self._driver_ok:
+                self._driver_ok = False
+                plane.events.record(
+                    None, "driver.unavailable", exc.message, severity=Severity.ERROR
+                )
+            return
+        if not self._driver_ok:
+            self._driver_ok = True
+            plane.events.record(
+                None, "driver.available", "the container engine answers again; converging"
+            )
+            await wake_known_apps(plane)
+
+
+async def wake_known_apps(plane: ControlPlane) -> None:
+    """Wake every app the store knows and every app a container is labelled with (so the
+    containers of unknown apps get removed)."""
+    for key in _known_keys(plane, await _list_instances_or_empty(plane)):
+        plane.loops.wake(key)
+
+
+async def _list_instances_or_empty(plane: ControlPlane) -> list[Instance]:
+    try:
+        return await plane.driver.list_instances()
+    except TemporaryFailure:
+        return []
+
+
+def _known_keys(plane: ControlPlane, instances: list[Instance]) -> set[AppKey]:
+    keys = {app.key for app in plane.store.list_apps()}
+    keys.update(i.key for i in instances)
+    return keys
