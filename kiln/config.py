@@ -16,6 +16,7 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
 | ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
+| ``KILN_WATCHDOG_SECONDS`` | ``10``                                   | a server silent this long is restarted      |
 | ``DOCKER_HOST``           | ``$KILN_HOME/docker-host``, else the SDK's default | which Docker engine the driver uses |
 """
 
@@ -33,6 +34,8 @@ from pathlib import Path
 from platformdirs import user_data_dir
 
 from kiln.errors import InvalidInput
+
+MIN_WATCHDOG_SECONDS = 3.0
 
 
 def _remembered_docker_host(home: Path) -> str | None:
@@ -86,6 +89,7 @@ class Settings:
     http_port: int = 8080
     nginx_binary: str = "nginx"
     resync_seconds: float = 2.0
+    watchdog_seconds: float = 10.0
     docker_host: str | None = None
 
     @classmethod
@@ -94,10 +98,12 @@ class Settings:
         defaults = cls()
         home = Path(env["KILN_HOME"]).expanduser() if env.get("KILN_HOME") else defaults.home
         try:
-            return cls(
+            settings = cls(
                 home=home,
                 api_socket=(
-                    Path(env["KILN_API_SOCKET"]).expanduser() if env.get("KILN_API_SOCKET") else None
+                    Path(env["KILN_API_SOCKET"]).expanduser()
+                    if env.get("KILN_API_SOCKET")
+                    else None
                 ),
                 api_tcp=_flag(env.get("KILN_API_TCP", "0"), "KILN_API_TCP"),
                 api_host=env.get("KILN_API_HOST", defaults.api_host),
@@ -107,10 +113,17 @@ class Settings:
                 http_port=int(env.get("KILN_HTTP_PORT", defaults.http_port)),
                 nginx_binary=env.get("KILN_NGINX", defaults.nginx_binary),
                 resync_seconds=float(env.get("KILN_RESYNC_SECONDS", defaults.resync_seconds)),
+                watchdog_seconds=float(env.get("KILN_WATCHDOG_SECONDS", defaults.watchdog_seconds)),
                 docker_host=env.get("DOCKER_HOST") or _remembered_docker_host(home),
             )
         except ValueError as exc:
             raise InvalidInput(f"a KILN_* environment variable is not a number: {exc}") from exc
+        if settings.watchdog_seconds < MIN_WATCHDOG_SECONDS:
+            raise InvalidInput(
+                f"KILN_WATCHDOG_SECONDS must be at least {MIN_WATCHDOG_SECONDS:g} (the server "
+                f"shows it is alive once a second), got {settings.watchdog_seconds:g}"
+            )
+        return settings
 
     # Paths under KILN_HOME. One place, so that nothing else builds them by hand.
     @property
@@ -147,7 +160,45 @@ class Settings:
 
     @property
     def server_pid_path(self) -> Path:
+        """The server's pid, locked by it while it lives (``kiln.supervisor.pidfile``)."""
         return self.run_dir / "kiln.pid"
+
+    @property
+    def supervisor_pid_path(self) -> Path:
+        """The supervising process's pid, locked by it while it lives."""
+        return self.run_dir / "supervisor.pid"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        """Rewritten every second by the server's event loop; silence means a hang."""
+        return self.run_dir / "heartbeat"
+
+    @property
+    def server_log_path(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def supervisor_log_path(self) -> Path:
+        return self.log_dir / "supervisor.log"
+
+    def environment(self) -> dict[str, str]:
+        """The variables ``from_env`` turns back into these settings (for a service unit)."""
+        env = {
+            "KILN_HOME": str(self.home.absolute()),
+            "KILN_API_TCP": "1" if self.api_tcp else "0",
+            "KILN_API_HOST": self.api_host,
+            "KILN_API_PORT": str(self.api_port),
+            "KILN_HTTP_HOST": self.http_host,
+            "KILN_HTTP_PORT": str(self.http_port),
+            "KILN_NGINX": self.nginx_binary,
+            "KILN_RESYNC_SECONDS": f"{self.resync_seconds:g}",
+            "KILN_WATCHDOG_SECONDS": f"{self.watchdog_seconds:g}",
+        }
+        if self.api_socket is not None:
+            env["KILN_API_SOCKET"] = str(self.api_socket.absolute())
+        if self.docker_host is not None:
+            env["DOCKER_HOST"] = self.docker_host
+        return env
 
     @property
     def api_url(self) -> str:

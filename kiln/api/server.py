@@ -1,10 +1,17 @@
-"""The kiln server process: ``python -m kiln.api.server`` (what ``kiln up`` starts).
+"""The kiln server process: ``python -m kiln.api.server`` (what the supervisor, systemd or
+``kiln up --foreground`` runs).
 
-    bind the API port ─▶ pid file ─▶ token ─▶ open_engine + start ─▶ uvicorn
-         (in use → exit 5)                                         │
-    SIGTERM / SIGINT / POST /v1/shutdown ─▶ stop accepting ─▶ engine.stop() ─▶ remove pid file
+    claim, before anything starts (every clash reported at once → exit 7, nothing left behind):
+        lock run/kiln.pid (this home) ─▶ bind the API's unix socket (0600, stale file replaced)
+        ─▶ bind TCP (only with KILN_API_TCP=1) ─▶ NGINX's port free, or held by our own NGINX?
+    heartbeat task ─▶ token ─▶ open_engine + start ─▶ uvicorn on the socket(s) ─▶ READY=1, "serving"
+    SIGTERM / SIGINT / POST /v1/shutdown ─▶ STOPPING=1 ─▶ stop accepting ─▶ engine.close()
+                                         ─▶ release the claim (socket file, pid file)
 
-Stopping the server never stops NGINX or the apps: the data plane does not depend on it.
+The heartbeat task beats every second from the event loop (``kiln.supervisor.liveness``): the
+supervisor restarts a server that goes silent, systemd one that stops sending WATCHDOG=1.
+Stopping the server never stops NGINX or the apps: the data plane does not depend on it, and a
+restarted server adopts what runs, so killing it at any moment is safe.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -25,24 +33,41 @@ from fastapi import FastAPI
 
 from kiln.api.app import create_app
 from kiln.api.auth import load_or_create_token
-from kiln.config import Settings
-from kiln.errors import KilnError
+from kiln.config import Settings, make_state_private
+from kiln.errors import InvalidInput, KilnError
+from kiln.router.nginx import NginxRouter
+from kiln.supervisor.exits import ServerExit
+from kiln.supervisor.liveness import SERVING, Heartbeat, SystemdNotifier
+from kiln.supervisor.pidfile import AlreadyHeld, PidFile
+from kiln.supervisor.ports import (
+    describe_pids,
+    tcp_listeners,
+    tcp_port_is_free,
+    unix_socket_state,
+)
 
 log = logging.getLogger("kiln.server")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_CONFIG = 2
-EXIT_PORT_IN_USE = 5
 GRACEFUL_SECONDS = 3.0  # open event/log streams get this long before they are cut
+BEAT_SECONDS = 1.0
+BACKLOG = 2048
+_MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the trailing NUL
 
 
 class PortInUse(Exception):
     def __init__(self, host: str, port: int) -> None:
         super().__init__(
-            f"cannot listen on {host}:{port}: the port is in use (another kiln, or another "
-            f"program). Stop it, or pick another port with KILN_API_PORT."
+            f"the API's TCP port {host}:{port} is in use (another kiln, or another program); "
+            f"stop it, or pick another port with KILN_API_PORT"
         )
+
+
+class Clash(Exception):
+    """Something else holds what this server needs; nothing was started."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(f"  - {problem}" for problem in self.problems))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -61,7 +86,159 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_unix_socket(path: Path) -> socket.socket:
+    """The API's unix socket at ``path``, mode 0600, listening at once.
+
+    A socket file nobody listens on is what a killed server leaves: it is replaced. A socket
+    something listens on is another server's: ``Clash``. Listening at once (not when uvicorn
+    starts) matters: a bound socket that refuses connections looks stale to a second server.
+    """
+    if len(os.fsencode(path)) > _MAX_UNIX_SOCKET_PATH:
+        raise InvalidInput(
+            f"the API socket path {path} is longer than the {_MAX_UNIX_SOCKET_PATH} bytes a "
+            f"unix socket allows; set KILN_API_SOCKET (or KILN_HOME) to a shorter path"
+        )
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state = unix_socket_state(path)
+    if state == "live":
+        raise Clash(
+            [
+                f"the API socket {path} is in use by another kiln server (a kiln of another "
+                f"KILN_HOME with the same KILN_API_SOCKET?) or another program; stop it, or "
+                f"set KILN_API_SOCKET to another path"
+            ]
+        )
+    if state == "not-a-socket":
+        raise Clash([f"{path} exists and is not a socket; move it away, or set KILN_API_SOCKET"])
+    if state == "stale":
+        log.info("replacing the API socket %s left by a server that is gone", path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:  # another server bound it since our look
+            raise Clash([f"the API socket {path} was just taken by another process"]) from exc
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def nginx_port_problem(settings: Settings) -> str | None:
+    """Why NGINX could not listen on KILN_HTTP_HOST:KILN_HTTP_PORT, or None: the port is free,
+    or our own NGINX (this home's, which the engine adopts) holds it."""
+    host, port = settings.http_host, settings.http_port
+    if tcp_port_is_free(host, port):
+        return None
+    router = NginxRouter(
+        prefix=settings.nginx_dir,
+        listen_host=host,
+        listen_port=port,
+        run_dir=settings.run_dir,
+        nginx_binary=settings.nginx_binary,
+    )
+    master = router.master_pid()
+    ours = router.worker_pids() | ({master} if master is not None else set())
+    holders = tcp_listeners(port)
+    if master is not None and (not holders or holders & ours):
+        return None
+    who = describe_pids(holders - ours) or "another program"
+    return (
+        f"NGINX's port {host}:{port} is in use by {who}; stop it, or set KILN_HTTP_PORT "
+        f"to a free port"
+    )
+
+
+@dataclass
+class Claim:
+    """What a server holds exclusively while it runs."""
+
+    pid_file: PidFile
+    unix_path: Path
+    unix_socket: socket.socket
+    tcp_socket: socket.socket | None = None
+    unix_id: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the socket file we bound
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [self.unix_socket] + ([self.tcp_socket] if self.tcp_socket else [])
+
+    def release(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        # Only our own socket file: after a clash with a newer server, that one's stays.
+        with contextlib.suppress(OSError):
+            info = os.lstat(self.unix_path)
+            if (info.st_dev, info.st_ino) == self.unix_id:
+                self.unix_path.unlink()
+        self.pid_file.release()
+
+
+def claim(settings: Settings) -> Claim:
+    """Take this home, the API's socket(s) and check NGINX's port; ``Clash`` lists every
+    problem and leaves nothing behind."""
+    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.run_dir, 0o700)
+    pid_file = PidFile(settings.server_pid_path)
+    try:
+        pid_file.acquire()
+    except AlreadyHeld as exc:
+        raise Clash(
+            [
+                f"kiln is already running for KILN_HOME={settings.home} (server pid "
+                f"{exc.pid or 'unknown'}); `kiln down` stops it"
+            ]
+        ) from None
+    problems: list[str] = []
+    unix: socket.socket | None = None
+    tcp: socket.socket | None = None
+    try:
+        try:
+            unix = bind_unix_socket(settings.api_socket_path)
+        except Clash as exc:
+            problems += exc.problems
+        if settings.api_tcp:
+            try:
+                tcp = bind_socket(settings.api_host, settings.api_port)
+            except PortInUse as exc:
+                problems.append(str(exc))
+        if problem := nginx_port_problem(settings):
+            problems.append(problem)
+    except BaseException:
+        _release_partial(pid_file, settings.api_socket_path, unix, tcp)
+        raise
+    if problems or unix is None:
+        _release_partial(pid_file, settings.api_socket_path, unix, tcp)
+        raise Clash(problems)
+    info = os.lstat(settings.api_socket_path)
+    return Claim(
+        pid_file=pid_file,
+        unix_path=settings.api_socket_path,
+        unix_socket=unix,
+        tcp_socket=tcp,
+        unix_id=(info.st_dev, info.st_ino),
+    )
+
+
+def _release_partial(
+    pid_file: PidFile, unix_path: Path, unix: socket.socket | None, tcp: socket.socket | None
+) -> None:
+    if tcp is not None:
+        tcp.close()
+    if unix is not None:
+        unix.close()
+        with contextlib.suppress(FileNotFoundError):
+            unix_path.unlink()
+    pid_file.release()
+
+
 class _Server(uvicorn.Server):
+    on_started: Callable[[], None] | None = None
+
     # uvicorn installs its own SIGINT/SIGTERM handlers and re-raises the signal after
     # serving, which would kill the process before the engine stops and the pid file goes.
     # The caller owns signals instead.
@@ -69,16 +246,31 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
-async def serve(app: FastAPI, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve ``app`` on ``sock`` until ``stop`` is set, then stop accepting and drain."""
+
+async def serve(
+    app: FastAPI,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    *,
+    more_sockets: Sequence[socket.socket] = (),
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``sock`` (and ``more_sockets``) until ``stop`` is set, then stop
+    accepting and drain. ``on_started`` runs once every socket accepts requests."""
     config = uvicorn.Config(
         app,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+        backlog=BACKLOG,
     )
     server = _Server(config)
+    server.on_started = on_started
 
     async def stop_when_asked() -> None:
         await stop.wait()
@@ -86,72 +278,97 @@ async def serve(app: FastAPI, sock: socket.socket, stop: asyncio.Event) -> None:
 
     watcher = asyncio.create_task(stop_when_asked())
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=[sock, *more_sockets])
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-def write_pid_file(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{os.getpid()}\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def remove_pid_file(path: Path) -> None:
-    # Only our own: a second server that failed to start must not delete the first one's.
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if int(path.read_text(encoding="utf-8").strip()) == os.getpid():
-            path.unlink()
-
-
 async def run(settings: Settings) -> int:
     try:
-        sock = bind_socket(settings.api_host, settings.api_port)
-    except PortInUse as exc:
-        log.error("%s", exc)
-        return EXIT_PORT_IN_USE
-    write_pid_file(settings.server_pid_path)
+        held = claim(settings)
+    except Clash as exc:
+        log.error("kiln cannot start:\n%s", exc)
+        return ServerExit.CONFLICT
+    except InvalidInput as exc:
+        log.error("kiln cannot start: %s", exc.message)
+        return ServerExit.BAD_CONFIG
     try:
-        return await _run_engine(settings, sock)
+        return await _run_engine(settings, held)
+    except InvalidInput as exc:
+        # A setting or a file kiln refuses (a token others can read): restarting cannot help.
+        log.error("kiln cannot start: %s", exc.message)
+        return ServerExit.BAD_CONFIG
     finally:
-        sock.close()
-        remove_pid_file(settings.server_pid_path)
+        held.release()
 
 
-async def _run_engine(settings: Settings, sock: socket.socket) -> int:
+async def _beat(heartbeat: Heartbeat, notifier: SystemdNotifier) -> None:
+    while True:
+        heartbeat.beat()
+        notifier.watchdog()
+        await asyncio.sleep(BEAT_SECONDS)
+
+
+async def _run_engine(settings: Settings, held: Claim) -> int:
     # Imported here: the engine pulls in the driver, store and router, which the API's
     # tests (and `kiln --help`) never need.
     from kiln.controller.root import open_engine
 
-    token = load_or_create_token(settings.token_path)
-    engine = await open_engine(settings)
+    notifier = SystemdNotifier()
+    heartbeat = Heartbeat(settings.heartbeat_path)
+    beating = asyncio.create_task(_beat(heartbeat, notifier), name="heartbeat")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    async def stop_on_shutdown_request() -> None:
-        await engine.shutdown_requested.wait()
-        log.info("shutdown requested through the API")
-        stop.set()
-
-    shutdown_watch = asyncio.create_task(stop_on_shutdown_request())
     try:
-        await engine.start()
-        log.info("kiln listening on %s (pid %d)", settings.api_url, os.getpid())
-        await serve(create_app(engine, token=token), sock, stop)
+        token = load_or_create_token(settings.token_path)
+        make_state_private(settings)
+        engine = await open_engine(settings)
+
+        async def stop_on_shutdown_request() -> None:
+            await engine.shutdown_requested.wait()
+            log.info("shutdown requested through the API")
+            stop.set()
+
+        def serving() -> None:
+            heartbeat.beat(SERVING)
+            notifier.ready()
+            log.info("kiln serving the API on %s (pid %d)", _where(settings), os.getpid())
+
+        shutdown_watch = asyncio.create_task(stop_on_shutdown_request())
+        try:
+            await engine.start()
+            await serve(
+                create_app(engine, token=token),
+                held.unix_socket,
+                stop,
+                more_sockets=held.sockets[1:],
+                on_started=serving,
+            )
+        finally:
+            notifier.stopping()
+            shutdown_watch.cancel()
+            log.info("stopping the engine (NGINX and the apps keep serving)")
+            await engine.close()
     finally:
-        shutdown_watch.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        log.info("stopping the engine (NGINX and the apps keep serving)")
-        await engine.close()
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+        heartbeat.close()
     log.info("kiln stopped")
-    return EXIT_OK
+    return ServerExit.OK
+
+
+def _where(settings: Settings) -> str:
+    where = f"unix socket {settings.api_socket_path}"
+    if settings.api_tcp:
+        where += f" and {settings.api_url}"
+    return where
 
 
 def configure_logging() -> None:
@@ -164,20 +381,23 @@ def configure_logging() -> None:
 
 
 def main() -> None:
+    # Everything the server creates (kiln.db and its WAL/SHM files, logs, sockets, NGINX's
+    # files) is for its owner only.
+    os.umask(0o077)
     configure_logging()
     try:
         settings = Settings.from_env()
     except KilnError as exc:
         log.error("%s", exc.message)
-        sys.exit(EXIT_BAD_CONFIG)
+        sys.exit(ServerExit.BAD_CONFIG)
     try:
         code = asyncio.run(run(settings))
     except KilnError as exc:
         log.error("kiln could not start: %s", exc.message)
-        code = EXIT_FAILED
+        code = ServerExit.FAILED
     except Exception:
         log.exception("kiln stopped on an unexpected error")
-        code = EXIT_FAILED
+        code = ServerExit.FAILED
     sys.exit(code)
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from kiln.cli.main import app as kiln_app
 from kiln.model import AppKey
+from kiln.supervisor.pidfile import holder
 
 from .conftest import Kiln
 
@@ -169,11 +170,16 @@ def test_help_documents_the_exit_codes() -> None:
     assert "5 kiln server not reachable" in result.stdout
 
 
-def test_up_prints_the_server_log_and_exits_5_when_the_server_cannot_start(
+def test_up_exits_7_and_starts_nothing_when_the_api_port_is_taken(
     nothing_listening: dict[str, str],
 ) -> None:
-    # The API port is taken (bound by the fixture), so the real server process exits at once.
-    result = CliRunner().invoke(kiln_app, ["up"], env=nothing_listening)
-    assert result.exit_code == 5, result.output
-    assert "kiln did not start" in result.stderr
-    assert "the port is in use" in result.stderr
+    # The API's TCP port is taken (bound by the fixture): the real server refuses at once,
+    # its supervisor gives up, and `kiln up` says why.
+    env = {**nothing_listening, "KILN_API_TCP": "1"}
+    result = CliRunner().invoke(kiln_app, ["up"], env=env)
+    assert result.exit_code == 7, result.output
+    assert "kiln did not start (nothing was started)" in result.stderr
+    assert f"TCP port 127.0.0.1:{env['KILN_API_PORT']} is in use" in result.stderr
+    run_dir = Path(env["KILN_HOME"]) / "run"
+    assert holder(run_dir / "supervisor.pid") is None
+    assert holder(run_dir / "kiln.pid") is None

@@ -1,10 +1,16 @@
 """A kiln server run the way a user runs it, in a private KILN_HOME, against the test's
-private dockerd, with its own NGINX on a free port. Cleans up everything it started."""
+private dockerd, with its own NGINX on a free port. Cleans up everything it started.
+
+``start()`` runs the server as a child of the test (``kill9()`` kills it); ``up()`` runs
+``kiln up``, which puts it under kiln's supervisor. The harness speaks HTTP to the API over its
+unix socket (KILN_HOME/run/api.sock), as a user's CLI does.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -22,9 +28,49 @@ import httpx
 
 from kiln.config import Settings
 from kiln.router.nginx import NginxRouter
+from kiln.supervisor.control import signal_holder, wait_released
+from kiln.supervisor.pidfile import holder
 
 REPO = Path(__file__).resolve().parents[2]
 KILN_CLI = [sys.executable, "-m", "kiln.cli.main"]
+
+
+class UnixSocketTransport(httpx.BaseTransport):
+    """httpx over a unix socket, one connection per request, closed on every path (httpx's own
+    ``uds=`` transport leaks the socket when the connect fails, e.g. while kiln restarts, and
+    tests turn that ResourceWarning into an error)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {}).get("read") or 60.0
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.path))
+            except OSError as exc:
+                raise httpx.ConnectError(f"{self.path}: {exc}", request=request) from exc
+            connection = http.client.HTTPConnection("kiln", timeout=timeout)
+            connection.sock = sock
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            try:
+                connection.request(
+                    request.method,
+                    request.url.raw_path.decode(),
+                    body=request.read(),
+                    headers={"Host": "kiln", **headers},
+                )
+                answer = connection.getresponse()
+                content = answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise httpx.ReadError(f"{self.path}: {exc}", request=request) from exc
+            return httpx.Response(
+                answer.status, headers=answer.getheaders(), content=content, request=request
+            )
+        finally:
+            sock.close()
 
 
 def free_port() -> int:
@@ -67,6 +113,8 @@ class KilnHarness:
             **os.environ,
             "KILN_HOME": str(home),
             "KILN_API_PORT": str(self.api_port),
+            # The API also on TCP for as long as the CLI's client does not speak the socket.
+            "KILN_API_TCP": "1",
             "KILN_HTTP_PORT": str(self.http_port),
             "KILN_RESYNC_SECONDS": "1",
             "DOCKER_HOST": docker_host,
@@ -80,11 +128,12 @@ class KilnHarness:
 
     # --- the server ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        """The server as a child of this test, unsupervised."""
         log = open(self.home / "server.log", "ab")  # noqa: SIM115 - kept open for the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kiln.api.server"],
-            env=self.env,
+            env={**self.env, **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -94,15 +143,32 @@ class KilnHarness:
             self._healthy, timeout=30, what=f"kiln server to answer; log:\n{self.server_log()}"
         )
 
+    def up(self) -> subprocess.CompletedProcess[str]:
+        """``kiln up``: the server under kiln's supervisor; fails the test if it does not serve."""
+        result = self.cli("up")
+        assert result.returncode == 0, result.stdout + result.stderr + self.server_log()
+        wait_until(self.healthy, timeout=30, what=f"kiln to answer; log:\n{self.server_log()}")
+        return result
+
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(
                 f"kiln server exited with {self.process.returncode}:\n{self.server_log()}"
             )
+        return self.healthy()
+
+    def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
+            return self.api("GET", "/healthz", timeout=1).status_code == 200
+        except (httpx.HTTPError, OSError):
             return False
+
+    def server_pid(self) -> int | None:
+        """The live server's pid (its pid file is locked while it lives), else None."""
+        return holder(self.settings.server_pid_path)
+
+    def supervisor_pid(self) -> int | None:
+        return holder(self.settings.supervisor_pid_path)
 
     def kill9(self) -> None:
         assert self.process is not None
@@ -122,11 +188,26 @@ class KilnHarness:
         self.process = None
 
     def server_log(self) -> str:
-        path = self.home / "server.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else "(no log)"
+        texts = []
+        for path in (self.home / "server.log", self.settings.server_log_path):
+            if path.exists():
+                texts.append(path.read_text(errors="replace")[-4000:])
+        return "\n".join(texts) or "(no log)"
+
+    def supervisor_log(self) -> str:
+        path = self.settings.supervisor_log_path
+        return path.read_text(errors="replace") if path.exists() else "(no log)"
+
+    def stop_supervised(self) -> None:
+        """Stop a supervisor and a server this harness did not start itself (by pid)."""
+        for path in (self.settings.supervisor_pid_path, self.settings.server_pid_path):
+            if signal_holder(path, signal.SIGTERM) is not None and not wait_released(path, 60):
+                signal_holder(path, signal.SIGKILL)
+                wait_released(path, 10)
 
     def teardown(self) -> None:
         self.stop()
+        self.stop_supervised()
         router = NginxRouter(
             prefix=self.settings.nginx_dir,
             listen_host=self.settings.http_host,
@@ -145,16 +226,19 @@ class KilnHarness:
     # --- talking to it ------------------------------------------------------------------
 
     @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
     def token(self) -> str:
         return (self.home / "token").read_text().strip()
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        return httpx.request(method, self.api_url + path, headers=headers, timeout=60, **kwargs)
+        """An HTTP request to the API over its unix socket (with the token, when there is one)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if path != "/healthz":
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        transport = UnixSocketTransport(self.settings.api_socket_path)
+        with httpx.Client(transport=transport, base_url="http://kiln") as client:
+            return client.request(
+                method, path, headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs
+            )
 
     def cli(
         self, *args: str, input: str | None = None, timeout: float = 120

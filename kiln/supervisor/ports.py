@@ -1,0 +1,90 @@
+"""Who holds a TCP port or a unix socket: the facts behind a clear "cannot start" message."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+
+_LISTEN = "0A"  # the TCP_LISTEN state in /proc/net/tcp
+
+
+def tcp_port_is_free(host: str, port: int) -> bool:
+    """True when ``host:port`` could be bound for listening right now."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As NGINX and uvicorn do: connections in TIME_WAIT do not make a port busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def tcp_listeners(port: int) -> set[int]:
+    """Pids of the processes with a socket listening on TCP ``port`` (best effort: only the
+    processes whose file descriptors we may read)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                listening = len(fields) > 9 and fields[3] == _LISTEN
+                if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return _pids_with_sockets(inodes)
+
+
+def describe_pids(pids: set[int]) -> str:
+    """``pid 12 (nginx), pid 13 (python3)``; empty when ``pids`` is."""
+    return ", ".join(f"pid {pid} ({_comm(pid)})" for pid in sorted(pids))
+
+
+def unix_socket_state(path: Path) -> str:
+    """``missing``, ``live`` (something accepts connections), ``stale`` (a socket file nobody
+    listens on) or ``not-a-socket``."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if not stat.S_ISSOCK(mode):
+        return "not-a-socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return "stale"
+        except TimeoutError:
+            return "live"  # a listener whose backlog is full is still a listener
+    return "live"
+
+
+def _pids_with_sockets(inodes: set[str]) -> set[int]:
+    if not inodes:
+        return set()
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{name}/fd/{fd}") in wanted:
+                        found.add(int(name))
+                        break
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
