@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kiln.errors import InvalidInput
 from kiln.model import AppKey, RouteEntry
+from kiln.spec import grammar
 
 NGINX_MODULES_DIR = Path("/usr/lib/nginx/modules")
 """Debian's libnginx-mod-http-{ndk,lua}; under ``-p`` ``load_module`` needs absolute paths."""
@@ -31,12 +32,6 @@ SHARED_DICT = "kiln_peers"
 # multiarch Lua 5.1 dir. Both multiarch dirs are listed so the same config works on arm64.
 LUA_SYSTEM_PATH = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
 LUA_SYSTEM_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/aarch64-linux-gnu/lua/5.1/?.so"
-
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-# Path characters that mean nothing to NGINX's config parser (no quotes, ';', braces, '#',
-# '$', whitespace or backslash), so a path is written unquoted and read back as itself.
-_PATH = re.compile(r"^/[A-Za-z0-9\-._~/@:+,=%]*$")
 
 _LOG_FORMAT = (
     '{"time":"$time_iso8601",'
@@ -96,6 +91,10 @@ def render_nginx_conf(
         out.line("worker_connections 4096;")
     out.line()
     with out.block("http"):
+        bucket = _server_names_bucket_size(by_host)
+        if bucket is not None:
+            out.comment("Room for the longest server_name (NGINX's default fits 46 characters).")
+            out.line(f"server_names_hash_bucket_size {bucket};")
         _http_settings(out, prefix=prefix, peers_file=peers_file, lua_dir=lua_dir)
         out.line()
         with out.block("upstream kiln_backend"):
@@ -125,21 +124,18 @@ def render_nginx_conf(
 
 
 def _check_route(route: RouteEntry) -> None:
+    # The spec accepts exactly this language (kiln.spec.grammar), so a stored release's
+    # routes always pass here and one app's routes can never break the config of the others.
     key = route.key
-    if not (_NAME.match(key.environment) and _NAME.match(key.app)):
+    if not (grammar.is_name(key.environment) and grammar.is_name(key.app)):
         raise InvalidInput(
             f"route {route.host or '*'}{route.path}: app {key} is not ENV/APP with lowercase "
             "names (a-z, 0-9, -)"
         )
-    if route.host is not None and not _HOST.match(route.host.lower()):
-        raise InvalidInput(
-            f"route for {key}: host {route.host!r} is not a host name like web.example.com"
-        )
-    if not _PATH.match(route.path):
-        raise InvalidInput(
-            f"route for {key}: path {route.path!r} must start with / and use only letters, "
-            "digits and - . _ ~ / @ : + , = %"
-        )
+    if route.host is not None and (problem := grammar.host_problem(route.host)):
+        raise InvalidInput(f"route for {key}: host {problem}")
+    if problem := grammar.path_problem(route.path):
+        raise InvalidInput(f"route for {key}: path {problem}")
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -169,6 +165,17 @@ def _group_by_host(routes: Sequence[RouteEntry]) -> dict[str | None, dict[str, A
             )
         paths[route.path] = route.key
     return by_host
+
+
+def _server_names_bucket_size(hosts: Iterable[str]) -> int | None:
+    """A bucket size that holds the longest host name, or None when NGINX's default (64) does.
+
+    NGINX refuses the whole config ("could not build server_names_hash") when one name does
+    not fit: a bucket needs two pointers plus the name and 2 bytes, aligned to 8.
+    """
+    longest = max((len(h) for h in hosts), default=0)
+    needed = 16 + (longest + 2 + 7) // 8 * 8
+    return None if needed <= 64 else 1 << (needed - 1).bit_length()
 
 
 def _listen_address(host: str) -> str:

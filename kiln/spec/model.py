@@ -24,15 +24,14 @@ from pydantic import (
     model_validator,
 )
 
+from kiln.spec import grammar
+from kiln.spec.grammar import NAME_PATTERN
+from kiln.spec.problems import Loc, raise_problems, shown
 from kiln.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$"
-"""App and environment names: lowercase DNS labels, at most 40 characters."""
+__all__ = ["NAME_PATTERN"]  # re-exported: the API and the CLI check names with it
 
-_HOST_PATTERN = re.compile(
-    r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
-)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # The JSON Schema must accept what the validator accepts ("2s" as well as 2), or editors
 # would flag valid specs.
@@ -107,7 +106,11 @@ class Strategy(StrEnum):
 class Probe(_Strict):
     """One health check. Exactly one of ``http``, ``tcp``, ``command``; none means tcp on ``port``."""
 
-    http: str | None = Field(default=None, description="HTTP path; healthy on a 2xx or 3xx answer")
+    http: str | None = Field(
+        default=None,
+        description="HTTP path (and query) in visible ASCII; healthy on a 2xx or 3xx answer",
+        json_schema_extra={"pattern": grammar.PROBE_PATH_PATTERN},
+    )
     tcp: bool = Field(default=False, description="healthy when the port accepts a connection")
     command: Command | None = Field(
         default=None, description="run inside the instance; healthy on exit code 0"
@@ -126,8 +129,9 @@ class Probe(_Strict):
     @field_validator("http")
     @classmethod
     def _http_is_a_path(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"must be a path starting with /, got {value!r}")
+        # The path goes into the probe's request line: a CR/LF or space would end it early.
+        if value is not None and (problem := grammar.probe_path_problem(value)):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -173,28 +177,38 @@ class Health(Probe):
 
 
 class Route(_Strict):
-    """Where NGINX sends traffic to this app: a host (optional) and a path prefix."""
+    """Where NGINX sends traffic to this app: a host (optional) and a path prefix.
+
+    Both follow ``kiln.spec.grammar``, the language the router renders, so an accepted route
+    always makes a valid nginx.conf.
+    """
 
     host: str | None = Field(
-        default=None, description="Host header to match; omit to match any host"
+        default=None,
+        description="Host header to match (any case; *.example.com for every subdomain);"
+        " omit to match any host",
+        json_schema_extra={"pattern": grammar.HOST_PATTERN, "maxLength": grammar.MAX_HOST_LENGTH},
     )
-    path: str = Field(default="/", description="path prefix")
+    path: str = Field(
+        default="/",
+        description="path prefix: / then ASCII letters, digits and " + grammar.PATH_CHARACTERS,
+        json_schema_extra={"pattern": grammar.PATH_PATTERN, "maxLength": grammar.MAX_PATH_LENGTH},
+    )
 
     @field_validator("host")
     @classmethod
     def _valid_host(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        lowered = value.lower()
-        if not _HOST_PATTERN.match(lowered):
-            raise ValueError(f"must be a host name like web.example.com, got {value!r}")
-        return lowered
+        if problem := grammar.host_problem(value):
+            raise ValueError(problem)
+        return grammar.normal_host(value)
 
     @field_validator("path")
     @classmethod
     def _valid_path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c in value for c in " ;{}\"'\\\n\t"):
-            raise ValueError(f"must be a URL path prefix starting with /, got {value!r}")
+        if problem := grammar.path_problem(value):
+            raise ValueError(problem)
         return value
 
 
@@ -355,15 +369,18 @@ class Security(_Strict):
     def _capability_names(cls, value: list[str]) -> list[str]:
         bad = [c for c in value if not re.fullmatch(r"(CAP_)?[A-Z_]+", c)]
         if bad:
-            raise ValueError(f"capabilities are names like NET_BIND_SERVICE, got {bad}")
+            raise ValueError(f"capabilities are names like NET_BIND_SERVICE, got {shown(bad)}")
         return [c.removeprefix("CAP_") for c in value]
 
 
 class AppSpec(_Strict):
     """``kiln.yaml``: the declarative description of one app in one environment."""
 
-    app: str = Field(pattern=NAME_PATTERN, description="app name, a lowercase DNS label")
-    environment: str = Field(default="dev", pattern=NAME_PATTERN)
+    app: str = Field(
+        description="app name, a lowercase DNS label",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
+    environment: str = Field(default="dev", json_schema_extra={"pattern": NAME_PATTERN})
     image: str = Field(
         min_length=1, description="image tag or digest; a tag is pinned to its digest at release"
     )
@@ -392,6 +409,13 @@ class AppSpec(_Strict):
         ),
     )
 
+    @field_validator("app", "environment")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        if problem := grammar.name_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
@@ -408,11 +432,36 @@ class AppSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _ENV_NAME.match(k)]
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
         if bad:
-            raise ValueError(f"variable names are letters, digits and _, got {bad}")
+            raise ValueError(f"variable names are letters, digits and _, got {shown(bad)}")
         if "PORT" in value:
             raise ValueError("PORT is set by kiln from the port field")
+        problems: list[tuple[Loc, str]] = [
+            ((name,), "contains a NUL character, which no environment variable can hold")
+            for name, text in value.items()
+            if "\x00" in text
+        ]
+        if problems:
+            raise_problems("env", problems)
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _distinct_routes(cls, value: list[Route] | None) -> list[Route] | None:
+        if value is None:
+            return None
+        problems: list[tuple[Loc, str]] = []
+        first: dict[tuple[str | None, str], int] = {}
+        for i, route in enumerate(value):
+            where = (route.host, route.path)
+            if where in first:
+                problems.append(
+                    ((i,), f"same host and path as routes.{first[where]}: give each route once")
+                )
+            first.setdefault(where, i)
+        if problems:
+            raise_problems("routes", problems)
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+from kiln.spec.problems import shown
+
 MAX_DURATION_SECONDS = 30 * 24 * 3600.0
 """Longer is never meant (``1e400`` or ``.inf``) and would overflow date arithmetic later."""
 
@@ -18,9 +20,16 @@ DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h)?)+\s*$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]i?|[Bb])?\s*$"
 """The string forms of a size, for the JSON Schema."""
 
+PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
+"""The string form of a share, for the JSON Schema: ``1%``, ``0.5%``."""
+
+MAX_INT64 = 2**63 - 1
+"""The largest size an engine takes (Docker's limits are signed 64-bit integers)."""
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?|B|b)?$")
 _SIZE_UNITS = {
     "": 1,
@@ -41,9 +50,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 2s, 500ms or 1m, got a boolean")
     if isinstance(value, int | float):
-        return _bounded(float(value), value)
+        return _bounded(_float(value), value)
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration like 2s, 500ms or 1m, got {value!r}")
+        raise ValueError(f"expected a duration like 2s, 500ms or 1m, got {shown(value)}")
     text = value.strip()
     try:
         seconds = float(text)
@@ -61,14 +70,14 @@ def _sum_of_parts(text: str, given: str) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         position = match.end()
     if position != len(text) or not text:
-        raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {given!r}")
+        raise ValueError(f"expected a duration like 2s, 500ms or 1m30s, got {shown(given)}")
     return total
 
 
 def _bounded(seconds: float, given: object) -> float:
     # Negative durations are left to the field's ``ge=0`` so the message names the bound.
     if math.isnan(seconds) or seconds > MAX_DURATION_SECONDS:
-        raise ValueError(f"expected a duration of at most 30 days, got {given!r}")
+        raise ValueError(f"expected a duration of at most 30 days, got {shown(given)}")
     return seconds
 
 
@@ -80,15 +89,45 @@ def parse_size(value: object) -> int:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"expected a size like 128Mi or 1G, got {value!r}")
+            raise ValueError(f"expected a size like 128Mi or 1G, got {shown(value)}")
         return int(value)
     if not isinstance(value, str):
-        raise ValueError(f"expected a size like 128Mi or 1G, got {value!r}")
+        raise ValueError(f"expected a size like 128Mi or 1G, got {shown(value)}")
     match = _SIZE.match(value.strip())
     if not match:
-        raise ValueError(f"expected a size like 128Mi, 512M or 1Gi, got {value!r}")
+        raise ValueError(f"expected a size like 128Mi, 512M or 1Gi, got {shown(value)}")
     number, unit = match.group(1), (match.group(2) or "").lower()
     size = float(number) * _SIZE_UNITS[unit]
     if not math.isfinite(size):
-        raise ValueError(f"expected a size like 128Mi or 1G, got a number too large: {value!r}")
+        raise ValueError(
+            f"expected a size like 128Mi or 1G, got a number too large: {shown(value)}"
+        )
     return int(size)
+
+
+def parse_fraction(value: object) -> float:
+    """A share as a fraction 0..1, from ``"1%"``, ``"0.5%"`` or a number like ``0.01``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a share like 1% or 0.01, got a boolean")
+    if isinstance(value, int | float):
+        fraction = _float(value)
+    elif isinstance(value, str):
+        match = _PERCENT.match(value.strip())
+        if not match:
+            raise ValueError(f"expected a share like 1% or 0.01, got {shown(value)}")
+        fraction = float(match.group(1)) / 100
+    else:
+        raise ValueError(f"expected a share like 1% or 0.01, got {shown(value)}")
+    if not 0 <= fraction <= 1:  # also refuses NaN
+        hint = (
+            f" (write {value:g}% for {value:g} percent)" if isinstance(value, int | float) else ""
+        )
+        raise ValueError(f"must be between 0% and 100% (a fraction 0..1){hint}, got {shown(value)}")
+    return fraction
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float: no duration or share is meant
+        raise ValueError(f"expected a number of a sensible size, got {shown(value)}") from None

@@ -10,6 +10,7 @@ from kiln.errors import SpecInvalid
 from kiln.spec import parse_spec, validate_spec
 
 OK = {"app": "web", "image": "nginx:1.27"}
+NAME = "must be a lowercase name (a-z, 0-9, -; starts with a letter, at most 40 characters)"
 
 
 def _problems(data: dict[str, Any]) -> list[str]:
@@ -25,11 +26,8 @@ def _problems(data: dict[str, Any]) -> list[str]:
         ({"instances": 1001}, ["instances: must be ≤ 1000, got 1001"]),
         ({"instances": True}, ["instances: expected a whole number, got true"]),
         ({"port": 0}, ["port: must be ≥ 1, got 0"]),
-        ({"app": "Web"}, ["app: must be a lowercase name (a-z, 0-9, -), got 'Web'"]),
-        (
-            {"environment": "prod_1"},
-            ["environment: must be a lowercase name (a-z, 0-9, -), got 'prod_1'"],
-        ),
+        ({"app": "Web"}, [f"app: {NAME}, got 'Web'"]),
+        ({"environment": "prod_1"}, [f"environment: {NAME}, got 'prod_1'"]),
         ({"imagee": "x"}, ["imagee: is not a known field (see `kiln schema`)"]),
         ({"command": []}, ["command: must name a program to run, got an empty list"]),
         ({"env": {"PORT": "80"}}, ["env: PORT is set by kiln from the port field"]),
@@ -79,7 +77,10 @@ def _problems(data: dict[str, Any]) -> list[str]:
         ),
         (
             {"port": 80, "health": {"readiness": {"http": "ready"}}},
-            ["health.readiness.http: must be a path starting with /, got 'ready'"],
+            [
+                "health.readiness.http: must be a path starting with / in visible ASCII (no spaces"
+                " or control characters; at most 1024 characters), got 'ready'"
+            ],
         ),
         (
             {"security": {"cap_add": ["net_admin"]}},
@@ -104,12 +105,14 @@ def test_every_problem_is_reported_at_once() -> None:
     )
 
     assert problems == [
-        "app: must be a lowercase name (a-z, 0-9, -), got 'Web'",
+        f"app: {NAME}, got 'Web'",
         "image: string should have at least 1 character, got ''",
         "port: must be ≥ 1, got 0",
         "instances: must be ≥ 0, got -1",
-        "routes.0.host: must be a host name like web.example.com, got 'not a host'",
-        "routes.0.path: must be a URL path prefix starting with /, got 'api'",
+        "routes.0.host: must be a host name like web.example.com or *.example.com (ASCII letters,"
+        " digits and -; xn-- for international names; at most 253 characters), got 'not a host'",
+        "routes.0.path: must start with / and use only ASCII letters, digits and"
+        " - . _ ~ / @ : + , = % (at most 1024 characters), got 'api'",
         "deploy.max_surge: must be ≥ 0, got -2",
         "deploy.drain: expected a duration like 2s, 500ms or 1m30s, got 'later'",
     ]
@@ -139,7 +142,7 @@ def test_yaml_infinity_is_not_a_duration() -> None:
         ("", "the file is empty: give at least app and image"),
         (
             "app: [web\n",
-            "not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'",
+            "not valid YAML at line 2, column 1: did not find expected ',' or ']'",
         ),
         ("- app: web\n", "the top level must be a mapping of fields, got list"),
         ("just text", "the top level must be a mapping of fields, got str"),

@@ -19,6 +19,8 @@ durations = st.one_of(
 )
 hosts = st.from_regex(r"([a-z0-9]{1,8}\.){0,2}[a-z]{2,6}", fullmatch=True)
 paths = st.from_regex(r"/[a-z0-9/_-]{0,12}", fullmatch=True)
+# Any text a program can be given: everything but NUL.
+words = st.text(st.characters(exclude_characters="\x00"), max_size=10)
 
 
 @st.composite
@@ -52,7 +54,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "environment": draw(names),
         "image": draw(st.text(min_size=1, max_size=30)),
         "command": draw(st.none() | st.lists(st.text(min_size=1, max_size=8), min_size=1)),
-        "env": draw(st.dictionaries(env_names, st.text(max_size=10) | st.integers(), max_size=4)),
+        "env": draw(st.dictionaries(env_names, words | st.integers(), max_size=4)),
         "port": port,
         "instances": draw(st.integers(0, 1000)),
         "resources": {
@@ -74,7 +76,11 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if port is not None:
         spec["routes"] = draw(
-            st.none() | st.lists(st.fixed_dictionaries({"host": st.none() | hosts, "path": paths}))
+            st.none()
+            | st.lists(
+                st.fixed_dictionaries({"host": st.none() | hosts, "path": paths}),
+                unique_by=lambda r: (r["host"], r["path"]),
+            )
         )
         spec["health"] = draw(st.none() | probes(nested=False))
     return spec
