@@ -20,6 +20,10 @@ class Router(Protocol):
 
     async def is_running(self) -> bool: ...
 
+    async def wait_exited(self) -> None:
+        """Return as soon as NGINX's master exits (at once if it does not run), so a supervisor
+        can ``start()`` it again within a fraction of a second rather than a poll interval."""
+
     async def apply_routes(self, routes: Sequence[RouteEntry]) -> bool:
         """Render the config for these routes, check it with ``nginx -t``, swap it in, reload.
 
@@ -49,3 +53,7 @@ class Router(Protocol):
 
     async def stop(self) -> None:
         """Stop NGINX (tests and uninstall only: ``kiln down`` leaves NGINX serving)."""
+
+    async def close(self) -> None:
+        """Release kiln's own connections to NGINX (NGINX keeps serving); kiln calls it when
+        it shuts down. A later call opens them again."""

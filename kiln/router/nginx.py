@@ -4,12 +4,14 @@ Files (``prefix`` is NGINX's ``-p`` dir, ``run_dir`` kiln's private 0700 runtime
 
     prefix/nginx.conf        the live config; nginx.conf.new while ``nginx -t`` checks a candidate
     prefix/routes.json       the routes of the live config, re-rendered when NGINX is (re)started
-    prefix/peers.json        every app's peers, written before each push; init_by_lua reads it
+    prefix/peers.json        every app's peers and traffic policy, written before each push;
+                             init_by_lua reads it
     prefix/nginx.pid         the master's pid (how a restarted kiln adopts a running NGINX)
     prefix/lua/*.lua         copies of kiln/router/lua, so NGINX never depends on kiln's install
     prefix/logs/             error.log, access.log (JSON lines), nginx-start.log
     prefix/temp/             every *_temp_path
-    run_dir/admin.sock       the admin endpoint (GET /status, GET/PUT/DELETE /peers)
+    run_dir/admin.sock       the admin endpoint (GET /status, GET/PUT/DELETE /peers,
+                             GET /in_flight, GET /traffic)
 
 NGINX is started daemonized (its own session, reparented away from kiln), so it keeps serving
 when kiln stops or crashes. When the master runs as root, its workers run as root too
@@ -24,6 +26,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -38,7 +41,7 @@ from typing import Any
 import httpx
 
 from kiln.errors import InvalidInput, RouterConfigRejected, RouterUnavailable
-from kiln.model import AppKey, Peer, RouteEntry
+from kiln.model import AppKey, Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 from kiln.router.render import render_nginx_conf
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ LUA_SOURCE_DIR = Path(__file__).with_name("lua")
 _MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the trailing NUL
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _POLL = 0.02
+_EXIT_POLL = 0.05  # how often wait_exited looks at the master where no pidfd is to be had
+_ORPHAN_GRACE = 2.0  # how long orphaned workers may take to close their listeners
 # The admin socket speaks plain HTTP. A bare TLS context spares httpx loading the CA bundle
 # on every call (~100 ms, which would dominate each peer push).
 _PLAIN_HTTP_ONLY = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -94,9 +99,12 @@ class NginxRouter:
                 f"the admin socket path {self.admin_socket} is longer than the "
                 f"{_MAX_UNIX_SOCKET_PATH} bytes a unix socket allows; use a shorter run dir"
             )
-        self._peers: dict[AppKey, list[Peer]] | None = None
+        self._peers: dict[AppKey, _Entry] | None = None
         self._config_lock = asyncio.Lock()
         self._peers_lock = asyncio.Lock()
+        # One admin client (and its keep-alive connection) per router and event loop.
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # -- the Router protocol -------------------------------------------------------------
 
@@ -107,12 +115,50 @@ class NginxRouter:
             if self.master_pid() is not None:
                 await self._wait_until_serving()  # adopt: it is ours and it runs
                 return
-            await self._stop_orphaned_workers()
+            await self._retire_orphaned_workers()
             with contextlib.suppress(FileNotFoundError):
                 self.admin_socket.unlink()  # left by a killed master; NGINX cannot bind over it
             await self._write_startup_config()
             await self._spawn()
             await self._wait_until_serving()
+
+    async def wait_exited(self) -> None:
+        """Return as soon as the NGINX master this router manages exits (at once if none runs).
+
+        A pidfd (Linux ≥ 5.3) wakes the event loop the moment the master dies, though it is
+        not kiln's child; elsewhere the master is polled every 50 ms. Cancel it to stop waiting.
+        """
+        pid = self.master_pid()
+        if pid is None:
+            return
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        if pidfd is None:
+            await _wait_until(lambda: not _is_alive(pid), math.inf, interval=_EXIT_POLL)
+            return
+        try:
+            if self.master_pid() != pid:
+                return  # it died (and the pid may be reused) before the pidfd was opened
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            try:
+                loop.add_reader(pidfd, readable)
+            except NotImplementedError:  # an event loop without add_reader
+                await _wait_until(lambda: not _is_alive(pid), math.inf, interval=_EXIT_POLL)
+                return
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
 
     async def is_running(self) -> bool:
         if self.master_pid() is None:
@@ -164,12 +210,15 @@ class NginxRouter:
                 )
             return True
 
-    async def set_peers(self, key: AppKey, peers: Sequence[Peer]) -> None:
-        body = [_peer_json(key, p) for p in peers]
+    async def set_peers(
+        self, key: AppKey, peers: Sequence[Peer], policy: TrafficPolicy | None = None
+    ) -> None:
+        entry = _Entry(list(peers), policy)
+        body = _entry_json(key, entry)
         path = _peers_path(key)
         async with self._peers_lock:
             current = self._peer_map()
-            current[key] = list(peers)
+            current[key] = entry
             # Persisted before the push: a NGINX restarted from here on serves this list.
             data = _peers_file_json(current)
             await asyncio.to_thread(_write_atomic, self.peers_file, data)
@@ -183,10 +232,25 @@ class NginxRouter:
             )
 
     async def get_peers(self) -> dict[AppKey, list[Peer]]:
-        response = await self._admin("GET", "/peers")
-        if response.status_code != 200:
-            raise RouterUnavailable(f"GET /peers answered {response.status_code}")
-        return _parse_peer_map(response.json())
+        return {key: entry.peers for key, entry in (await self._get_entries()).items()}
+
+    async def in_flight(self) -> dict[AppKey, dict[str, int]]:
+        data = await self._admin_json("/in_flight")
+        return {
+            AppKey.parse(key): {str(instance): int(n) for instance, n in by_instance.items()}
+            for key, by_instance in data.items()
+        }
+
+    async def traffic(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
+        data = await self._admin_json("/traffic")
+        bounds = [float(b) for b in data["bounds_ms"]] + [math.inf]
+        result: dict[AppKey, dict[int, ReleaseTraffic]] = {}
+        for key, by_release in data["apps"].items():
+            result[AppKey.parse(key)] = {
+                int(release): _release_traffic(bounds, counters)
+                for release, counters in by_release.items()
+            }
+        return result
 
     async def stop(self) -> None:
         async with self._config_lock:
@@ -200,11 +264,18 @@ class NginxRouter:
                     _signal(pid, signal.SIGKILL)
                     await _wait_until(lambda: not _is_alive(pid), 5.0)
             await self._stop_orphaned_workers()
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the admin connection (NGINX keeps serving; a later call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None and self._client_loop is asyncio.get_running_loop():
+            await client.aclose()
 
     # -- extras for the controller and tests ---------------------------------------------
 
     async def forget_peers(self, key: AppKey) -> None:
-        """Drop an app's peer list (an app that is destroyed); its routes answer 503 meanwhile."""
+        """Drop an app's peer list and counters (a destroyed app); its routes answer 503."""
         async with self._peers_lock:
             current = self._peer_map()
             current.pop(key, None)
@@ -212,6 +283,10 @@ class NginxRouter:
             response = await self._admin("DELETE", _peers_path(key))
         if response.status_code != 200:
             raise RouterUnavailable(f"DELETE {_peers_path(key)} answered {response.status_code}")
+
+    async def get_policies(self) -> dict[AppKey, TrafficPolicy | None]:
+        """The traffic policy NGINX currently holds for each app (None: one pool)."""
+        return {key: entry.policy for key, entry in (await self._get_entries()).items()}
 
     async def status(self, *, timeout: float = 2.0) -> AdminStatus:
         response = await self._admin("GET", "/status", timeout=timeout)
@@ -265,12 +340,12 @@ class NginxRouter:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)
 
-    def _peer_map(self) -> dict[AppKey, list[Peer]]:
+    def _peer_map(self) -> dict[AppKey, _Entry]:
         # Loaded from disk once, so a restarted kiln keeps the lists of apps it has not set yet.
         if self._peers is None:
             text = _read_text(self.peers_file)
             try:
-                self._peers = _parse_peer_map(json.loads(text)) if text else {}
+                self._peers = _parse_entries(json.loads(text)) if text else {}
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable %s: %s", self.peers_file, exc)
                 self._peers = {}
@@ -282,7 +357,12 @@ class NginxRouter:
             return []
         try:
             return [
-                RouteEntry(host=r["host"], path=r["path"], key=AppKey.parse(r["key"]))
+                RouteEntry(
+                    host=r["host"],
+                    path=r["path"],
+                    key=AppKey.parse(r["key"]),
+                    preview=bool(r.get("preview", False)),
+                )
                 for r in json.loads(text)
             ]
         except (ValueError, KeyError, TypeError) as exc:
@@ -383,6 +463,24 @@ class NginxRouter:
             await asyncio.sleep(_POLL)
         return False
 
+    async def _retire_orphaned_workers(self) -> None:
+        """Free the listen port held by workers of a killed master, without waiting for them.
+
+        SIGQUIT makes a worker close its listeners at once and finish the requests it serves
+        (they complete, rather than being cut); only one still listening after a while is killed.
+        """
+        orphans = self._orphaned_workers()
+        if not orphans:
+            return
+        log.warning("retiring workers %s left by a dead NGINX master", sorted(orphans))
+        for pid in orphans:
+            _signal(pid, signal.SIGQUIT)
+        if await _wait_until(lambda: not _listening_on(self.listen_port), _ORPHAN_GRACE):
+            return
+        for pid in orphans:
+            _signal(pid, signal.SIGKILL)
+        await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0)
+
     async def _stop_orphaned_workers(self) -> None:
         """Workers of a killed master keep the listen sockets; only they know our log files."""
         orphans = self._orphaned_workers()
@@ -408,19 +506,49 @@ class NginxRouter:
                     found.add(pid)
         return found
 
+    async def _get_entries(self) -> dict[AppKey, _Entry]:
+        return _parse_entries(await self._admin_json("/peers"))
+
+    async def _admin_json(self, path: str) -> Any:
+        response = await self._admin("GET", path)
+        if response.status_code != 200:
+            raise RouterUnavailable(f"GET {path} answered {response.status_code}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RouterUnavailable(f"GET {path} answered with no JSON: {exc}") from exc
+
+    def _admin_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client's pooled connections belong to the event loop that opened them.
+            transport = httpx.AsyncHTTPTransport(
+                uds=str(self.admin_socket), verify=_PLAIN_HTTP_ONLY
+            )
+            self._client = httpx.AsyncClient(transport=transport, base_url="http://kiln-admin")
+            self._client_loop = loop
+        return self._client
+
     async def _admin(
         self, method: str, path: str, *, json_body: Any = None, timeout: float = 2.0
     ) -> httpx.Response:
-        transport = httpx.AsyncHTTPTransport(uds=str(self.admin_socket), verify=_PLAIN_HTTP_ONLY)
+        # Every admin call is idempotent (GET, or PUT/DELETE of a whole list), so one that met
+        # a kept-alive connection NGINX had just closed (a reload, a restart) is sent again.
         try:
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://kiln-admin", timeout=timeout
-            ) as client:
-                return await client.request(method, path, json=json_body)
+            return await self._admin_client().request(method, path, json=json_body, timeout=timeout)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            pass
         except httpx.HTTPError as exc:
-            raise RouterUnavailable(
-                f"NGINX's admin socket {self.admin_socket} does not answer {method} {path}: {exc!r}"
-            ) from exc
+            raise self._unavailable(method, path, exc) from exc
+        try:
+            return await self._admin_client().request(method, path, json=json_body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(method, path, exc) from exc
+
+    def _unavailable(self, method: str, path: str, exc: httpx.HTTPError) -> RouterUnavailable:
+        return RouterUnavailable(
+            f"NGINX's admin socket {self.admin_socket} does not answer {method} {path}: {exc!r}"
+        )
 
 
 # -- peers as JSON ---------------------------------------------------------------------------
@@ -430,6 +558,14 @@ def _peers_path(key: AppKey) -> str:
     if not (_NAME.match(key.environment) and _NAME.match(key.app)):
         raise InvalidInput(f"{key} is not ENV/APP with lowercase names (a-z, 0-9, -)")
     return f"/peers/{key.environment}/{key.app}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One app's peers and traffic policy, as NGINX holds them and peers.json keeps them."""
+
+    peers: list[Peer]
+    policy: TrafficPolicy | None
 
 
 def _peer_json(key: AppKey, peer: Peer) -> dict[str, Any]:
@@ -442,30 +578,105 @@ def _peer_json(key: AppKey, peer: Peer) -> dict[str, Any]:
         problem = f"port {peer.port} is not 1..65535"
     if peer.weight < 0:
         problem = f"weight {peer.weight} is negative"
+    if peer.release < 0:
+        problem = f"release {peer.release} is negative"
     if not peer.instance_id:
         problem = "the instance id is empty"
     if problem is not None:
         raise InvalidInput(f"peer {peer.instance_id!r} of {key}: {problem}")
-    return {"id": peer.instance_id, "host": peer.host, "port": peer.port, "weight": peer.weight}
-
-
-def _peers_file_json(peers: dict[AppKey, list[Peer]]) -> bytes:
-    data = {str(k): [_peer_json(k, p) for p in v] for k, v in sorted(peers.items())}
-    return (json.dumps(data, indent=1) + "\n").encode()
-
-
-def _parse_peer_map(data: dict[str, Any]) -> dict[AppKey, list[Peer]]:
     return {
-        AppKey.parse(key): [
-            Peer(instance_id=p["id"], host=p["host"], port=int(p["port"]), weight=int(p["weight"]))
-            for p in peers
-        ]
-        for key, peers in data.items()
+        "id": peer.instance_id,
+        "host": peer.host,
+        "port": peer.port,
+        "weight": peer.weight,
+        "release": peer.release,
     }
 
 
+def _policy_json(key: AppKey, policy: TrafficPolicy | None) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    problem = None
+    releases = [release for release, _ in policy.shares]
+    if len(set(releases)) != len(releases):
+        problem = f"shares {policy.shares} name a release twice"
+    if any(release < 0 for release in releases):
+        problem = f"shares {policy.shares} name a negative release"
+    if any(share > 100 for _, share in policy.shares):
+        problem = f"shares {policy.shares} give a release more than 100 percent"
+    for role, release in (("canary", policy.canary), ("preview", policy.preview)):
+        if release is not None and release < 1:
+            problem = f"the {role} release must be ≥ 1, got {release}"
+    if problem is not None:
+        raise InvalidInput(f"traffic policy of {key}: {problem}")
+    return {
+        "shares": [[release, share] for release, share in policy.shares],
+        "canary": policy.canary,
+        "preview": policy.preview,
+    }
+
+
+def _entry_json(key: AppKey, entry: _Entry) -> dict[str, Any]:
+    return {
+        "peers": [_peer_json(key, p) for p in entry.peers],
+        "policy": _policy_json(key, entry.policy),
+    }
+
+
+def _peers_file_json(entries: dict[AppKey, _Entry]) -> bytes:
+    data = {str(k): _entry_json(k, v) for k, v in sorted(entries.items())}
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def _parse_entries(data: dict[str, Any]) -> dict[AppKey, _Entry]:
+    """peers.json or GET /peers; an entry may be a bare peer list (written before policies)."""
+    entries = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            raw_peers, raw_policy = value, None
+        else:
+            raw_peers, raw_policy = value["peers"], value.get("policy")
+        peers = [
+            Peer(
+                instance_id=p["id"],
+                host=p["host"],
+                port=int(p["port"]),
+                weight=int(p.get("weight", 1)),
+                release=int(p.get("release") or 0),
+            )
+            for p in raw_peers
+        ]
+        entries[AppKey.parse(key)] = _Entry(peers, _parse_policy(raw_policy))
+    return entries
+
+
+def _parse_policy(data: dict[str, Any] | None) -> TrafficPolicy | None:
+    if not data:
+        return None
+    policy = TrafficPolicy(
+        shares=tuple((int(r), int(s)) for r, s in data.get("shares") or ()),
+        canary=data.get("canary"),
+        preview=data.get("preview"),
+    )
+    return None if policy == TrafficPolicy() else policy
+
+
+def _release_traffic(bounds: list[float], counters: dict[str, Any]) -> ReleaseTraffic:
+    cumulative, running = [], 0
+    for bound, count in zip(bounds, counters["buckets"], strict=True):
+        running += int(count)
+        cumulative.append((bound, running))
+    return ReleaseTraffic(
+        requests=int(counters["requests"]),
+        errors=int(counters["errors"]),
+        latency_buckets=tuple(cumulative),
+    )
+
+
 def _routes_json(routes: Sequence[RouteEntry]) -> bytes:
-    data = [{"host": r.host, "path": r.path, "key": str(r.key)} for r in routes]
+    data = [
+        {"host": r.host, "path": r.path, "key": str(r.key), "preview": r.preview} for r in routes
+    ]
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
@@ -572,10 +783,31 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-async def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+def _listening_on(port: int) -> bool:
+    """Whether any socket of this network namespace listens on TCP ``port`` (any address)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            if (
+                len(fields) > 3
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                return True
+    return False
+
+
+async def _wait_until(
+    condition: Callable[[], bool], timeout: float, *, interval: float = _POLL
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
-        await asyncio.sleep(_POLL)
+        await asyncio.sleep(interval)
     return bool(condition())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import InvalidInput
@@ -26,7 +27,10 @@ NGINX_MODULES_DIR = Path("/usr/lib/nginx/modules")
 """Debian's libnginx-mod-http-{ndk,lua}; under ``-p`` ``load_module`` needs absolute paths."""
 
 SHARED_DICT = "kiln_peers"
-"""The Lua shared dict holding the peer lists (kiln_peers.lua uses the same name)."""
+"""The Lua shared dict holding the peer lists and policies (kiln_peers.lua uses the same name)."""
+
+STATS_DICT = "kiln_stats"
+"""The Lua shared dict of in-flight counts and per-release counters (kiln_stats.lua's name)."""
 
 # Debian's lua-resty-core/lrucache live in /usr/share/lua/5.1; lua-cjson's cjson.so in the
 # multiarch Lua 5.1 dir. Both multiarch dirs are listed so the same config works on arm64.
@@ -41,6 +45,8 @@ _LOG_FORMAT = (
     '"uri":"$uri",'
     '"status":$status,'
     '"request_time":$request_time,'
+    '"release":$kiln_release,'
+    '"instance":"$kiln_instance",'
     '"upstream_addr":"$upstream_addr",'
     '"upstream_status":"$upstream_status",'
     '"upstream_response_time":"$upstream_response_time",'
@@ -153,17 +159,18 @@ def _check_file_path(path: Path) -> None:
         )
 
 
-def _group_by_host(routes: Sequence[RouteEntry]) -> dict[str | None, dict[str, AppKey]]:
-    by_host: dict[str | None, dict[str, AppKey]] = defaultdict(dict)
+def _group_by_host(routes: Sequence[RouteEntry]) -> dict[str | None, dict[str, _Target]]:
+    by_host: dict[str | None, dict[str, _Target]] = defaultdict(dict)
     for route in routes:
         host = route.host.lower() if route.host is not None else None
         paths = by_host[host]
+        target = _Target(route.key, route.preview)
         if route.path in paths:
             raise InvalidInput(
                 f"two routes for host {host or '(any)'} and path {route.path}: "
-                f"{paths[route.path]} and {route.key}; give each host + path to one app"
+                f"{paths[route.path]} and {target}; give each host + path to one app"
             )
-        paths[route.path] = route.key
+        paths[route.path] = target
     return by_host
 
 
@@ -210,8 +217,9 @@ def _http_settings(out: _Writer, *, prefix: Path, peers_file: Path, lua_dir: Pat
     out.line("proxy_connect_timeout 1s;")
     out.line("proxy_send_timeout 60s;")
     out.line("proxy_read_timeout 60s;")
-    out.comment("Retried on another peer; NGINX retries only idempotent requests (by design).")
-    out.line("proxy_next_upstream error timeout http_502 http_503;")
+    out.comment("Retried on another peer only if the app never answered (no http_5xx: an answer")
+    out.comment("is final), and POST/PATCH/LOCK only if never sent (no non_idempotent).")
+    out.line("proxy_next_upstream error timeout;")
     out.line("proxy_next_upstream_tries 3;")
     out.line("proxy_next_upstream_timeout 10s;")
     out.line()
@@ -219,6 +227,8 @@ def _http_settings(out: _Writer, *, prefix: Path, peers_file: Path, lua_dir: Pat
     out.line(f"lua_package_cpath '{LUA_SYSTEM_CPATH};;';")
     out.comment("Peer lists: survive a reload; peers.json refills them after a restart.")
     out.line(f"lua_shared_dict {SHARED_DICT} 10m;")
+    out.comment("In-flight counts and per-release counters (a restart starts them from 0).")
+    out.line(f"lua_shared_dict {STATS_DICT} 10m;")
     out.comment("The master loads the Lua modules, so workers never read kiln's files.")
     with out.block("init_by_lua_block"):
         out.line(f'require("kiln_peers").init("{peers_file}")')
@@ -227,14 +237,27 @@ def _http_settings(out: _Writer, *, prefix: Path, peers_file: Path, lua_dir: Pat
     out.line('init_worker_by_lua_block { require("kiln_admin").init_worker() }')
 
 
-def _server_body(out: _Writer, paths: dict[str, AppKey]) -> None:
-    out.comment("Declared for every request, so the access log never sees it unset.")
+def _server_body(out: _Writer, paths: dict[str, _Target]) -> None:
+    out.comment("Declared for every request, so the access log never sees them unset;")
+    out.comment("the balancer sets the release and instance of the peer that answers.")
     out.line('set $kiln_upstream "";')
+    out.line("set $kiln_release 0;")
+    out.line('set $kiln_instance "";')
+    out.line('set $kiln_set_cookie "";')
     for path in sorted(paths):
+        target = paths[path]
+        choose = "choose_preview" if target.preview else "choose"
         with out.block(f"location {path}"):
-            out.line(f'set $kiln_upstream "{paths[path]}";')
-            out.line('access_by_lua_block { require("kiln_balancer").check_ready() }')
+            if target.preview:
+                out.comment("A preview route: only the app's preview release answers.")
+            out.line(f'set $kiln_upstream "{target.key}";')
+            out.line(f'access_by_lua_block {{ require("kiln_balancer").{choose}() }}')
             out.line("proxy_pass http://kiln_backend;")
+            out.comment(
+                "The canary's sticky cookie; empty (so not sent) unless the canary answered."
+            )
+            out.line("add_header Set-Cookie $kiln_set_cookie always;")
+            out.line('log_by_lua_block { require("kiln_balancer").log() }')
     if "/" not in paths:
         with out.block("location /"):
             out.line("default_type text/plain;")
@@ -255,8 +278,23 @@ def _admin_server(out: _Writer, admin_socket: Path) -> None:
             out.line("stub_status;")
         with out.block("location /peers"):
             out.line('content_by_lua_block { require("kiln_admin").peers() }')
+        with out.block("location = /in_flight"):
+            out.line('content_by_lua_block { require("kiln_admin").in_flight() }')
+        with out.block("location = /traffic"):
+            out.line('content_by_lua_block { require("kiln_admin").traffic() }')
         with out.block("location /"):
             out.line('return 404 "{\\"error\\": \\"unknown admin path\\"}\\n";')
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a location serves: an app, or only its preview release."""
+
+    key: AppKey
+    preview: bool
+
+    def __str__(self) -> str:
+        return f"{self.key} (preview)" if self.preview else str(self.key)
 
 
 class _Writer:

@@ -11,7 +11,7 @@ import pytest
 
 from kiln.router.nginx import NginxRouter
 
-from .backends import free_port, start_backend
+from .backends import Backend, free_port, serve_backend
 
 
 @pytest.fixture
@@ -23,16 +23,22 @@ def run_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def make_router(tmp_path: Path, run_dir: Path) -> Callable[[], NginxRouter]:
-    """A factory of NginxRouters that all manage the same private NGINX (prefix, port, socket)."""
+async def make_router(tmp_path: Path, run_dir: Path) -> AsyncIterator[Callable[[], NginxRouter]]:
+    """A factory of NginxRouters that all manage the same private NGINX (prefix, port, socket);
+    each one's admin connection is closed after the test."""
     port = free_port()
+    made: list[NginxRouter] = []
 
     def make() -> NginxRouter:
-        return NginxRouter(
+        router = NginxRouter(
             prefix=tmp_path / "nginx", listen_host="127.0.0.1", listen_port=port, run_dir=run_dir
         )
+        made.append(router)
+        return router
 
-    return make
+    yield make
+    for router in made:
+        await router.close()
 
 
 @pytest.fixture
@@ -50,20 +56,23 @@ class Backends:
     """Named backends started by a test, all stopped after it."""
 
     def __init__(self) -> None:
-        self._stops: dict[str, Callable[[], None]] = {}
+        self._started: dict[str, Backend] = {}
 
     def start(self, name: str) -> int:
-        port, stop = start_backend(name)
-        self._stops[name] = stop
-        return port
+        backend = serve_backend(name)
+        self._started[name] = backend
+        return backend.port
+
+    def __getitem__(self, name: str) -> Backend:
+        return self._started[name]
 
     def stop(self, name: str) -> None:
-        self._stops.pop(name)()
+        self._started.pop(name).stop()
 
     def stop_all(self) -> None:
-        for stop in self._stops.values():
-            stop()
-        self._stops.clear()
+        for backend in self._started.values():
+            backend.stop()
+        self._started.clear()
 
 
 @pytest.fixture

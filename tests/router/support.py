@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from kiln.model import Peer
 
 
-def peer(name: str, port: int, weight: int = 1) -> Peer:
-    return Peer(instance_id=name, host="127.0.0.1", port=port, weight=weight)
+def peer(name: str, port: int, weight: int = 1, release: int = 0) -> Peer:
+    return Peer(instance_id=name, host="127.0.0.1", port=port, weight=weight, release=release)
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,23 @@ class Answer:
     headers: dict[str, str]
 
 
-def fetch(port: int, path: str = "/", *, host: str | None = None, method: str = "GET") -> Answer:
+def fetch(
+    port: int,
+    path: str = "/",
+    *,
+    host: str | None = None,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10,
+) -> Answer:
     """One request on a fresh connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    sent = dict(headers or {})
+    if host:
+        sent["Host"] = host
     try:
-        conn.request(method, path, headers={"Host": host} if host else {})
+        conn.request(method, path, body=body, headers=sent)
         response = conn.getresponse()
         body = response.read().decode()
         return Answer(response.status, body, dict(response.getheaders()))
@@ -34,13 +46,15 @@ def fetch(port: int, path: str = "/", *, host: str | None = None, method: str = 
         conn.close()
 
 
-def count_answers(port: int, requests: int, path: str = "/") -> Counter[str]:
+def count_answers(
+    port: int, requests: int, path: str = "/", *, headers: dict[str, str] | None = None
+) -> Counter[str]:
     """``requests`` GETs on one keep-alive connection; counts bodies (and non-200 statuses)."""
     seen: Counter[str] = Counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         for _ in range(requests):
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers or {})
             response = conn.getresponse()
             body = response.read().decode()
             seen[body if response.status == 200 else f"status {response.status}"] += 1

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from kiln.model import AppKey, RouteEntry
+from kiln.model import AppKey, RouteEntry, TrafficPolicy
 from kiln.router.nginx import NginxRouter
 
 from .conftest import Backends
@@ -160,3 +160,83 @@ async def test_stop_ends_master_and_workers(router: NginxRouter) -> None:
     await wait_until_gone(everything)
     assert not await router.is_running()
     assert not router.admin_socket.exists()
+
+
+async def test_wait_exited_returns_when_the_master_dies(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    waiter = asyncio.create_task(router.wait_exited())
+    assert (await asyncio.to_thread(fetch, router.listen_port, "/")).body == "blue"
+    assert not waiter.done()
+
+    master = router.master_pid()
+    assert master is not None
+    os.kill(master, signal.SIGKILL)
+
+    await asyncio.wait_for(waiter, 10)
+    assert router.master_pid() is None
+
+
+async def test_wait_exited_returns_at_once_when_nginx_does_not_run(
+    make_router: Callable[[], NginxRouter],
+) -> None:
+    await asyncio.wait_for(make_router().wait_exited(), 10)
+
+
+async def test_a_start_after_the_master_died_restores_routes_peers_and_policy(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes(
+        [RouteEntry(None, "/", WEB), RouteEntry(None, "/preview/", WEB, preview=True)]
+    )
+    peers = [
+        peer("stable", backends.start("stable"), release=1),
+        peer("canary", backends.start("canary"), release=2),
+        peer("green", backends.start("green"), release=3),
+    ]
+    policy = TrafficPolicy(shares=((1, 100), (2, 0)), canary=2, preview=3)
+    await router.set_peers(WEB, peers, policy)
+    master = router.master_pid()
+    assert master is not None
+    orphans = router.worker_pids()
+    waiter = asyncio.create_task(router.wait_exited())
+    os.kill(master, signal.SIGKILL)  # its workers linger, holding the port
+    await asyncio.wait_for(waiter, 10)
+
+    await router.start()
+
+    assert router.master_pid() not in (None, master)
+    assert router.worker_pids().isdisjoint(orphans)
+    assert await router.get_peers() == {WEB: peers}
+    assert await router.get_policies() == {WEB: policy}
+    port = router.listen_port
+    assert fetch(port, "/").body == "stable"
+    assert fetch(port, "/", headers={"X-Kiln-Canary": "always"}).body == "canary"
+    assert fetch(port, "/preview/x").body == "green"
+    await wait_until_gone(orphans)
+
+
+async def test_a_start_after_the_master_died_does_not_wait_for_requests_orphans_still_serve(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    held = asyncio.create_task(asyncio.to_thread(fetch, router.listen_port, "/?hold=1"))
+    deadline = time.monotonic() + 10
+    while backends["blue"].in_progress() == 0:
+        assert time.monotonic() < deadline, "the held request never reached blue"
+        await asyncio.sleep(0.01)
+    master = router.master_pid()
+    assert master is not None
+    os.kill(master, signal.SIGKILL)
+    await wait_until_gone({master})
+
+    await router.start()
+
+    assert backends["blue"].in_progress() == 1  # start() did not wait for it
+    assert fetch(router.listen_port, "/").body == "blue"  # the new NGINX serves
+    backends["blue"].release_held()
+    answer = await held
+    assert (answer.status, answer.body) == (200, "blue")  # the orphan finished it

@@ -28,6 +28,7 @@ SEVERAL_ROUTES = [
     RouteEntry(host="api.example.com", path="/v1/docs/", key=DOCS),
     RouteEntry(host="docs.example.com", path="/", key=DOCS),
     RouteEntry(host=None, path="/status", key=API),
+    RouteEntry(host="preview.example.com", path="/", key=WEB, preview=True),
 ]
 
 
@@ -68,6 +69,21 @@ def test_same_host_and_path_for_two_apps_is_rejected_naming_both() -> None:
     routes = [RouteEntry("a.example.com", "/x", WEB), RouteEntry("A.example.com", "/x", API)]
     with pytest.raises(InvalidInput, match=r"a\.example\.com and path /x.*production/web.*api"):
         render(routes)
+
+
+def test_a_preview_route_and_a_normal_one_for_the_same_host_and_path_clash() -> None:
+    routes = [RouteEntry(None, "/x", WEB), RouteEntry(None, "/x", WEB, preview=True)]
+    with pytest.raises(InvalidInput, match=r"production/web and production/web \(preview\)"):
+        render(routes)
+
+
+def test_a_preview_route_picks_the_preview_release_in_the_access_phase() -> None:
+    text = render(SEVERAL_ROUTES)
+    preview_server = text.split("server_name preview.example.com;")[1].split("server_name")[0]
+    root = preview_server.split("location / {")[1].split("}")[0]
+    assert 'require("kiln_balancer").choose_preview()' in root
+    other = text.split("server_name docs.example.com;")[1].split("server_name")[0]
+    assert "choose_preview" not in other
 
 
 def test_same_path_on_different_hosts_is_fine() -> None:

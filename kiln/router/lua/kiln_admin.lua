@@ -1,12 +1,19 @@
 -- kiln's admin endpoint, served on a unix socket only (see the admin server in nginx.conf).
 --
 --   GET    /status          {"generation", "worker_generation", "worker_pid", "peers_version"}
---   GET    /peers           {"ENV/APP": [peer, ...], ...}
---   GET    /peers/ENV/APP   [peer, ...]
---   PUT    /peers/ENV/APP   body [peer, ...]: replaces the app's list (400 with a message if bad)
---   DELETE /peers/ENV/APP   forgets the app's list
+--   GET    /peers           {"ENV/APP": {"peers": [peer, ...], "policy": policy}, ...}
+--   GET    /peers/ENV/APP   {"peers": [peer, ...], "policy": policy}
+--   PUT    /peers/ENV/APP   body {"peers": [peer, ...], "policy": policy} (or a bare list of
+--                           peers: no policy): replaces both (400 with a message if bad)
+--   DELETE /peers/ENV/APP   forgets the app's peers and its traffic counters
+--   GET    /in_flight       {"ENV/APP": {"INSTANCE": requests}, ...} (instances with some)
+--   GET    /traffic         {"bounds_ms": [...], "apps": {"ENV/APP": {"RELEASE": {"requests",
+--                           "errors", "buckets": [requests per latency bucket, last +Inf]}}}}
+-- peer: {"id", "host", "port", "weight", "release"}; policy: {"shares": [[release, percent],
+-- ...], "canary": release or null, "preview": release or null}
 local cjson = require "cjson.safe"
 local peers = require "kiln_peers"
+local stats = require "kiln_stats"
 
 local M = {}
 
@@ -49,19 +56,18 @@ end
 local function put_peers(key)
     ngx.req.read_body()
     local body = ngx.req.get_body_data()
-    -- cjson decodes [] and {} alike; only a list is accepted.
-    if body == nil or not body:find("^%s*%[") then
-        return fail(400, "the body must be a JSON list of peers")
+    if body == nil then
+        return fail(400, "the body must be a JSON object {\"peers\": [...], \"policy\": {...}}")
     end
     local decoded, err = cjson.decode(body)
     if decoded == nil then
         return fail(400, "the body is not JSON: " .. tostring(err))
     end
-    local list, problem = peers.validate(decoded)
+    local list, policy, problem = peers.validate_entry(decoded)
     if list == nil then
         return fail(400, problem)
     end
-    local ok, serr = peers.set(key, list)
+    local ok, serr = peers.set(key, list, policy)
     if not ok then
         return fail(500, "could not store the peers of " .. key .. ": " .. tostring(serr))
     end
@@ -91,9 +97,33 @@ function M.peers()
         return put_peers(key)
     elseif method == "DELETE" then
         peers.delete(key)
+        stats.forget(key)
         return reply(200, cjson.encode({ deleted = key }))
     end
     return fail(405, "use GET, PUT or DELETE on /peers/ENV/APP")
+end
+
+function M.in_flight()
+    if ngx.req.get_method() ~= "GET" then
+        return fail(405, "use GET /in_flight")
+    end
+    local parts = {}
+    for key, by_instance in pairs(stats.in_flight()) do
+        parts[#parts + 1] = cjson.encode(key) .. ":" .. cjson.encode(by_instance)
+    end
+    reply(200, "{" .. table.concat(parts, ",") .. "}")
+end
+
+function M.traffic()
+    if ngx.req.get_method() ~= "GET" then
+        return fail(405, "use GET /traffic")
+    end
+    local parts = {}
+    for key, by_release in pairs(stats.traffic()) do
+        parts[#parts + 1] = cjson.encode(key) .. ":" .. cjson.encode(by_release)
+    end
+    reply(200, '{"bounds_ms":' .. cjson.encode(stats.BOUNDS_MS) .. ',"apps":{'
+        .. table.concat(parts, ",") .. "}}")
 end
 
 return M

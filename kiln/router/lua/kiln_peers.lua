@@ -1,9 +1,15 @@
--- kiln's peer lists, kept in the lua_shared_dict "kiln_peers" so they change without a reload.
+-- kiln's peer lists and traffic policies, kept in the lua_shared_dict "kiln_peers" so they
+-- change without a reload.
 --
 -- Keys in the dict:
---   "list:ENV/APP"  the app's peers as a canonical JSON list
---                   [{"id": "r3-ab12cd", "host": "127.0.0.1", "port": 32768, "weight": 1}, ...]
---   "version"       bumped on every change, so each worker re-decodes a list only when it changed
+--   "list:ENV/APP"  the app's peers and traffic policy as canonical JSON:
+--                   {"peers": [{"id": "r3-ab12cd", "host": "127.0.0.1", "port": 32768,
+--                               "weight": 1, "release": 3}, ...],
+--                    "policy": {"shares": [[2, 75], [3, 25]], "canary": 3, "preview": null}}
+--                   (a dict that survived a reload from an older kiln may still hold a bare
+--                   peer list here; every reader accepts both)
+--   "ver:ENV/APP"   bumped on every change of that app, so a worker re-decodes only that app
+--   "version"       bumped on every change of any app (GET /status shows it)
 --   "generation"    bumped each time the master loads a config (start or reload); kiln polls it
 --                   to know when a reload is live
 --   "loaded"        set once peers.json was read; the dict survives a reload, not a restart
@@ -12,7 +18,9 @@ local cjson = require "cjson.safe"
 local M = {}
 
 local LIST_PREFIX = "list:"
+local VERSION_PREFIX = "ver:"
 local MAX_WEIGHT = 1000000
+local MAX_RELEASE = 2147483647
 
 local function dict()
     return ngx.shared.kiln_peers
@@ -44,23 +52,28 @@ local function is_int(v, low, high)
     return type(v) == "number" and v == math.floor(v) and v >= low and v <= high
 end
 
--- A decoded JSON value → a clean list of peers, or nil and a message for the caller.
-function M.validate(list)
-    if type(list) ~= "table" then
-        return nil, "the body must be a JSON list of peers"
+-- cjson decodes [] and {} alike; a list has exactly the keys 1..n.
+local function is_list(v)
+    if type(v) ~= "table" then
+        return false
     end
     local count = 0
-    for _ in pairs(list) do
+    for _ in pairs(v) do
         count = count + 1
     end
-    if count ~= #list then
-        return nil, "the body must be a JSON list of peers, not an object"
+    return count == #v
+end
+
+-- A decoded JSON value → a clean list of peers, or nil and a message for the caller.
+function M.validate(list)
+    if not is_list(list) then
+        return nil, "peers must be a JSON list of peers, not an object"
     end
     local clean, seen = {}, {}
     for i, p in ipairs(list) do
         local where = "peer " .. i .. ": "
         if type(p) ~= "table" then
-            return nil, where .. "must be an object with id, host, port, weight"
+            return nil, where .. "must be an object with id, host, port, weight, release"
         end
         if type(p.id) ~= "string" or p.id == "" or #p.id > 200 then
             return nil, where .. "id must be a non-empty string"
@@ -83,41 +96,161 @@ function M.validate(list)
         if not is_int(weight, 0, MAX_WEIGHT) then
             return nil, where .. "weight must be an integer 0.." .. MAX_WEIGHT .. " (0: no new requests)"
         end
-        clean[i] = { id = p.id, host = p.host, port = p.port, weight = weight }
+        local release = p.release
+        if release == nil then
+            release = 0 -- written before peers carried their release
+        end
+        if not is_int(release, 0, MAX_RELEASE) then
+            return nil, where .. "release must be an integer ≥ 0 (0: not known)"
+        end
+        clean[i] = { id = p.id, host = p.host, port = p.port, weight = weight, release = release }
     end
     return clean
 end
 
--- Encoded by hand: Debian's lua-cjson turns an empty table into {} where we want [].
-function M.encode_list(peers)
-    local parts = {}
-    for i, p in ipairs(peers) do
-        parts[i] = cjson.encode({ id = p.id, host = p.host, port = p.port, weight = p.weight })
+local function optional_release(value, name)
+    if value == nil or value == cjson.null then
+        return nil
     end
-    return "[" .. table.concat(parts, ",") .. "]"
+    if not is_int(value, 1, MAX_RELEASE) then
+        return false, "policy." .. name .. " must be a release number ≥ 1 or null"
+    end
+    return value
 end
 
-function M.set(key, peers)
-    local ok, err = dict():set(LIST_PREFIX .. key, M.encode_list(peers))
+-- A decoded policy (or nil / null: none) → a clean policy, or nil and a message.
+function M.validate_policy(policy)
+    if policy == nil or policy == cjson.null then
+        return { shares = {} }
+    end
+    if type(policy) ~= "table" then
+        return nil, "policy must be an object with shares, canary, preview"
+    end
+    local shares, total, seen = {}, 0, {}
+    local raw = policy.shares
+    if raw ~= nil and raw ~= cjson.null then
+        if not is_list(raw) then
+            return nil, "policy.shares must be a list of [release, percent] pairs"
+        end
+        for i, pair in ipairs(raw) do
+            if not is_list(pair) or #pair ~= 2 or not is_int(pair[1], 0, MAX_RELEASE)
+                or not is_int(pair[2], 0, 100) then
+                return nil, "policy.shares[" .. i .. "] must be [release, percent 0..100]"
+            end
+            if seen[pair[1]] then
+                return nil, "policy.shares names release " .. pair[1] .. " twice"
+            end
+            seen[pair[1]] = true
+            shares[i] = { release = pair[1], share = pair[2] }
+            total = total + pair[2]
+        end
+        if #shares > 0 and total ~= 100 then
+            return nil, "policy.shares must add up to 100, got " .. total
+        end
+    end
+    local canary, cerr = optional_release(policy.canary, "canary")
+    if canary == false then
+        return nil, cerr
+    end
+    local preview, perr = optional_release(policy.preview, "preview")
+    if preview == false then
+        return nil, perr
+    end
+    return { shares = shares, canary = canary, preview = preview }
+end
+
+-- A decoded entry (a bare peer list, or {"peers": [...], "policy": {...}}) → peers, policy.
+function M.validate_entry(entry)
+    if is_list(entry) then
+        local peers, err = M.validate(entry)
+        if peers == nil then
+            return nil, nil, err
+        end
+        return peers, { shares = {} }
+    end
+    if type(entry) ~= "table" then
+        return nil, nil, "the body must be a JSON object {\"peers\": [...], \"policy\": {...}}"
+    end
+    local peers, err = M.validate(entry.peers)
+    if peers == nil then
+        return nil, nil, err
+    end
+    local policy, perr = M.validate_policy(entry.policy)
+    if policy == nil then
+        return nil, nil, perr
+    end
+    return peers, policy
+end
+
+local function encode_or_null(v)
+    if v == nil then
+        return "null"
+    end
+    return tostring(v)
+end
+
+-- Encoded by hand: Debian's lua-cjson turns an empty table into {} where we want [].
+function M.encode_entry(peers, policy)
+    local parts = {}
+    for i, p in ipairs(peers) do
+        parts[i] = cjson.encode({
+            id = p.id, host = p.host, port = p.port, weight = p.weight, release = p.release,
+        })
+    end
+    local shares = {}
+    for i, s in ipairs(policy.shares) do
+        shares[i] = "[" .. s.release .. "," .. s.share .. "]"
+    end
+    return '{"peers":[' .. table.concat(parts, ",") .. '],"policy":{"shares":['
+        .. table.concat(shares, ",") .. '],"canary":' .. encode_or_null(policy.canary)
+        .. ',"preview":' .. encode_or_null(policy.preview) .. "}}"
+end
+
+-- Raw JSON from the dict → peers, policy (both formats), or nil when there is none or it is bad.
+function M.decode_entry(raw)
+    if raw == nil then
+        return nil
+    end
+    local peers, policy = M.validate_entry(cjson.decode(raw))
+    return peers, policy
+end
+
+local function bump(key)
+    local d = dict()
+    -- The entry is written before the versions move, so a worker that sees the new version
+    -- always reads the new entry.
+    d:incr(VERSION_PREFIX .. key, 1, 0)
+    d:incr("version", 1, 0)
+end
+
+function M.set(key, peers, policy)
+    local ok, err = dict():set(LIST_PREFIX .. key, M.encode_entry(peers, policy))
     if not ok then
         return nil, err
     end
-    -- The list is written before the version moves, so a worker that sees the new version
-    -- always reads the new list.
-    dict():incr("version", 1, 0)
+    bump(key)
     return true
 end
 
 function M.delete(key)
     dict():delete(LIST_PREFIX .. key)
-    dict():incr("version", 1, 0)
+    bump(key)
 end
 
 function M.get(key)
     return dict():get(LIST_PREFIX .. key)
 end
 
--- Every list: key → JSON text.
+-- The name of an app's version counter (callers keep it, to spare a string per request).
+function M.version_key(key)
+    return VERSION_PREFIX .. key
+end
+
+function M.app_version(version_key)
+    return dict():get(version_key) or 0
+end
+
+-- Every entry: key → JSON text.
 function M.all()
     local lists = {}
     local d = dict()
@@ -152,13 +285,13 @@ local function load_file(peers_file)
         ngx.log(ngx.ERR, "kiln: ", peers_file, " is not a JSON object; starting with no peers")
         return
     end
-    for key, list in pairs(data) do
-        local peers, err = nil, "the key is not ENV/APP"
+    for key, entry in pairs(data) do
+        local peers, policy, err = nil, nil, "the key is not ENV/APP"
         if M.valid_key(key) then
-            peers, err = M.validate(list)
+            peers, policy, err = M.validate_entry(entry)
         end
         if peers then
-            M.set(key, peers)
+            M.set(key, peers, policy)
         else
             ngx.log(ngx.ERR, "kiln: ignoring peers of ", tostring(key), " in ", peers_file, ": ", err)
         end
