@@ -1,10 +1,20 @@
 """Specs: parse → fill defaults → validate (every problem at once). Pure: no I/O.
 
 ``grammar`` is the one definition of names, hosts and route paths (the router renders exactly
-that language); ``limits`` names every bound on what a spec may ask.
+that language); ``limits`` names every bound on what a spec may ask; ``check_runnable`` holds
+a spec against what a host can give.
 """
 
-from kiln.spec.limits import MAX_SPEC_BYTES
+from kiln.spec.limits import (
+    MAX_COMMAND_ARGS,
+    MAX_COMMAND_BYTES,
+    MAX_ENV_BYTES,
+    MAX_ENV_NAME_BYTES,
+    MAX_ENV_VALUE_BYTES,
+    MAX_INSTANCES,
+    MAX_ROUTES,
+    MAX_SPEC_BYTES,
+)
 from kiln.spec.model import (
     AppSpec,
     Deploy,
@@ -17,18 +27,28 @@ from kiln.spec.model import (
     Strategy,
 )
 from kiln.spec.parse import parse_spec, spec_hash, spec_json_schema, validate_spec
+from kiln.spec.runnable import HostLimits, check_runnable
 
 __all__ = [
+    "MAX_COMMAND_ARGS",
+    "MAX_COMMAND_BYTES",
+    "MAX_ENV_BYTES",
+    "MAX_ENV_NAME_BYTES",
+    "MAX_ENV_VALUE_BYTES",
+    "MAX_INSTANCES",
+    "MAX_ROUTES",
     "MAX_SPEC_BYTES",
     "AppSpec",
     "Deploy",
     "Health",
+    "HostLimits",
     "Network",
     "Probe",
     "Resources",
     "Route",
     "Security",
     "Strategy",
+    "check_runnable",
     "parse_spec",
     "spec_hash",
     "spec_json_schema",

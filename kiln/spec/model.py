@@ -2,7 +2,13 @@
 
 Every model is frozen and forbids unknown fields, so a typo (``imagee:``) is a problem with its
 field path instead of a silently ignored line. Defaults are chosen so that a four-line spec
-(``app``, ``image``, ``port``, ``instances``) deploys a health-checked, routed, rolling app.
+(``app``, ``image``, ``port``, ``instances``) deploys a health-checked, routed, rolling app. A
+spec that validates can run: what an engine, NGINX or a probe would only refuse later (a
+relative tmpfs path, a NUL in a variable, a route NGINX cannot parse) is refused here, when the
+release is created. Checks that depend on the host are in ``runnable``.
+
+Stored releases are validated by this model again when they are read, so a field added later
+must have a default, and a default must never make an old release's spec invalid.
 """
 
 from __future__ import annotations
@@ -26,12 +32,26 @@ from pydantic import (
 
 from kiln.spec import grammar
 from kiln.spec.grammar import NAME_PATTERN
+from kiln.spec.limits import (
+    MAX_CAPABILITIES,
+    MAX_COMMAND_ARGS,
+    MAX_COMMAND_BYTES,
+    MAX_ENV_BYTES,
+    MAX_ENV_NAME_BYTES,
+    MAX_ENV_VALUE_BYTES,
+    MAX_IMAGE_LENGTH,
+    MAX_INSTANCES,
+    MAX_ROUTES,
+    MAX_TMPFS,
+)
 from kiln.spec.problems import Loc, raise_problems, shown
-from kiln.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+from kiln.spec.units import DURATION_PATTERN, MAX_INT64, SIZE_PATTERN, parse_duration, parse_size
 
 __all__ = ["NAME_PATTERN"]  # re-exported: the API and the CLI check names with it
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TMPFS_PATH = re.compile(r"/[^\s\x00:,]*")
+_TMPFS_OPTIONS = re.compile(r"[A-Za-z0-9_=.,+-]*")
 
 # The JSON Schema must accept what the validator accepts ("2s" as well as 2), or editors
 # would flag valid specs.
@@ -54,18 +74,29 @@ Seconds = Annotated[
 Bytes = Annotated[
     int,
     BeforeValidator(parse_size),
-    Field(gt=0),
+    Field(gt=0, le=MAX_INT64),
     WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": SIZE_PATTERN}]}
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_INT64},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ]
+        }
     ),
 ]
-"""A size; accepts ``128Mi``, ``512M``, ``1Gi`` or a number of bytes."""
+"""A size; accepts ``128Mi``, ``512M``, ``1Gi`` or a number of bytes (at most 2^63 - 1)."""
 
 
 def _not_a_bool(value: object) -> object:
     # pydantic's lax mode reads True as 1: `instances: yes` in YAML would silently mean one.
     if isinstance(value, bool):
         raise ValueError(f"expected a whole number, got {str(value).lower()}")
+    return value
+
+
+def _number_not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
     return value
 
 
@@ -77,13 +108,39 @@ Count = Annotated[int, BeforeValidator(_not_a_bool)]
 Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_a_bool)]
 
 
-def _names_a_program(value: list[str]) -> list[str]:
-    if not value:
-        raise ValueError("must name a program to run, got an empty list")
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"contains a NUL character, which no program can be given: {shown(value)}")
     return value
 
 
-Command = Annotated[list[str], AfterValidator(_names_a_program)]
+def _words_are_strings(value: object) -> object:
+    # `command: [sleep, 3600]` — YAML reads the 3600 as a number; an argument is a string.
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+def _runnable_command(value: list[str]) -> list[str]:
+    if not value or not value[0]:
+        raise ValueError(
+            f"must name a program to run, got {shown(value) if value else 'an empty list'}"
+        )
+    if len(value) > MAX_COMMAND_ARGS:
+        raise ValueError(
+            f"at most {MAX_COMMAND_ARGS} words (program and arguments), got {len(value)}"
+        )
+    size = sum(len(v.encode()) for v in value)
+    if size > MAX_COMMAND_BYTES:
+        raise ValueError(f"at most {MAX_COMMAND_BYTES // 1024} KiB in all, got {size} bytes")
+    return value
+
+
+Command = Annotated[
+    list[Annotated[str, AfterValidator(_no_nul)]],
+    BeforeValidator(_words_are_strings),
+    AfterValidator(_runnable_command),
+]
 """A program and its arguments, exec-style (no shell)."""
 
 
@@ -121,9 +178,11 @@ class Probe(_Strict):
         default=30.0,
         description="time a new instance has to pass its first check before failures count",
     )
-    healthy_threshold: Count = Field(default=1, ge=1, description="passes in a row to be healthy")
+    healthy_threshold: Count = Field(
+        default=1, ge=1, le=100, description="passes in a row to be healthy"
+    )
     unhealthy_threshold: Count = Field(
-        default=3, ge=1, description="failures in a row to be unhealthy"
+        default=3, ge=1, le=100, description="failures in a row to be unhealthy"
     )
 
     @field_validator("http")
@@ -213,7 +272,9 @@ class Route(_Strict):
 
 
 class Resources(_Strict):
-    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
+    cpus: Annotated[float, Field(ge=0.01, le=1024), BeforeValidator(_number_not_a_bool)] | None = (
+        Field(default=None, description="CPU cores, e.g. 0.5 (Docker's minimum is 0.01)")
+    )
     memory: Bytes | None = Field(default=None, description="memory limit, e.g. 128Mi")
 
     @field_validator("memory")
@@ -297,9 +358,9 @@ class Deploy(_Strict):
         default=None,
         description="canary: traffic shares with pauses (default 10% for 1m, then 50% for 1m)",
     )
-    canary_instances: Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)] | None = Field(
-        default=None, description="canary: instances of the new release during the steps"
-    )
+    canary_instances: (
+        Annotated[int, Field(ge=1, le=MAX_INSTANCES), BeforeValidator(_not_a_bool)] | None
+    ) = Field(default=None, description="canary: instances of the new release during the steps")
     rollback_window: Seconds = Field(
         default=300.0,
         description="blue-green and canary: the old release stays up and routable this long",
@@ -312,10 +373,13 @@ class Deploy(_Strict):
         default=None, description="judge the new release on its real traffic"
     )
     max_surge: Count = Field(
-        default=1, ge=0, description="extra instances allowed during a rollout"
+        default=1, ge=0, le=MAX_INSTANCES, description="extra instances allowed during a rollout"
     )
     max_unavailable: Count = Field(
-        default=0, ge=0, description="ready instances that may be missing during a rollout"
+        default=0,
+        ge=0,
+        le=MAX_INSTANCES,
+        description="ready instances that may be missing during a rollout",
     )
     deadline: Seconds = Field(
         default=120.0,
@@ -359,18 +423,51 @@ class Deploy(_Strict):
 
 class Security(_Strict):
     read_only: bool = Field(default=True, description="read-only root filesystem")
-    cap_add: list[str] = Field(default_factory=list, description="Linux capabilities to keep")
+    cap_add: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_CAPABILITIES,
+        description="Linux capabilities to keep",
+    )
     tmpfs: list[str] = Field(
-        default_factory=lambda: ["/tmp"], description="writable in-memory directories"
+        default_factory=lambda: ["/tmp"],
+        max_length=MAX_TMPFS,
+        description="writable in-memory directories: an absolute PATH, or PATH:OPTIONS"
+        " (default options rw,nosuid,nodev,size=64m)",
     )
 
     @field_validator("cap_add")
     @classmethod
     def _capability_names(cls, value: list[str]) -> list[str]:
-        bad = [c for c in value if not re.fullmatch(r"(CAP_)?[A-Z_]+", c)]
+        bad = [c for c in value if not re.fullmatch(r"(CAP_)?[A-Z_]{1,60}", c)]
         if bad:
             raise ValueError(f"capabilities are names like NET_BIND_SERVICE, got {shown(bad)}")
         return [c.removeprefix("CAP_") for c in value]
+
+    @field_validator("tmpfs")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        problems: list[tuple[Loc, str]] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(value):
+            path, colon, options = entry.partition(":")
+            if not _TMPFS_PATH.fullmatch(path) or path.strip("/") == "" or len(entry) > 1024:
+                problems.append(
+                    (
+                        (i,),
+                        "must be an absolute path other than / (no spaces, commas or colons),"
+                        f" optionally followed by :OPTIONS, got {shown(entry)}",
+                    )
+                )
+            elif colon and not (options and _TMPFS_OPTIONS.fullmatch(options)):
+                problems.append(
+                    ((i,), f"mount options are like size=64m,mode=1777, got {shown(options)}")
+                )
+            elif path.rstrip("/") in seen:
+                problems.append(((i,), f"{path} is given twice"))
+            seen.add(path.rstrip("/"))
+        if problems:
+            raise_problems("Security", problems)
+        return value
 
 
 class AppSpec(_Strict):
@@ -382,20 +479,27 @@ class AppSpec(_Strict):
     )
     environment: str = Field(default="dev", json_schema_extra={"pattern": NAME_PATTERN})
     image: str = Field(
-        min_length=1, description="image tag or digest; a tag is pinned to its digest at release"
+        min_length=1,
+        max_length=MAX_IMAGE_LENGTH,
+        description="image tag or digest; a tag is pinned to its digest at release",
     )
     command: Command | None = Field(default=None, description="overrides the image's command")
-    env: dict[str, str] = Field(default_factory=dict, description="environment variables")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"environment variables; at most {MAX_ENV_BYTES // 1024} KiB in all",
+    )
     port: Port | None = Field(
         default=None, description="port the app listens on inside the instance"
     )
-    instances: Count = Field(default=1, ge=0, le=1000)
+    instances: Count = Field(default=1, ge=0, le=MAX_INSTANCES)
     resources: Resources = Field(default_factory=Resources)
     health: Health | None = Field(
         default=None, description="health checks; default: tcp on port, or none without a port"
     )
     routes: list[Route] | None = Field(
-        default=None, description="default: host <app>.<environment>.localhost, path /"
+        default=None,
+        max_length=MAX_ROUTES,
+        description="default: host <app>.<environment>.localhost, path /",
     )
     deploy: Deploy = Field(default_factory=Deploy)
     stop_grace: Seconds = Field(default=10.0, description="SIGTERM, then SIGKILL after this")
@@ -414,6 +518,15 @@ class AppSpec(_Strict):
     def _names(cls, value: str) -> str:
         if problem := grammar.name_problem(value):
             raise ValueError(problem)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError(
+                f"must be an image reference like web:1.4 (visible ASCII), got {shown(value)}"
+            )
         return value
 
     @field_validator("env", mode="before")
@@ -437,13 +550,30 @@ class AppSpec(_Strict):
             raise ValueError(f"variable names are letters, digits and _, got {shown(bad)}")
         if "PORT" in value:
             raise ValueError("PORT is set by kiln from the port field")
-        problems: list[tuple[Loc, str]] = [
-            ((name,), "contains a NUL character, which no environment variable can hold")
-            for name, text in value.items()
-            if "\x00" in text
-        ]
+        problems: list[tuple[Loc, str]] = []
+        total = 0
+        for name, text in value.items():
+            size = len(text.encode())
+            total += len(name) + 1 + size
+            if len(name) > MAX_ENV_NAME_BYTES:
+                problems.append(((name,), f"names are at most {MAX_ENV_NAME_BYTES} characters"))
+            if "\x00" in text:
+                problems.append(
+                    ((name,), "contains a NUL character, which no environment variable can hold")
+                )
+            if size > MAX_ENV_VALUE_BYTES:
+                problems.append(
+                    (
+                        (name,),
+                        f"a value is at most {MAX_ENV_VALUE_BYTES // 1024} KiB, got {size} bytes",
+                    )
+                )
         if problems:
             raise_problems("env", problems)
+        if total > MAX_ENV_BYTES:
+            raise ValueError(
+                f"at most {MAX_ENV_BYTES // 1024} KiB in all (every NAME=value), got {total} bytes"
+            )
         return value
 
     @field_validator("routes")

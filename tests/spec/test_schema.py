@@ -14,7 +14,8 @@ from kiln.spec import spec_json_schema
 _KEYWORDS = {
     "$schema", "$defs", "$ref", "title", "description", "type", "properties", "required",
     "additionalProperties", "items", "anyOf", "enum", "const", "default", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems",
+    "maxItems",
 }  # fmt: skip
 
 

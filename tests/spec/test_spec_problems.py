@@ -23,7 +23,7 @@ def _problems(data: dict[str, Any]) -> list[str]:
     ("fields", "problems"),
     [
         ({"instances": -1}, ["instances: must be ≥ 0, got -1"]),
-        ({"instances": 1001}, ["instances: must be ≤ 1000, got 1001"]),
+        ({"instances": 101}, ["instances: must be ≤ 100, got 101"]),
         ({"instances": True}, ["instances: expected a whole number, got true"]),
         ({"port": 0}, ["port: must be ≥ 1, got 0"]),
         ({"app": "Web"}, [f"app: {NAME}, got 'Web'"]),
@@ -61,7 +61,7 @@ def _problems(data: dict[str, Any]) -> list[str]:
             {"resources": {"memory": float("inf")}},
             ["resources.memory: expected a size like 128Mi or 1G, got inf"],
         ),
-        ({"resources": {"cpus": 0}}, ["resources.cpus: must be > 0.0, got 0"]),
+        ({"resources": {"cpus": 0}}, ["resources.cpus: must be ≥ 0.01, got 0"]),
         ({"routes": [{"path": "/"}]}, ["routes need a port: set port to where the app listens"]),
         (
             {"health": {"http": "/healthz"}},

@@ -21,6 +21,8 @@ hosts = st.from_regex(r"([a-z0-9]{1,8}\.){0,2}[a-z]{2,6}", fullmatch=True)
 paths = st.from_regex(r"/[a-z0-9/_-]{0,12}", fullmatch=True)
 # Any text a program can be given: everything but NUL.
 words = st.text(st.characters(exclude_characters="\x00"), max_size=10)
+program_words = words.filter(bool)
+images = st.from_regex(r"[a-z0-9]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]+)?", fullmatch=True)
 
 
 @st.composite
@@ -32,7 +34,7 @@ def probes(draw: st.DrawFn, *, nested: bool) -> dict[str, Any]:
     elif kind == "tcp":
         probe["tcp"] = True
     elif kind == "command":
-        probe["command"] = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3))
+        probe["command"] = draw(st.lists(program_words, min_size=1, max_size=3))
     interval = draw(st.floats(0.5, 30))
     probe["interval"] = interval
     probe["timeout"] = draw(st.floats(0, interval))
@@ -52,11 +54,11 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "app": draw(names),
         "environment": draw(names),
-        "image": draw(st.text(min_size=1, max_size=30)),
-        "command": draw(st.none() | st.lists(st.text(min_size=1, max_size=8), min_size=1)),
+        "image": draw(images),
+        "command": draw(st.none() | st.lists(program_words, min_size=1)),
         "env": draw(st.dictionaries(env_names, words | st.integers(), max_size=4)),
         "port": port,
-        "instances": draw(st.integers(0, 1000)),
+        "instances": draw(st.integers(0, 100)),
         "resources": {
             "cpus": draw(st.none() | st.floats(0.01, 64)),
             "memory": draw(st.none() | st.integers(6, 4096).map(lambda n: f"{n}Mi")),
@@ -72,6 +74,12 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "security": {
             "read_only": draw(st.booleans()),
             "cap_add": draw(st.lists(st.sampled_from(["NET_ADMIN", "CAP_CHOWN", "SYS_TIME"]))),
+            "tmpfs": draw(
+                st.lists(
+                    st.sampled_from(["/tmp", "/run", "/var/cache/app:size=16m,mode=1777"]),
+                    unique=True,
+                )
+            ),
         },
     }
     if port is not None:

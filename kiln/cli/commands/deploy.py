@@ -13,6 +13,7 @@ from kiln.cli.progress import watch_rollout
 from kiln.client import DeployResult, KilnClient
 from kiln.errors import InvalidInput, SpecInvalid
 from kiln.model import AppKey
+from kiln.spec import MAX_SPEC_BYTES
 
 WaitOption = Annotated[
     bool,
@@ -39,12 +40,7 @@ def deploy(
 
     Example:  kiln deploy -f kiln.yaml -m "new checkout page"
     """
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{file} not found: give the app's spec with -f PATH") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from exc
+    text = read_spec_file(file)
     kiln = context.client()
     try:
         # The key is only known once the server parsed the spec; until then, events of every
@@ -54,6 +50,32 @@ def deploy(
     except SpecInvalid as exc:
         raise SpecInvalid(exc.problems, source=str(file)) from None
     finish(kiln, result, after_event=after, wait=wait, as_json=as_json, verb="deploy")
+
+
+def read_spec_file(file: Path) -> str:
+    """The spec's text; ``InvalidInput`` (exit 2) for anything the server would refuse unread."""
+    try:
+        with file.open("rb") as stream:
+            # One byte past the limit is enough to know; a huge file is never read whole.
+            data = stream.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise InvalidInput(f"{file} not found: give the app's spec with -f PATH") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{file} is a directory: give the spec file with -f PATH") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SPEC_BYTES:
+        raise InvalidInput(
+            f"{file} is larger than {MAX_SPEC_BYTES // 1024} KiB, the most a spec may be"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidInput(
+            f"{file} is not UTF-8 text (line {line}, column {column}): save it as UTF-8"
+        ) from None
 
 
 def rollback(
