@@ -31,6 +31,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ LUA_SOURCE_DIR = Path(__file__).with_name("lua")
 _MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the trailing NUL
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _POLL = 0.02
+_FAST_POLL = 0.005  # while NGINX restarts, every few ms count
 _EXIT_POLL = 0.05  # how often wait_exited looks at the master where no pidfd is to be had
 _ORPHAN_GRACE = 2.0  # how long orphaned workers may take to close their listeners
 # The admin socket speaks plain HTTP. A bare TLS context spares httpx loading the CA bundle
@@ -447,7 +449,7 @@ class NginxRouter:
                     return
                 except RouterUnavailable as exc:
                     last_error = exc
-            await asyncio.sleep(_POLL)
+            await asyncio.sleep(_FAST_POLL)
         raise RouterUnavailable(
             f"NGINX (prefix {self.prefix}) did not answer on {self.admin_socket} within "
             f"{self.ready_timeout}s: {last_error}"
@@ -475,7 +477,11 @@ class NginxRouter:
         log.warning("retiring workers %s left by a dead NGINX master", sorted(orphans))
         for pid in orphans:
             _signal(pid, signal.SIGQUIT)
-        if await _wait_until(lambda: not _listening_on(self.listen_port), _ORPHAN_GRACE):
+
+        def port_free() -> bool:
+            return not _port_taken(self.listen_host, self.listen_port)
+
+        if await _wait_until(port_free, _ORPHAN_GRACE, interval=_FAST_POLL):
             return
         for pid in orphans:
             _signal(pid, signal.SIGKILL)
@@ -783,22 +789,19 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _listening_on(port: int) -> bool:
-    """Whether any socket of this network namespace listens on TCP ``port`` (any address)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def _port_taken(host: str, port: int) -> bool:
+    """Whether a socket listens on ``host``:``port``: a trial bind, as NGINX's own would go.
+
+    SO_REUSEADDR lets the bind pass over connections in TIME_WAIT, as NGINX's does, so only a
+    listener makes it fail. (Reading /proc/net/tcp instead takes ~0.2 s with 10,000 sockets.)
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            probe.bind((host, port))
         except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            # local_address is ADDR:PORT in hex; state 0A is LISTEN.
-            if (
-                len(fields) > 3
-                and fields[3] == "0A"
-                and int(fields[1].rsplit(":", 1)[1], 16) == port
-            ):
-                return True
+            return True
     return False
 
 

@@ -258,7 +258,7 @@ function M.balance()
         -- release's peers all failed; a forced one stays in its release.
         local candidates = #list
         if release ~= nil and not ctx.kiln_forced then
-            candidates = #state.eligible
+            candidates = candidates + #state.eligible -- at most; proxy_next_upstream_tries caps
         end
         if candidates > 1 then
             -- The upstream has one placeholder server, so NGINX allows no retry unless asked.
