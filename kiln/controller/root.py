@@ -17,7 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from kiln.config import Settings
+from kiln.config import Settings, read_or_create_installation_id
 from kiln.controller.engine import Engine
 from kiln.controller.events import EventBus
 from kiln.controller.executor import Executor
@@ -62,7 +62,10 @@ def build_driver(settings: Settings, *, kind: str = "docker") -> Driver:
     if kind == "docker":
         from kiln.drivers.docker import DockerDriver
 
-        return DockerDriver(base_url=settings.docker_host)
+        return DockerDriver(
+            base_url=settings.docker_host,
+            installation_id=read_or_create_installation_id(settings),
+        )
     raise InvalidInput(f"unknown driver {kind!r}; kiln runs on: {', '.join(DRIVERS)}")
 
 

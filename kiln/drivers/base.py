@@ -4,6 +4,12 @@ Implementations: ``kiln.drivers.docker.DockerDriver`` (the local Docker engine) 
 ``kiln.drivers.fake.FakeDriver`` (in memory, for tests of the layers above). Every method maps
 engine errors to ``kiln.errors`` (``DriverUnavailable`` when the engine does not answer,
 ``ImageNotFound``, ``NotFound``) with ``raise ... from exc``.
+
+Every driver belongs to one kiln **installation** (``installation_id``): what it creates carries
+the id as the ``io.kiln.installation`` label, and it lists, watches, stops and removes only its
+own objects, plus *legacy* ones (kiln-managed but with no installation label, made by a kiln from
+before ids), which come back marked ``Instance.legacy``. Another installation's objects are never
+returned, stopped or removed (ARCHITECTURE.md, invariant 9).
 """
 
 from __future__ import annotations
@@ -39,8 +45,17 @@ class DriverEvent:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class EngineHost:
+    """What the engine's host has to give: the ceiling of any one instance's limits."""
+
+    cpus: float
+    memory_bytes: int
+
+
 class Driver(Protocol):
     name: str
+    installation_id: str  # the kiln installation this driver acts for
 
     async def ping(self) -> None:
         """Raise ``DriverUnavailable`` unless the engine answers."""
@@ -49,16 +64,19 @@ class Driver(Protocol):
         """The immutable id of a local image (``sha256:...``) for a tag or digest reference."""
 
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
-        """Every container kiln manages (by label), running or not; only ``key``'s when given."""
+        """This installation's containers and legacy ones (``Instance.legacy``), running or
+        not; only ``key``'s when given. Never another installation's."""
 
     async def start_instance(self, spec: InstanceSpec) -> Instance:
         """Create and start one container; return it running, with its address when it has a port."""
 
     async def stop_instance(self, container_id: str, *, grace: float) -> None:
-        """SIGTERM, SIGKILL after ``grace`` seconds, then remove. Already gone is fine."""
+        """SIGTERM, SIGKILL after ``grace`` seconds, then remove. Already gone is fine.
+        Another installation's container raises ``Conflict`` and is left alone."""
 
     async def remove_instance(self, container_id: str) -> None:
-        """Remove a container (force). Already gone is fine."""
+        """Remove a container (force). Already gone is fine. Another installation's container
+        raises ``Conflict`` and is left alone."""
 
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         """Run a command inside a running instance; its exit code (a timeout raises TimeoutError)."""
@@ -66,9 +84,17 @@ class Driver(Protocol):
     def logs(
         self, container_ids: Sequence[str], *, follow: bool, tail: int | None
     ) -> AsyncIterator[LogLine]:
-        """Log lines of the given containers, interleaved; with ``follow``, until cancelled."""
+        """Log lines of the given containers, interleaved; with ``follow``, until cancelled.
+        Another installation's container raises ``NotFound``."""
 
     def watch(self) -> AsyncIterator[DriverEvent]:
-        """Lifecycle events of kiln-managed containers, until cancelled. Ends if the engine goes away."""
+        """Lifecycle events of this installation's containers, until cancelled. Ends if the
+        engine goes away. (Legacy containers send none: the periodic resync sees them.)"""
+
+    async def other_installations(self) -> set[str]:
+        """Ids of the other kiln installations with containers on this engine."""
+
+    async def host_limits(self) -> EngineHost:
+        """The CPUs and memory of the engine's host."""
 
     async def close(self) -> None: ...

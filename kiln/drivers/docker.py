@@ -15,6 +15,15 @@ Errors are mapped at this boundary (``raise ... from exc``)::
     a name held by another container                      → Conflict
     any other engine error                                → TemporaryFailure (engine's message)
 
+Installation identity (ARCHITECTURE.md, invariant 9): every container this driver creates carries
+``io.kiln.installation=<installation_id>`` and is named ``kiln-<first 8 of the id>-<spec.name>``.
+Each container the engine returns is sorted by its labels into *ours*, *legacy* (kiln-managed, no
+installation label: made by a kiln from before ids) and *another installation's*; the last kind is
+never returned, stopped, removed or shown, whatever a caller asks. ``watch()`` is filtered at the
+engine on our installation label. ``list_instances`` filters at the engine on kiln's labels (and
+the app's) but cannot ask for "no installation label" (the engine has no negative label filter),
+so it drops another installation's containers itself, before looking at them any further.
+
 ``list_instances`` is one ``GET /containers/json`` (the SDK's high-level ``containers.list``
 would inspect every container). The few fields that summary lacks (start/finish time, exit code,
 OOM) are read by one inspect per container *and state*, and cached: a container is never
@@ -42,6 +51,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Generic, Literal, TypeVar
 
 import docker
@@ -49,11 +59,12 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
-from kiln.drivers.base import DriverEvent, LogLine
+from kiln.drivers.base import DriverEvent, EngineHost, LogLine
 from kiln.errors import (
     Conflict,
     DriverUnavailable,
     ImageNotFound,
+    InvalidInput,
     KilnError,
     NotFound,
     TemporaryFailure,
@@ -61,6 +72,7 @@ from kiln.errors import (
 from kiln.model import (
     LABEL_APP,
     LABEL_ENV,
+    LABEL_INSTALLATION,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_RELEASE,
@@ -82,7 +94,6 @@ ItemT = TypeVar("ItemT")
 # 20.10's API and is still served by every newer engine.
 API_VERSION = "1.41"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-MANAGED_FILTER = {"label": [f"{LABEL_MANAGED}=true"]}
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 WORKERS = 32
@@ -92,6 +103,9 @@ HOST_PORT_RANGE = (20000, 29999)
 LIFECYCLE_ACTIONS = frozenset(
     {"create", "start", "restart", "die", "kill", "oom", "stop", "destroy", "pause", "unpause"}
 )
+# An installation id goes into label values and container names.
+_INSTALLATION_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NAME_PREFIX_LENGTH = 8
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -140,6 +154,29 @@ def _status_code(exc: docker.errors.APIError) -> int | None:
     return exc.response.status_code if exc.response is not None else None
 
 
+class Owner(Enum):
+    """Whose a container is, from its labels (which never change)."""
+
+    OURS = "ours"
+    LEGACY = "legacy"  # kiln-managed, no installation label: made by a kiln from before ids
+    OTHER = "other"  # another installation's, or not kiln's at all: never touched
+
+
+def owner(labels: dict[str, str] | None, installation_id: str) -> Owner:
+    labels = labels or {}
+    if labels.get(LABEL_MANAGED) != "true":
+        return Owner.OTHER
+    if LABEL_INSTALLATION not in labels:
+        return Owner.LEGACY
+    # An empty or different id is not ours; only a missing label means "from before ids".
+    return Owner.OURS if labels[LABEL_INSTALLATION] == installation_id else Owner.OTHER
+
+
+def engine_container_name(installation_id: str, name: str) -> str:
+    """The container's name on the engine: two installations' names never clash."""
+    return f"kiln-{installation_id[:NAME_PREFIX_LENGTH]}-{name}"
+
+
 class _ExecTimedOut(Exception):
     """The command inside the container did not finish in time (becomes ``TimeoutError``)."""
 
@@ -160,7 +197,15 @@ class DockerDriver:
 
     name = "docker"
 
-    def __init__(self, *, base_url: str | None = None, timeout: float = 30) -> None:
+    def __init__(
+        self, *, installation_id: str, base_url: str | None = None, timeout: float = 30
+    ) -> None:
+        if not _INSTALLATION_ID.match(installation_id):
+            raise InvalidInput(
+                f"installation id {installation_id!r} must be letters, digits, '_', '.' or '-'"
+                " (config.read_or_create_installation_id makes one)"
+            )
+        self.installation_id = installation_id
         self._explicit_base_url = base_url
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.timeout = timeout
@@ -171,6 +216,8 @@ class DockerDriver:
         self._stream_client: docker.DockerClient | None = None
         self._stream_client_lock = threading.Lock()
         self._details: dict[str, _StateDetails] = {}
+        # container id → instance id, for containers that are ours or legacy (labels never change)
+        self._instance_ids: dict[str, str] = {}
         self._closed = False
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
@@ -265,19 +312,17 @@ class DockerDriver:
         )
 
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
-        filters = MANAGED_FILTER
+        labels = [f"{LABEL_MANAGED}=true"]
         if key is not None:  # the engine filters: one app's round lists one app's containers
-            filters = {
-                "label": [
-                    *MANAGED_FILTER["label"],
-                    f"{LABEL_ENV}={key.environment}",
-                    f"{LABEL_APP}={key.app}",
-                ]
-            }
-        summaries: list[dict[str, Any]] = await self._call(
+            labels += [f"{LABEL_ENV}={key.environment}", f"{LABEL_APP}={key.app}"]
+        found: list[dict[str, Any]] = await self._call(
             "list containers",
-            lambda: self._client.api.containers(all=True, filters=filters),
+            lambda: self._client.api.containers(all=True, filters={"label": labels}),
         )
+        # Another installation's containers go no further: not inspected, not cached, not listed.
+        summaries = [
+            s for s in found if owner(s.get("Labels"), self.installation_id) is not Owner.OTHER
+        ]
         stale = [
             s["Id"]
             for s in summaries
@@ -292,9 +337,17 @@ class DockerDriver:
             present = {s["Id"] for s in summaries}
             for cid in set(self._details) - present:
                 del self._details[cid]
+            for cid in set(self._instance_ids) - present:
+                del self._instance_ids[cid]
         instances = []
         for summary in summaries:
-            instance = self._instance_from_summary(summary, self._details.get(summary["Id"]))
+            instance = self._instance(
+                summary["Id"],
+                summary.get("Labels"),
+                summary.get("State", ""),
+                self._details.get(summary["Id"]),
+                _summary_address(summary),
+            )
             if instance is not None:
                 instances.append(instance)
         return instances
@@ -322,88 +375,67 @@ class DockerDriver:
             oom_killed=bool(state.get("OOMKilled")),
         )
 
-    @staticmethod
-    def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:
-        labels = labels or {}
-        try:
-            return (
-                labels[LABEL_INSTANCE],
-                AppKey(labels[LABEL_ENV], labels[LABEL_APP]),
-                int(labels[LABEL_RELEASE]),
-            )
-        except (KeyError, ValueError):
-            return None
-
-    def _instance_from_summary(
-        self, summary: dict[str, Any], details: _StateDetails | None
+    def _instance(
+        self,
+        container_id: str,
+        labels: dict[str, str] | None,
+        state: str,
+        details: _StateDetails | None,
+        address: Address | None,
     ) -> Instance | None:
-        identity = self._identity(summary.get("Labels"))
+        """The instance a container of ours (or a legacy one) is, from its labels and state;
+        None for a container that is not kiln's or lacks kiln's labels."""
+        ownership = owner(labels, self.installation_id)
+        identity = _identity(labels)
+        if ownership is Owner.OTHER:
+            return None
         if identity is None:
             log.warning(
                 "container %s is labelled %s=true but lacks kiln's other labels; ignored",
-                summary["Id"][:12],
+                container_id[:12],
                 LABEL_MANAGED,
             )
             return None
         instance_id, key, release = identity
-        address = _host_network_address(summary.get("Labels"))
-        for port in summary.get("Ports") or []:
-            if port.get("PublicPort") and port.get("Type", "tcp") == "tcp":
-                address = Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
-                break
+        self._instance_ids[container_id] = instance_id
+        status = _STATUS.get(state, InstanceStatus.UNKNOWN)
         return Instance(
             id=instance_id,
             key=key,
             release=release,
-            container_id=summary["Id"],
-            status=_STATUS.get(summary.get("State", ""), InstanceStatus.UNKNOWN),
-            address=address,
+            container_id=container_id,
+            status=status,
+            # A stopped container keeps its port bindings in inspect, but has no address.
+            address=address if status is InstanceStatus.RUNNING else None,
             started_at=details.started_at if details else None,
             finished_at=details.finished_at if details else None,
             exit_code=details.exit_code if details else None,
             oom_killed=details.oom_killed if details else False,
-        )
-
-    def _instance_from_inspect(self, info: dict[str, Any]) -> Instance:
-        identity = self._identity((info.get("Config") or {}).get("Labels"))
-        if identity is None:
-            raise TemporaryFailure(f"container {info['Id'][:12]} lacks kiln's labels")
-        instance_id, key, release = identity
-        details = self._details_from_inspect(info)
-        self._details[info["Id"]] = details
-        address = _host_network_address((info.get("Config") or {}).get("Labels"))
-        ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
-        for bindings in ports.values():
-            for binding in bindings or []:
-                if binding.get("HostPort"):
-                    address = Address(
-                        binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"])
-                    )
-                    break
-            if address:
-                break
-        return Instance(
-            id=instance_id,
-            key=key,
-            release=release,
-            container_id=info["Id"],
-            status=_STATUS.get(details.state, InstanceStatus.UNKNOWN),
-            address=address,
-            started_at=details.started_at,
-            finished_at=details.finished_at,
-            exit_code=details.exit_code,
-            oom_killed=details.oom_killed,
+            legacy=ownership is Owner.LEGACY,
         )
 
     async def start_instance(self, spec: InstanceSpec) -> Instance:
         info = await self._call(f"start instance {spec.id}", lambda: self._start(spec))
-        return self._instance_from_inspect(info)
+        details = self._details_from_inspect(info)
+        self._details[info["Id"]] = details
+        config = info.get("Config") or {}
+        instance = self._instance(
+            info["Id"], config.get("Labels"), details.state, details, _inspect_address(info)
+        )
+        if instance is None:  # we just labelled it ourselves
+            raise TemporaryFailure(f"container {info['Id'][:12]} lacks kiln's labels")
+        return instance
+
+    def container_name(self, spec: InstanceSpec) -> str:
+        """The name ``spec``'s container has on the engine."""
+        return engine_container_name(self.installation_id, spec.name)
 
     def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
         api = self._client.api
         labels = {
             **spec.labels,
             LABEL_MANAGED: "true",
+            LABEL_INSTALLATION: self.installation_id,  # last: a spec cannot claim another's id
             LABEL_ENV: spec.key.environment,
             LABEL_APP: spec.key.app,
             LABEL_RELEASE: str(spec.release),
@@ -433,6 +465,7 @@ class DockerDriver:
             nano_cpus=round(spec.cpus * 1e9) if spec.cpus else None,
             mem_limit=spec.memory_bytes,
             memswap_limit=spec.memory_bytes,  # equal: no swap on top of the limit
+            pids_limit=spec.pids_limit,  # a fork bomb stops at the limit, not at the host's
             # kiln replaces a crashed instance itself; one is never restarted in place.
             restart_policy={"Name": "no"},
             log_config=LogConfig(type=LogConfig.types.JSON, config=LOG_OPTIONS),
@@ -446,8 +479,9 @@ class DockerDriver:
         return {
             "image": spec.image,
             "command": list(spec.command) if spec.command else None,
-            "name": spec.name,
+            "name": self.container_name(spec),
             "labels": labels,
+            "user": spec.user,  # None: the image's own default user
             "environment": env,
             "host_config": host_config,
             "ports": [spec.port] if spec.port is not None and not spec.host_network else None,
@@ -465,7 +499,7 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             if _status_code(exc) != 409:
                 raise
-            self._remove_stale(spec.name, exc)
+            self._remove_stale(kwargs["name"], exc)
             created = api.create_container(**kwargs)
         container_id = created["Id"]
         try:
@@ -479,7 +513,7 @@ class DockerDriver:
         return info
 
     def _remove_stale(self, name: str, conflict: docker.errors.APIError) -> None:
-        """A left-over container holds ``name``: remove it if it is kiln's and not running."""
+        """A left-over container holds ``name``: remove it if it is ours and not running."""
         api = self._client.api
         try:
             info = api.inspect_container(name)
@@ -487,11 +521,24 @@ class DockerDriver:
             return  # it went away in the meantime
         labels = (info.get("Config") or {}).get("Labels") or {}
         running = (info.get("State") or {}).get("Running", False)
-        if labels.get(LABEL_MANAGED) != "true" or running:
-            owner = "a running kiln instance" if running else "a container kiln does not manage"
+        held_by = f"cannot start {name}: the name is taken by container {info['Id'][:12]}"
+        ownership = owner(labels, self.installation_id)
+        if ownership is Owner.OTHER and labels.get(LABEL_INSTALLATION):
             raise Conflict(
-                f"cannot start {name}: the name is taken by {owner} ({info['Id'][:12]});"
-                " remove that container or choose another name"
+                f"{held_by} of another kiln installation ({labels[LABEL_INSTALLATION]}), whose id"
+                f" starts like this one's ({self.installation_id}); kiln never touches another"
+                " installation's containers: give this installation a new id (a new KILN_HOME)"
+                " or run it on another engine"
+            ) from conflict
+        if ownership is not Owner.OURS:
+            raise Conflict(
+                f"{held_by}, which this kiln installation did not make;"
+                " remove or rename that container"
+            ) from conflict
+        if running:
+            raise Conflict(
+                f"{held_by}, a running instance of this kiln installation: is a second kiln"
+                f" server running with the same KILN_HOME? Stop it"
             ) from conflict
         log.info("removing stale container %s (%s) to reuse its name", name, info["Id"][:12])
         with contextlib.suppress(docker.errors.NotFound):
@@ -499,17 +546,47 @@ class DockerDriver:
 
     async def stop_instance(self, container_id: str, *, grace: float) -> None:
         def stop() -> None:
-            api = self._client.api
+            if not self._may_touch(container_id, "stop"):
+                return
             with contextlib.suppress(docker.errors.NotFound):
-                api.stop(container_id, timeout=math.ceil(grace))
+                self._client.api.stop(container_id, timeout=math.ceil(grace))
             self._remove_quietly(container_id)
 
         await self._call(f"stop container {container_id[:12]}", stop)
+        self._forget(container_id)
 
     async def remove_instance(self, container_id: str) -> None:
-        await self._call(
-            f"remove container {container_id[:12]}", lambda: self._remove_quietly(container_id)
-        )
+        def remove() -> None:
+            if self._may_touch(container_id, "remove"):
+                self._remove_quietly(container_id)
+
+        await self._call(f"remove container {container_id[:12]}", remove)
+        self._forget(container_id)
+
+    def _may_touch(self, container_id: str, verb: str) -> bool:
+        """True for a container of ours or a legacy one; False when it is gone already.
+
+        Asks the engine, not a cache: labels never change, and a stop is rare enough that one
+        inspect more is the cheapest way to be sure another installation's container is safe.
+        """
+        try:
+            info = self._client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return False
+        labels = (info.get("Config") or {}).get("Labels")
+        if owner(labels, self.installation_id) is Owner.OTHER:
+            whose = (labels or {}).get(LABEL_INSTALLATION)
+            raise Conflict(
+                f"will not {verb} container {container_id[:12]}: it belongs to "
+                + (f"another kiln installation ({whose})" if whose else "no kiln installation")
+                + "; kiln touches only the containers its own installation made"
+            )
+        return True
+
+    def _forget(self, container_id: str) -> None:
+        # On the event loop only: the caches are read there without a lock.
+        self._details.pop(container_id, None)
+        self._instance_ids.pop(container_id, None)
 
     def _remove_quietly(self, container_id: str) -> None:
         try:
@@ -578,13 +655,20 @@ class DockerDriver:
     async def _logs(
         self, container_ids: list[str], *, follow: bool, tail: int | None
     ) -> AsyncGenerator[LogLine, None]:
+        instance_ids = [await self._instance_id_of(cid) for cid in container_ids]
         pump = _Pump[LogLine]()
         streams: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
-        for container_id in container_ids:
+        for container_id, instance_id in zip(container_ids, instance_ids, strict=True):
             for stream in streams:
                 pump.spawn(
                     functools.partial(
-                        self._pump_logs, pump, container_id, stream, follow=follow, tail=tail
+                        self._pump_logs,
+                        pump,
+                        container_id,
+                        instance_id,
+                        stream,
+                        follow=follow,
+                        tail=tail,
                     ),
                     f"logs {container_id[:12]} {stream}",
                 )
@@ -603,18 +687,36 @@ class DockerDriver:
         finally:
             pump.close()
 
+    async def _instance_id_of(self, container_id: str) -> str:
+        """The instance id of a container of ours or a legacy one (listed or started by this
+        driver: no engine call); ``NotFound`` for anyone else's."""
+        known = self._instance_ids.get(container_id)
+        if known is not None:
+            return known
+        info = await self._call(
+            f"inspect container {container_id[:12]}",
+            lambda: self._client.api.inspect_container(container_id),
+        )
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if owner(labels, self.installation_id) is Owner.OTHER:
+            raise NotFound(
+                f"container {container_id[:12]} is not an instance of this kiln installation"
+            )
+        instance_id = str(labels.get(LABEL_INSTANCE, container_id[:12]))
+        self._instance_ids[info["Id"]] = instance_id
+        return instance_id
+
     def _pump_logs(
         self,
         pump: _Pump[LogLine],
         container_id: str,
+        instance_id: str,
         stream: Literal["stdout", "stderr"],
         *,
         follow: bool,
         tail: int | None,
     ) -> None:
         client = self._streams()
-        labels = (client.api.inspect_container(container_id).get("Config") or {}).get("Labels")
-        instance_id = (labels or {}).get(LABEL_INSTANCE, container_id[:12])
         # One request per stream: the SDK's demultiplexer drops which stream a frame came from.
         chunks = client.api.logs(
             container_id,
@@ -647,20 +749,25 @@ class DockerDriver:
             raise TemporaryFailure("watch events: the Docker driver is closed")
         client = self._client
         pump = _Pump[DriverEvent]()
+        # Our own containers only, filtered at the engine (legacy ones send no hints; the
+        # periodic resync lists them).
+        filters = {
+            "type": "container",
+            "label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={self.installation_id}"],
+        }
+        installation_id = self.installation_id
 
         def read_events() -> None:
             # Opened on the pump's own thread, so a consumer that leaves while the request is
             # still on its way cannot leak the stream: register() closes it.
             try:
-                events = client.api.events(
-                    since=since, filters={"type": "container", **MANAGED_FILTER}, decode=True
-                )
+                events = client.api.events(since=since, filters=filters, decode=True)
             except Exception as exc:
                 raise _OpenFailed() from exc
             if not pump.register(events):
                 return
             for raw in events:
-                event = _driver_event(raw)
+                event = _driver_event(raw, installation_id)
                 if event is not None and not pump.put(event):
                     return
 
@@ -670,6 +777,25 @@ class DockerDriver:
                 yield event
         finally:
             pump.close()
+
+    async def other_installations(self) -> set[str]:
+        found: list[dict[str, Any]] = await self._call(
+            "list other installations' containers",
+            lambda: self._client.api.containers(
+                all=True, filters={"label": [f"{LABEL_MANAGED}=true", LABEL_INSTALLATION]}
+            ),
+        )
+        ids = {(s.get("Labels") or {}).get(LABEL_INSTALLATION, "") for s in found}
+        return {i for i in ids if i and i != self.installation_id}
+
+    async def host_limits(self) -> EngineHost:
+        info: dict[str, Any] = await self._call("engine info", self._client.api.info)
+        try:
+            return EngineHost(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TemporaryFailure(
+                f"the Docker engine at {self.base_url} did not say its CPUs and memory ({exc!r})"
+            ) from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -682,9 +808,39 @@ class DockerDriver:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:
+    labels = labels or {}
+    try:
+        return (
+            labels[LABEL_INSTANCE],
+            AppKey(labels[LABEL_ENV], labels[LABEL_APP]),
+            int(labels[LABEL_RELEASE]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
 def _host_network_address(labels: dict[str, str] | None) -> Address | None:
     port = (labels or {}).get(LABEL_HOST_PORT, "")
     return Address("127.0.0.1", int(port)) if port.isdigit() else None
+
+
+def _summary_address(summary: dict[str, Any]) -> Address | None:
+    """Where a container from ``GET /containers/json`` is reached: its published TCP port."""
+    for port in summary.get("Ports") or []:
+        if port.get("PublicPort") and port.get("Type", "tcp") == "tcp":
+            return Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
+    return _host_network_address(summary.get("Labels"))
+
+
+def _inspect_address(info: dict[str, Any]) -> Address | None:
+    """The same from an inspect, whose ports are a map of bindings."""
+    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    for bindings in ports.values():
+        for binding in bindings or []:
+            if binding.get("HostPort"):
+                return Address(binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"]))
+    return _host_network_address((info.get("Config") or {}).get("Labels"))
 
 
 def _free_host_port() -> int:
@@ -714,12 +870,14 @@ def _log_line(instance_id: str, stream: Literal["stdout", "stderr"], raw: bytes)
     )
 
 
-def _driver_event(raw: dict[str, Any]) -> DriverEvent | None:
+def _driver_event(raw: dict[str, Any], installation_id: str) -> DriverEvent | None:
     action = str(raw.get("Action") or raw.get("status") or "").split(":")[0]
     if action not in LIFECYCLE_ACTIONS:
         return None
     actor = raw.get("Actor") or {}
     attributes = actor.get("Attributes") or {}
+    if owner(attributes, installation_id) is not Owner.OURS:
+        return None  # the engine filtered already; this keeps the rule in one place
     try:
         key = AppKey(attributes[LABEL_ENV], attributes[LABEL_APP])
         instance_id = attributes[LABEL_INSTANCE]

@@ -10,6 +10,10 @@ milliseconds without Docker. Knobs for tests:
     set_exec_result(container, code)    what exec returns there (default 0; an exception is raised)
     add_log(container, text, stream)    a log line (followers see it at once)
     go_down() / come_back()             the engine stops answering (DriverUnavailable; watches end)
+    plant(spec, installation=...)       a container another kiln made: another installation's id
+                                        (never listed, stopped or removed: Conflict) or None for a
+                                        legacy one (listed with ``legacy=True``, sends no events)
+    host                                what ``host_limits()`` answers (an ``EngineHost``)
     started / stopped / removed         records of what kiln asked for, in order
 
 Addresses are deterministic: 127.0.0.1 and a port counter starting at ``first_port``. Stopped
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from kiln.drivers.base import DriverEvent, LogLine
+from kiln.drivers.base import DriverEvent, EngineHost, LogLine
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound
 from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus
 
@@ -34,6 +38,7 @@ from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus
 class FakeContainer:
     spec: InstanceSpec
     instance: Instance
+    installation: str | None  # None: a legacy container (made before installation ids)
     logs: list[LogLine] = field(default_factory=list)
 
 
@@ -41,12 +46,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+DEFAULT_HOST = EngineHost(cpus=2.0, memory_bytes=4 * 1024**3)
+
+
 class FakeDriver:
     """An in-memory container engine implementing the ``Driver`` protocol (a test fake)."""
 
     name = "fake"
 
-    def __init__(self, *, first_port: int = 20000, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        *,
+        installation_id: str = "fake-installation",
+        first_port: int = 20000,
+        clock: Callable[[], datetime] = _now,
+        host: EngineHost = DEFAULT_HOST,
+    ) -> None:
+        self.installation_id = installation_id
+        self.host = host
         self.clock = clock
         self.images: dict[str, str] = {}  # reference (tag or digest) → digest
         self.containers: dict[str, FakeContainer] = {}  # container id → container
@@ -71,6 +88,27 @@ class FakeDriver:
         self.images[digest] = digest
         return digest
 
+    def plant(
+        self, spec: InstanceSpec, *, installation: str | None, running: bool = True
+    ) -> Instance:
+        """A container that another kiln made: ``installation`` is its id, or None for a legacy
+        one. The image need not exist; nothing is recorded in ``started``."""
+        self._next_id += 1
+        instance = Instance(
+            id=spec.id,
+            key=spec.key,
+            release=spec.release,
+            container_id=f"{self._next_id:064x}",
+            status=InstanceStatus.RUNNING if running else InstanceStatus.EXITED,
+            started_at=self.clock(),
+            exit_code=None if running else 0,
+            legacy=installation is None,
+        )
+        self.containers[instance.container_id] = FakeContainer(
+            spec=spec, instance=instance, installation=installation
+        )
+        return instance
+
     def crash(self, instance_id: str, exit_code: int = 1, *, oom: bool = False) -> Instance:
         """The instance's process dies on its own; kiln should notice and replace it."""
         container = self._by_instance(instance_id)
@@ -84,8 +122,8 @@ class FakeDriver:
         )
         container.instance = instance
         if oom:
-            self._emit(instance, "oom")
-        self._emit(instance, "die", exit_code)
+            self._emit(container, "oom")
+        self._emit(container, "die", exit_code)
         return instance
 
     def fail_next_start(self, exc: BaseException) -> None:
@@ -143,7 +181,9 @@ class FakeDriver:
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
         self._check_up()
         return [
-            c.instance for c in self.containers.values() if key is None or c.instance.key == key
+            c.instance
+            for c in self.containers.values()
+            if self._visible(c) and (key is None or c.instance.key == key)
         ]
 
     async def start_instance(self, spec: InstanceSpec) -> Instance:
@@ -153,7 +193,8 @@ class FakeDriver:
         if spec.image not in self.images:
             raise ImageNotFound(f"image {spec.image!r} does not exist on the fake engine")
         for cid, other in list(self.containers.items()):
-            if other.spec.name == spec.name:
+            # Names carry the installation on the engine: only our own can clash.
+            if other.installation == self.installation_id and other.spec.name == spec.name:
                 if other.instance.running:
                     raise Conflict(f"cannot start {spec.name}: a running container has the name")
                 del self.containers[cid]
@@ -172,31 +213,44 @@ class FakeDriver:
             address=address,
             started_at=self.clock(),
         )
-        self.containers[container_id] = FakeContainer(spec=spec, instance=instance)
+        container = FakeContainer(spec=spec, instance=instance, installation=self.installation_id)
+        self.containers[container_id] = container
         self.started.append(spec)
-        self._emit(instance, "create")
-        self._emit(instance, "start")
+        self._emit(container, "create")
+        self._emit(container, "start")
         return instance
 
     async def stop_instance(self, container_id: str, *, grace: float) -> None:
         self._check_up()
-        container = self.containers.pop(container_id, None)
+        container = self._take(container_id, "stop")
         if container is None:
             return
         self.stopped.append(container_id)
         if container.instance.running:
-            self._emit(container.instance, "die", 143)  # SIGTERM honoured
-        self._emit(container.instance, "destroy")
+            self._emit(container, "die", 143)  # SIGTERM honoured
+        self._emit(container, "destroy")
 
     async def remove_instance(self, container_id: str) -> None:
         self._check_up()
-        container = self.containers.pop(container_id, None)
+        container = self._take(container_id, "remove")
         if container is None:
             return
         self.removed.append(container_id)
         if container.instance.running:
-            self._emit(container.instance, "die", 137)
-        self._emit(container.instance, "destroy")
+            self._emit(container, "die", 137)
+        self._emit(container, "destroy")
+
+    async def other_installations(self) -> set[str]:
+        self._check_up()
+        return {
+            c.installation
+            for c in self.containers.values()
+            if c.installation is not None and c.installation != self.installation_id
+        }
+
+    async def host_limits(self) -> EngineHost:
+        self._check_up()
+        return self.host
 
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         self._check_up()
@@ -222,6 +276,8 @@ class FakeDriver:
         self._check_up()
         sent = {}  # per container: how many of its lines were yielded or skipped
         for cid in container_ids:
+            if not self._visible(self._get(cid)):
+                raise NotFound(f"container {cid[:12]} is not an instance of this kiln installation")
             count = len(self._get(cid).logs)
             sent[cid] = max(0, count - tail) if tail is not None else 0
         waiter = asyncio.Event()
@@ -281,7 +337,27 @@ class FakeDriver:
                 return container
         raise NotFound(f"no instance {instance_id} on the fake engine")
 
-    def _emit(self, instance: Instance, action: str, exit_code: int | None = None) -> None:
+    def _visible(self, container: FakeContainer) -> bool:
+        """Ours or legacy: what this installation may see and touch."""
+        return container.installation in (self.installation_id, None)
+
+    def _take(self, container_id: str, verb: str) -> FakeContainer | None:
+        container = self.containers.get(container_id)
+        if container is None:
+            return None
+        if not self._visible(container):
+            raise Conflict(
+                f"will not {verb} container {container_id[:12]}: it belongs to another kiln"
+                f" installation ({container.installation})"
+            )
+        return self.containers.pop(container_id)
+
+    def _emit(self, container: FakeContainer, action: str, exit_code: int | None = None) -> None:
+        # Like DockerDriver's watch (filtered at the engine on the installation label): events
+        # of our own containers only.
+        if container.installation != self.installation_id:
+            return
+        instance = container.instance
         self.emit(
             DriverEvent(
                 key=instance.key,

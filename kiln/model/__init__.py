@@ -16,6 +16,7 @@ from kiln.model.group import GroupRole, ReleaseGroup
 from kiln.model.instance import (
     LABEL_APP,
     LABEL_ENV,
+    LABEL_INSTALLATION,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_RELEASE,
@@ -32,6 +33,7 @@ from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 __all__ = [
     "LABEL_APP",
     "LABEL_ENV",
+    "LABEL_INSTALLATION",
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
     "LABEL_RELEASE",

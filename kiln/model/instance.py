@@ -15,6 +15,10 @@ LABEL_APP = f"{LABEL_PREFIX}.app"
 LABEL_RELEASE = f"{LABEL_PREFIX}.release"
 LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
 LABEL_HOST_PORT = f"{LABEL_PREFIX}.host-port"  # host networking: the port kiln gave the app
+# Which kiln installation (home) made the object: its id from ``config.read_or_create_installation_id``.
+# A kiln lists, watches, stops and removes only objects with its own id; a kiln-managed container
+# without this label was made by a kiln from before it existed (``Instance.legacy``).
+LABEL_INSTALLATION = f"{LABEL_PREFIX}.installation"
 
 
 class InstanceStatus(StrEnum):
@@ -47,6 +51,10 @@ class Instance:
     finished_at: datetime | None = None
     exit_code: int | None = None
     oom_killed: bool = False
+    # Made by a kiln from before installation ids (no installation label): it may belong to this
+    # installation or to another one on the same engine. Adopt it only when the store knows its
+    # app and release; otherwise report it and leave it alone.
+    legacy: bool = False
 
     @property
     def running(self) -> bool:
@@ -60,7 +68,8 @@ class InstanceSpec:
     id: str
     key: AppKey
     release: int
-    name: str  # container name
+    name: str  # unique within the installation; the driver names the container
+    # ``kiln-<first 8 of the installation id>-<name>`` so that two installations never clash
     image: str  # digest
     command: tuple[str, ...] | None
     env: dict[str, str]
@@ -68,6 +77,8 @@ class InstanceSpec:
     labels: dict[str, str]
     cpus: float | None = None
     memory_bytes: int | None = None
+    pids_limit: int | None = None  # processes and threads; None: the engine's default (unlimited)
+    user: str | None = None  # "uid[:gid]" or a name; None: the image's default user
     read_only: bool = True
     tmpfs: tuple[str, ...] = ("/tmp",)
     cap_add: tuple[str, ...] = ()

@@ -33,7 +33,13 @@ def new_instance_id(
 
 
 def container_name(key: AppKey, instance_id: str) -> str:
-    return f"kiln-{key.environment}-{key.app}-{instance_id}"
+    """The instance's name within its installation. The driver puts ``kiln-<installation>-`` in
+    front on the engine, so two installations deploying the same app never clash."""
+    return f"{key.environment}-{key.app}-{instance_id}"
+
+
+def _user(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
@@ -67,6 +73,10 @@ def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
         },
         cpus=spec.resources.cpus,
         memory_bytes=spec.resources.memory,
+        # getattr until kiln.spec has `resources.pids` and `user` (branch `spec`): then these
+        # become plain attribute reads.
+        pids_limit=getattr(spec.resources, "pids", None),
+        user=_user(getattr(spec, "user", None)),
         read_only=spec.security.read_only,
         tmpfs=tuple(spec.security.tmpfs),
         cap_add=tuple(spec.security.cap_add),

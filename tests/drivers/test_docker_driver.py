@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import os
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -21,7 +23,15 @@ import pytest
 from kiln.drivers.base import DriverEvent
 from kiln.drivers.docker import DockerDriver
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound
-from kiln.model import LABEL_APP, LABEL_MANAGED, AppKey, Instance, InstanceSpec, InstanceStatus
+from kiln.model import (
+    LABEL_APP,
+    LABEL_INSTALLATION,
+    LABEL_MANAGED,
+    AppKey,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+)
 from tests.harness.dockerd import PrivateDockerd
 from tests.harness.images import build_hello_image
 
@@ -29,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 _apps = itertools.count(1)
+INSTALLATION = uuid.uuid4().hex  # this module's kiln installation
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 15) -> T:
@@ -84,7 +95,7 @@ class App:
             "id": instance_id,
             "key": self.key,
             "release": 1,
-            "name": f"{self.key.environment}-{instance_id}",
+            "name": f"{self.key.app}-{instance_id}",
             "image": self.images[image],
             "command": None,
             "env": {},
@@ -112,7 +123,7 @@ def app(docker_client: docker.DockerClient, hello_images: dict[str, str]) -> Ite
 
 @pytest.fixture
 async def driver(dockerd: PrivateDockerd) -> AsyncIterator[DockerDriver]:
-    driver = DockerDriver(base_url=dockerd.docker_host)
+    driver = DockerDriver(base_url=dockerd.docker_host, installation_id=INSTALLATION)
     try:
         yield driver
     finally:
@@ -148,17 +159,51 @@ async def test_started_instance_is_hardened_and_serves_its_version(
     assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
     config = info["Config"]
     assert config["Labels"][LABEL_MANAGED] == "true"
+    assert config["Labels"][LABEL_INSTALLATION] == INSTALLATION
     assert config["Labels"]["io.kiln.instance"] == spec.id
     assert config["Labels"]["io.kiln.spec-hash"] == "abc"
     assert {"PORT=8080", "GREETING=hi"} <= set(config["Env"])
     assert config["StopSignal"] == "SIGTERM" and config["StopTimeout"] == 5
     assert config["Hostname"] == spec.id
-    assert info["Name"] == f"/{spec.name}"
+    assert info["Name"] == f"/kiln-{INSTALLATION[:8]}-{spec.name}"
+    assert config["User"] == ""  # no user in the spec: the image's default
 
     response = await http_get(instance)
     assert response.status_code == 200
     assert response.text.strip() == f"hello from kiln demo v2 (instance {spec.id})"
     assert (await http_get(instance, "/healthz")).status_code == 200
+
+
+async def test_memory_pids_limit_and_user_are_what_the_instance_really_gets(
+    driver: DockerDriver, app: App, docker_client: docker.DockerClient
+) -> None:
+    spec = app.spec(memory_bytes=64 * 1024 * 1024, pids_limit=20, user="1000:1000")
+    instance = await driver.start_instance(spec)
+    cid = instance.container_id
+
+    info = docker_client.api.inspect_container(cid)
+    assert info["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert info["HostConfig"]["PidsLimit"] == 20
+    assert info["Config"]["User"] == "1000:1000"
+
+    async def holds(shell: str) -> bool:
+        return await driver.exec(cid, ["/bin/sh", "-c", shell], timeout=10) == 0
+
+    # What the kernel enforces inside the container (cgroup v1 on this engine).
+    assert await holds('test "$(id -u):$(id -g)" = 1000:1000')
+    assert await holds('test "$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)" = 67108864')
+    assert await holds('test "$(cat /sys/fs/cgroup/pids/pids.max)" = 20')
+    # 40 background processes do not fit under a limit of 20: the shell cannot fork them all.
+    assert not await holds("for i in $(seq 40); do sleep 5 & done; wait")
+    # ... and the app still serves, as user 1000.
+    assert (await http_get(instance, "/healthz")).status_code == 200
+
+
+async def test_host_limits_are_the_engine_hosts_cpus_and_memory(driver: DockerDriver) -> None:
+    host = await driver.host_limits()
+    # The private engine runs on this machine: its host is this host.
+    assert host.cpus == os.cpu_count()
+    assert host.memory_bytes == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 async def test_list_instances_finds_a_running_instance_with_its_fields(
@@ -319,7 +364,7 @@ async def test_a_stale_kiln_container_holding_the_name_is_replaced_but_a_running
 ) -> None:
     spec = app.spec()
     old = await driver.start_instance(spec)
-    with pytest.raises(Conflict, match="running kiln instance"):
+    with pytest.raises(Conflict, match="running instance of this kiln installation"):
         await driver.start_instance(spec)
     docker_client.api.kill(old.container_id)
 
@@ -350,7 +395,9 @@ async def test_flaky_variant_answers_some_500s(driver: DockerDriver, app: App) -
 async def test_unreachable_engine_is_driver_unavailable_with_a_clear_message(
     tmp_path: Path,
 ) -> None:
-    driver = DockerDriver(base_url=f"unix://{tmp_path}/docker.sock", timeout=2)
+    driver = DockerDriver(
+        base_url=f"unix://{tmp_path}/docker.sock", installation_id=INSTALLATION, timeout=2
+    )
     # docker-py 7 does not close its socket when the connect fails; it is closed when collected,
     # with a ResourceWarning that would fail whichever test happens to be running then.
     with warnings.catch_warnings():
@@ -381,7 +428,7 @@ async def test_after_an_engine_restart_watch_has_ended_and_the_instance_is_liste
         client = docker.DockerClient(base_url=engine.docker_host, version="1.41")
         image = build_hello_image(client, version="v1", tag="kiln-hello:v1")
         client.close()
-        driver = DockerDriver(base_url=engine.docker_host)
+        driver = DockerDriver(base_url=engine.docker_host, installation_id=INSTALLATION)
         try:
             events = driver.watch()
             app = App(client, {"v1": image})

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from kiln.drivers.base import DriverEvent
+from kiln.drivers.base import DriverEvent, EngineHost
 from kiln.drivers.fake import FakeDriver
-from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, TemporaryFailure
+from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, TemporaryFailure
 from kiln.model import AppKey, InstanceSpec, InstanceStatus
 
 KEY = AppKey("dev", "web")
@@ -132,3 +132,46 @@ async def test_unknown_image_cannot_start() -> None:
     driver = FakeDriver()
     with pytest.raises(ImageNotFound):
         await driver.start_instance(replace(spec(driver), image="sha256:" + "0" * 64))
+
+
+async def test_another_installations_containers_are_invisible_and_untouchable() -> None:
+    driver = FakeDriver(installation_id="mine")
+    events = driver.watch()
+    theirs = driver.plant(spec(driver, "r1-theirs"), installation="theirs")
+    mine = await driver.start_instance(spec(driver, "r1-mine"))
+
+    assert [i.id for i in await driver.list_instances()] == [mine.id]
+    assert await driver.other_installations() == {"theirs"}
+    with pytest.raises(Conflict, match="another kiln installation"):
+        await driver.stop_instance(theirs.container_id, grace=1)
+    with pytest.raises(Conflict, match="another kiln installation"):
+        await driver.remove_instance(theirs.container_id)
+    with pytest.raises(NotFound):
+        await anext(driver.logs([theirs.container_id], follow=False, tail=None))
+    assert theirs.container_id in driver.containers
+    driver.crash(theirs.id)
+    first = await anext(events)
+    assert first.instance_id == mine.id  # the other installation's crash sent nothing here
+    await events.aclose()
+
+
+async def test_legacy_containers_are_listed_marked_and_may_be_stopped() -> None:
+    driver = FakeDriver(installation_id="mine")
+    legacy = driver.plant(spec(driver, "r1-old"), installation=None)
+
+    listed = await driver.list_instances(KEY)
+    assert [(i.id, i.legacy) for i in listed] == [("r1-old", True)]
+    assert await driver.other_installations() == set()
+    await driver.stop_instance(legacy.container_id, grace=1)
+    assert await driver.list_instances() == []
+
+
+async def test_the_same_name_in_two_installations_is_no_conflict() -> None:
+    driver = FakeDriver(installation_id="mine")
+    driver.plant(spec(driver, "r1-a"), installation="theirs")
+    assert (await driver.start_instance(spec(driver, "r1-a"))).running
+
+
+async def test_host_limits_are_what_the_test_set() -> None:
+    host = EngineHost(cpus=8, memory_bytes=2**34)
+    assert await FakeDriver(host=host).host_limits() == host

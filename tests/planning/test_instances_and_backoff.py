@@ -30,7 +30,7 @@ def test_instance_spec_runs_the_release_digest_with_kiln_variables_and_labels() 
     spec = instance_spec(release, "r7-abcdef")
 
     assert spec.image == release.digest
-    assert spec.name == "kiln-dev-web-r7-abcdef"
+    assert spec.name == "dev-web-r7-abcdef"
     assert spec.command == ("serve", "--quiet")
     assert spec.env == {
         "MODE": "fast",
@@ -55,7 +55,7 @@ def test_instance_ids_are_deterministic_and_avoid_taken_ones() -> None:
     assert first == again
     assert other != first
     assert first.startswith("r3-") and len(first) == len("r3-") + 6
-    assert container_name(KEY, first) == f"kiln-dev-web-{first}"
+    assert container_name(KEY, first) == f"dev-web-{first}"
 
 
 @pytest.mark.parametrize(
