@@ -216,14 +216,22 @@ class KilnHarness:
         )
         with contextlib.suppress(Exception):
             asyncio.run(router.stop())
-        for container in self.docker.containers.list(
-            all=True, filters={"label": "io.kiln.managed=true"}
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+        # Only this installation's containers: another kiln on the same engine keeps its own.
+        if self.installation_id is not None:
+            for container in self.docker.containers.list(
+                all=True, filters={"label": f"io.kiln.installation={self.installation_id}"}
+            ):
+                with contextlib.suppress(docker.errors.APIError):
+                    container.remove(force=True)
         self.docker.close()
 
     # --- talking to it ------------------------------------------------------------------
+
+    @property
+    def installation_id(self) -> str | None:
+        """This kiln's installation id (made by the server at its first start)."""
+        path = self.settings.installation_id_path
+        return path.read_text().strip() if path.exists() else None
 
     @property
     def token(self) -> str:
@@ -271,10 +279,17 @@ class KilnHarness:
         )
 
     def containers(self, app: str) -> list[ContainerSummary]:
-        """The app's containers from one list call (no per-container inspect, which races
-        with kiln removing containers)."""
+        """This installation's containers of the app, from one list call (no per-container
+        inspect, which races with kiln removing containers)."""
         rows = self.docker.api.containers(
-            all=True, filters={"label": ["io.kiln.managed=true", f"io.kiln.app={app}"]}
+            all=True,
+            filters={
+                "label": [
+                    "io.kiln.managed=true",
+                    f"io.kiln.installation={self.installation_id}",
+                    f"io.kiln.app={app}",
+                ]
+            },
         )
         return [
             ContainerSummary(
