@@ -5,6 +5,6 @@ is an in-memory fake for tests of the layers above. Import them from their modul
 SDK is loaded only by whoever uses the Docker driver.
 """
 
-from kiln.drivers.base import Driver, DriverEvent, EngineHost, LogLine
+from kiln.drivers.base import Driver, DriverEvent, LogLine
 
-__all__ = ["Driver", "DriverEvent", "EngineHost", "LogLine"]
+__all__ = ["Driver", "DriverEvent", "LogLine"]

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from kiln.model import AppKey, Instance, InstanceSpec
+from kiln.spec import HostLimits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,14 +44,6 @@ class DriverEvent:
     container_id: str
     action: str  # "start", "die", "oom", "destroy", ...
     exit_code: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineHost:
-    """What the engine's host has to give: the ceiling of any one instance's limits."""
-
-    cpus: float
-    memory_bytes: int
 
 
 class Driver(Protocol):
@@ -94,7 +87,7 @@ class Driver(Protocol):
     async def other_installations(self) -> set[str]:
         """Ids of the other kiln installations with containers on this engine."""
 
-    async def host_limits(self) -> EngineHost:
-        """The CPUs and memory of the engine's host."""
+    async def host_limits(self) -> HostLimits:
+        """The CPUs and memory of the engine's host (what ``kiln.spec.check_runnable`` takes)."""
 
     async def close(self) -> None: ...

@@ -59,7 +59,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
-from kiln.drivers.base import DriverEvent, EngineHost, LogLine
+from kiln.drivers.base import DriverEvent, LogLine
 from kiln.errors import (
     Conflict,
     DriverUnavailable,
@@ -83,6 +83,7 @@ from kiln.model import (
     InstanceStatus,
 )
 from kiln.model.instance import LABEL_HOST_PORT
+from kiln.spec import HostLimits
 
 log = logging.getLogger(__name__)
 
@@ -788,10 +789,10 @@ class DockerDriver:
         ids = {(s.get("Labels") or {}).get(LABEL_INSTALLATION, "") for s in found}
         return {i for i in ids if i and i != self.installation_id}
 
-    async def host_limits(self) -> EngineHost:
+    async def host_limits(self) -> HostLimits:
         info: dict[str, Any] = await self._call("engine info", self._client.api.info)
         try:
-            return EngineHost(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
+            return HostLimits(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryFailure(
                 f"the Docker engine at {self.base_url} did not say its CPUs and memory ({exc!r})"

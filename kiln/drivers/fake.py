@@ -13,7 +13,7 @@ milliseconds without Docker. Knobs for tests:
     plant(spec, installation=...)       a container another kiln made: another installation's id
                                         (never listed, stopped or removed: Conflict) or None for a
                                         legacy one (listed with ``legacy=True``, sends no events)
-    host                                what ``host_limits()`` answers (an ``EngineHost``)
+    host                                what ``host_limits()`` answers (an ``HostLimits``)
     started / stopped / removed         records of what kiln asked for, in order
 
 Addresses are deterministic: 127.0.0.1 and a port counter starting at ``first_port``. Stopped
@@ -29,9 +29,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from kiln.drivers.base import DriverEvent, EngineHost, LogLine
+from kiln.drivers.base import DriverEvent, LogLine
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound
 from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus
+from kiln.spec import HostLimits
 
 
 @dataclass
@@ -46,7 +47,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-DEFAULT_HOST = EngineHost(cpus=2.0, memory_bytes=4 * 1024**3)
+DEFAULT_HOST = HostLimits(cpus=2.0, memory_bytes=4 * 1024**3)
 
 
 class FakeDriver:
@@ -60,7 +61,7 @@ class FakeDriver:
         installation_id: str = "fake-installation",
         first_port: int = 20000,
         clock: Callable[[], datetime] = _now,
-        host: EngineHost = DEFAULT_HOST,
+        host: HostLimits = DEFAULT_HOST,
     ) -> None:
         self.installation_id = installation_id
         self.host = host
@@ -248,7 +249,7 @@ class FakeDriver:
             if c.installation is not None and c.installation != self.installation_id
         }
 
-    async def host_limits(self) -> EngineHost:
+    async def host_limits(self) -> HostLimits:
         self._check_up()
         return self.host
 

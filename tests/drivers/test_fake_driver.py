@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from kiln.drivers.base import DriverEvent, EngineHost
+from kiln.drivers.base import DriverEvent
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, TemporaryFailure
 from kiln.model import AppKey, InstanceSpec, InstanceStatus
+from kiln.spec import HostLimits
 
 KEY = AppKey("dev", "web")
 
@@ -173,5 +174,5 @@ async def test_the_same_name_in_two_installations_is_no_conflict() -> None:
 
 
 async def test_host_limits_are_what_the_test_set() -> None:
-    host = EngineHost(cpus=8, memory_bytes=2**34)
+    host = HostLimits(cpus=8, memory_bytes=2**34)
     assert await FakeDriver(host=host).host_limits() == host
