@@ -16,7 +16,10 @@ from kiln.spec.limits import (
     MAX_SPEC_BYTES,
 )
 from kiln.spec.model import (
+    DEFAULT_CANARY_STEPS,
+    Analysis,
     AppSpec,
+    CanaryStep,
     Deploy,
     Health,
     Network,
@@ -30,6 +33,7 @@ from kiln.spec.parse import parse_spec, spec_hash, spec_json_schema, validate_sp
 from kiln.spec.runnable import HostLimits, check_runnable
 
 __all__ = [
+    "DEFAULT_CANARY_STEPS",
     "MAX_COMMAND_ARGS",
     "MAX_COMMAND_BYTES",
     "MAX_ENV_BYTES",
@@ -38,7 +42,9 @@ __all__ = [
     "MAX_INSTANCES",
     "MAX_ROUTES",
     "MAX_SPEC_BYTES",
+    "Analysis",
     "AppSpec",
+    "CanaryStep",
     "Deploy",
     "Health",
     "HostLimits",

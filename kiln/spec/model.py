@@ -2,10 +2,10 @@
 
 Every model is frozen and forbids unknown fields, so a typo (``imagee:``) is a problem with its
 field path instead of a silently ignored line. Defaults are chosen so that a four-line spec
-(``app``, ``image``, ``port``, ``instances``) deploys a health-checked, routed, rolling app. A
-spec that validates can run: what an engine, NGINX or a probe would only refuse later (a
-relative tmpfs path, a NUL in a variable, a route NGINX cannot parse) is refused here, when the
-release is created. Checks that depend on the host are in ``runnable``.
+(``app``, ``image``, ``port``, ``instances``) deploys a health-checked, routed, rolling app with
+bounded resources. A spec that validates can run: what an engine, NGINX or a probe would only
+refuse later (a relative tmpfs path, a NUL in a variable, a route NGINX cannot parse) is refused
+here, when the release is created. Checks that depend on the host are in ``runnable``.
 
 Stored releases are validated by this model again when they are read, so a field added later
 must have a default, and a default must never make an old release's spec invalid.
@@ -13,7 +13,6 @@ must have a default, and a default must never make an old release's spec invalid
 
 from __future__ import annotations
 
-import itertools
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -41,15 +40,30 @@ from kiln.spec.limits import (
     MAX_ENV_VALUE_BYTES,
     MAX_IMAGE_LENGTH,
     MAX_INSTANCES,
+    MAX_PIDS,
     MAX_ROUTES,
+    MAX_STEPS,
     MAX_TMPFS,
 )
 from kiln.spec.problems import Loc, raise_problems, shown
-from kiln.spec.units import DURATION_PATTERN, MAX_INT64, SIZE_PATTERN, parse_duration, parse_size
+from kiln.spec.units import (
+    DURATION_PATTERN,
+    MAX_INT64,
+    PERCENT_PATTERN,
+    SIZE_PATTERN,
+    parse_duration,
+    parse_fraction,
+    parse_size,
+)
 
 __all__ = ["NAME_PATTERN"]  # re-exported: the API and the CLI check names with it
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_USER_PART = r"([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})"
+USER_PATTERN = rf"^{_USER_PART}(:{_USER_PART})?$"
+"""``user``: a user name or uid, optionally ``:group`` or ``:gid``."""
+_USER = re.compile(USER_PATTERN.strip("^$"))
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 _TMPFS_PATH = re.compile(r"/[^\s\x00:,]*")
 _TMPFS_OPTIONS = re.compile(r"[A-Za-z0-9_=.,+-]*")
 
@@ -87,6 +101,21 @@ Bytes = Annotated[
 """A size; accepts ``128Mi``, ``512M``, ``1Gi`` or a number of bytes (at most 2^63 - 1)."""
 
 
+Fraction = Annotated[
+    float,
+    BeforeValidator(parse_fraction),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+            ]
+        }
+    ),
+]
+"""A share, kept as a fraction 0..1; accepts ``1%``, ``0.5%`` or a fraction like ``0.01``."""
+
+
 def _not_a_bool(value: object) -> object:
     # pydantic's lax mode reads True as 1: `instances: yes` in YAML would silently mean one.
     if isinstance(value, bool):
@@ -103,14 +132,28 @@ def _number_not_a_bool(value: object) -> object:
 Count = Annotated[int, BeforeValidator(_not_a_bool)]
 """A whole number (instances, ports, thresholds); a boolean is a problem, not 0 or 1."""
 
+Milliseconds = Annotated[float, Field(gt=0, le=3_600_000), BeforeValidator(_number_not_a_bool)]
+"""A latency in milliseconds (at most an hour); a boolean is a problem, not 0.0 or 1.0."""
+
 # The bounds come before the validator so pydantic writes them into the JSON Schema as
 # minimum/maximum (after it, inside ``| None``, they would leak out as "ge"/"le").
 Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_a_bool)]
 
 
+def _utf8_size(value: str) -> int:
+    """Bytes as UTF-8; a lone surrogate (JSON can carry one) is a problem, not a crash."""
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"is not valid Unicode text (a lone surrogate), got {shown(value)}"
+        ) from None
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError(f"contains a NUL character, which no program can be given: {shown(value)}")
+    _utf8_size(value)
     return value
 
 
@@ -130,7 +173,7 @@ def _runnable_command(value: list[str]) -> list[str]:
         raise ValueError(
             f"at most {MAX_COMMAND_ARGS} words (program and arguments), got {len(value)}"
         )
-    size = sum(len(v.encode()) for v in value)
+    size = sum(_utf8_size(v) for v in value)
     if size > MAX_COMMAND_BYTES:
         raise ValueError(f"at most {MAX_COMMAND_BYTES // 1024} KiB in all, got {size} bytes")
     return value
@@ -272,10 +315,20 @@ class Route(_Strict):
 
 
 class Resources(_Strict):
+    """Limits of one instance. ``null`` for a field means no limit."""
+
     cpus: Annotated[float, Field(ge=0.01, le=1024), BeforeValidator(_number_not_a_bool)] | None = (
-        Field(default=None, description="CPU cores, e.g. 0.5 (Docker's minimum is 0.01)")
+        Field(default=0.5, description="CPU cores, e.g. 0.5; null: no limit")
     )
-    memory: Bytes | None = Field(default=None, description="memory limit, e.g. 128Mi")
+    memory: Bytes | None = Field(
+        default=128 * 1024**2,
+        description="memory limit (swap included), e.g. 128Mi; null: no limit",
+    )
+    pids: Annotated[int, Field(ge=4, le=MAX_PIDS), BeforeValidator(_not_a_bool)] | None = Field(
+        default=256,
+        description="processes and threads at most (room for the init, the app and a command"
+        " probe: at least 4); null: no limit",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -285,92 +338,66 @@ class Resources(_Strict):
         return value
 
 
-def _percent(value: object) -> object:
-    """``1%`` or ``0.5%`` → a fraction (0.01); a plain number is already a fraction."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a percentage like 1%, got {str(value).lower()}")
-    if isinstance(value, str):
-        text = value.strip()
-        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%", text):
-            raise ValueError(f"expected a percentage like 1% or 0.5%, got {value[:40]!r}")
-        return float(text[:-1]) / 100
-    return value
-
-
-Fraction = Annotated[
-    float,
-    BeforeValidator(_percent),
-    Field(ge=0, le=1),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 1},
-                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?%$"},
-            ]
-        }
-    ),
-]
-"""A share: ``1%`` or a fraction 0..1 (``0.01``)."""
-
-
 class CanaryStep(_Strict):
-    weight: Count = Field(ge=1, le=99, description="percent of requests the new release gets")
+    """One canary step: send ``weight`` percent of the traffic to the new release, then wait."""
+
+    weight: Count = Field(ge=1, le=99, description="percent of requests for the new release")
     pause: Seconds | None = Field(
-        default=None, description="how long the step lasts; omitted: wait for `kiln promote`"
+        default=None,
+        description="how long to stay at this weight; omit to wait for `kiln promote`",
     )
+
+
+DEFAULT_CANARY_STEPS = (CanaryStep(weight=10, pause=60.0), CanaryStep(weight=50, pause=60.0))
+"""The steps of a canary that gives none (kept on the release, like every default)."""
 
 
 class Analysis(_Strict):
-    """Judge a canary on its real traffic, one window at a time."""
+    """Verdicts on a release from its real traffic, one per ``interval`` window.
 
-    interval: Seconds = Field(default=10.0, gt=0, description="length of one window")
+    A window with fewer than ``min_requests`` requests is inconclusive. A window fails when any
+    limit given is exceeded; ``failure_limit`` failing windows in a row abort the rollout and
+    roll back; ``inconclusive_limit`` inconclusive windows in a row fail it too, or pause it
+    with ``on_inconclusive: pause``. Shares are fractions 0..1 (``1%`` is 0.01).
+    """
+
+    interval: Seconds = Field(default=10.0, ge=1, description="length of one window")
     max_error_rate: Fraction = Field(
-        default=0.01, description="share of 5xx among the release's requests in a window"
-    )
-    max_p95_ms: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="p95 latency limit (ms)"
-    )
-    max_p99_ms: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="p99 latency limit (ms)"
+        default=0.01, description="share of 5xx answers among the release's requests"
     )
     max_error_rate_increase: Fraction | None = Field(
-        default=None, description="error rate above the stable release's in the same window"
+        default=None,
+        description="optional: how much the error rate may exceed the stable release's in the"
+        " same window",
+    )
+    max_p95_ms: Milliseconds | None = Field(
+        default=None, description="optional: 95th percentile latency, ms"
+    )
+    max_p99_ms: Milliseconds | None = Field(
+        default=None, description="optional: 99th percentile latency, ms"
     )
     min_requests: Count = Field(
-        default=20, ge=1, description="fewer requests in a window → inconclusive"
+        default=20, ge=1, le=1_000_000_000, description="fewer in a window → inconclusive"
     )
     failure_limit: Count = Field(
-        default=2, ge=1, description="failing windows in a row that abort the rollout"
+        default=2, ge=1, le=1000, description="failing windows in a row → abort and roll back"
     )
     inconclusive_limit: Count = Field(
-        default=6, ge=1, description="inconclusive windows in a row that fail (or pause) it"
+        default=6,
+        ge=1,
+        le=1000,
+        description="inconclusive windows in a row → on_inconclusive",
     )
     on_inconclusive: Literal["fail", "pause"] = Field(
-        default="fail", description="what inconclusive_limit does"
+        default="fail", description="fail (roll back) or pause (wait for a person)"
     )
 
 
 class Deploy(_Strict):
+    """How a new release replaces the running one (see the strategies in the README)."""
+
     strategy: Strategy = Field(
         default=Strategy.ROLLING, description="rolling, recreate, blue-green or canary"
-    )
-    steps: list[CanaryStep] | None = Field(
-        default=None,
-        description="canary: traffic shares with pauses (default 10% for 1m, then 50% for 1m)",
-    )
-    canary_instances: (
-        Annotated[int, Field(ge=1, le=MAX_INSTANCES), BeforeValidator(_not_a_bool)] | None
-    ) = Field(default=None, description="canary: instances of the new release during the steps")
-    rollback_window: Seconds = Field(
-        default=300.0,
-        description="blue-green and canary: the old release stays up and routable this long",
-    )
-    auto_promote_after: Seconds | None = Field(
-        default=None,
-        description="blue-green: switch after this much healthy time; omitted: `kiln promote`",
-    )
-    analysis: Analysis | None = Field(
-        default=None, description="judge the new release on its real traffic"
     )
     max_surge: Count = Field(
         default=1, ge=0, le=MAX_INSTANCES, description="extra instances allowed during a rollout"
@@ -384,41 +411,96 @@ class Deploy(_Strict):
     deadline: Seconds = Field(
         default=120.0,
         gt=0,
-        description="a rollout not done by then fails and rolls back to the last good release",
+        description="a rollout (or a canary or blue-green step) whose new instances are not"
+        " ready by then fails and rolls back to the last good release; pauses do not count",
     )
     drain: Seconds = Field(
         default=30.0,
-        description=(
-            "after an instance leaves the router, the longest it keeps running for its "
-            "requests in flight to finish (it stops as soon as they have)"
-        ),
+        description="the longest an instance that left the router waits for its in-flight"
+        " requests to finish before it is stopped",
+    )
+    steps: list[CanaryStep] | None = Field(
+        default=None,
+        description="canary only: traffic shares for the new release, in order; default"
+        " 10% for 1m, then 50% for 1m",
+    )
+    canary_instances: (
+        Annotated[int, Field(ge=1, le=MAX_INSTANCES), BeforeValidator(_not_a_bool)] | None
+    ) = Field(
+        default=None,
+        description="canary only: instances of the new release during the steps; default:"
+        " enough for the step's weight",
+    )
+    rollback_window: Seconds = Field(
+        default=300.0,
+        description="blue-green, and canary once promoted: the old release stays up and"
+        " routable this long",
+    )
+    auto_promote_after: Seconds | None = Field(
+        default=None,
+        description="blue-green only: switch by itself after the new release was healthy this"
+        " long; omit to wait for `kiln promote`",
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="judge each release on its real traffic; omit for no analysis"
     )
 
-    @model_validator(mode="after")
-    def _steps_make_sense(self) -> Deploy:
-        if self.steps is not None:
-            if self.strategy is not Strategy.CANARY:
-                raise ValueError("steps apply to strategy: canary only")
-            if not self.steps:
-                raise ValueError("steps: a canary needs at least one step")
-            weights = [step.weight for step in self.steps]
-            if any(b <= a for a, b in itertools.pairwise(weights)):
-                raise ValueError(f"steps: weights must grow from step to step, got {weights}")
-        if self.canary_instances is not None and self.strategy is not Strategy.CANARY:
-            raise ValueError("canary_instances applies to strategy: canary only")
-        if self.auto_promote_after is not None and self.strategy is not Strategy.BLUE_GREEN:
-            raise ValueError("auto_promote_after applies to strategy: blue-green only")
-        if self.analysis is not None and self.strategy is not Strategy.CANARY:
-            raise ValueError("analysis applies to strategy: canary only")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _canary_has_steps(cls, data: Any) -> Any:
+        # Filled in here rather than by the planner, so a release keeps the steps it was made
+        # with even if a later kiln changes the default.
+        canary = isinstance(data, dict) and data.get("strategy") == Strategy.CANARY
+        if canary and data.get("steps") is None:
+            return {**data, "steps": [s.model_dump() for s in DEFAULT_CANARY_STEPS]}
+        return data
 
     @model_validator(mode="after")
-    def _can_progress(self) -> Deploy:
-        if self.strategy is Strategy.ROLLING and self.max_surge == 0 and self.max_unavailable == 0:
+    def _consistent(self) -> Deploy:
+        strategy = self.strategy
+        if strategy is Strategy.ROLLING and self.max_surge == 0 and self.max_unavailable == 0:
             raise ValueError(
                 "max_surge and max_unavailable cannot both be 0: the rollout could not start"
             )
+        problems: list[tuple[Loc, str]] = []
+        only = {
+            "steps": Strategy.CANARY,
+            "canary_instances": Strategy.CANARY,
+            "auto_promote_after": Strategy.BLUE_GREEN,
+            "analysis": Strategy.CANARY,  # the planner judges canary steps only
+        }
+        for field, owner in only.items():
+            if getattr(self, field) is not None and strategy is not owner:
+                problems.append(
+                    (
+                        (field,),
+                        f"only strategy {owner} uses it (strategy is {strategy});"
+                        f" remove it or set strategy: {owner}",
+                    )
+                )
+        if self.steps is not None:
+            problems.extend(_step_problems(self.steps))
+        if problems:
+            raise_problems("Deploy", problems)
         return self
+
+
+def _step_problems(steps: list[CanaryStep]) -> list[tuple[Loc, str]]:
+    if not steps:
+        return [(("steps",), "give at least one step, or omit steps for the default")]
+    if len(steps) > MAX_STEPS:
+        return [(("steps",), f"at most {MAX_STEPS} steps, got {len(steps)}")]
+    problems: list[tuple[Loc, str]] = []
+    for i in range(1, len(steps)):
+        if steps[i].weight <= steps[i - 1].weight:
+            problems.append(
+                (
+                    ("steps", i, "weight"),
+                    f"weights must increase from step to step: {steps[i].weight} follows"
+                    f" {steps[i - 1].weight}",
+                )
+            )
+    return problems
 
 
 class Security(_Strict):
@@ -450,7 +532,8 @@ class Security(_Strict):
         seen: set[str] = set()
         for i, entry in enumerate(value):
             path, colon, options = entry.partition(":")
-            if not _TMPFS_PATH.fullmatch(path) or path.strip("/") == "" or len(entry) > 1024:
+            bad_path = not _TMPFS_PATH.fullmatch(path) or not path.isprintable()
+            if bad_path or path.strip("/") == "" or len(entry) > 1024:
                 problems.append(
                     (
                         (i,),
@@ -492,6 +575,12 @@ class AppSpec(_Strict):
         default=None, description="port the app listens on inside the instance"
     )
     instances: Count = Field(default=1, ge=0, le=MAX_INSTANCES)
+    user: str | None = Field(
+        default=None,
+        description="run as this user: a name or uid, optionally :group or :gid (1000,"
+        " 1000:1000, app); default: the image's user",
+        json_schema_extra={"pattern": USER_PATTERN},
+    )
     resources: Resources = Field(default_factory=Resources)
     health: Health | None = Field(
         default=None, description="health checks; default: tcp on port, or none without a port"
@@ -529,6 +618,25 @@ class AppSpec(_Strict):
             )
         return value
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user_number_is_a_string(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _USER.fullmatch(value) or any(
+            part.isdigit() and int(part) > _MAX_ID for part in value.split(":")
+        ):
+            raise ValueError(
+                "must be a user name or uid, optionally :group or :gid (1000, 1000:1000, app),"
+                f" got {shown(value)}"
+            )
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
@@ -553,7 +661,11 @@ class AppSpec(_Strict):
         problems: list[tuple[Loc, str]] = []
         total = 0
         for name, text in value.items():
-            size = len(text.encode())
+            try:
+                size = _utf8_size(text)
+            except ValueError as exc:
+                problems.append(((name,), str(exc)))
+                continue
             total += len(name) + 1 + size
             if len(name) > MAX_ENV_NAME_BYTES:
                 problems.append(((name,), f"names are at most {MAX_ENV_NAME_BYTES} characters"))
@@ -595,15 +707,35 @@ class AppSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _routes_and_probes_need_a_port(self) -> AppSpec:
-        problems = []
-        if self.port is None and self.routes:
-            problems.append("routes need a port: set port to where the app listens")
+    def _what_needs_a_port(self) -> AppSpec:
+        if self.port is not None:
+            return self
+        # Without a port the app is a worker: nothing can reach it, so nothing may route to it.
+        problems: list[tuple[Loc, str]] = []
+        if self.routes:
+            problems.append((("routes",), "need a port: set port to where the app listens"))
         probes = [self.health, self.health.readiness, self.health.liveness] if self.health else []
-        if self.port is None and any(p is not None and p.kind != "command" for p in probes):
-            problems.append("http and tcp health checks need a port: set port or use command")
+        if any(p is not None and p.kind != "command" for p in probes):
+            problems.append(
+                (("health",), "http and tcp checks need a port: set port or use command")
+            )
+        if self.deploy.strategy in (Strategy.CANARY, Strategy.BLUE_GREEN):
+            problems.append(
+                (
+                    ("deploy", "strategy"),
+                    f"{self.deploy.strategy} moves traffic, so it needs a port; a worker (no"
+                    " port) deploys with rolling or recreate",
+                )
+            )
+        if self.deploy.analysis is not None:
+            problems.append(
+                (
+                    ("deploy", "analysis"),
+                    "judges requests, so it needs a port; a worker (no port) has none",
+                )
+            )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise_problems("AppSpec", problems)
         return self
 
     # --- derived views -----------------------------------------------------------------

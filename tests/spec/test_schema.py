@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from kiln.spec import spec_json_schema
+from kiln.spec import grammar, spec_json_schema
 
 # Keywords a JSON Schema may use here; pydantic-only spellings like "ge" would be ignored by
 # editors and silently weaken the schema.
@@ -68,3 +68,38 @@ def test_schema_accepts_durations_and_sizes_as_strings() -> None:
     assert not re.match(duration_pattern, "soon")
     memory_types = json.dumps(memory)
     assert '"string"' in memory_types and '"integer"' in memory_types
+
+
+def test_schema_documents_the_rollout_keys_and_the_defaults() -> None:
+    schema = spec_json_schema()
+    defs = schema["$defs"]
+
+    assert defs["Strategy"]["enum"] == ["rolling", "blue-green", "canary", "recreate"]
+    assert {
+        "steps",
+        "canary_instances",
+        "rollback_window",
+        "auto_promote_after",
+        "analysis",
+        "drain",
+    } <= set(defs["Deploy"]["properties"])
+    assert defs["Deploy"]["properties"]["drain"]["default"] == 30.0
+    resources = defs["Resources"]["properties"]
+    assert (resources["cpus"]["default"], resources["memory"]["default"]) == (0.5, 128 * 1024**2)
+    assert resources["pids"]["default"] == 256
+    share = defs["Analysis"]["properties"]["max_error_rate"]
+    share_pattern = next(s["pattern"] for s in share["anyOf"] if s["type"] == "string")
+    assert re.match(share_pattern, "1%") and re.match(share_pattern, "0.5%")
+    user = schema["properties"]["user"]
+    user_pattern = user["pattern"]  # next to anyOf: a pattern only applies to strings
+    assert all(re.match(user_pattern, u) for u in ("1000", "1000:1000", "app", "app:staff"))
+    assert not re.match(user_pattern, "a b")
+
+
+def test_schema_patterns_are_the_grammar() -> None:
+    defs = spec_json_schema()["$defs"]
+    route = defs["Route"]["properties"]
+
+    assert route["path"]["pattern"] == grammar.PATH_PATTERN
+    assert route["host"]["pattern"] == grammar.HOST_PATTERN
+    assert spec_json_schema()["properties"]["app"]["pattern"] == grammar.NAME_PATTERN

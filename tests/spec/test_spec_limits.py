@@ -119,6 +119,18 @@ def test_a_spec_exactly_at_every_limit_is_accepted() -> None:
         ),
         ({"command": ["", "x"]}, "command: must name a program to run, got ['', 'x']"),
         (
+            {"command": ["x", "\ud800"]},  # JSON can carry a lone surrogate; UTF-8 cannot
+            "command.1: is not valid Unicode text (a lone surrogate), got '\\ud800'",
+        ),
+        (
+            {"env": {"A": "\udcff"}},
+            "env.A: is not valid Unicode text (a lone surrogate), got '\\udcff'",
+        ),
+        (
+            {"security": {"tmpfs": ["/t\ud800"]}},
+            "security.tmpfs.0: must be an absolute path other than /",
+        ),
+        (
             {"security": {"tmpfs": ["tmp"]}},
             "security.tmpfs.0: must be an absolute path other than / (no spaces, commas or"
             " colons), optionally followed by :OPTIONS, got 'tmp'",

@@ -62,10 +62,10 @@ def _problems(data: dict[str, Any]) -> list[str]:
             ["resources.memory: expected a size like 128Mi or 1G, got inf"],
         ),
         ({"resources": {"cpus": 0}}, ["resources.cpus: must be ≥ 0.01, got 0"]),
-        ({"routes": [{"path": "/"}]}, ["routes need a port: set port to where the app listens"]),
+        ({"routes": [{"path": "/"}]}, ["routes: need a port: set port to where the app listens"]),
         (
             {"health": {"http": "/healthz"}},
-            ["http and tcp health checks need a port: set port or use command"],
+            ["health: http and tcp checks need a port: set port or use command"],
         ),
         (
             {"port": 80, "health": {"http": "/h", "tcp": True}},

@@ -19,8 +19,8 @@ durations = st.one_of(
 )
 hosts = st.from_regex(r"([a-z0-9]{1,8}\.){0,2}[a-z]{2,6}", fullmatch=True)
 paths = st.from_regex(r"/[a-z0-9/_-]{0,12}", fullmatch=True)
-# Any text a program can be given: everything but NUL.
-words = st.text(st.characters(exclude_characters="\x00"), max_size=10)
+# Any text a program can be given: everything but NUL (and lone surrogates, not Unicode).
+words = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
 program_words = words.filter(bool)
 images = st.from_regex(r"[a-z0-9]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]+)?", fullmatch=True)
 
