@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from kiln.model import AppKey, Instance, InstanceSpec
+from kiln.model import AppKey, Instance, InstanceSpec, ScaleGroup
 from kiln.spec import HostLimits
+
+Placement = Literal["instances", "groups"]
+"""Who places instances: ``instances`` — kiln starts and stops each one (Docker); ``groups`` —
+an orchestrator does, told how many replicas each release group should have (Swarm,
+Kubernetes), and restarts crashed ones itself."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +54,13 @@ class DriverEvent:
 class Driver(Protocol):
     name: str
     installation_id: str  # the kiln installation this driver acts for
+    placement: Placement
+
+    async def scale_group(self, group: ScaleGroup) -> None:
+        """``groups`` placement: make release ``group.release`` of the app run ``group.replicas``
+        instances shaped like ``group.template``, removing ``group.retire_first`` before any
+        other. Idempotent. An ``instances`` driver is never asked (kiln places each instance
+        through ``start_instance`` / ``stop_instance``) and raises ``PermanentFailure``."""
 
     async def ping(self) -> None:
         """Raise ``DriverUnavailable`` unless the engine answers."""

@@ -59,7 +59,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
-from kiln.drivers.base import DriverEvent, LogLine
+from kiln.drivers.base import DriverEvent, LogLine, Placement
 from kiln.errors import (
     Conflict,
     DriverUnavailable,
@@ -67,6 +67,7 @@ from kiln.errors import (
     InvalidInput,
     KilnError,
     NotFound,
+    PermanentFailure,
     TemporaryFailure,
 )
 from kiln.model import (
@@ -81,6 +82,7 @@ from kiln.model import (
     Instance,
     InstanceSpec,
     InstanceStatus,
+    ScaleGroup,
 )
 from kiln.model.instance import LABEL_HOST_PORT
 from kiln.spec import HostLimits
@@ -197,6 +199,12 @@ class DockerDriver:
     """kiln's driver for one Docker engine (``DOCKER_HOST`` or ``base_url``)."""
 
     name = "docker"
+    placement: Placement = "instances"
+
+    async def scale_group(self, group: ScaleGroup) -> None:
+        raise PermanentFailure(
+            "the docker driver places instances one by one; it takes no group targets"
+        )
 
     def __init__(
         self, *, installation_id: str, base_url: str | None = None, timeout: float = 30

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from kiln.drivers.base import DriverEvent, LogLine
-from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound
-from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus
+from kiln.drivers.base import DriverEvent, LogLine, Placement
+from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, PermanentFailure
+from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus, ScaleGroup
 from kiln.spec import HostLimits
 
 
@@ -54,6 +54,12 @@ class FakeDriver:
     """An in-memory container engine implementing the ``Driver`` protocol (a test fake)."""
 
     name = "fake"
+    placement: Placement = "instances"
+
+    async def scale_group(self, group: ScaleGroup) -> None:
+        raise PermanentFailure(
+            "the fake driver places instances one by one; it takes no group targets"
+        )
 
     def __init__(
         self,

@@ -78,6 +78,24 @@ class UpdateRollout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScaleGroup:
+    """One release group as an orchestrator takes it: release N of the app should run
+    ``replicas`` instances shaped like ``template``; if it must remove some, ``retire_first``.
+
+    Derived from the same round's per-instance actions (``kiln.planning.placement``), so drain
+    before stop and crash backoff hold for both kinds of driver: an instance appears in
+    ``retire_first`` only in the round the Docker driver would have stopped it.
+    """
+
+    key: AppKey
+    release: int
+    template: InstanceSpec | None  # None: a release on its way out (no new instance)
+    replicas: int
+    retire_first: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Wait:
     """Nothing to do until ``until`` (or a new observation); says why, so nothing is stuck silently."""
 
