@@ -10,15 +10,14 @@ succeeded and refuses one identical to what runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 from kiln.controller.reads import app_status
-from kiln.controller.routes import apply_routes, current_route_table
+from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.views import AppStatus, DeployResult
-from kiln.errors import Conflict, KilnError, RouterConfigRejected
-from kiln.model import AppKey, Release, ReleaseOrigin, RolloutState
+from kiln.errors import Conflict, KilnError
+from kiln.model import AppKey, Release, ReleaseOrigin, RolloutKind, RolloutState
 from kiln.spec import AppSpec, parse_spec, spec_hash
 
 _DESTROY_TIMEOUT = 60.0
@@ -44,6 +43,15 @@ async def rollback(
 ) -> DeployResult:
     store = plane.store
     app = plane.require_app(key)
+    warm_until = app.warm_until
+    if (
+        app.warm_release is not None
+        and warm_until is not None
+        and plane.clock() < warm_until
+        and to in (None, app.warm_release)
+        and not app.stopped
+    ):
+        return _switch_back(plane, key, app.warm_release, who=who)
     releases = store.list_releases(key)
     current = app.target_release
     if to is None:
@@ -78,6 +86,34 @@ async def rollback(
         who=who,
         origin=ReleaseOrigin.ROLLBACK,
         rollback_of=choice.number,
+    )
+
+
+def _switch_back(plane: ControlPlane, key: AppKey, warm: int, *, who: str) -> DeployResult:
+    """Inside the rollback window the previous release still runs and is routable: going back
+    to it is a router switch, not a new release with new instances."""
+    release = plane.store.get_release(key, warm)
+    rollout = plane.store.start_rollout(
+        key,
+        to_release=warm,
+        strategy=release.spec.deploy.strategy,
+        kind=RolloutKind.SWITCH_BACK,
+        deadline_seconds=release.spec.deploy.deadline,
+        now=plane.clock(),
+    )
+    plane.events.record(
+        key,
+        "rollout.started",
+        f"{who} rolled back to release {warm} inside its rollback window: traffic switches back "
+        "to its running instances",
+        release=warm,
+    )
+    plane.loops.wake(key)
+    return DeployResult(
+        release=release,
+        rollout=rollout,
+        changed=True,
+        message=f"release {warm} was kept warm: traffic switches back to it, no new instance",
     )
 
 
@@ -148,9 +184,7 @@ async def _release(
         f"deadline {spec.deploy.deadline:g}s",
         release=release.number,
     )
-    # A rejected config is recorded as an event; peers still move, the old routes keep serving.
-    with contextlib.suppress(RouterConfigRejected):
-        await apply_routes(plane)
+    # The app's loop moves its routes when the new release takes traffic (level-based).
     plane.loops.wake(key)
     return DeployResult(release=release, rollout=rollout, changed=True)
 
@@ -189,7 +223,7 @@ async def destroy(plane: ControlPlane, key: AppKey, *, who: str) -> None:
         await asyncio.sleep(0.1)
     await plane.router.forget_peers(key)
     plane.observer.memory.pop(key, None)
-    await apply_routes(plane)
+    await sync_routes(plane)
 
 
 def _probe_release(key: AppKey, spec: AppSpec, digest: str, hashed: str) -> Release:

@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from kiln.controller import commands, reads
+from kiln.controller import commands, reads, rollouts
 from kiln.controller.executor import Executor
-from kiln.controller.routes import apply_routes
+from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import Supervisors, wake_known_apps
-from kiln.controller.views import AppStatus, DeployResult, ReleaseView
+from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
-from kiln.errors import RouterConfigRejected
 from kiln.model import AppKey, Event
 
 
@@ -38,9 +37,9 @@ class Engine:
         await plane.router.start()
         for key, peers in (await plane.router.get_peers()).items():
             plane.observer.memory[key].routed = frozenset(peers)
-        # A rejected config is an event; NGINX keeps serving the last good one.
-        with contextlib.suppress(RouterConfigRejected):
-            await apply_routes(plane)
+        # Routes as the store gives them until each app's first round plans its own; a config
+        # NGINX refuses never stops kiln from starting (the offending app's routes stay out).
+        await sync_routes(plane, force=True)
         await self.supervisors.supervise_driver()  # an event if the engine does not answer
         plane.events.record(None, "kiln.started", "kiln started; adopting what runs")
         await wake_known_apps(plane)
@@ -81,6 +80,24 @@ class Engine:
 
     async def destroy(self, key: AppKey, *, who: str) -> None:
         await commands.destroy(self.plane, key, who=who)
+
+    async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
+        return rollouts.promote(self.plane, key, full=full, who=who)
+
+    async def pause(self, key: AppKey, *, who: str) -> RolloutView:
+        return rollouts.pause(self.plane, key, who=who)
+
+    async def resume(self, key: AppKey, *, who: str) -> RolloutView:
+        return rollouts.resume(self.plane, key, who=who)
+
+    async def abort(self, key: AppKey, *, who: str) -> RolloutView:
+        return rollouts.abort(self.plane, key, who=who)
+
+    async def retry(self, key: AppKey, *, who: str) -> RolloutView:
+        return rollouts.retry(self.plane, key, who=who)
+
+    async def rollout_status(self, key: AppKey) -> RolloutView:
+        return rollouts.rollout_view(self.plane, key)
 
     # --- Service: reads -----------------------------------------------------------------
 

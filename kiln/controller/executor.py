@@ -4,6 +4,10 @@ Order matters for invariant 3 (traffic leaves an instance before it stops): ``Se
 first and alone; starts and removals then run concurrently; stops run in the background
 (SIGTERM can take ``stop_grace``) so a slow app never holds up its own rollout. A failed
 action raises after the others finished; the next reconcile plans it again.
+
+An orchestrator driver (``placement == "groups"``) gets the same round as release-group
+targets (``plan.group_targets``: replicas per release, who to retire first) instead of the
+per-instance starts, stops and removals; it places and restarts instances itself.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import datetime
 from kiln.controller.events import EventBus
 from kiln.controller.observe import AppMemory
 from kiln.drivers.base import Driver
-from kiln.errors import KilnError
+from kiln.errors import Conflict, KilnError
 from kiln.health.monitor import HealthMonitor
 from kiln.model import (
     AppKey,
@@ -24,10 +28,12 @@ from kiln.model import (
     Instance,
     RemoveInstance,
     RolloutState,
+    ScaleGroup,
     SetPeers,
     Severity,
     StartInstance,
     StopInstance,
+    UpdateRollout,
 )
 from kiln.planning import Plan
 from kiln.router.base import Router
@@ -63,14 +69,19 @@ class Executor:
         now = self._clock()
         for action in plan.actions:
             if isinstance(action, SetPeers):
-                await self._router.set_peers(key, action.peers)
+                await self._router.set_peers(key, action.peers, action.policy)
                 memory.routed = frozenset(action.peers)
+                memory.policy = action.policy
                 self._events.record(key, "router.peers", action.reason)
         for instance_id in plan.retiring:
             memory.retiring_since.setdefault(instance_id, now)
 
         work: list[Awaitable[None]] = []
-        for action in plan.actions:
+        if self._driver.placement == "groups":
+            for group in plan.group_targets:
+                memory.stopping.update(group.retire_first)
+                work.append(self._scale(key, group))
+        for action in plan.actions if self._driver.placement == "instances" else ():
             if isinstance(action, StartInstance):
                 work.append(self._start(key, action))
             elif isinstance(action, RemoveInstance):
@@ -83,7 +94,9 @@ class Executor:
         results = await asyncio.gather(*work, return_exceptions=True)
 
         for action in plan.actions:
-            if isinstance(action, FinishRollout):
+            if isinstance(action, UpdateRollout):
+                self._progress(key, action)
+            elif isinstance(action, FinishRollout):
                 self._finish(key, action)
         for result in results:
             if isinstance(result, BaseException):
@@ -146,9 +159,45 @@ class Executor:
         finally:
             self._wake(key)
 
+    async def _scale(self, key: AppKey, group: ScaleGroup) -> None:
+        try:
+            await self._driver.scale_group(group)
+        except KilnError as exc:
+            self._events.record(
+                key,
+                "group.scale_failed",
+                f"could not scale release {group.release} to {group.replicas}: {exc.message}",
+                severity=Severity.ERROR,
+                release=group.release,
+            )
+            raise
+
+    def _progress(self, key: AppKey, action: UpdateRollout) -> None:
+        try:
+            rollout = self._store.update_rollout(
+                action.rollout_id, action.progress, now=self._clock()
+            )
+        except Conflict:
+            # A command finished or superseded the rollout since this round looked.
+            self._wake(key)
+            return
+        if action.reason:
+            self._events.record(
+                key,
+                action.event,
+                action.reason,
+                severity=Severity.WARNING if action.warning else Severity.INFO,
+                release=rollout.to_release,
+            )
+
     def _finish(self, key: AppKey, action: FinishRollout) -> None:
         rollout = self._store.finish_rollout(
-            action.rollout_id, action.state, action.reason, now=self._clock()
+            action.rollout_id,
+            action.state,
+            action.reason,
+            now=self._clock(),
+            warm_until=action.warm_until,
+            hold=action.hold,
         )
         succeeded = action.state is RolloutState.SUCCEEDED
         self._events.record(

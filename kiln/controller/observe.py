@@ -18,6 +18,9 @@ from kiln.model import (
     ObservedApp,
     ObservedInstance,
     Peer,
+    ReleaseTraffic,
+    RouteEntry,
+    TrafficPolicy,
 )
 from kiln.planning import describe_exit, forgive, record_crash
 
@@ -35,6 +38,12 @@ class AppMemory:
     """
 
     routed: frozenset[Peer] = frozenset()
+    policy: TrafficPolicy | None = None  # the traffic policy as last pushed to the router
+    routes: tuple[RouteEntry, ...] | None = None  # the app's routes as the last round planned
+    # Analysis: the router's counters at the start of the current window.
+    window_start: dict[int, ReleaseTraffic] | None = None
+    window_started_at: datetime | None = None
+    traffic: dict[int, ReleaseTraffic] | None = None  # the counters the last round read
     retiring_since: dict[str, datetime] = field(default_factory=dict)
     crashes: CrashHistory = field(default_factory=CrashHistory)
     counted_exits: set[str] = field(default_factory=set)  # instance ids already counted
@@ -53,7 +62,11 @@ class Observer:
         health: Callable[[str], HealthStatus],
         *,
         now: datetime,
+        in_flight: dict[str, int] | None = None,
+        traffic: dict[int, ReleaseTraffic] | None = None,
     ) -> tuple[ObservedApp, list[Instance]]:
+        """``in_flight``: requests per instance as the router counts them (None: unknown);
+        ``traffic``: the router's cumulative counters per release (None: unknown)."""
         """The planner's view of ``key``, and the instances that crashed since last time."""
         memory = self.memory[key]
         crashed: list[Instance] = []
@@ -94,6 +107,7 @@ class Observer:
                     health=status,
                     in_router=instance.id in routed_ids,
                     retiring_since=memory.retiring_since.get(instance.id),
+                    in_flight=None if in_flight is None else in_flight.get(instance.id, 0),
                 )
             )
         # Forget instances that are gone for good.
@@ -101,11 +115,18 @@ class Observer:
             del memory.retiring_since[gone]
         memory.counted_exits &= present
         memory.stopping &= present
+        memory.traffic = traffic
+        if traffic is not None and memory.window_started_at is None:
+            memory.window_start, memory.window_started_at = dict(traffic), now
         return (
             ObservedApp(
                 instances=tuple(sorted(observed, key=lambda o: o.id)),
                 routed=memory.routed,
+                policy=memory.policy,
                 crashes=memory.crashes,
+                traffic=traffic,
+                window_start=memory.window_start,
+                window_started_at=memory.window_started_at,
             ),
             crashed,
         )

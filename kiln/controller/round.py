@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from kiln.controller.executor import Executor
+from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.model import AppKey, Instance, Severity
+from kiln.errors import KilnError
+from kiln.model import AppKey, HealthStatus, Instance, ReleaseTraffic, Severity
 from kiln.planning import DesiredApp, Plan, plan
 
 log = logging.getLogger("kiln.engine")
@@ -46,7 +48,16 @@ class ReconcileRound:
             if plane.instance_keys.get(instance_id) == key:
                 plane.health.untrack(instance_id)
                 del plane.instance_keys[instance_id]
-        observed, crashed = plane.observer.observe(key, instances, plane.health.status, now=now)
+        memory = plane.observer.memory[key]
+        analysing = plane.last_plans.get(key) is not None and plane.last_plans[key].analysing
+        observed, crashed = plane.observer.observe(
+            key,
+            instances,
+            _health_of(plane, instances),
+            now=now,
+            in_flight=await _in_flight(plane, key),
+            traffic=await _traffic(plane, key) if analysing or desired.rollout else None,
+        )
         for instance in crashed:
             if instance.running:  # liveness failure: the plan retires and replaces it
                 plane.events.record(
@@ -64,7 +75,13 @@ class ReconcileRound:
             log.debug("plan %s: %s", key, ", ".join(type(a).__name__ for a in result.actions))
         plane.last_plans[key] = result
         announce_backoff(plane, key, result, observed.crashes.consecutive)
-        await self._executor.execute(key, result, plane.observer.memory[key])
+        await self._executor.execute(key, result, memory)
+        if result.window_closed:
+            memory.window_start, memory.window_started_at = observed.traffic, now
+        elif not result.analysing:
+            memory.window_start, memory.window_started_at = None, None
+        memory.routes = result.routes
+        await sync_routes(plane)
         if (
             desired.target is None
             and desired.stopped
@@ -86,6 +103,8 @@ def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
     target = store.get_release(key, app.target_release) if app.target_release else None
     stable = store.get_release(key, app.stable_release) if app.stable_release else None
     rollout = store.active_rollout(key)
+    warm = plane.release_or_none(key, app.warm_release) if app.warm_release else None
+    held = plane.release_or_none(key, app.held_release) if app.held_release else None
     return DesiredApp(
         key=key,
         scale=app.scale,
@@ -93,7 +112,46 @@ def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
         target=target,
         stable=stable,
         rollout=rollout,
+        warm=warm,
+        warm_until=app.warm_until,
+        held=held,
     )
+
+
+def _health_of(plane: ControlPlane, instances: Sequence[Instance]) -> Callable[[str], HealthStatus]:
+    """Probe results, and "ready once running" for instances whose release has no probe at
+    all (a worker without a port or a command check: nothing to ask it)."""
+    unprobed: dict[str, Instance] = {}
+    for instance in instances:
+        release = plane.release_or_none(instance.key, instance.release)
+        if release is not None and release.spec.effective_health() is None and instance.running:
+            unprobed[instance.id] = instance
+
+    def status(instance_id: str) -> HealthStatus:
+        worker = unprobed.get(instance_id)
+        if worker is None:
+            return plane.health.status(instance_id)
+        return HealthStatus(ready=True, checked=True, ready_since=worker.started_at)
+
+    return status
+
+
+async def _in_flight(plane: ControlPlane, key: AppKey) -> dict[str, int] | None:
+    """Requests in flight per instance of ``key``; None when the router cannot say (a
+    retiring instance then drains for the whole drain time)."""
+    try:
+        return (await plane.router.in_flight()).get(key, {})
+    except KilnError as exc:
+        log.debug("in-flight counts of %s unavailable: %s", key, exc.message)
+        return None
+
+
+async def _traffic(plane: ControlPlane, key: AppKey) -> dict[int, ReleaseTraffic] | None:
+    try:
+        return (await plane.router.traffic()).get(key, {})
+    except KilnError as exc:
+        log.debug("traffic counters of %s unavailable: %s", key, exc.message)
+        return None
 
 
 def announce_backoff(plane: ControlPlane, key: AppKey, result: Plan, crashes: int) -> None:

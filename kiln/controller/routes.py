@@ -1,19 +1,35 @@
-"""The route table: every app's routes, recomputed from desired state and applied to the
-router as one table (level-based, invariant 8). A clash between two apps is a ``Conflict``."""
+"""The route table, level-based (invariant 8): every round recomputes the app's routes from its
+release groups (``Plan.routes``: the routes of the releases that take traffic), and
+``sync_routes`` converges NGINX to the union of every app's when it differs from what NGINX
+holds. Nothing is applied once from a command.
+
+One app's bad routes never hurt another app or kiln's start: when NGINX rejects the table (or
+two apps claim the same host and path), the apps whose routes changed are tried one at a time
+on top of the last good table; those that break it keep their previous routes, and the rollout
+that brought the bad routes fails (its release rolls back) with NGINX's reason.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
+
 from kiln.controller.runtime import ControlPlane
-from kiln.errors import RouterConfigRejected
-from kiln.model import AppKey, Release, RouteEntry, Severity
+from kiln.errors import Conflict, InvalidInput, KilnError, RouterConfigRejected
+from kiln.model import AppKey, Release, RolloutState, RouteEntry, Severity
 from kiln.planning import route_table
+
+log = logging.getLogger("kiln.controller")
+
+RouteTable = dict[AppKey, tuple[RouteEntry, ...]]
 
 
 def current_route_table(
     plane: ControlPlane, *, with_release: Release | None = None
 ) -> list[RouteEntry]:
-    """Every app's current routes (``with_release`` standing in for its app's); a clash
-    between two apps raises ``Conflict``."""
+    """Every app's routes as its current release gives them (``with_release`` standing in for
+    its app's); a clash between two apps raises ``Conflict``. Used to refuse a clashing deploy
+    before anything is written."""
     releases: dict[AppKey, Release] = {}
     for app in plane.store.list_apps():
         number = app.target_release or app.stable_release
@@ -24,14 +40,109 @@ def current_route_table(
     return route_table(releases.values())
 
 
-async def apply_routes(plane: ControlPlane) -> None:
-    """Apply the current table; a rejected config is recorded as an event and re-raised
-    (NGINX keeps serving the last good one)."""
+def planned_routes(plane: ControlPlane) -> RouteTable:
+    """Each known app's routes: as its last round planned them, or (not reconciled yet since
+    kiln started) as its current release gives them, so a restart never drops a route."""
+    table: RouteTable = {}
+    for app in plane.store.list_apps():
+        memory = plane.observer.memory.get(app.key)
+        if memory is not None and memory.routes is not None:
+            table[app.key] = memory.routes
+            continue
+        number = app.target_release or app.stable_release
+        release = plane.release_or_none(app.key, number) if number else None
+        if release is None or release.spec.port is None:
+            table[app.key] = ()
+            continue
+        table[app.key] = tuple(
+            RouteEntry(host=r.host, path=r.path, key=app.key)
+            for r in release.spec.effective_routes()
+        )
+    return table
+
+
+def flatten(table: Mapping[AppKey, Iterable[RouteEntry]]) -> list[RouteEntry]:
+    """One list for the router; the same host and path claimed by two apps is a ``Conflict``."""
+    owners: dict[tuple[str | None, str, bool], RouteEntry] = {}
+    for key in sorted(table):
+        for entry in table[key]:
+            clash = owners.get((entry.host, entry.path, entry.preview))
+            if clash is not None and clash.key != entry.key:
+                raise Conflict(
+                    f"route {entry.host or '*'}{entry.path} is already served by {clash.key}"
+                )
+            owners[(entry.host, entry.path, entry.preview)] = entry
+    return sorted(owners.values(), key=lambda e: (e.host or "", e.path, e.preview, str(e.key)))
+
+
+async def sync_routes(plane: ControlPlane, *, force: bool = False) -> None:
+    """Converge NGINX's routes to every app's planned routes (a reload only on a change)."""
     async with plane.routes_lock:
+        wanted = planned_routes(plane)
+        applied = plane.applied_routes
+        if not force and applied is not None and wanted == applied:
+            return
         try:
-            await plane.router.apply_routes(current_route_table(plane))
-        except RouterConfigRejected as exc:
-            plane.events.record(
-                None, "router.config_rejected", exc.message, severity=Severity.ERROR
-            )
-            raise
+            await plane.router.apply_routes(flatten(wanted))
+            plane.applied_routes = wanted
+            return
+        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
+            first_error = exc.message
+        await _isolate(plane, wanted, applied or {}, first_error)
+
+
+async def _isolate(
+    plane: ControlPlane, wanted: RouteTable, applied: RouteTable, first_error: str
+) -> None:
+    """Add the changed apps one by one to the last good table; the ones NGINX refuses keep
+    their previous routes and their rollout fails."""
+    good: RouteTable = {key: routes for key, routes in applied.items() if key in wanted}
+    changed = sorted(key for key in wanted if wanted[key] != applied.get(key))
+    refused: dict[AppKey, str] = {}
+    for key in changed:
+        trial = {**good, key: wanted[key]}
+        try:
+            flat = flatten(trial)
+            await plane.router.apply_routes(flat)
+            good = trial
+        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
+            refused[key] = exc.message
+    if changed and not refused:
+        log.warning("route table refused as a whole but every app alone passed: %s", first_error)
+    try:
+        await plane.router.apply_routes(flatten(good))
+    except KilnError as exc:
+        plane.events.record(None, "router.config_rejected", exc.message, severity=Severity.ERROR)
+        return
+    plane.applied_routes = {**good, **{key: applied.get(key, ()) for key in refused}}
+    for key, reason in refused.items():
+        _fail_rollout_for_routes(plane, key, reason)
+
+
+def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> None:
+    rollout = plane.store.active_rollout(key)
+    text = f"NGINX refused the routes of {key}: {reason}"
+    if rollout is None:
+        plane.events.record(
+            key,
+            "router.config_rejected",
+            text + "; its previous routes stay",
+            severity=Severity.ERROR,
+        )
+        return
+    finished = plane.store.finish_rollout(
+        rollout.id,
+        RolloutState.FAILED,
+        f"{text}; rolling back to release {rollout.from_release}"
+        if rollout.from_release
+        else f"{text}; no earlier release: app stopped",
+        now=plane.clock(),
+    )
+    plane.events.record(
+        key,
+        "rollout.failed",
+        finished.reason,
+        severity=Severity.ERROR,
+        release=finished.to_release,
+    )
+    plane.loops.wake(key)

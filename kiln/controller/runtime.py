@@ -21,7 +21,7 @@ from kiln.controller.reconciler import AppLoops
 from kiln.drivers.base import Driver
 from kiln.errors import NotFound
 from kiln.health.monitor import HealthMonitor
-from kiln.model import AppKey, AppRecord, Instance, Release
+from kiln.model import AppKey, AppRecord, Instance, Release, RouteEntry
 from kiln.planning import Plan
 from kiln.router.base import Router
 from kiln.store.base import Store
@@ -47,8 +47,10 @@ class ControlPlane:
     # What each app's last round planned and saw: the read views report from these.
     last_plans: dict[AppKey, Plan] = field(default_factory=dict)
     last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
-    # One route table apply at a time: commands, the start and the router supervisor all apply.
+    # One route table apply at a time: every round, the start and the router supervisor sync.
     routes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Each app's routes as NGINX holds them (None: not known yet, the next sync applies).
+    applied_routes: dict[AppKey, tuple[RouteEntry, ...]] | None = None
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

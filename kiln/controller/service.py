@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from kiln.controller.views import AppStatus, DeployResult, ReleaseView
+from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
 from kiln.model import AppKey, Event
 
@@ -24,8 +24,11 @@ class Service(Protocol):
     async def rollback(
         self, key: AppKey, *, to: int | None, message: str, who: str
     ) -> DeployResult:
-        """A new release that reuses release ``to``'s digest and spec (default: the release
-        before the current one). ``NotFound`` / ``Conflict`` when there is nothing to go back to."""
+        """Inside the rollback window of a blue-green or canary promotion (``to`` omitted or
+        the warm release): traffic switches back to the warm release's running instances, no
+        new release. Otherwise a new release that reuses release ``to``'s digest and spec
+        (default: the release before the current one). ``NotFound`` / ``Conflict`` when there
+        is nothing to go back to."""
 
     async def scale(self, key: AppKey, instances: int, *, who: str) -> AppStatus: ...
 
@@ -34,6 +37,25 @@ class Service(Protocol):
 
     async def destroy(self, key: AppKey, *, who: str) -> None:
         """Stop every instance, drop the routes, forget the app."""
+
+    async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
+        """Canary: the next step (``full``: all traffic now); blue-green: switch all traffic.
+        ``Conflict`` without a canary or blue-green rollout in progress."""
+
+    async def pause(self, key: AppKey, *, who: str) -> RolloutView:
+        """Hold the rollout where it is (traffic stays as it is). ``Conflict`` as promote."""
+
+    async def resume(self, key: AppKey, *, who: str) -> RolloutView: ...
+
+    async def abort(self, key: AppKey, *, who: str) -> RolloutView:
+        """Traffic back to the stable release at once; the new release stays for inspection
+        until the next deploy. ``Conflict`` without a rollout in progress."""
+
+    async def retry(self, key: AppKey, *, who: str) -> RolloutView:
+        """A failed or aborted rollout again from its first step. ``Conflict`` otherwise."""
+
+    async def rollout_status(self, key: AppKey) -> RolloutView:
+        """The rollout in progress (or the last one): step, groups, shares, verdicts."""
 
     async def status(self, key: AppKey) -> AppStatus:
         """``NotFound`` for an unknown app."""

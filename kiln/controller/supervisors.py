@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from kiln.controller.routes import apply_routes
+from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import DriverUnavailable, KilnError, TemporaryFailure
 from kiln.model import AppKey, Instance, Severity
@@ -98,10 +98,10 @@ class Supervisors:
         except KilnError as exc:
             plane.events.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
             return
-        await apply_routes(plane)
+        await sync_routes(plane, force=True)
         for key, memory in plane.observer.memory.items():
             if memory.routed:
-                await plane.router.set_peers(key, sorted(memory.routed))
+                await plane.router.set_peers(key, sorted(memory.routed), memory.policy)
         plane.events.record(
             None, "router.restarted", "NGINX restarted with the last routes and peers"
         )

@@ -51,3 +51,42 @@ class DeployResult:
     rollout: Rollout | None
     changed: bool  # False: same digest and spec as the target release, nothing to do
     message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupView:
+    """One release group as the last round planned it."""
+
+    release: int
+    role: str  # stable | next | canary | green | warm | held
+    size: int | None  # instances wanted (None: kept as they are)
+    share: int | None  # percent of requests (None: one pool with the other releases)
+    ready: int
+    preview: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseTrafficView:
+    """A release's requests in the current analysis window (or since NGINX started)."""
+
+    release: int
+    requests: int
+    errors: int
+    error_rate: float
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutView:
+    """`kiln rollout status`: where the rollout is, what takes traffic, and the verdicts."""
+
+    key: AppKey
+    rollout: Rollout | None  # the active rollout, else the latest one
+    active: bool
+    status: str  # one line: step, weights, what it waits for
+    steps: list[int] = field(default_factory=list)  # canary weights, in order
+    groups: list[GroupView] = field(default_factory=list)
+    traffic: list[ReleaseTrafficView] = field(default_factory=list)
+    warm_release: int | None = None
+    warm_until: datetime | None = None
+    held_release: int | None = None

@@ -37,6 +37,7 @@ from kiln.model import (
     RemoveInstance,
     RolloutState,
     RouteEntry,
+    ScaleGroup,
     SetPeers,
     StartInstance,
     StopInstance,
@@ -46,6 +47,7 @@ from kiln.model import (
 from kiln.planning.backoff import next_start_at
 from kiln.planning.inputs import DesiredApp
 from kiln.planning.instances import instance_spec, new_instance_id
+from kiln.planning.placement import group_targets
 from kiln.planning.recreate import select_recreate
 from kiln.planning.rolling import select_rolling
 from kiln.planning.rollout import SHARED_STRATEGIES, RolloutDecision, decide
@@ -81,6 +83,9 @@ class Plan:
     ready: int = 0  # ready instances of the target release
     waits: tuple[Wait, ...] = field(default=())
     window_closed: bool = False  # an analysis window was judged: the next starts now
+    # The same starts and stops as release-group targets, for an orchestrator driver.
+    group_targets: tuple[ScaleGroup, ...] = ()
+    analysing: bool = False  # a rollout is judged on its traffic: the router's counters matter
 
 
 def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
@@ -234,6 +239,8 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
 
     return Plan(
         actions=tuple(actions),
+        group_targets=group_targets(desired.key, actions, observed, decision.groups),
+        analysing=decision.analysing,
         retiring=frozenset(i for i in retire if i not in committed),
         summary=_summary(desired, selection, waits, ready_new, wanted, decision),
         peers=peers,

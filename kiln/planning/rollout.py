@@ -52,6 +52,7 @@ class RolloutDecision:
     window_closed: bool = False  # an analysis window was judged: start the next one now
     shared_pool: bool = False  # rolling/recreate: the instance planner moves capacity itself
     pool_target: int | None = None  # shared pool: the release it converges to (the target)
+    analysing: bool = False  # the rollout is judged on its traffic (the router's counters)
 
     def group_of(self, release: int) -> ReleaseGroup | None:
         for group in self.groups:
@@ -524,6 +525,7 @@ def _canary(
         waits=tuple(waits),
         status=status,
         window_closed=window_closed,
+        analysing=rules is not None,
     )
 
 
