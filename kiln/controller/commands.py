@@ -24,7 +24,8 @@ _DESTROY_TIMEOUT = 60.0
 
 
 async def deploy(plane: ControlPlane, spec_text: str, *, message: str, who: str) -> DeployResult:
-    spec = parse_spec(spec_text)
+    # Parsed in a worker thread: a large or hostile spec must not stall every app's loop.
+    spec = await asyncio.to_thread(parse_spec, spec_text)
     digest = await plane.driver.resolve_image(spec.image)
     return await _release(
         plane,
