@@ -7,6 +7,9 @@
 #   OUTDIR/rootfs/app/start.sh         serves on $PORT (default 8080)
 #   OUTDIR/rootfs/www/...              the site, baked for VERSION and VARIANT
 #
+# Every variant but crash also has /cgi-bin/slow?SECONDS (GET or POST): answers after SECONDS
+# (0-30, default 5) with the version and instance, for tests of requests in flight.
+#
 # Variants:
 #   healthy  static files: / shows the version, /healthz answers 200 (fast: no CGI at all)
 #   flaky    like healthy, but about 1 request in 10 to / answers 500 (a CGI script)
@@ -74,6 +77,20 @@ CGI
     printf '%s (instance unknown)\n' "$GREETING" > "$R/www/index.html"
     ;;
 esac
+if [ "$VARIANT" != crash ]; then
+  cat > "$R/www/cgi-bin/slow" <<CGI
+#!/bin/sh
+# A slow request: sleep QUERY_STRING seconds (0-30), then answer (the POST body is read first).
+S=\${QUERY_STRING:-5}
+case "\$S" in ''|*[!0-9]*) S=5 ;; esac
+[ "\$S" -gt 30 ] && S=30
+[ "\${CONTENT_LENGTH:-0}" -gt 0 ] && /bin/busybox head -c "\$CONTENT_LENGTH" >/dev/null
+/bin/busybox sleep "\$S"
+printf 'Content-Type: text/plain\r\n\r\n'
+printf '%s (instance %s): slow %s %ss\n' "$GREETING" "\$HOSTNAME" "\$REQUEST_METHOD" "\$S"
+CGI
+  chmod 0755 "$R/www/cgi-bin/slow"
+fi
 [ -f "$R/www/cgi-bin/index.cgi" ] && chmod 0755 "$R/www/cgi-bin/index.cgi"
 rmdir "$R/www/cgi-bin" 2>/dev/null || true
 
