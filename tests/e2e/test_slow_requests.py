@@ -20,7 +20,7 @@ app: {app}
 image: {tag}
 port: 8080
 instances: 2
-health: {{http: /healthz, interval: 500ms}}
+health: {{http: /healthz, interval: 500ms, timeout: 500ms}}
 routes: [{{host: {app}.test}}]
 """  # the default deploy settings: drain bound 30 s
 
