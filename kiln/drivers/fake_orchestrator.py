@@ -26,9 +26,13 @@ class FakeOrchestratorDriver(FakeDriver):
     placement: Placement = "groups"
 
     def __init__(
-        self, *, first_port: int = 20000, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        *,
+        installation_id: str = "fake-installation",
+        first_port: int = 20000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        super().__init__(first_port=first_port, clock=clock)
+        super().__init__(installation_id=installation_id, first_port=first_port, clock=clock)
         self.templates: dict[tuple[str, int], InstanceSpec] = {}
         self.scaled: list[ScaleGroup] = []  # every group target kiln sent, in order
         self.restarted: list[str] = []  # instance ids the orchestrator replaced on its own
