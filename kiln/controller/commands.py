@@ -16,9 +16,9 @@ from kiln.controller.reads import app_status
 from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.views import AppStatus, DeployResult
-from kiln.errors import Conflict, KilnError
+from kiln.errors import Conflict, KilnError, SpecInvalid
 from kiln.model import AppKey, Release, ReleaseOrigin, RolloutKind, RolloutState
-from kiln.spec import AppSpec, parse_spec, spec_hash
+from kiln.spec import AppSpec, check_runnable, parse_spec, spec_hash
 
 _DESTROY_TIMEOUT = 60.0
 
@@ -153,6 +153,10 @@ async def _release(
                 changed=False,
                 message=f"release {current.number} already runs this image and spec",
             )
+    # A spec this engine's host can never run is refused now, not retried until its deadline.
+    problems = check_runnable(spec, await plane.driver.host_limits())
+    if problems:
+        raise SpecInvalid(problems)
     # A route clash is an input error: check it before anything is written.
     current_route_table(plane, with_release=_probe_release(key, spec, digest, hashed))
     release, rollout = store.create_release(

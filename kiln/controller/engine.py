@@ -17,7 +17,7 @@ from kiln.controller import commands, reads, rollouts
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.controller.supervisors import Supervisors, wake_known_apps
+from kiln.controller.supervisors import Supervisors, note_other_installations, wake_known_apps
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
 from kiln.model import AppKey, Event
@@ -42,6 +42,7 @@ class Engine:
         await sync_routes(plane, force=True)
         await self.supervisors.supervise_driver()  # an event if the engine does not answer
         plane.events.record(None, "kiln.started", "kiln started; adopting what runs")
+        await note_other_installations(plane)
         await wake_known_apps(plane)
         self.supervisors.start()
 

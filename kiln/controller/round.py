@@ -37,7 +37,7 @@ class ReconcileRound:
         now = plane.clock()
         log.debug("reconcile %s", key)
         desired = desired_app(plane, key)
-        instances = await plane.driver.list_instances(key)
+        instances = adoptable(plane, key, await plane.driver.list_instances(key))
         plane.last_instances[key] = instances
         running = {i.id for i in instances if i.running}
         tracked = plane.health.tracked_ids()
@@ -92,6 +92,31 @@ class ReconcileRound:
             return None
         waits = [w.until for w in result.waits if w.until is not None]
         return min(waits) if waits else None
+
+
+def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -> list[Instance]:
+    """This installation's instances, and legacy ones (made by a kiln from before installation
+    ids) only when the store knows their app and release: a legacy container of an unknown app
+    or release may belong to another kiln on this engine, so it is reported once and left
+    alone, never stopped or removed (invariant 9)."""
+    kept: list[Instance] = []
+    for instance in instances:
+        if not instance.legacy or plane.release_or_none(key, instance.release) is not None:
+            kept.append(instance)
+        elif instance.container_id not in plane.reported_foreign:
+            plane.reported_foreign.add(instance.container_id)
+            plane.events.record(
+                key,
+                "instance.foreign",
+                f"legacy container {instance.container_id[:12]} ({instance.id}) has kiln's labels "
+                f"for release {instance.release} of {key} but no installation id, and this kiln "
+                "knows no such release: it may belong to another kiln on this engine, so it is "
+                "left alone (remove it with `docker rm -f` if it is nobody's)",
+                severity=Severity.WARNING,
+                release=instance.release,
+                instance=instance.id,
+            )
+    return kept
 
 
 def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:

@@ -50,7 +50,13 @@ def planned_routes(plane: ControlPlane) -> RouteTable:
             table[app.key] = memory.routes
             continue
         number = app.target_release or app.stable_release
-        release = plane.release_or_none(app.key, number) if number else None
+        try:
+            release = plane.release_or_none(app.key, number) if number else None
+        except KilnError as exc:
+            # A release this kiln cannot read (stored by an older, laxer kiln): its app gets
+            # no routes, every other app keeps its own.
+            log.error("routes of %s left out: %s", app.key, exc.message)
+            release = None
         if release is None or release.spec.port is None:
             table[app.key] = ()
             continue

@@ -49,6 +49,10 @@ class ControlPlane:
     last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
     # One route table apply at a time: every round, the start and the router supervisor sync.
     routes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Legacy containers (no installation id) of unknown apps already reported, by container id.
+    reported_foreign: set[str] = field(default_factory=set)
+    # Other kiln installations seen on the engine (each reported once).
+    other_installations: set[str] = field(default_factory=set)
     # Each app's routes as NGINX holds them (None: not known yet, the next sync applies).
     applied_routes: dict[AppKey, tuple[RouteEntry, ...]] | None = None
 

@@ -31,10 +31,12 @@ class Supervisors:
         self._plane = plane
         self._driver_ok = True
         self._tasks: list[asyncio.Task[None]] = []
+        self._router_lock = asyncio.Lock()  # one restart at a time: the watch and the poll
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._watch_driver(), name="watch driver"),
+            asyncio.create_task(self._watch_router(), name="watch router"),
             asyncio.create_task(self._supervise(), name="supervise"),
         ]
 
@@ -69,6 +71,20 @@ class Supervisors:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _watch_router(self) -> None:
+        """Restart NGINX the moment its master exits (the 1 s supervise poll is the fallback)."""
+        plane = self._plane
+        while True:
+            try:
+                await plane.router.wait_exited()
+                async with self._router_lock:
+                    await self.supervise_router()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("router watch failed")
+            await asyncio.sleep(0.05)
+
     async def _supervise(self) -> None:
         """Keep NGINX up, notice the engine coming and going, resync every app."""
         plane = self._plane
@@ -76,7 +92,8 @@ class Supervisors:
         while True:
             await asyncio.sleep(_SUPERVISE_SECONDS)
             try:
-                await self.supervise_router()
+                async with self._router_lock:
+                    await self.supervise_router()
                 await self.supervise_driver()
             except asyncio.CancelledError:
                 raise
@@ -85,6 +102,7 @@ class Supervisors:
             if plane.clock() - last_resync >= timedelta(seconds=plane.settings.resync_seconds):
                 last_resync = plane.clock()
                 await wake_known_apps(plane)
+                await note_other_installations(plane)
 
     async def supervise_router(self) -> None:
         plane = self._plane
@@ -125,6 +143,23 @@ class Supervisors:
                 None, "driver.available", "the container engine answers again; converging"
             )
             await wake_known_apps(plane)
+
+
+async def note_other_installations(plane: ControlPlane) -> None:
+    """Say once per installation that this engine also runs another kiln's containers."""
+    try:
+        others = await plane.driver.other_installations()
+    except KilnError:
+        return
+    for other in sorted(others - plane.other_installations):
+        plane.other_installations.add(other)
+        plane.events.record(
+            None,
+            "driver.shared",
+            f"this Docker engine also runs containers of another kiln installation ({other[:8]});"
+            f" this kiln ({plane.driver.installation_id[:8]}) never stops, adopts or removes them",
+            severity=Severity.WARNING,
+        )
 
 
 async def wake_known_apps(plane: ControlPlane) -> None:
