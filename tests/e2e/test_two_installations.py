@@ -164,24 +164,12 @@ def test_a_legacy_container_is_neither_removed_nor_adopted_and_is_reported(
             and (RELIC_INSTANCE in e["reason"] or pair.relic[:12] in e["reason"])
         ]
 
-    try:
-        wait_until(
-            lambda: reported(one) and reported(two),
-            timeout=10,
-            interval=0.5,
-            what="both kilns to report the legacy container",
-        )
-    except AssertionError:
-        try:
-            gone = not docker_client.api.inspect_container(pair.relic)["State"]["Running"]
-        except docker.errors.NotFound:
-            gone = True
-        pytest.xfail(
-            "needs controller wiring: a legacy instance (Instance.legacy) of an app the store"
-            " does not know must be reported (an event whose reason says 'legacy' and names its"
-            " instance id or container id) and never stopped or removed; today it is "
-            + ("removed" if gone else "left alone but not reported")
-        )
+    wait_until(
+        lambda: reported(one) and reported(two),
+        timeout=10,
+        interval=0.5,
+        what="both kilns to report the legacy container",
+    )
     state = docker_client.api.inspect_container(pair.relic)["State"]
     assert state["Running"] and state["StartedAt"] == pair.relic_started
 
@@ -196,19 +184,12 @@ def test_each_kiln_says_once_that_it_shares_the_engine_with_the_other(pair: Pair
         assert other.installation_id is not None
         return [e for e in all_events(kiln) if other.installation_id[:8] in e["reason"]]
 
-    try:
-        wait_until(
-            lambda: mentions(one, two) and mentions(two, one),
-            timeout=10,
-            interval=0.5,
-            what="each kiln to name the other installation",
-        )
-    except AssertionError:
-        pytest.xfail(
-            "needs controller wiring: kiln reports each installation in"
-            " driver.other_installations() once (an event naming its id), at start and when one"
-            " first appears (supervisor resync)"
-        )
+    wait_until(
+        lambda: mentions(one, two) and mentions(two, one),
+        timeout=10,
+        interval=0.5,
+        what="each kiln to name the other installation",
+    )
     assert len(mentions(one, two)) == 1 and len(mentions(two, one)) == 1
 
 
