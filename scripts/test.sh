@@ -9,4 +9,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff" && ruff check kiln tests bench
 echo "== mypy" && mypy kiln
 echo "== import-linter" && lint-imports
-echo "== pytest" && pytest "$@"
+# Test files run in parallel (each worker starts its own private dockerd and NGINX); a file's
+# tests stay together so its module fixtures start once. KILN_TEST_WORKERS=0 runs serially.
+echo "== pytest" && pytest -n "${KILN_TEST_WORKERS:-3}" --dist loadfile "$@"
