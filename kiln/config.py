@@ -23,6 +23,8 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import re
 import stat
@@ -245,6 +247,20 @@ def _installation_id_in(path: Path) -> str:
             "restore it from a backup, or delete it only if this kiln has created nothing yet"
         )
     return text
+
+
+IDENTIFY_CONTEXT = b"kiln-identify-v1:"
+
+
+def identity_proof(token: str, nonce: str) -> str:
+    """What a kiln server answers to prove it holds ``token`` without revealing it: hex
+    HMAC-SHA256 keyed with the token over ``kiln-identify-v1:`` + the client's fresh nonce.
+
+    The client computes the same with its own token and compares before it sends the token
+    anywhere (``POST /v1/identify``). The prefix keeps these MACs from meaning anything else.
+    """
+    mac = hmac.new(token.encode("utf-8"), IDENTIFY_CONTEXT + nonce.encode("ascii"), hashlib.sha256)
+    return mac.hexdigest()
 
 
 def refuse_unless_private(path: Path) -> None:

@@ -1,10 +1,14 @@
-"""``create_app(service, token=...)``: the kiln HTTP API as a FastAPI application.
+"""``create_app(service, token=..., installation_id=...)``: the kiln HTTP API as a FastAPI app.
 
-    request ─▶ CatchAllMiddleware ─▶ token check ─▶ route ─▶ Service (the Engine)
-                  │ unexpected error → 500          │ KilnError → one status mapping (errors.py)
+    request ─▶ CatchAllMiddleware ─▶ RequestGuard ─▶ token check ─▶ route ─▶ Service (the Engine)
+                  │ unexpected → 500      │ size, depth          │ KilnError → one status
+                  │ client gone → quiet   │ → 413 / 400          │   mapping (errors.py)
 
-Everything needs the bearer token except ``GET /healthz``, which the CLI uses to see whether
-kiln is up before it has read the token.
+Everything needs the bearer token except ``GET /healthz`` (is kiln up?) and
+``POST /v1/identify``, where a client that has not yet sent its token checks that this server
+holds the same token: the answer is an HMAC of the client's nonce keyed with the token
+(``kiln.config.identity_proof``). A program squatting on kiln's TCP port cannot forge it, so
+the client never hands its token to one.
 """
 
 from __future__ import annotations
@@ -12,18 +16,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, status
+from fastapi.openapi.utils import get_openapi
 
 import kiln
 from kiln.api.auth import TokenCheck
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
+from kiln.api.limits import RequestGuard
 from kiln.api.routes_apps import apps_router
 from kiln.api.routes_streams import streams_router
-from kiln.api.schemas import HealthOut
+from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
+from kiln.config import identity_proof
 from kiln.controller.service import Service
 from kiln.spec import spec_json_schema
 
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorOut"}
 
-def create_app(service: Service, *, token: str) -> FastAPI:
+
+def create_app(service: Service, *, token: str, installation_id: str | None = None) -> FastAPI:
+    """The API over ``service``; ``installation_id`` is what ``/v1/identify`` names (the
+    server passes ``kiln.config.read_or_create_installation_id(settings)``)."""
     version = kiln.version()
     spec_schema = spec_json_schema()
     app = FastAPI(
@@ -37,13 +48,29 @@ def create_app(service: Service, *, token: str) -> FastAPI:
         redoc_url=None,
         responses=ErrorOutDoc,
     )
+    # The last middleware added runs first: the catch-all (added by install_error_handlers)
+    # wraps the guard, so even a failure in the guard is a JSON 500.
+    app.add_middleware(RequestGuard)
     install_error_handlers(app)
+    check_token = TokenCheck(token)
 
     @app.get("/healthz", summary="Liveness of the kiln server (no token needed)", tags=["server"])
     async def healthz() -> HealthOut:
         return HealthOut(ok=True, version=version)
 
-    protected = APIRouter(dependencies=[Depends(TokenCheck(token))])
+    @app.post(
+        "/v1/identify",
+        summary="Prove this server holds the API token, without the client sending it",
+        tags=["server"],
+    )
+    async def identify(body: IdentifyRequest) -> IdentityOut:
+        return IdentityOut(
+            installation_id=installation_id,
+            version=version,
+            proof=identity_proof(token, body.nonce),
+        )
+
+    protected = APIRouter(dependencies=[Depends(check_token)])
     protected.include_router(apps_router(service))
     protected.include_router(streams_router(service))
 
@@ -67,4 +94,25 @@ def create_app(service: Service, *, token: str) -> FastAPI:
         return app.openapi()
 
     app.include_router(protected)
+    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with every error answer said to be JSON (FastAPI would label a
+    stream route's errors with the stream's media type, but errors are never streamed before
+    the status line: they are the JSON error shape)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                for code, answer in operation.get("responses", {}).items():
+                    if code.isdigit() and int(code) >= 400:
+                        answer["content"] = {"application/json": {"schema": _ERROR_SCHEMA}}
+        app.openapi_schema = document
+    return app.openapi_schema

@@ -1,14 +1,19 @@
-"""Request pieces shared by the routes: the app key from the path, the actor header."""
+"""Request pieces shared by the routes: the app key from the path, who acts."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Query
+from fastapi import Depends, Header, Path, Query, Request
 
+from kiln.api.peer import peer_of
 from kiln.errors import InvalidInput
 from kiln.model import AppKey
 from kiln.spec.model import NAME_PATTERN
+
+DEFAULT_ENV = "dev"
+PRINCIPAL = "local-token"
+"""Who holds the API token: today one token per home, held by the home's owner."""
 
 _NAME_HELP = "a lowercase DNS label, e.g. web"
 
@@ -22,24 +27,49 @@ def app_key(
 
 def optional_app_key(
     env: Annotated[
-        str | None, Query(pattern=NAME_PATTERN, description="environment; give it with app")
+        str | None,
+        Query(
+            pattern=NAME_PATTERN,
+            description=f"environment of `app` (default {DEFAULT_ENV}); "
+            "env without app is a 422: events are filtered by one app, not a whole environment",
+        ),
     ] = None,
-    app: Annotated[str | None, Query(pattern=NAME_PATTERN, description=_NAME_HELP)] = None,
+    app: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="only this app's events, e.g. web")
+    ] = None,
 ) -> AppKey | None:
-    """Both or neither: the Service filters by one app, not by a whole environment."""
-    if env is None and app is None:
+    """One app (its env defaults to dev, as on the CLI) or every event."""
+    if app is None:
+        if env is not None:
+            raise InvalidInput(
+                "env alone does not filter events: give app too (env defaults to dev), "
+                "or neither for every event"
+            )
         return None
-    if env is None or app is None:
-        raise InvalidInput("give both env and app to filter events by app, or neither for all")
-    return AppKey(env, app)
+    return AppKey(env or DEFAULT_ENV, app)
 
 
 def actor(
+    request: Request,
     x_kiln_actor: Annotated[
-        str | None, Header(max_length=200, description="who asks, e.g. alice@laptop")
+        str | None,
+        Header(
+            max_length=200,
+            description="who the caller says it is, e.g. alice@laptop; recorded as a claim "
+            "next to the authenticated principal, never instead of it",
+        ),
     ] = None,
 ) -> str:
-    return (x_kiln_actor or "").strip() or "api"
+    """Who acts, as recorded on releases and events.
+
+    The principal is what the server verified: the token (``local-token``) and, on the unix
+    socket, the OS user the kernel names for the connection. The header is only a note.
+    """
+    principal = PRINCIPAL
+    if (peer := peer_of(request.scope)) is not None:
+        principal += f" uid={peer.uid}({peer.user})"
+    claim = "".join(c for c in (x_kiln_actor or "") if c.isprintable()).strip()
+    return f"{principal}, {claim} (claimed)" if claim else principal
 
 
 Key = Annotated[AppKey, Depends(app_key)]

@@ -7,18 +7,25 @@ Every error leaves the API in the same JSON shape::
 ``type`` is the snake_case name of the ``kiln.errors`` class (``spec_invalid``, ``conflict``
 ...), so the client can raise the same class again. Unexpected exceptions become a 500 whose
 body says only "internal error, see the server log"; the traceback goes to the server log.
+An error never echoes unbounded input: messages and problems are cut to a fixed length.
+
+A client that goes away in the middle of a stream is not an error: it is logged in one line at
+debug level, not as a traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln.api.schemas import ErrorOut
@@ -64,8 +71,25 @@ def error_response(
     return JSONResponse(_body(kind, message, problems), status_code=status, headers=headers)
 
 
+MAX_MESSAGE_CHARS = 4000
+MAX_PROBLEM_CHARS = 300
+MAX_PROBLEMS = 50
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def _body(kind: str, message: str, problems: Sequence[str] = ()) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "problems": list(problems)}}
+    shown = [clip(p, MAX_PROBLEM_CHARS) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"… and {len(problems) - MAX_PROBLEMS} more problems")
+    return {
+        "error": {"type": kind, "message": clip(message, MAX_MESSAGE_CHARS), "problems": shown}
+    }
 
 
 def error_body(exc: Exception) -> dict[str, Any]:
@@ -85,9 +109,12 @@ def kiln_error_response(exc: KilnError) -> JSONResponse:
 
 
 def describe_validation_error(error: dict[str, Any]) -> str:
-    """``body.instances: Input should be greater than or equal to 0`` — a field path and why."""
-    path = ".".join(str(part) for part in error.get("loc", ())) or "(request)"
-    return f"{path}: {error.get('msg', 'is not valid')}"
+    """``body.instances: Input should be greater than or equal to 0`` — a field path and why.
+
+    The path's parts come from the request (an unknown field's name), so each is cut short.
+    """
+    path = ".".join(clip(str(part), 60) for part in error.get("loc", ())) or "(request)"
+    return f"{path}: {clip(str(error.get('msg', 'is not valid')), 200)}"
 
 
 async def _on_kiln_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -108,14 +135,54 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
 _HTTP_KINDS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict"}
 
 
-async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
-    # Starlette raises these for unknown paths and wrong methods; same shape as ours.
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette raises these for unknown paths and wrong methods, FastAPI for a body it cannot
+    # parse; same shape as ours.
     assert isinstance(exc, StarletteHTTPException)
     kind = _HTTP_KINDS.get(
         exc.status_code, "invalid_input" if exc.status_code < 500 else "internal"
     )
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    message = str(exc.detail)
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app, request.url.path)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed here; allowed: {headers.get('Allow', '')}"
+    elif exc.status_code == 400 and exc.__cause__ is not None:
+        message = _why_unparsable(exc.__cause__)
+    return error_response(exc.status_code, kind, message, headers=headers or None)
+
+
+def _why_unparsable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "the request body is nested too deeply to parse"
+    if isinstance(cause, UnicodeDecodeError):
+        return "the request body is not UTF-8"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in the request body has too many digits"
+    return "the request body is not valid JSON"
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for ``path`` (HEAD with GET), for ``Allow``."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "kiln_allow_table", None
+    )
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$")
+            methods = sorted(m.upper() for m in operations)
+            if "GET" in methods:
+                methods.append("HEAD")
+            table.append((pattern, methods))
+        app.state.kiln_allow_table = table
+    allowed: set[str] = set()
+    for pattern, methods in table:
+        if pattern.match(path):
+            allowed.update(methods)
+    return sorted(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -150,7 +217,11 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if client_went_away(exc):
+                # Leaving a stream is how a client ends it (Ctrl-C on `kiln events -f`).
+                log.debug("client left %s %s", scope.get("method"), scope.get("path"))
+                return
             log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
             if started:
                 # The status line is gone already; ending here makes the server close the
@@ -160,12 +231,30 @@ class CatchAllMiddleware:
             await response(scope, receive, send)
 
 
+_CLIENT_GONE = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ClientDisconnect,
+    BrokenPipeError,
+    ConnectionResetError,
+)
+
+
+def client_went_away(exc: BaseException) -> bool:
+    """The error (or every error in a group) says the client closed the connection."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(client_went_away(inner) for inner in exc.exceptions)
+    return isinstance(exc, _CLIENT_GONE)
+
+
 ErrorOutDoc: dict[int | str, dict[str, Any]] = {
     status: {"description": why, "model": ErrorOut}
     for status, why in (
+        (400, "a body that is not JSON, nested too deeply, or with a number too long"),
         (401, "missing or wrong token"),
         (404, "unknown app, release or instance"),
         (409, "conflicts with the current state"),
+        (413, "the request body is over the size limit"),
         (422, "invalid input; `problems` names each field"),
         (500, "internal error, see the server log"),
         (503, "temporarily unavailable (engine or NGINX), retry"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from kiln.api.deps import Actor, Key
 from kiln.api.schemas import (
@@ -17,6 +18,20 @@ from kiln.api.schemas import (
     release_view_out,
 )
 from kiln.controller.service import Service
+from kiln.errors import InvalidInput
+from kiln.spec import parse_spec
+
+
+async def check_spec(text: str) -> None:
+    """Parse ``text`` in a worker thread; ``SpecInvalid`` with every problem if it is bad.
+
+    Parsing a large or hostile kiln.yaml takes real CPU time: done here, off the event loop,
+    it cannot stall every other request and stream, and a bad spec never reaches the engine.
+    """
+    try:
+        await run_in_threadpool(parse_spec, text)
+    except RecursionError as exc:
+        raise InvalidInput("the spec is nested too deeply to parse") from exc
 
 
 def apps_router(service: Service) -> APIRouter:
@@ -37,7 +52,11 @@ def apps_router(service: Service) -> APIRouter:
         responses={200: {"description": "same image and spec as the target: only the scale"}},
     )
     async def deploy(body: DeployRequest, who: Actor, response: Response) -> DeployResultOut:
-        result = await service.deploy(body.spec, message=body.message, who=who)
+        await check_spec(body.spec)
+        try:
+            result = await service.deploy(body.spec, message=body.message, who=who)
+        except RecursionError as exc:  # the loop's deeper stack; the thread's parse passed
+            raise InvalidInput("the spec is nested too deeply to parse") from exc
         if not result.changed:
             response.status_code = status.HTTP_200_OK
         return deploy_result_out(result)

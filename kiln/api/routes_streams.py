@@ -6,26 +6,29 @@
     GET /v1/apps/{env}/{app}/logs  NDJSON, one LogLine per line
 
 A stream has already sent "200 OK" when an error happens inside it, so errors there travel in
-the stream itself, in the same shape as every other error: an SSE ``event: error`` or an NDJSON
-line ``{"error": {...}}``. The client turns both back into exceptions.
+the stream itself, in the same shape as every other error: an SSE ``event: error`` whose
+``data`` is the JSON error, or an NDJSON line ``{"error": {...}}``. The client turns both back
+into exceptions. Errors found before the stream starts (token, parameters, unknown app) are
+ordinary JSON answers with their status.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from kiln.api.deps import Key, OptionalKey
 from kiln.api.errors import error_body
-from kiln.api.schemas import EventOut, LogLineOut, event_out, log_line_out
+from kiln.api.schemas import INT64_MAX, EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
-from kiln.errors import KilnError
+from kiln.errors import InvalidInput, KilnError
 
 log = logging.getLogger("kiln.api")
 
@@ -38,11 +41,33 @@ def _error_body(exc: Exception) -> dict[str, Any]:
     return error_body(exc)
 
 
-def _resume_point(after: int, last_event_id: str | None) -> int:
-    # A browser EventSource reconnects with Last-Event-ID instead of our query parameter.
-    if last_event_id and last_event_id.strip().isdigit():
-        return max(after, int(last_event_id.strip()))
-    return after
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
+def resume_point(
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="start after this event id")] = 0,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            max_length=20,
+            description="the last event id seen (what a browser EventSource resends); "
+            "the stream starts after the larger of it and `after`",
+        ),
+    ] = None,
+) -> int:
+    """Where a stream starts; a dependency, so a bad value is a 422 before the stream opens.
+
+    A browser EventSource reconnects with Last-Event-ID instead of our query parameter.
+    """
+    if last_event_id is None or not last_event_id.strip():
+        return after
+    text = last_event_id.strip()
+    if not _EVENT_ID.fullmatch(text) or int(text) > INT64_MAX:
+        raise InvalidInput(
+            f"Last-Event-ID must be an event id (a whole number up to {INT64_MAX}), "
+            f"got {text[:20]!r}"
+        )
+    return max(after, int(text))
 
 
 def streams_router(service: Service) -> APIRouter:
@@ -51,7 +76,9 @@ def streams_router(service: Service) -> APIRouter:
     @router.get("/events", summary="Events, oldest first (the last `limit` when after is 0)")
     async def list_events(
         key: OptionalKey,
-        after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=INT64_MAX, description="only events with a larger id")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[EventOut]:
         events = await service.events(key=key, after_id=after, limit=limit)
@@ -60,14 +87,15 @@ def streams_router(service: Service) -> APIRouter:
     @router.get(
         "/events/stream",
         summary="Follow events as Server-Sent Events; resume with after= or Last-Event-ID",
+        description="Each event: `id:` its id, `data:` the event as JSON (EventOut). An error "
+        "after the stream started arrives as `event: error` with the JSON error shape as "
+        "`data`; errors before it are ordinary JSON answers. A `: ping` comment comes after "
+        "15 s of silence.",
         response_class=EventSourceResponse,
     )
     async def stream_events(
-        key: OptionalKey,
-        after: Annotated[int, Query(ge=0, description="start after this event id")] = 0,
-        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+        key: OptionalKey, start: Annotated[int, Depends(resume_point)]
     ) -> AsyncIterator[ServerSentEvent]:
-        start = _resume_point(after, last_event_id)
         try:
             async for event in service.follow_events(key=key, after_id=start):
                 yield ServerSentEvent(id=str(event.id), data=event_out(event))

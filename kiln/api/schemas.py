@@ -15,6 +15,8 @@ from kiln.controller.views import AppStatus, DeployResult, InstanceView, Release
 from kiln.drivers.base import LogLine
 from kiln.model import Event, Release, Rollout
 
+INT64_MAX = 2**63 - 1  # the store keeps ids and numbers as SQLite's signed 64-bit INTEGER
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -25,13 +27,15 @@ class _Out(BaseModel):
 
 class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    spec: str = Field(description="the kiln.yaml text")
+    spec: str = Field(description="the kiln.yaml text (at most the spec size limit, 256 KiB)")
     message: str = Field(default="", max_length=2000, description="why, kept on the release")
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: int | None = Field(default=None, ge=1, description="release number; default the previous")
+    to: int | None = Field(
+        default=None, ge=1, le=INT64_MAX, description="release number; default the previous"
+    )
     message: str = Field(default="", max_length=2000)
 
 
@@ -40,7 +44,28 @@ class ScaleRequest(BaseModel):
     instances: int = Field(ge=0, le=1000, description="desired number of instances")
 
 
+class IdentifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(
+        pattern=r"^[0-9a-f]{32,128}$",
+        description="fresh random hex from the client (at least 16 bytes), never reused",
+    )
+
+
 # --- responses -----------------------------------------------------------------------------
+
+
+class IdentityOut(_Out):
+    installation_id: str | None = Field(
+        description="this kiln installation's id (32 hex digits); null when the server was "
+        "started without one"
+    )
+    version: str
+    proof: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="hex HMAC-SHA256 keyed with the API token over "
+        "'kiln-identify-v1:' + nonce: only a server holding the token can answer it",
+    )
 
 
 class HealthOut(_Out):

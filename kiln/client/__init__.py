@@ -1,12 +1,13 @@
 """The typed HTTP client of the kiln API — the CLI's only way to the server."""
 
-from kiln.client.client import KilnClient, read_token
-from kiln.client.errors import ServerUnreachable
+from kiln.client.client import Endpoint, KilnClient, read_token
+from kiln.client.errors import NotThisKiln, ServerUnreachable
 from kiln.client.models import (
     AppStatus,
     DeployResult,
     Event,
     Health,
+    Identity,
     Instance,
     LogLine,
     Release,
@@ -16,11 +17,14 @@ from kiln.client.models import (
 __all__ = [
     "AppStatus",
     "DeployResult",
+    "Endpoint",
     "Event",
     "Health",
+    "Identity",
     "Instance",
     "KilnClient",
     "LogLine",
+    "NotThisKiln",
     "Release",
     "Rollout",
     "ServerUnreachable",

@@ -3,24 +3,47 @@
 Synchronous (httpx), because its main user is the CLI. Streams are iterators:
 ``follow_events`` (Server-Sent Events, reconnecting after the last id it saw) and ``logs``
 (NDJSON).
+
+Where the server is (``Endpoint.of(settings)``): the unix socket ``KILN_API_SOCKET`` (default
+``$KILN_HOME/run/api.sock``), or TCP only when asked: ``KILN_API_URL``, or ``KILN_API_TCP=1``
+with ``KILN_API_HOST``/``KILN_API_PORT``. The token goes only to a server the client has
+identified, before its first authenticated request:
+
+    unix socket ─▶ the socket file is the user's own (in a 0700 run dir): it is this kiln
+    TCP         ─▶ POST /v1/identify {nonce} ─▶ proof == HMAC(token, nonce)? else NotThisKiln,
+                   and the token was never sent
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kiln.client.errors import ServerUnreachable, error_from_body
-from kiln.client.models import AppStatus, DeployResult, Event, Health, LogLine, Release
+from kiln.client.errors import NotThisKiln, ServerUnreachable, error_from_body
+from kiln.client.models import (
+    AppStatus,
+    DeployResult,
+    Event,
+    Health,
+    Identity,
+    IdentityAnswer,
+    LogLine,
+    Release,
+)
 from kiln.client.sse import parse_sse
-from kiln.config import Settings
+from kiln.client.unix import UnixSocketTransport
+from kiln.config import Settings, identity_proof, refuse_unless_private
 from kiln.errors import KilnError, TemporaryFailure
 from kiln.model import AppKey
 
@@ -28,16 +51,51 @@ M = TypeVar("M", bound=BaseModel)
 
 # The server sends a heartbeat comment every ~15 s; three missed ones mean the stream is dead.
 SSE_READ_TIMEOUT = 45.0
+# An identity answer is ~200 bytes; whatever else is on the port gets this much and no more.
+MAX_IDENTITY_BYTES = 64 * 1024
+SOCKET_BASE_URL = "http://kiln"  # httpx wants a URL; on the socket the host part is unused
 
 
 def read_token(settings: Settings) -> str | None:
-    """``KILN_TOKEN``, else the token file the server wrote, else None."""
+    """``KILN_TOKEN``, else the token file the server wrote, else None.
+
+    A token file other users can read is refused (``InvalidInput`` naming ``chmod 600``).
+    """
     if token := os.environ.get("KILN_TOKEN", "").strip():
         return token
+    refuse_unless_private(settings.token_path)
     try:
         return settings.token_path.read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the kiln API is: a unix socket (the default) or a TCP base URL (opt-in)."""
+
+    url: str
+    socket_path: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> Endpoint:
+        if settings.client_api_url:
+            return cls(url=settings.client_api_url)
+        if settings.api_tcp:
+            return cls(url=settings.api_url)
+        return cls(url=SOCKET_BASE_URL, socket_path=settings.api_socket_path)
+
+    @property
+    def where(self) -> str:
+        """For people: ``127.0.0.1:7070`` or ``the unix socket /home/ann/.../api.sock``."""
+        if self.socket_path is not None:
+            return f"the unix socket {self.socket_path}"
+        return httpx.URL(self.url).netloc.decode("ascii")
+
+    @property
+    def description(self) -> str:
+        """For ``kiln version``: the URL, or ``unix:/path``."""
+        return f"unix:{self.socket_path}" if self.socket_path is not None else self.url
 
 
 def _app_path(key: AppKey) -> str:
@@ -52,27 +110,46 @@ class KilnClient:
     def __init__(
         self,
         *,
-        base_url: str,
+        base_url: str = SOCKET_BASE_URL,
+        socket_path: Path | None = None,
         token: str | None,
         actor: str,
         timeout: float = 30,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        """``transport`` replaces the network, e.g. ``httpx.MockTransport`` in tests."""
-        self.base_url = base_url.rstrip("/")
+        """``socket_path``: talk HTTP over this unix socket (``base_url`` is then unused).
+        ``transport`` replaces the network, e.g. ``httpx.MockTransport`` in tests."""
+        self.endpoint = Endpoint(url=base_url.rstrip("/"), socket_path=socket_path)
+        self.base_url = self.endpoint.url
+        if transport is None and socket_path is not None:
+            transport = UnixSocketTransport(socket_path)
+        self._token = token
+        self._trusted = False
+        self._identity: Identity | None = None
+        # The claim of who asks; the server records it as a claim next to what it verified.
         headers = {"X-Kiln-Actor": actor, "Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            # kiln's API is local: never through a proxy from the environment, never to
+            # wherever a redirect points.
+            trust_env=False,
+            follow_redirects=False,
         )
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, actor: str = "client", timeout: float = 30
     ) -> KilnClient:
+        endpoint = Endpoint.of(settings)
         return cls(
-            base_url=settings.api_url, token=read_token(settings), actor=actor, timeout=timeout
+            base_url=endpoint.url,
+            socket_path=endpoint.socket_path,
+            token=read_token(settings),
+            actor=actor,
+            timeout=timeout,
         )
 
     def close(self) -> None:
@@ -87,7 +164,11 @@ class KilnClient:
     # --- server ---------------------------------------------------------------------------
 
     def health(self) -> Health:
-        return self._get_model("/healthz", Health)
+        """Is a server up? Asked without the token (``/healthz`` needs none)."""
+        try:
+            return Health.model_validate(self._json("GET", "/healthz", authenticated=False))
+        except (ValueError, ValidationError) as exc:
+            raise NotThisKiln(self.endpoint.where, "its /healthz answer is not kiln's") from exc
 
     def is_running(self) -> bool:
         try:
@@ -97,6 +178,43 @@ class KilnClient:
 
     def shutdown(self) -> None:
         self._json("POST", "/v1/shutdown")
+
+    def identify(self) -> Identity:
+        """Ask the server who it is, with a fresh nonce; ``proven`` when its proof matches
+        this client's token. ``NotThisKiln`` when the answer is not a kiln's at all."""
+        nonce = secrets.token_hex(16)
+        with (
+            self._mapped_errors(),
+            self._http.stream("POST", "/v1/identify", json={"nonce": nonce}) as response,
+        ):
+            content = b""
+            for chunk in response.iter_bytes():
+                content += chunk
+                if len(content) > MAX_IDENTITY_BYTES:
+                    break
+        answer: IdentityAnswer | None = None
+        if response.status_code == 200:
+            try:
+                answer = IdentityAnswer.model_validate_json(content)
+            except ValidationError:
+                answer = None
+        if answer is None:
+            raise NotThisKiln(self.endpoint.where, f"it answered HTTP {response.status_code}")
+        expected = identity_proof(self._token, nonce) if self._token else ""
+        proven = bool(expected) and hmac.compare_digest(answer.proof, expected)
+        return Identity(installation_id=answer.installation_id, version=answer.version, proven=proven)
+
+    def identity(self) -> Identity:
+        """The server's identity as it says it, asked once per client."""
+        if self._identity is None:
+            self._identity = self.identify()
+        return self._identity
+
+    def server_identity(self) -> Identity:
+        """The identity of a server this client trusts with its token (``NotThisKiln`` if
+        it is not ours): what ``kiln status --json`` and ``kiln version`` show."""
+        self._ensure_trusted()
+        return self.identity()
 
     # --- apps -----------------------------------------------------------------------------
 
@@ -166,6 +284,8 @@ class KilnClient:
                     yield event
                 # The server ended a healthy stream (a restart, a proxy): reconnect soon.
                 failing_since, delay = None, 0.2
+            except NotThisKiln:
+                raise  # not a dropped stream: retrying would not change who answers
             except TemporaryFailure:
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -195,6 +315,40 @@ class KilnClient:
 
     # --- plumbing -------------------------------------------------------------------------
 
+    def _ensure_trusted(self) -> None:
+        """Before the token leaves this process for the first time: is this our kiln?"""
+        if self._trusted or not self._token:
+            return  # without a token there is nothing to leak
+        if self.endpoint.socket_path is not None:
+            self._check_socket_owner(self.endpoint.socket_path)
+        elif not self.identity().proven:
+            raise NotThisKiln(
+                self.endpoint.where,
+                "it could not prove it holds this kiln's API token (KILN_HOME/token or "
+                "KILN_TOKEN), so the token was not sent",
+            )
+        self._trusted = True
+
+    def _check_socket_owner(self, path: Path) -> None:
+        # The socket lives in the owner's 0700 run dir and is 0600: a socket file owned by
+        # someone else (KILN_API_SOCKET pointing elsewhere) is not our kiln's.
+        try:
+            owner = path.stat().st_uid
+        except FileNotFoundError:
+            raise ServerUnreachable(self.endpoint.where) from None
+        except OSError as exc:
+            raise ServerUnreachable(self.endpoint.where, f"{exc.strerror}") from exc
+        if owner != os.geteuid():
+            raise NotThisKiln(
+                self.endpoint.where,
+                f"the socket belongs to uid {owner}, not to you (uid {os.geteuid()}), "
+                "so the token was not sent",
+            )
+
+    def _auth(self) -> dict[str, str]:
+        self._ensure_trusted()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     def _get_model(self, path: str, model: type[M]) -> M:
         return model.model_validate(self._json("GET", path))
 
@@ -210,9 +364,11 @@ class KilnClient:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        authenticated: bool = True,
     ) -> Any:
+        headers = self._auth() if authenticated else {}
         with self._mapped_errors():
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, json=json, params=params, headers=headers)
         _raise_for_error(response)
         if response.status_code == 204 or not response.content:
             return None
@@ -227,6 +383,7 @@ class KilnClient:
         timeout: httpx.Timeout,
         headers: dict[str, str],
     ) -> Iterator[httpx.Response]:
+        headers = {**headers, **self._auth()}
         with (
             self._mapped_errors(),
             self._http.stream(
@@ -240,16 +397,17 @@ class KilnClient:
 
     @contextmanager
     def _mapped_errors(self) -> Iterator[None]:
+        where = self.endpoint.where
         try:
             yield
         except httpx.ConnectError as exc:
-            raise ServerUnreachable(self.base_url) from exc
-        except httpx.TimeoutException as exc:
-            raise TemporaryFailure(f"kiln at {self.base_url} did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise TemporaryFailure(
-                f"lost the connection to kiln at {self.base_url}: {exc}"
+            raise ServerUnreachable(
+                self.base_url if self.endpoint.socket_path is None else where
             ) from exc
+        except httpx.TimeoutException as exc:
+            raise TemporaryFailure(f"kiln on {where} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise TemporaryFailure(f"lost the connection to kiln on {where}: {exc}") from exc
 
 
 def _raise_for_error(response: httpx.Response) -> None:

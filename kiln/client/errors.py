@@ -2,7 +2,8 @@
 
 The server sends ``{"error": {"type": "not_found", "message": ..., "problems": [...]}}``;
 ``type`` is the snake_case name of a ``kiln.errors`` class, so the same class is raised here.
-A server that cannot be reached at all is ``ServerUnreachable``.
+A server that cannot be reached at all is ``ServerUnreachable``; something that answers where
+kiln should be but cannot prove it is this kiln is ``NotThisKiln`` (the CLI exits 5 for both).
 """
 
 from __future__ import annotations
@@ -26,8 +27,25 @@ from kiln.errors import (
 class ServerUnreachable(TemporaryFailure):
     """Nothing answers at the kiln API address: the server is not running (or elsewhere)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(f"kiln is not running at {url} — start it with `kiln up`")
+    def __init__(self, where: str, detail: str = "") -> None:
+        said = f" ({detail})" if detail else ""
+        super().__init__(f"kiln is not running at {where}{said} — start it with `kiln up`")
+
+
+class NotThisKiln(ServerUnreachable):
+    """Something answers where kiln should, but it is not this kiln: the token was not sent.
+
+    A program squatting on the API's TCP port (an app on the host network, say), another
+    user's socket, or a kiln whose token is not the one this client holds.
+    """
+
+    def __init__(self, where: str, why: str) -> None:
+        TemporaryFailure.__init__(
+            self,
+            f"something else is listening on {where}; it is not this kiln ({why}). Stop that "
+            "program, or point kiln at its server: KILN_API_URL, KILN_API_HOST/KILN_API_PORT, "
+            "or the unix socket (KILN_API_SOCKET, without KILN_API_TCP)",
+        )
 
 
 def _error_classes() -> dict[str, type[KilnError]]:

@@ -33,6 +33,22 @@ class Health(_Model):
     version: str
 
 
+class IdentityAnswer(_Model):
+    """``POST /v1/identify``'s answer on the wire."""
+
+    installation_id: str | None = Field(default=None, max_length=64)
+    version: str = Field(max_length=100)
+    proof: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Identity(_Model):
+    """Who the server says it is, and whether it proved it holds this client's token."""
+
+    installation_id: str | None
+    version: str
+    proven: bool
+
+
 class Instance(_Model):
     id: str
     release: int

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from .live_server import running_server
 
 TOKEN = "test-token-for-the-api"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+INSTALLATION_ID = "fedcba9876543210fedcba9876543210"
 
 WEB_SPEC = """\
 app: web
@@ -32,7 +35,7 @@ def service() -> FakeService:
 
 @pytest.fixture
 def app(service: FakeService) -> FastAPI:
-    return create_app(service, token=TOKEN)
+    return create_app(service, token=TOKEN, installation_id=INSTALLATION_ID)
 
 
 def asgi_client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
@@ -51,3 +54,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def live_url(app: FastAPI) -> Iterator[str]:
     with running_server(app) as url:
         yield url
+
+
+@pytest.fixture
+def unix_kiln(app: FastAPI) -> Iterator[Path]:
+    """The app served on a unix socket (in a short private directory); yields the socket."""
+    with tempfile.TemporaryDirectory(prefix="kiln-") as name:
+        path = Path(name) / "run" / "api.sock"
+        with running_server(app, unix_path=path):
+            yield path

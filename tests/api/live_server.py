@@ -1,66 +1,107 @@
-"""A real uvicorn server in a background thread, serving an ASGI app on a free loopback port.
+"""A real uvicorn server in a background thread, serving an ASGI app on a free loopback port
+or on a unix socket.
 
 Streams (SSE, followed logs) only show their behaviour over a real connection: in-process
-test transports wait for the whole body, which a stream never finishes.
+test transports wait for the whole body, which a stream never finishes. The server speaks
+through ``PeerCredentialsProtocol``, as kiln's server does, so requests on the unix socket
+carry the kernel's word on who connected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
-from kiln.api.server import bind_socket, serve
+from kiln.api.peer import PeerCredentialsProtocol
 
 STARTUP_DEADLINE = 10.0
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the test process keeps its own signal handlers
+
+
+def _tcp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    return sock
+
+
 @contextmanager
-def running_server(app: FastAPI) -> Iterator[str]:
-    """Serve ``app``; yields its base URL; stops it (and waits for the thread) on exit."""
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
+def running_server(app: FastAPI, *, unix_path: Path | None = None) -> Iterator[str]:
+    """Serve ``app``; yields its base URL (``http://127.0.0.1:PORT``, or ``http://kiln`` on
+    ``unix_path``); stops it (and waits for the thread) on exit."""
+    sock = _unix_socket(unix_path) if unix_path is not None else _tcp_socket()
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        http=PeerCredentialsProtocol,
+    )
+    server = _Server(config)
     loop_ready = threading.Event()
-    holder: dict[str, object] = {}
+    holder: dict[str, asyncio.AbstractEventLoop] = {}
 
     def run() -> None:
         async def main() -> None:
-            stop = asyncio.Event()
-            holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
+            holder["loop"] = asyncio.get_running_loop()
             loop_ready.set()
-            await serve(app, sock, stop)
+            await server.serve(sockets=[sock])
 
         asyncio.run(main())
 
-    thread = threading.Thread(target=run, name=f"uvicorn:{port}", daemon=True)
+    thread = threading.Thread(target=run, name="uvicorn", daemon=True)
     thread.start()
-    base_url = f"http://127.0.0.1:{port}"
+    if unix_path is not None:
+        base_url = "http://kiln"
+        transport: httpx.HTTPTransport = httpx.HTTPTransport(uds=str(unix_path))
+    else:
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        transport = httpx.HTTPTransport()
     try:
         assert loop_ready.wait(STARTUP_DEADLINE), "the server thread did not start"
-        _wait_until_serving(base_url)
+        _wait_until_serving(base_url, transport)
         yield base_url
     finally:
         loop = holder.get("loop")
-        stop = holder.get("stop")
-        if isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event):
-            loop.call_soon_threadsafe(stop.set)
+        if loop is not None:
+            loop.call_soon_threadsafe(setattr, server, "should_exit", True)
         thread.join(timeout=STARTUP_DEADLINE)
         sock.close()
         assert not thread.is_alive(), "the server thread did not stop"
 
 
-def _wait_until_serving(base_url: str) -> None:
+def _wait_until_serving(base_url: str, transport: httpx.HTTPTransport) -> None:
     deadline = time.monotonic() + STARTUP_DEADLINE
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
+    with httpx.Client(transport=transport, base_url=base_url, timeout=1.0) as client:
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)

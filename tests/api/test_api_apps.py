@@ -27,7 +27,8 @@ async def test_deploy_creates_a_release_and_starts_its_rollout(client: httpx.Asy
     body = response.json()
     assert body["changed"] is True
     assert body["release"]["number"] == 1
-    assert body["release"]["created_by"] == "ann"
+    # The header is only a claim: the record says who was verified (the token) first.
+    assert body["release"]["created_by"] == "local-token, ann (claimed)"
     assert body["release"]["message"] == "first"
     assert body["rollout"]["to_release"] == 1
     assert body["rollout"]["state"] == "in_progress"
@@ -42,9 +43,11 @@ async def test_deploying_the_same_spec_again_is_unchanged_with_200(
     assert response.json()["changed"] is False
 
 
-async def test_actor_defaults_to_api(client: httpx.AsyncClient, service: FakeService) -> None:
+async def test_without_a_claim_the_actor_is_the_token(
+    client: httpx.AsyncClient, service: FakeService
+) -> None:
     await deploy(client)
-    assert service.calls == [("deploy", "api")]
+    assert service.calls == [("deploy", "local-token")]
 
 
 async def test_invalid_spec_is_422_with_every_problem(

@@ -50,6 +50,7 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
     }
     expected = {
         ("GET", "/healthz"),
+        ("POST", "/v1/identify"),
         ("GET", "/v1/apps"),
         ("GET", "/v1/apps/{env}/{app}"),
         ("POST", "/v1/deploy"),

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from kiln.model import AppKey
 
 from .conftest import AUTH
 from .fake_service import FakeService
+from .live_server import running_server
 
 WEB = AppKey("dev", "web")
 API = AppKey("dev", "api")
@@ -42,10 +49,16 @@ async def test_events_page_is_the_last_limit_then_after(
     assert after_three[0]["app"] == "web"
 
 
-async def test_events_filter_needs_both_env_and_app(client: httpx.AsyncClient) -> None:
+async def test_events_filter_by_app_defaults_to_dev_and_env_alone_is_refused(
+    client: httpx.AsyncClient, service: FakeService
+) -> None:
+    service.record(WEB, "note", "web in dev")
+    service.record(AppKey("staging", "web"), "note", "web in staging")
+    only_dev = (await client.get("/v1/events", params={"app": "web"})).json()
+    assert [e["reason"] for e in only_dev] == ["web in dev"]
     response = await client.get("/v1/events", params={"env": "dev"})
     assert response.status_code == 422
-    assert "both env and app" in response.json()["error"]["message"]
+    assert "give app too" in response.json()["error"]["message"]
 
 
 def test_event_stream_sends_events_after_the_given_id_then_new_ones(
@@ -118,3 +131,72 @@ def test_followed_logs_stream_new_lines(live_url: str, service: FakeService) -> 
         assert json.loads(next(lines))["text"] == "before"
         service.add_log(WEB, "r1-0", "after")
         assert json.loads(next(lines))["text"] == "after"
+
+
+class CountsRequests:
+    """ASGI wrapper: how many requests the app is still handling (its log lines are written
+    by the time one is counted out)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the lifespan lasts as long as the server
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+def test_a_client_leaving_the_event_stream_is_not_an_error_in_the_log(
+    app: FastAPI, service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = CountsRequests(app)
+    stop = threading.Event()
+
+    def feed() -> None:  # events keep coming while clients come and go
+        for n in range(20_000):
+            if stop.wait(0.002):
+                return
+            service.record(WEB, "note", f"event {n} " + "x" * 500)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    caplog.set_level(logging.DEBUG, logger="kiln.api")
+    with running_server(counted) as url:  # type: ignore[arg-type]
+        feeder.start()
+        try:
+            for _ in range(5):
+                with httpx.stream("GET", f"{url}/v1/events/stream", headers=AUTH, timeout=10) as r:
+                    assert next(sse_events(r))["data"]["kind"] == "note"
+            wait_until(lambda: counted.active == 0, "every stream to end on the server")
+        finally:
+            stop.set()
+            feeder.join()
+    loud = [r for r in caplog.records if r.name == "kiln.api" and r.levelno >= logging.WARNING]
+    assert loud == []
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+async def test_the_event_stream_documents_json_errors_and_the_app_filter(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    stream = document["paths"]["/v1/events/stream"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    for code in ("400", "401", "413", "422", "500"):
+        assert list(stream["responses"][code]["content"]) == ["application/json"], code
+    assert "event: error" in stream["description"]
+    env = next(p for p in stream["parameters"] if p["name"] == "env")
+    assert "default dev" in env["description"]
+    logs = document["paths"]["/v1/apps/{env}/{app}/logs"]["get"]["responses"]
+    assert list(logs["404"]["content"]) == ["application/json"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from kiln.client import KilnClient, ServerUnreachable
+from kiln.client import KilnClient, NotThisKiln, ServerUnreachable
+from kiln.config import identity_proof
 from kiln.errors import Conflict, InvalidInput, NotFound, SpecInvalid, Unauthorized
 from kiln.model import AppKey
 
@@ -30,7 +33,7 @@ def test_deploy_status_and_releases_come_back_typed(kiln: KilnClient, service: F
     assert result.rollout is not None and result.rollout.to_release == 1
     assert kiln.status(WEB).key == WEB
     assert [r.number for r in kiln.releases(WEB)] == [1]
-    assert service.calls == [("deploy", "ann@laptop")]
+    assert service.calls == [("deploy", "local-token, ann@laptop (claimed)")]
 
 
 def test_invalid_spec_raises_spec_invalid_with_every_problem(kiln: KilnClient) -> None:
@@ -50,10 +53,19 @@ def test_errors_come_back_as_their_kiln_error_class(kiln: KilnClient) -> None:
         kiln.scale(WEB, -1)
 
 
-def test_wrong_token_raises_unauthorized(live_url: str) -> None:
+def test_a_wrong_token_is_not_sent_over_tcp(live_url: str) -> None:
+    # The server cannot prove it holds "wrong": for all the client knows, it is not its kiln.
     with (
         KilnClient(base_url=live_url, token="wrong", actor="x") as client,
-        pytest.raises(Unauthorized),
+        pytest.raises(NotThisKiln, match="it is not this kiln"),
+    ):
+        client.list_apps()
+
+
+def test_a_wrong_token_on_the_socket_is_unauthorized(unix_kiln: Path) -> None:
+    with (
+        KilnClient(socket_path=unix_kiln, token="wrong", actor="x") as client,
+        pytest.raises(Unauthorized, match="wrong API token"),
     ):
         client.list_apps()
 
@@ -86,6 +98,12 @@ def test_follow_events_reconnects_after_the_last_id_it_saw() -> None:
     asked_after: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/identify":
+            nonce = json.loads(request.content)["nonce"]
+            proof = identity_proof("t", nonce)
+            return httpx.Response(
+                200, json={"installation_id": None, "version": "x", "proof": proof}
+            )
         after = request.url.params["after"]
         asked_after.append(after)
         next_id = int(after) + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
@@ -16,10 +17,10 @@ WEB = AppKey("dev", "web")
 
 
 def test_live_view_shows_header_instances_and_events_until_the_rollout_ends(kiln: Kiln) -> None:
-    port = kiln.env["KILN_API_PORT"]
+    socket_path = Path(kiln.env["KILN_API_SOCKET"])
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160)
-    with KilnClient(base_url=f"http://127.0.0.1:{port}", token=TOKEN, actor="t") as client:
+    with KilnClient(socket_path=socket_path, token=TOKEN, actor="t") as client:
         after = client.last_event_id()
         result = client.deploy("app: web\nimage: example/web:1\nport: 8080\ninstances: 2\n")
         outcome = watch_rollout(client, WEB, 1, after_event=after, console=console, live=True)

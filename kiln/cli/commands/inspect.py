@@ -10,7 +10,7 @@ import typer
 import kiln
 from kiln.cli import context
 from kiln.cli.render import app_details, apps_table, event_text, instances_table, releases_table
-from kiln.client import Event
+from kiln.client import Event, Identity, NotThisKiln
 from kiln.errors import KilnError
 from kiln.spec import spec_json_schema
 
@@ -26,13 +26,21 @@ def status(
 ) -> None:
     """Show every app (state, release, ready/scale, URLs), or one app in detail.
 
+    With --json: {"installation_id": ..., "apps": [...]}, or one app's object (with
+    "installation_id") when APP is given.
+
     Examples:  kiln status          kiln status web          kiln status staging/web --json
     """
     kiln = context.client()
     if app is None:
         apps = kiln.list_apps()
         if as_json:
-            context.print_json([a.model_dump(mode="json") for a in apps])
+            context.print_json(
+                {
+                    "installation_id": kiln.server_identity().installation_id,
+                    "apps": [a.model_dump(mode="json") for a in apps],
+                }
+            )
         elif apps:
             context.out().print(apps_table(apps))
         else:
@@ -40,7 +48,8 @@ def status(
         return
     one = kiln.status(context.resolve_app(app, env))
     if as_json:
-        context.print_json(one.model_dump(mode="json"))
+        installation = kiln.server_identity().installation_id
+        context.print_json({**one.model_dump(mode="json"), "installation_id": installation})
     else:
         context.out().print(app_details(one))
 
@@ -150,23 +159,29 @@ def schema() -> None:
 
 
 def version(as_json: context.JsonOption = False) -> None:
-    """Print the version of this CLI and of the running kiln server.
+    """Print the version of this CLI, and of the running kiln server with its installation id.
 
     Example:  kiln version
     """
     mine = kiln.version()
-    settings = context.settings()
+    client = context.client(timeout=2)
+    where = client.endpoint.description
     try:
-        server: str | None = context.client(timeout=2).health().version
+        identity: Identity | None = client.server_identity()
+    except NotThisKiln:
+        raise  # something else answers there: say so (exit 5), do not call it "not running"
     except KilnError:
-        server = None
+        identity = None
+    server = identity.version if identity else None
+    installation = identity.installation_id if identity else None
     if as_json:
-        context.print_json({"cli": mine, "server": server, "url": settings.api_url})
+        context.print_json(
+            {"cli": mine, "server": server, "url": where, "installation_id": installation}
+        )
         return
     out = context.out()
     out.print(f"kiln {mine}")
-    out.print(
-        f"server {server} at {settings.api_url}"
-        if server
-        else f"server not running at {settings.api_url}"
-    )
+    if identity is None:
+        out.print(f"server not running at {where}")
+    else:
+        out.print(f"server {server} at {where}, installation {installation or 'unknown'}")
