@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 import kiln
 from kiln.api.auth import TokenCheck
+from kiln.api.deps import only_known_query_parameters
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
 from kiln.api.routes_apps import apps_router
@@ -47,6 +48,7 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
         docs_url=None,
         redoc_url=None,
         responses=ErrorOutDoc,
+        dependencies=[Depends(only_known_query_parameters)],
     )
     # The last middleware added runs first: the catch-all (added by install_error_handlers)
     # wraps the guard, so even a failure in the guard is a JSON 500.
@@ -114,5 +116,37 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
                 for code, answer in operation.get("responses", {}).items():
                     if code.isdigit() and int(code) >= 400:
                         answer["content"] = {"application/json": {"schema": _ERROR_SCHEMA}}
+        _link_deploy_to_its_app(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+# What a client can do next with the app a deploy answered about (OpenAPI links).
+_APP_OPERATIONS = (
+    ("status", "/v1/apps/{env}/{app}", "get"),
+    ("releases", "/v1/apps/{env}/{app}/releases", "get"),
+    ("logs", "/v1/apps/{env}/{app}/logs", "get"),
+    ("scale", "/v1/apps/{env}/{app}/scale", "post"),
+    ("rollback", "/v1/apps/{env}/{app}/rollback", "post"),
+    ("stop", "/v1/apps/{env}/{app}/stop", "post"),
+    ("destroy", "/v1/apps/{env}/{app}", "delete"),
+)
+
+
+def _link_deploy_to_its_app(document: dict[str, Any]) -> None:
+    paths = document.get("paths", {})
+    links = {
+        name: {
+            "operationId": paths[path][method]["operationId"],
+            "parameters": {
+                "env": "$response.body#/release/environment",
+                "app": "$response.body#/release/app",
+            },
+        }
+        for name, path, method in _APP_OPERATIONS
+        if method in paths.get(path, {})
+    }
+    for code in ("200", "201"):
+        answer = paths.get("/v1/deploy", {}).get("post", {}).get("responses", {}).get(code)
+        if answer is not None:
+            answer["links"] = links

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
 
+from kiln.api.errors import clip
 from kiln.api.peer import peer_of
 from kiln.errors import InvalidInput
 from kiln.model import AppKey
@@ -70,6 +71,38 @@ def actor(
         principal += f" uid={peer.uid}({peer.user})"
     claim = "".join(c for c in (x_kiln_actor or "") if c.isprintable()).strip()
     return f"{principal}, {claim} (claimed)" if claim else principal
+
+
+def only_known_query_parameters(request: Request) -> None:
+    """A query parameter the route does not take is an error, not silently ignored: a typo
+    (``?aftr=5``) would otherwise quietly mean something else."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if not request.query_params or not isinstance(path, str):
+        return
+    known = _query_names(request, path)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        names = ", ".join(repr(clip(name, 40)) for name in unknown[:5])
+        takes = ", ".join(sorted(known)) or "none"
+        raise InvalidInput(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {names}: "
+            f"{request.method} {path} takes {takes}"
+        )
+
+
+def _query_names(request: Request, path: str) -> set[str]:
+    """The query parameters the OpenAPI document lists for this route (HEAD as GET)."""
+    method = "get" if request.method == "HEAD" else request.method.lower()
+    cache: dict[tuple[str, str], set[str]] = request.app.state.__dict__.setdefault(
+        "kiln_query_names", {}
+    )
+    if (path, method) not in cache:
+        operation = request.app.openapi().get("paths", {}).get(path, {}).get(method, {})
+        cache[path, method] = {
+            p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"
+        }
+    return cache[path, method]
 
 
 Key = Annotated[AppKey, Depends(app_key)]

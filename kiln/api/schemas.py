@@ -25,8 +25,14 @@ class _Out(BaseModel):
 # --- requests ------------------------------------------------------------------------------
 
 
+EXAMPLE_SPEC = "app: web\nenvironment: dev\nimage: example/web:1\nport: 8080\ninstances: 2\n"
+
+
 class DeployRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"spec": EXAMPLE_SPEC, "message": "first deploy"}]},
+    )
     spec: str = Field(description="the kiln.yaml text (at most the spec size limit, 256 KiB)")
     message: str = Field(default="", max_length=2000, description="why, kept on the release")
 
