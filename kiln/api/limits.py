@@ -6,8 +6,8 @@
                  │ JSON nested deeper than MAX_JSON_DEPTH   → 400 (json.loads never sees it)
                  └ a number longer than MAX_NUMBER_DIGITS   → 400
 
-Every answer is the API's one JSON error shape. Integers that reach the store are bounded to
-SQLite's signed 64 bits in the wire schemas (``INT64_MAX``), so a huge id is a 422, not a 500.
+Every answer is the API's one JSON error shape. Integers that reach the store are bounded in
+the wire schemas (``MAX_ID``, well inside SQLite's signed 64 bits), so a huge id is a 422.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import kiln.spec
 from kiln.api.errors import error_response
-from kiln.api.schemas import INT64_MAX
+from kiln.api.schemas import MAX_ID
+from kiln.spec import MAX_SPEC_BYTES
 
-__all__ = ["INT64_MAX", "MAX_BODY_BYTES", "MAX_SPEC_BYTES", "RequestGuard", "json_problem"]
-
-MAX_SPEC_BYTES: int = getattr(kiln.spec, "MAX_SPEC_BYTES", 256 * 1024)
-"""A kiln.yaml's size limit: the spec package's own when it names one, else 256 KiB."""
+__all__ = ["MAX_BODY_BYTES", "MAX_ID", "MAX_SPEC_BYTES", "RequestGuard", "json_problem"]
 
 MAX_BODY_BYTES = 2 * MAX_SPEC_BYTES + 16 * 1024
 """A deploy body carries the spec as a JSON string, where a newline or a quote takes two bytes:

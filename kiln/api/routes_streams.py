@@ -26,7 +26,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from kiln.api.deps import Key, OptionalKey
 from kiln.api.errors import error_body
-from kiln.api.schemas import INT64_MAX, EventOut, LogLineOut, event_out, log_line_out
+from kiln.api.schemas import MAX_ID, EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
 from kiln.errors import InvalidInput, KilnError
 
@@ -41,11 +41,11 @@ def _error_body(exc: Exception) -> dict[str, Any]:
     return error_body(exc)
 
 
-_EVENT_ID = re.compile(r"[0-9]{1,19}")
+_EVENT_ID = re.compile(r"[0-9]{1,16}")
 
 
 def resume_point(
-    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="start after this event id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="start after this event id")] = 0,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -62,9 +62,9 @@ def resume_point(
     if last_event_id is None or not last_event_id.strip():
         return after
     text = last_event_id.strip()
-    if not _EVENT_ID.fullmatch(text) or int(text) > INT64_MAX:
+    if not _EVENT_ID.fullmatch(text) or int(text) > MAX_ID:
         raise InvalidInput(
-            f"Last-Event-ID must be an event id (a whole number up to {INT64_MAX}), "
+            f"Last-Event-ID must be an event id (a whole number up to {MAX_ID}), "
             f"got {text[:20]!r}"
         )
     return max(after, int(text))
@@ -77,7 +77,7 @@ def streams_router(service: Service) -> APIRouter:
     async def list_events(
         key: OptionalKey,
         after: Annotated[
-            int, Query(ge=0, le=INT64_MAX, description="only events with a larger id")
+            int, Query(ge=0, le=MAX_ID, description="only events with a larger id")
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[EventOut]:

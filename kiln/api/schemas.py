@@ -14,8 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from kiln.controller.views import AppStatus, DeployResult, InstanceView, ReleaseView
 from kiln.drivers.base import LogLine
 from kiln.model import Event, Release, Rollout
+from kiln.spec import MAX_INSTANCES, MAX_SPEC_BYTES
 
-INT64_MAX = 2**63 - 1  # the store keeps ids and numbers as SQLite's signed 64-bit INTEGER
+MAX_ID = 2**53 - 1
+"""The largest id or release number the API takes: every JSON parser reads it exactly (it is
+JavaScript's Number.MAX_SAFE_INTEGER, and a double holds it), and it is well inside the
+store's signed 64-bit INTEGER, so a huge number is a 422, never an overflow in the store."""
 
 
 class _Out(BaseModel):
@@ -33,21 +37,26 @@ class DeployRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"spec": EXAMPLE_SPEC, "message": "first deploy"}]},
     )
-    spec: str = Field(description="the kiln.yaml text (at most the spec size limit, 256 KiB)")
+    spec: str = Field(
+        description=f"the kiln.yaml text, at most {MAX_SPEC_BYTES // 1024} KiB; its content is "
+        "checked against GET /v1/schema (422 spec_invalid with every problem)"
+    )
     message: str = Field(default="", max_length=2000, description="why, kept on the release")
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: int | None = Field(
-        default=None, ge=1, le=INT64_MAX, description="release number; default the previous"
+        default=None, ge=1, le=MAX_ID, description="release number; default the previous"
     )
     message: str = Field(default="", max_length=2000)
 
 
 class ScaleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    instances: int = Field(ge=0, le=1000, description="desired number of instances")
+    instances: int = Field(
+        ge=0, le=MAX_INSTANCES, description="desired number of instances (the spec's own limit)"
+    )
 
 
 class IdentifyRequest(BaseModel):

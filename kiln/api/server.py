@@ -33,7 +33,8 @@ from fastapi import FastAPI
 
 from kiln.api.app import create_app
 from kiln.api.auth import load_or_create_token
-from kiln.config import Settings, make_state_private
+from kiln.api.peer import PeerCredentialsProtocol
+from kiln.config import Settings, make_state_private, read_or_create_installation_id
 from kiln.errors import InvalidInput, KilnError
 from kiln.router.nginx import NginxRouter
 from kiln.supervisor.exits import ServerExit
@@ -268,6 +269,8 @@ async def serve(
         lifespan="on",
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
         backlog=BACKLOG,
+        # Requests on the unix socket carry the kernel's word on who connected (SO_PEERCRED).
+        http=PeerCredentialsProtocol,
     )
     server = _Server(config)
     server.on_started = on_started
@@ -342,7 +345,9 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
         try:
             await engine.start()
             await serve(
-                create_app(engine, token=token),
+                create_app(
+                    engine, token=token, installation_id=read_or_create_installation_id(settings)
+                ),
                 held.unix_socket,
                 stop,
                 more_sockets=held.sockets[1:],

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from kiln.api.limits import MAX_BODY_BYTES, MAX_SPEC_BYTES
-from kiln.api.schemas import INT64_MAX
+from kiln.api.schemas import MAX_ID
 
 from .conftest import AUTH, WEB_SPEC, asgi_client
 from .fake_service import FakeService
@@ -74,7 +74,8 @@ async def test_a_spec_at_its_size_limit_is_not_refused_for_its_json_escaping(
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/v1/apps/dev/web/rollback", {"to": INT64_MAX + 1}),
+        ("/v1/apps/dev/web/rollback", {"to": MAX_ID + 1}),
+        ("/v1/apps/dev/web/rollback", {"to": 2**63}),
         ("/v1/apps/dev/web/rollback", {"to": -(2**70)}),
         ("/v1/apps/dev/web/scale", {"instances": 2**64}),
     ],
@@ -88,7 +89,13 @@ async def test_integers_beyond_int64_are_422_naming_the_field(
 
 @pytest.mark.parametrize(
     "params",
-    [{"after": str(INT64_MAX + 1)}, {"after": "9" * 5000}, {"after": "-1"}, {"limit": "1e3"}],
+    [
+        {"after": str(MAX_ID + 1)},
+        {"after": str(2**63)},
+        {"after": "9" * 5000},
+        {"after": "-1"},
+        {"limit": "1e3"},
+    ],
 )
 async def test_event_query_numbers_out_of_range_are_422(
     client: httpx.AsyncClient, params: dict
@@ -96,7 +103,7 @@ async def test_event_query_numbers_out_of_range_are_422(
     assert_error(await client.get("/v1/events", params=params), 422, "query.")
 
 
-@pytest.mark.parametrize("last_id", [str(INT64_MAX + 1), "²", "12a", "-3", "1" * 20])
+@pytest.mark.parametrize("last_id", [str(MAX_ID + 1), str(2**63), "²", "12a", "-3", "1" * 20])
 async def test_a_bad_last_event_id_is_a_clear_4xx(client: httpx.AsyncClient, last_id: str) -> None:
     headers = {"Last-Event-ID": last_id.encode("latin-1")}
     response = await client.get("/v1/events/stream", headers=headers)

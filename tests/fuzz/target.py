@@ -84,7 +84,7 @@ def engine_target(home: Path) -> Iterator[tuple[str, FastAPI, Tally]]:
     health = FakeHealth()
     health.healthy_releases = set(range(1, 10_000))
     engine = assemble_engine(
-        settings=Settings(home=home, resync_seconds=0.2),
+        settings=Settings(home=home),
         store=SqliteStore(home / "kiln.db"),
         driver=driver,
         router=FakeRouter(),

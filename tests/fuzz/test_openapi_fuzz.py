@@ -24,9 +24,9 @@ from schemathesis.errors import FailureGroup
 
 from .target import TOKEN, Tally, engine_target, fake_target
 
-EXAMPLES = int(os.environ.get("KILN_FUZZ_EXAMPLES", "40"))
-"""Per operation and mode: 13 operations x 2 modes x up to 40, after ~400 boundary cases."""
-SCENARIOS = int(os.environ.get("KILN_FUZZ_SCENARIOS", "60"))
+EXAMPLES = int(os.environ.get("KILN_FUZZ_EXAMPLES", "32"))
+"""Per operation and mode: 13 operations x 2 modes x up to 32, after ~400 boundary cases."""
+SCENARIOS = int(os.environ.get("KILN_FUZZ_SCENARIOS", "50"))
 """Call sequences along the links, up to 8 calls each."""
 MIN_REQUESTS = 1_000
 # The token as schemathesis' own auth: it then knows the header is supplied, and a negative
