@@ -152,7 +152,7 @@ def test_a_legacy_container_is_neither_removed_nor_adopted_and_is_reported(
     one, two = pair.one, pair.two
     # Neither kiln knows the app, so neither may call it or its instance its own.
     for kiln in (one, two):
-        assert RELIC not in {a["app"] for a in kiln.cli_json("status")}
+        assert RELIC not in {a["app"] for a in kiln.cli_json("status")["apps"]}
         assert RELIC_INSTANCE not in {i["id"] for i in kiln.cli_json("ps")}
 
     def reported(kiln: KilnHarness) -> list[dict[str, Any]]:
