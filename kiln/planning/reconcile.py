@@ -308,7 +308,7 @@ def _routes(
 ) -> tuple[RouteEntry, ...]:
     """The app's routes: those of the releases that take traffic (a new release's routes go
     live with its first request, a failed one's leave with its last); the current release's
-    while nothing serves, so its URL answers 503, not 404. Preview routes while a green waits."""
+    while nothing serves, so its URL answers 503, not 404. Plus the app's preview host."""
     serving: list[Release] = []
     with_peers = {p.release for p in peers}
     for group in decision.groups:
@@ -326,16 +326,17 @@ def _routes(
             continue
         for route in release.spec.effective_routes():
             entries.add(RouteEntry(host=route.host, path=route.path, key=desired.key))
-    for group in decision.groups:
-        if group.preview:
-            entries.add(
-                RouteEntry(
-                    host=preview_host(desired.key.app, desired.key.environment),
-                    path="/",
-                    key=desired.key,
-                    preview=True,
-                )
+    if entries:
+        # Always there (503 while no release waits on it), so a blue-green's preview coming
+        # and going changes only the peer data, never NGINX's config: no reload.
+        entries.add(
+            RouteEntry(
+                host=preview_host(desired.key.app, desired.key.environment),
+                path="/",
+                key=desired.key,
+                preview=True,
             )
+        )
     return tuple(sorted(entries, key=lambda e: (e.host or "", e.path, e.preview)))
 
 

@@ -162,5 +162,8 @@ def test_routes_follow_the_release_that_serves() -> None:
     sim.tick()
 
     assert isinstance(finish, FinishRollout) and finish.state is RolloutState.FAILED
-    assert sim.rounds[-1].plan.routes == (RouteEntry(host="a.test", path="/", key=KEY),)
+    assert sim.rounds[-1].plan.routes == (
+        RouteEntry(host="a.test", path="/", key=KEY),
+        RouteEntry(host="web.preview.dev.localhost", path="/", key=KEY, preview=True),
+    )
     assert sim.now > T0

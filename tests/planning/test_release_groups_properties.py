@@ -58,7 +58,10 @@ def release(number: int, strategy: Strategy) -> Release:
 
 
 def routes_of(number: int) -> tuple[RouteEntry, ...]:
-    return (RouteEntry(host=f"r{number}.test", path="/", key=KEY),)
+    return (
+        RouteEntry(host=f"r{number}.test", path="/", key=KEY),
+        RouteEntry(host="web.preview.dev.localhost", path="/", key=KEY, preview=True),
+    )
 
 
 @given(ops=operations)
