@@ -87,9 +87,7 @@ def _body(kind: str, message: str, problems: Sequence[str] = ()) -> dict[str, An
     shown = [clip(p, MAX_PROBLEM_CHARS) for p in problems[:MAX_PROBLEMS]]
     if len(problems) > MAX_PROBLEMS:
         shown.append(f"… and {len(problems) - MAX_PROBLEMS} more problems")
-    return {
-        "error": {"type": kind, "message": clip(message, MAX_MESSAGE_CHARS), "problems": shown}
-    }
+    return {"error": {"type": kind, "message": clip(message, MAX_MESSAGE_CHARS), "problems": shown}}
 
 
 def error_body(exc: Exception) -> dict[str, Any]:

@@ -64,8 +64,7 @@ def resume_point(
     text = last_event_id.strip()
     if not _EVENT_ID.fullmatch(text) or int(text) > MAX_ID:
         raise InvalidInput(
-            f"Last-Event-ID must be an event id (a whole number up to {MAX_ID}), "
-            f"got {text[:20]!r}"
+            f"Last-Event-ID must be an event id (a whole number up to {MAX_ID}), got {text[:20]!r}"
         )
     return max(after, int(text))
 

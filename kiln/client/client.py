@@ -202,7 +202,9 @@ class KilnClient:
             raise NotThisKiln(self.endpoint.where, f"it answered HTTP {response.status_code}")
         expected = identity_proof(self._token, nonce) if self._token else ""
         proven = bool(expected) and hmac.compare_digest(answer.proof, expected)
-        return Identity(installation_id=answer.installation_id, version=answer.version, proven=proven)
+        return Identity(
+            installation_id=answer.installation_id, version=answer.version, proven=proven
+        )
 
     def identity(self) -> Identity:
         """The server's identity as it says it, asked once per client."""

@@ -272,21 +272,7 @@ def _blue_green(
                 )
     others = tuple(g for g in extra.groups if g.number not in (target.number, stable.number))
     if promote:
-        warm_until = _window_end(params, now)
-        return RolloutDecision(
-            groups=(
-                ReleaseGroup(release=target, role=GroupRole.STABLE, size=size, share=100),
-                ReleaseGroup(release=stable, role=GroupRole.WARM, size=None, share=0),
-                *others,
-            ),
-            finish=FinishRollout(
-                rollout_id=rollout.id,
-                state=RolloutState.SUCCEEDED,
-                reason=f"release {target.number} promoted: it takes all traffic; release "
-                f"{stable.number} stays warm for a rollback for {params.rollback_window:g}s",
-                warm_until=warm_until,
-            ),
-        )
+        return _promoted(rollout, target, stable, others, params, size, now, what="release")
     if green_ready:
         status = f"blue-green: release {target.number} ready on preview ({size}/{size}); " + (
             "paused"
@@ -343,21 +329,7 @@ def _canary(
     waits: list[Wait] = list(extra.waits)
 
     if promoting and capacity_ready:
-        warm_until = _window_end(params, now)
-        return RolloutDecision(
-            groups=(
-                ReleaseGroup(release=target, role=GroupRole.STABLE, size=scale, share=100),
-                ReleaseGroup(release=stable, role=GroupRole.WARM, size=None, share=0),
-                *others,
-            ),
-            finish=FinishRollout(
-                rollout_id=rollout.id,
-                state=RolloutState.SUCCEEDED,
-                reason=f"canary release {target.number} promoted: it takes all traffic; "
-                f"release {stable.number} stays warm for a rollback for {params.rollback_window:g}s",
-                warm_until=warm_until,
-            ),
-        )
+        return _promoted(rollout, target, stable, others, params, scale, now, what="canary release")
 
     if capacity_ready and progress.step_ready_at is None:
         progress = update = replace(progress, step_ready_at=now)
@@ -526,6 +498,34 @@ def _canary(
         status=status,
         window_closed=window_closed,
         analysing=rules is not None,
+    )
+
+
+def _promoted(
+    rollout: Rollout,
+    target: Release,
+    stable: Release,
+    others: tuple[ReleaseGroup, ...],
+    params: RolloutParams,
+    size: int,
+    now: datetime,
+    *,
+    what: str,
+) -> RolloutDecision:
+    """All traffic to the new release at once; the old one stays warm for the rollback window."""
+    return RolloutDecision(
+        groups=(
+            ReleaseGroup(release=target, role=GroupRole.STABLE, size=size, share=100),
+            ReleaseGroup(release=stable, role=GroupRole.WARM, size=None, share=0),
+            *others,
+        ),
+        finish=FinishRollout(
+            rollout_id=rollout.id,
+            state=RolloutState.SUCCEEDED,
+            reason=f"{what} {target.number} promoted: it takes all traffic; release "
+            f"{stable.number} stays warm for a rollback for {params.rollback_window:g}s",
+            warm_until=_window_end(params, now),
+        ),
     )
 
 
