@@ -2,12 +2,13 @@
 the rolling numbers of bench.rollout, on the demo app with 3 instances under continuous load.
 
 Prints one JSON line:
-  blue_green.promote_s     seconds from the promote API call to the last answer of the old
+  blue_green.runs          each cycle: v2 deployed blue-green beside v1 (green_start), promoted,
+                           rolled back inside the rollback window
+    promote_s              seconds from the promote API call to the last answer of the old
                            release (after it, every answer comes from the new one)
-  blue_green.rollback_s    seconds from the rollback API call (inside the rollback window: a
-                           router switch back to the warm release) to the last answer of the
-                           release rolled back from
-  blue_green.*_failed      failed requests of both load clients in each phase
+    rollback_s             seconds from the rollback API call (a router switch back to the warm
+                           release) to the last answer of the release rolled back from
+    *_failed               failed requests of both load clients in each phase
   canary_abort.abort_s     seconds from the first answer of the bad canary (kiln-hello:flaky,
                            ~10% 500s) to its last answer, compared with interval x failure_limit
   canary_abort.other_failed  failed requests other than the bad release's own 500s
@@ -25,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bench.rollout import deploy_api, measure_deploys, wait_rollout_done, wrk
@@ -120,55 +122,99 @@ def post(kiln: KilnHarness, path: str, body: dict[str, Any]) -> None:
 # --- blue-green -----------------------------------------------------------------------------
 
 
-def measure_blue_green(kiln: KilnHarness, network: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Tally:
+    """The load clients' counters at one moment, to tell a phase's failures apart."""
+
+    failed: int
+    closed: int
+    green: int
+
+    @classmethod
+    def of(cls, clients: list[TimedClient]) -> Tally:
+        return cls(
+            failed=failures(clients),
+            closed=sum(c.report.closed_by_server for c in clients),
+            green=sum(c.report.bodies[marker("v2")] for c in clients),
+        )
+
+    def __sub__(self, other: Tally) -> Tally:
+        return Tally(
+            self.failed - other.failed, self.closed - other.closed, self.green - other.green
+        )
+
+
+def blue_green_cycle(
+    kiln: KilnHarness, app: str, network: str, clients: list[TimedClient]
+) -> dict[str, Any]:
+    """Deploy v2 blue-green beside v1, promote it, roll back inside the window."""
+    old = kiln.status(app)["target_release"]
+    start = Tally.of(clients)
+    deploy_api(kiln, group_spec(app, "kiln-hello:v2", network=network, deploy=BLUE_GREEN))
+    new = kiln.status(app)["target_release"]
+
+    def green_ready() -> bool:
+        status = kiln.status(app)
+        green = [i for i in status["instances"] if i["release"] == new and i["ready"]]
+        return len(green) == 3 and status["rollout"] is not None
+
+    wait_until(green_ready, timeout=60, interval=0.05, what="the green release ready")
+    wait_for_more(clients, 100)
+    instances_before = {c.id for c in kiln.containers(app)}
+    ready = Tally.of(clients)
+
+    promoted_at = time.monotonic()
+    post(kiln, f"/v1/apps/dev/{app}/rollout/promote", {"full": False})
+    settled(kiln, app, new)
+    wait_for_more(clients, 200)
+    promote_s = last_answer(clients, "v1", promoted_at)
+    promoted = Tally.of(clients)
+
+    rolled_back_at = time.monotonic()
+    post(kiln, f"/v1/apps/dev/{app}/rollback", {})
+    # Inside the window a rollback makes no release: the old one is warm, the router switches.
+    settled(kiln, app, old)
+    wait_for_more(clients, 200)
+    rollback_s = last_answer(clients, "v2", rolled_back_at)
+    rolled_back = Tally.of(clients)
+    instances_after = {c.id for c in kiln.containers(app)}
+    deploy, promote, rollback = ready - start, promoted - ready, rolled_back - promoted
+    return {
+        "promote_s": round(promote_s, 3),
+        "promote_failed": promote.failed,
+        "rollback_s": round(rollback_s, 3),
+        "rollback_failed": rollback.failed,
+        "green_start_failed": deploy.failed,
+        "answers_from_green_before_promote": deploy.green,
+        "keep_alive_closed_by_server": {
+            "green_start": deploy.closed,
+            "promote": promote.closed,
+            "rollback": rollback.closed,
+        },
+        "new_instances_on_rollback": len(instances_after - instances_before),
+    }
+
+
+def measure_blue_green(kiln: KilnHarness, network: str, cycles: int) -> dict[str, Any]:
     app = "rg-bluegreen"
     first_release(kiln, app, network)
     errors = ErrorLog(kiln)
     clients = load_pair(kiln, app, (marker("v1"), marker("v2")))
     with running(clients):
         wait_for_more(clients, 50)
-        deploy_api(kiln, group_spec(app, "kiln-hello:v2", network=network, deploy=BLUE_GREEN))
-
-        def green_ready() -> bool:
-            status = kiln.status(app)
-            green = [i for i in status["instances"] if i["release"] == 2 and i["ready"]]
-            return len(green) == 3 and status["rollout"] is not None
-
-        wait_until(green_ready, timeout=60, interval=0.05, what="the green release ready")
-        wait_for_more(clients, 100)
-        before_promote = failures(clients)
-        seen_early = sum(c.report.bodies[marker("v2")] for c in clients)
-        instances_before = {c.id for c in kiln.containers(app)}
-
-        promoted_at = time.monotonic()
-        post(kiln, f"/v1/apps/dev/{app}/rollout/promote", {"full": False})
-        settled(kiln, app, 2)
-        wait_for_more(clients, 200)
-        promote_s = last_answer(clients, "v1", promoted_at)
-        promote_failed = failures(clients) - before_promote
-
-        rolled_back_at = time.monotonic()
-        post(kiln, f"/v1/apps/dev/{app}/rollback", {})
-        # Inside the window a rollback makes no release: release 1 is warm, the router switches.
-        settled(kiln, app, 1)
-        wait_for_more(clients, 200)
-        rollback_s = last_answer(clients, "v2", rolled_back_at)
-        rollback_failed = failures(clients) - before_promote - promote_failed
-        instances_after = {c.id for c in kiln.containers(app)}
-    result: dict[str, Any] = {
-        "promote_s": round(promote_s, 3),
-        "promote_failed": promote_failed,
-        "rollback_s": round(rollback_s, 3),
-        "rollback_failed": rollback_failed,
-        "failed_before_promote": before_promote,
-        "answers_from_green_before_promote": seen_early,
-        "new_instances_on_rollback": len(instances_after - instances_before),
-        "keep_alive_closed_by_server": sum(c.report.closed_by_server for c in clients),
-        "requests": sum(c.report.requests for c in clients),
-    }
+        runs = [blue_green_cycle(kiln, app, network, clients) for _ in range(cycles)]
+    result: dict[str, Any] = {"runs": runs}
+    for key in ("promote_s", "rollback_s"):
+        result[f"{key}_median"] = round(statistics.median(r[key] for r in runs), 3)
+        result[f"{key}_max"] = max(r[key] for r in runs)
+    for key in ("promote_failed", "rollback_failed", "green_start_failed"):
+        result[key] = sum(r[key] for r in runs)
+    result["requests"] = sum(c.report.requests for c in clients)
     if failures(clients):
         result["errors"] = errors_of(clients)
-        result["nginx_error_log"] = error_summary(errors.since())
+        logged = error_summary(errors.since())
+        if logged:
+            result["nginx_error_log"] = logged
     kiln.api("DELETE", f"/v1/apps/dev/{app}").raise_for_status()
     return result
 
@@ -221,7 +267,9 @@ def measure_canary_abort(kiln: KilnHarness, network: str) -> dict[str, Any]:
     }
     if other:
         result["errors"] = errors_of(clients)
-        result["nginx_error_log"] = error_summary(errors.since())
+        logged = error_summary(errors.since())
+        if logged:
+            result["nginx_error_log"] = logged
     kiln.api("DELETE", f"/v1/apps/dev/{app}").raise_for_status()
     return result
 
@@ -267,6 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--network", default="bridge", help="network of the blue-green and canary app"
     )
+    parser.add_argument("--cycles", type=int, default=3, help="blue-green promote + rollback")
     parser.add_argument("--rolling-networks", default="host,bridge")
     parser.add_argument("--deploys", type=int, default=10, help="rolling deploys per network")
     parser.add_argument("--wrk-seconds", type=int, default=5)
@@ -285,11 +334,12 @@ def main() -> None:
         "kiln-hello:flaky": ("v5-flaky", "flaky"),
     }
     with bench_kiln(images) as kiln:
-        result["blue_green"] = measure_blue_green(kiln, args.network)
+        result["blue_green"] = measure_blue_green(kiln, args.network, args.cycles)
         result["canary_abort"] = measure_canary_abort(kiln, args.network)
         result["rolling"] = {
             network: measure_rolling(kiln, network, args)
             for network in args.rolling_networks.split(",")
+            if network
         }
     print(json.dumps(result))
     sys.stdout.flush()
