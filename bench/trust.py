@@ -328,7 +328,7 @@ def measure_slow_requests(kiln: KilnHarness, network: str, seconds: int) -> dict
         timeout=10,
         what="the slow requests in the access log",
     )
-    result = {
+    result: dict[str, Any] = {
         "requests": len(threads),
         "completed_200": sum(1 for r in answers if r.status_code == 200),
         "answered_by_old_release": sum(1 for r in answers if marker("v1") in r.text),
