@@ -220,11 +220,19 @@ class NginxRouter:
         path = _peers_path(key)
         async with self._peers_lock:
             current = self._peer_map()
-            current[key] = entry
-            # Persisted before the push: a NGINX restarted from here on serves this list.
-            data = _peers_file_json(current)
-            await asyncio.to_thread(_write_atomic, self.peers_file, data)
+            before = current.get(key)
+            if before != entry:
+                # Persisted before the push: a NGINX restarted from here on serves this list.
+                current[key] = entry
+                await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
             response = await self._admin("PUT", path, json_body=body)
+            if response.status_code == 400 and before != entry:
+                # Refused: the file goes back to what NGINX still serves.
+                if before is None:
+                    del current[key]
+                else:
+                    current[key] = before
+                await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
         if response.status_code == 400:
             raise InvalidInput(f"NGINX refused the peers of {key}: {_error_of(response)}")
         if response.status_code != 200:

@@ -29,8 +29,8 @@ NGINX_MODULES_DIR = Path("/usr/lib/nginx/modules")
 SHARED_DICT = "kiln_peers"
 """The Lua shared dict holding the peer lists and policies (kiln_peers.lua uses the same name)."""
 
-STATS_DICT = "kiln_stats"
-"""The Lua shared dict of in-flight counts and per-release counters (kiln_stats.lua's name)."""
+STATS_DICTS = {"kiln_in_flight": "1m", "kiln_traffic": "10m", "kiln_traffic_index": "1m"}
+"""kiln_stats.lua's shared dicts: in-flight counts, per-release counters, their index."""
 
 # Debian's lua-resty-core/lrucache live in /usr/share/lua/5.1; lua-cjson's cjson.so in the
 # multiarch Lua 5.1 dir. Both multiarch dirs are listed so the same config works on arm64.
@@ -228,7 +228,8 @@ def _http_settings(out: _Writer, *, prefix: Path, peers_file: Path, lua_dir: Pat
     out.comment("Peer lists: survive a reload; peers.json refills them after a restart.")
     out.line(f"lua_shared_dict {SHARED_DICT} 10m;")
     out.comment("In-flight counts and per-release counters (a restart starts them from 0).")
-    out.line(f"lua_shared_dict {STATS_DICT} 10m;")
+    for name, size in STATS_DICTS.items():
+        out.line(f"lua_shared_dict {name} {size};")
     out.comment("The master loads the Lua modules, so workers never read kiln's files.")
     with out.block("init_by_lua_block"):
         out.line(f'require("kiln_peers").init("{peers_file}")')

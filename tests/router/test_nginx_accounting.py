@@ -4,8 +4,12 @@ answers and latency per release (canary analysis), and the release and instance 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
 import math
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -191,3 +195,28 @@ async def access_log_entry(router: NginxRouter, uri: str) -> dict[str, Any]:
         await asyncio.to_thread(fetch, router.listen_port, "/nudge")
         await asyncio.sleep(0.1)
     raise AssertionError(f"no access log line for {uri}")
+
+
+async def test_requests_of_a_worker_that_died_do_not_stay_in_flight(
+    router: NginxRouter, backends: Backends
+) -> None:
+    await router.apply_routes([RouteEntry(None, "/", WEB)])
+    await router.set_peers(WEB, [peer("blue", backends.start("blue"))])
+    held = asyncio.create_task(asyncio.to_thread(fetch, router.listen_port, "/?hold=1"))
+    try:
+        await eventually(router.in_flight, {WEB: {"blue": 1}})
+        workers = router.worker_pids()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)  # the master starts new ones
+
+        await eventually(lambda: _new_workers(router, workers), True)
+        assert await router.in_flight() == {}
+    finally:
+        backends["blue"].release_held()
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            await held
+
+
+async def _new_workers(router: NginxRouter, old: set[int]) -> bool:
+    now = router.worker_pids()
+    return bool(now) and now.isdisjoint(old)

@@ -11,6 +11,12 @@
 -- Releases are picked by smooth weighted round robin over their shares, peers by smooth weighted
 -- round robin over their weights (NGINX's own algorithm), per worker: over N requests a worker
 -- gives each release and each peer exactly its share, give or take one.
+--
+-- The common path has no loops: a loop with one or two turns stops LuaJIT from compiling the
+-- function around it ("inner loop in root trace"), and interpreted, the access phase cost 7,000
+-- instructions a request more. So the round robin is unrolled once per change into a cycle
+-- (e.g. shares 75/25 → releases 1,1,2,1) that a cursor walks; the loop of `pick` is left to
+-- retries and to weights too large to unroll.
 local balancer = require "ngx.balancer"
 local peers = require "kiln_peers"
 local stats = require "kiln_stats"
@@ -20,39 +26,108 @@ local M = {}
 local CANARY_COOKIE = "kiln_canary"
 local COOKIE_VAR = "cookie_" .. CANARY_COOKIE
 local EMPTY = {}
+local MAX_CYCLE = 1000 -- longer weight cycles are walked by `pick` instead
 
 -- Per worker: app key → state, rebuilt when the app's version in the dict moves.
 --   version      the app's "ver:" counter when this state was built
 --   policy       { shares = {{release, share}}, canary, preview }
---   pool         every peer with weight > 0 (no shares: one pool by peer weight)
---   by_release   release → its peers with weight > 0
---   shared       the releases with a share > 0 and ready peers, with their round-robin state
---   eligible     the peers of the releases in `shared` (where an unforced retry may go)
+--   pool         every peer with weight > 0, as a rotation (no shares: one pool by weight)
+--   by_release   release → a rotation of its peers with weight > 0
+--   ready        release → how many of its peers have weight > 0
+--   shares       a cycle of releases by share (those with ready peers), with `never` the
+--                same without the canary; nil without shares
+--   eligible     the peers of the releases with a share (where an unforced retry may go)
 --   cookie       the canary cookie's value for the current canary ("ENV.APP.RELEASE")
+--   known        this worker's in-flight keys of the app
+-- A rotation is { list = peers with round-robin state, cycle = indexes, cursor = position }.
 local cache = {}
 local version_keys = {}
 
+local function gcd(a, b)
+    while b > 0 do
+        a, b = b, a % b
+    end
+    return a
+end
+
+-- The smooth weighted round robin over `items` ({weight = n}), unrolled into one full cycle of
+-- indexes, or nil when the cycle would be longer than MAX_CYCLE.
+local function unroll(items)
+    local divisor, total = 0, 0
+    for _, item in ipairs(items) do
+        divisor = gcd(item.weight, divisor)
+    end
+    if divisor == 0 then
+        return {}
+    end
+    for _, item in ipairs(items) do
+        total = total + item.weight / divisor
+    end
+    if total > MAX_CYCLE then
+        return nil
+    end
+    local current, cycle = {}, {}
+    for i = 1, #items do
+        current[i] = 0
+    end
+    for n = 1, total do
+        local best = nil
+        for i, item in ipairs(items) do
+            current[i] = current[i] + item.weight / divisor
+            if best == nil or current[i] > current[best] then
+                best = i
+            end
+        end
+        current[best] = current[best] - total
+        cycle[n] = best
+    end
+    return cycle
+end
+
+local function signature(items, field)
+    local parts = {}
+    for i, item in ipairs(items) do
+        parts[i] = tostring(item[field]) .. "=" .. item.weight
+    end
+    return table.concat(parts, ",")
+end
+
+-- A cycle over `items`, its cursor carried over from `old` when nothing about it changed, so
+-- that a push of the same list does not send the next requests to the first entries again.
+local function cycle_of(items, field, old)
+    local sig = signature(items, field)
+    if old and old.signature == sig then
+        return { cycle = old.cycle, cursor = old.cursor, signature = sig }
+    end
+    return { cycle = unroll(items), cursor = 1, signature = sig }
+end
+
+local function advance(rotation)
+    local cycle = rotation.cycle
+    local i = rotation.cursor
+    rotation.cursor = i % #cycle + 1
+    return cycle[i]
+end
+
 -- Copies of the peers, each list with its own round-robin state, carried over from the last
 -- state for peers that stay so that a change elsewhere does not skew the ratios.
-local function rr_copy(list, previous, key)
+local function rotation(list, old, key)
+    local previous = {}
+    for _, p in ipairs(old and old.list or EMPTY) do
+        previous[p.id] = p
+    end
     local out = {}
     for _, p in ipairs(list) do
-        local old = previous and previous[p.id]
+        local was = previous[p.id]
         out[#out + 1] = {
             id = p.id, host = p.host, port = p.port, weight = p.weight, release = p.release,
-            current = old and old.current or 0,
+            current = was and was.current or 0,
             in_flight_key = stats.in_flight_key(key, p.id),
         }
     end
-    return out
-end
-
-local function by_id(list)
-    local map = {}
-    for _, p in ipairs(list or EMPTY) do
-        map[p.id] = p
-    end
-    return map
+    local r = cycle_of(out, "id", old)
+    r.list = out
+    return r
 end
 
 local function build(key, version, old)
@@ -64,45 +139,61 @@ local function build(key, version, old)
         end
         list, policy = EMPTY, { shares = EMPTY }
     end
-    local ready = {}
+    local state = { version = version, policy = policy, by_release = {}, ready = {} }
+    local ready, groups = {}, {}
     for _, p in ipairs(list) do
         if p.weight > 0 then
             ready[#ready + 1] = p
+            local group = groups[p.release]
+            if group == nil then
+                group = {}
+                groups[p.release] = group
+            end
+            group[#group + 1] = p
+            state.ready[p.release] = #group
         end
     end
-    local releases = {}
-    for _, p in ipairs(ready) do
-        local group = releases[p.release]
-        if group == nil then
-            group = {}
-            releases[p.release] = group
-        end
-        group[#group + 1] = p
+    state.pool = rotation(ready, old and old.pool, key)
+    for release, group in pairs(groups) do
+        state.by_release[release] = rotation(group, old and old.by_release[release], key)
     end
 
-    local state = { version = version, policy = policy, by_release = {}, shared = {} }
-    state.pool = rr_copy(ready, old and by_id(old.pool), key)
-    for release, group in pairs(releases) do
-        state.by_release[release] = rr_copy(group, old and by_id(old.by_release[release]), key)
-    end
-    local old_shared = {}
-    for _, s in ipairs(old and old.shared or EMPTY) do
-        old_shared[s.id] = s
-    end
-    local eligible = {}
-    for _, s in ipairs(policy.shares) do
-        if s.share > 0 and releases[s.release] then
-            local prev = old_shared[s.release]
-            state.shared[#state.shared + 1] = {
-                id = s.release, release = s.release, weight = s.share,
-                current = prev and prev.current or 0,
-            }
-            for _, p in ipairs(releases[s.release]) do
-                eligible[#eligible + 1] = p
+    if #policy.shares > 0 then
+        local shared, never, eligible = {}, {}, {}
+        for _, s in ipairs(policy.shares) do
+            if s.share > 0 and groups[s.release] then
+                local item = { release = s.release, weight = s.share }
+                shared[#shared + 1] = item
+                if s.release ~= policy.canary then
+                    never[#never + 1] = item
+                end
+                for _, p in ipairs(groups[s.release]) do
+                    eligible[#eligible + 1] = p
+                end
             end
         end
+        local old_shares = old and old.shares
+        state.shares = cycle_of(shared, "release", old_shares)
+        state.shares.items = shared
+        state.shares.never = cycle_of(never, "release", old_shares and old_shares.never)
+        state.shares.never.items = never
+        state.eligible = rotation(eligible, old and { list = old.eligible }, key).list
+    else
+        state.eligible = EMPTY
     end
-    state.eligible = rr_copy(eligible, old and by_id(old.eligible), key)
+
+    -- This worker's in-flight keys of the app: those of instances that left are dropped once
+    -- idle (checked again at each change while they are not).
+    local known = {}
+    for _, p in ipairs(state.pool.list) do
+        known[p.in_flight_key] = true
+    end
+    for name in pairs(old and old.known or EMPTY) do
+        if not known[name] and not stats.drop_idle(name) then
+            known[name] = true
+        end
+    end
+    state.known = known
     if policy.canary then
         state.cookie = key:gsub("/", ".") .. "." .. policy.canary
         state.set_cookie = CANARY_COOKIE .. "=" .. state.cookie .. "; Path=/; HttpOnly; SameSite=Lax"
@@ -126,7 +217,7 @@ local function state_of(key)
 end
 
 -- Smooth weighted round robin over `list`, skipping entries whose id is in `skip` and, when
--- `exclude` is set, peers of that release.
+-- `exclude` is set, peers of that release. (Retries and long cycles only: it loops.)
 local function pick(list, skip, exclude)
     local total, best = 0, nil
     for _, p in ipairs(list) do
@@ -144,6 +235,14 @@ local function pick(list, skip, exclude)
     return best
 end
 
+-- The next peer of a rotation for a first try (nothing skipped), without a loop when it can.
+local function first_pick(r, exclude)
+    if exclude == nil and r.cycle ~= nil and #r.cycle > 0 then
+        return r.list[advance(r)]
+    end
+    return pick(r.list, EMPTY, exclude)
+end
+
 local function deny(key, release, message)
     -- Counted like any answer, so a forced release that cannot serve shows up in its counters.
     local ctx = ngx.ctx
@@ -156,17 +255,12 @@ local function deny(key, release, message)
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
 end
 
-local function has_peers(state, release)
-    local list = state.by_release[release]
-    return list ~= nil and #list > 0
-end
-
 -- A release forced by a header or a preview route: that release or a 503, never another.
 local function force(key, state, release, role)
     if release == nil then
         return deny(key, 0, key .. " has no " .. role .. " release")
     end
-    if not has_peers(state, release) then
+    if state.ready[release] == nil then
         return deny(key, release, "release " .. release .. " of " .. key .. " (the " .. role
             .. ") has no ready instance")
     end
@@ -196,32 +290,37 @@ function M.choose()
     local exclude = nil
     if asked == "never" then
         exclude = canary
-    elseif canary ~= nil and ngx.var[COOKIE_VAR] == state.cookie then
+    elseif canary ~= nil and state.ready[canary] ~= nil and ngx.var[COOKIE_VAR] == state.cookie then
         -- Sticky, not forced: a canary with no ready instance serves nobody, the others do.
-        if has_peers(state, canary) then
-            ctx.kiln_release = canary
-            return
-        end
+        ctx.kiln_release = canary
+        return
     end
-    if #state.shared == 0 and #policy.shares == 0 then
+    local shares = state.shares
+    if shares == nil then
         -- No shares: one pool by peer weight (a rolling update).
-        for _, p in ipairs(state.pool) do
-            if p.release ~= exclude then
-                ctx.kiln_exclude = exclude
-                return
+        local count = #state.pool.list
+        if exclude ~= nil then
+            count = count - (state.ready[exclude] or 0)
+        end
+        if count == 0 then
+            return deny(key, 0, "no ready instance of " .. key)
+        end
+        ctx.kiln_exclude = exclude
+        return
+    end
+    if exclude ~= nil then
+        shares = shares.never
+        if #shares.cycle == 0 then
+            if #state.shares.cycle > 0 then
+                return deny(key, 0, "only the canary release " .. exclude .. " serves " .. key)
             end
+            return deny(key, 0, "no ready instance of " .. key)
         end
+        ctx.kiln_exclude = exclude
+    elseif #shares.cycle == 0 then
         return deny(key, 0, "no ready instance of " .. key)
     end
-    local chosen = pick(state.shared, EMPTY, exclude)
-    if chosen == nil then
-        if exclude ~= nil and #state.shared > 0 then
-            return deny(key, 0, "only the canary release " .. exclude .. " serves " .. key)
-        end
-        return deny(key, 0, "no ready instance of " .. key)
-    end
-    ctx.kiln_release = chosen.id
-    ctx.kiln_exclude = exclude
+    ctx.kiln_release = shares.items[advance(shares)].release
 end
 
 -- access_by_lua of a preview route: the app's preview release only.
@@ -238,22 +337,24 @@ function M.balance()
     -- The peers may have changed since the access phase (a request body takes a while).
     local state = state_of(key)
     local release = ctx.kiln_release
-    local list
+    local r
     if release == nil then
-        list = state.pool
+        r = state.pool
     else
-        list = state.by_release[release]
-        if list == nil then
+        r = state.by_release[release]
+        if r == nil then
             -- The release lost its peers since the access phase: its last known ones may
             -- still be draining, which beats failing a request that was fine a moment ago.
-            list = ctx.kiln_state.by_release[release] or EMPTY
+            r = ctx.kiln_state.by_release[release] or { list = EMPTY }
         end
     end
-    local tried = ctx.kiln_tried
-    if tried == nil then
-        tried = {}
-        ctx.kiln_tried = tried
-        ctx.kiln_tries = {}
+    local list = r.list
+    local exclude = ctx.kiln_exclude
+    -- The request's tries: ctx.kiln_peer is the current one; retries (rare) keep the peers
+    -- already tried in ctx.kiln_tried and the releases of failed tries in ctx.kiln_failed.
+    local previous = ctx.kiln_peer
+    local peer
+    if previous == nil then
         -- An unforced request may go on to the other releases with a share once its own
         -- release's peers all failed; a forced one stays in its release.
         local candidates = #list
@@ -267,36 +368,46 @@ function M.balance()
                 ngx.log(ngx.WARN, "kiln: set_more_tries: ", err)
             end
         end
+        -- Within one release nothing is excluded: `exclude` only keeps a pool off the canary.
+        peer = first_pick(r, release == nil and exclude or nil)
     else
-        M.end_try(ctx) -- NGINX calls the balancer again only when the last try failed
-    end
-    local exclude = ctx.kiln_exclude
-    local peer = pick(list, tried, exclude)
-    if peer == nil and release ~= nil and not ctx.kiln_forced then
-        peer = pick(state.eligible, tried, exclude)
-    end
-    if peer == nil then
-        -- Every peer was tried, or the list shrank during this request: try any ready one.
-        peer = pick(list, EMPTY, exclude)
+        -- NGINX calls the balancer again only when the last try failed.
+        M.end_try(ctx)
+        local tried = ctx.kiln_tried
+        local failed = ctx.kiln_failed
+        if tried == nil then
+            tried, failed = {}, {}
+            ctx.kiln_tried, ctx.kiln_failed = tried, failed
+        end
+        tried[previous.id] = true
+        failed[#failed + 1] = previous.release
+        peer = pick(list, tried, exclude)
+        if peer == nil and release ~= nil and not ctx.kiln_forced then
+            peer = pick(state.eligible, tried, exclude)
+        end
+        if peer == nil then
+            -- Every peer was tried, or the list shrank during this request: try any ready one.
+            peer = pick(list, EMPTY, exclude)
+        end
     end
     if peer == nil then
         ngx.log(ngx.ERR, "kiln: no ready instance of ", key)
         return ngx.exit(ngx.ERROR)
     end
-    tried[peer.id] = true
-    local tries = ctx.kiln_tries
-    tries[#tries + 1] = peer.release
+    ctx.kiln_peer = peer
     stats.begin_try(peer.in_flight_key)
-    ctx.kiln_in_flight = peer.in_flight_key
+    ctx.kiln_in_flight = true
     ngx.var.kiln_release = peer.release
     ngx.var.kiln_instance = peer.id
     -- A client that got the canary keeps it (see choose); one that already has the cookie
-    -- is not sent it again.
-    local cookie = ""
+    -- is not sent it again. (Most requests never touch the variable: it starts out empty.)
     if peer.release == state.policy.canary and ngx.var[COOKIE_VAR] ~= state.cookie then
-        cookie = state.set_cookie
+        ngx.var.kiln_set_cookie = state.set_cookie
+        ctx.kiln_cookie_set = true
+    elseif ctx.kiln_cookie_set then
+        ngx.var.kiln_set_cookie = "" -- a retry that left the canary
+        ctx.kiln_cookie_set = nil
     end
-    ngx.var.kiln_set_cookie = cookie
     local ok, err = balancer.set_current_peer(peer.host, peer.port)
     if not ok then
         ngx.log(ngx.ERR, "kiln: set_current_peer ", peer.host, ":", peer.port, ": ", err)
@@ -304,11 +415,11 @@ function M.balance()
     end
 end
 
+-- The current try is over: it leaves the in-flight count (once, whoever calls first).
 function M.end_try(ctx)
-    local name = ctx.kiln_in_flight
-    if name ~= nil then
+    if ctx.kiln_in_flight then
         ctx.kiln_in_flight = nil
-        stats.end_try(name)
+        stats.end_try(ctx.kiln_peer.in_flight_key)
     end
 end
 
@@ -325,37 +436,26 @@ local function try_seconds(count)
     return seconds
 end
 
-local function account()
+-- log_by_lua of an app's routes: ends the last try and counts every try against its release.
+-- (A Lua error here is logged by NGINX and the access log line is written all the same.)
+function M.log()
     local ctx = ngx.ctx
     M.end_try(ctx)
     local key = ctx.kiln_key
     if key == nil then
-        return -- answered before the balancer's account began (a client gone early, say)
+        return -- answered before a release was chosen
     end
-    local status = ngx.status
-    local seconds = ngx.now() - ngx.req.start_time()
-    local tries = ctx.kiln_tries
-    if tries == nil or #tries == 0 then
-        stats.count(key, ctx.kiln_release or 0, status >= 500, seconds)
-        return
-    end
-    local n = #tries
-    if n > 1 then
+    local failed = ctx.kiln_failed
+    if failed ~= nil then
         -- Every try but the last failed (error or timeout): that is what made NGINX go on.
-        local each = try_seconds(n)
-        for i = 1, n - 1 do
-            stats.count(key, tries[i], true, each[i])
+        local each = try_seconds(#failed)
+        for i = 1, #failed do
+            stats.count(key, failed[i], true, each[i])
         end
     end
-    stats.count(key, tries[n], status >= 500, seconds)
-end
-
--- log_by_lua of an app's routes. Protected: accounting must never break a request's log line.
-function M.log()
-    local ok, err = pcall(account)
-    if not ok then
-        ngx.log(ngx.ERR, "kiln: accounting failed: ", err)
-    end
+    local peer = ctx.kiln_peer
+    local release = peer and peer.release or ctx.kiln_release or 0
+    stats.count(key, release, ngx.status >= 500, ngx.now() - ngx.req.start_time())
 end
 
 return M

@@ -22,8 +22,10 @@ local VERSION_PREFIX = "ver:"
 local MAX_WEIGHT = 1000000
 local MAX_RELEASE = 2147483647
 
+local DICT = ngx.shared.kiln_peers
+
 local function dict()
-    return ngx.shared.kiln_peers
+    return DICT
 end
 
 function M.valid_key(key)
@@ -224,7 +226,11 @@ local function bump(key)
 end
 
 function M.set(key, peers, policy)
-    local ok, err = dict():set(LIST_PREFIX .. key, M.encode_entry(peers, policy))
+    local entry = M.encode_entry(peers, policy)
+    if dict():get(LIST_PREFIX .. key) == entry then
+        return true -- the same again (kiln converges every round): workers keep their state
+    end
+    local ok, err = dict():set(LIST_PREFIX .. key, entry)
     if not ok then
         return nil, err
     end
@@ -247,7 +253,7 @@ function M.version_key(key)
 end
 
 function M.app_version(version_key)
-    return dict():get(version_key) or 0
+    return DICT:get(version_key) or 0
 end
 
 -- Every entry: key → JSON text.
