@@ -38,10 +38,6 @@ def container_name(key: AppKey, instance_id: str) -> str:
     return f"{key.environment}-{key.app}-{instance_id}"
 
 
-def _user(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
     """Everything the driver needs to run one instance of ``release``."""
     spec = release.spec
@@ -73,10 +69,8 @@ def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
         },
         cpus=spec.resources.cpus,
         memory_bytes=spec.resources.memory,
-        # getattr until kiln.spec has `resources.pids` and `user` (branch `spec`): then these
-        # become plain attribute reads.
-        pids_limit=getattr(spec.resources, "pids", None),
-        user=_user(getattr(spec, "user", None)),
+        pids_limit=spec.resources.pids,
+        user=spec.user,
         read_only=spec.security.read_only,
         tmpfs=tuple(spec.security.tmpfs),
         cap_add=tuple(spec.security.cap_add),

@@ -96,6 +96,14 @@ def test_two_kilns_on_one_engine_serve_the_same_app_without_touching_each_other(
     ones = running(one, APP)
     ones_started = started_at(docker_client, ones)
     assert len(ones) == 2 and len(running(two, APP)) == 2
+    # The spec's defaults reach the engine: 0.5 CPU, 128Mi (no swap), 256 pids, the image's user.
+    host = docker_client.api.inspect_container(next(iter(ones)))["HostConfig"]
+    assert (host["NanoCpus"], host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (
+        500_000_000,
+        128 * 1024**2,
+        128 * 1024**2,
+        256,
+    )
     for kiln in (one, two):
         assert kiln.installation_id is not None
         prefix = f"kiln-{kiln.installation_id[:8]}-dev-{APP}-r1-"

@@ -47,6 +47,23 @@ def test_instance_spec_runs_the_release_digest_with_kiln_variables_and_labels() 
     assert release.spec.env == {"MODE": "fast"}, "the release's spec was changed"
 
 
+def test_instance_spec_carries_the_specs_limits_and_user_with_honest_defaults() -> None:
+    default = instance_spec(make_release(1), "r1-aaaaaa")
+    chosen = instance_spec(
+        make_release(2, user="1000:1000", resources={"pids": 64, "cpus": 1, "memory": "256Mi"}),
+        "r2-bbbbbb",
+    )
+    unlimited = instance_spec(
+        make_release(3, resources={"pids": None, "cpus": None, "memory": None}), "r3-cccccc"
+    )
+
+    assert (default.cpus, default.memory_bytes, default.pids_limit) == (0.5, 128 * 1024**2, 256)
+    assert default.user is None  # the image's own user
+    assert (chosen.cpus, chosen.memory_bytes, chosen.pids_limit) == (1, 256 * 1024**2, 64)
+    assert chosen.user == "1000:1000"
+    assert (unlimited.cpus, unlimited.memory_bytes, unlimited.pids_limit) == (None, None, None)
+
+
 def test_instance_ids_are_deterministic_and_avoid_taken_ones() -> None:
     first = new_instance_id(KEY, 3, now=T0, taken=())
     again = new_instance_id(KEY, 3, now=T0, taken=())
