@@ -103,6 +103,7 @@ TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 WORKERS = 32
 HOST_PORT_RANGE = (20000, 29999)
+PORT_TAKEN_RETRIES = 5
 # Events that change an instance's lifecycle; exec_*, attach, health_status ... are noise to the
 # controller (every command probe would otherwise trigger a reconcile).
 LIFECYCLE_ACTIONS = frozenset(
@@ -527,7 +528,7 @@ class DockerDriver:
             created = api.create_container(**kwargs)
         container_id = created["Id"]
         try:
-            api.start(container_id)
+            self._start_created(container_id)
             info: dict[str, Any] = api.inspect_container(container_id)
         except BaseException:
             # A container that never started would look like a crash to the next reconcile.
@@ -535,6 +536,22 @@ class DockerDriver:
                 api.remove_container(container_id, force=True, v=True)
             raise
         return info
+
+    def _start_created(self, container_id: str) -> None:
+        """Start a created container, again when no published port could be bound.
+
+        The engine picks ephemeral ports in order from its own records and gives up after 10
+        that another process holds; the containers of another engine on this host hold runs of
+        them. Each new start goes on from where the last one stopped.
+        """
+        for attempt in range(1, PORT_TAKEN_RETRIES + 1):
+            try:
+                self._client.api.start(container_id)
+                return
+            except docker.errors.APIError as exc:
+                if attempt == PORT_TAKEN_RETRIES or not _port_taken(exc):
+                    raise
+                log.info("container %s: %s; starting it again", container_id[:12], exc.explanation)
 
     def _remove_stale(self, name: str, conflict: docker.errors.APIError) -> None:
         """A left-over container holds ``name``: remove it if it is ours and not running."""
@@ -842,6 +859,11 @@ def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:
         )
     except (KeyError, ValueError):
         return None
+
+
+def _port_taken(exc: docker.errors.APIError) -> bool:
+    explanation = str(exc.explanation or "")
+    return "address already in use" in explanation or "port is already allocated" in explanation
 
 
 def _host_network_address(labels: dict[str, str] | None) -> Address | None:

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import itertools
 import os
+import socket
 import threading
 import time
 import uuid
@@ -373,6 +374,38 @@ async def test_a_stale_kiln_container_holding_the_name_is_replaced_but_a_running
     assert new.container_id != old.container_id and new.running
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(old.container_id)
+
+
+async def test_a_published_port_another_process_holds_is_skipped(
+    driver: DockerDriver, app: App
+) -> None:
+    first = await driver.start_instance(app.spec())
+    assert first.address is not None
+    # The engine hands out ephemeral ports in order, from its own records, and tries 10 of them
+    # per start: hold the next 12, as the containers of another engine on this host could.
+    taken = range(first.address.port + 1, first.address.port + 13)
+    held: list[socket.socket] = []
+    for port in taken:
+        holder = socket.socket()
+        # Listening, as a server would: the engine's proxy (SO_REUSEADDR) would share a port
+        # that is merely bound or in TIME_WAIT.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", port))
+            holder.listen()
+        except OSError:
+            holder.close()  # someone listens there already: just as good
+            continue
+        held.append(holder)
+    try:
+        second = await driver.start_instance(app.spec())
+    finally:
+        for holder in held:
+            holder.close()
+
+    assert second.running and second.address is not None
+    assert second.address.port not in taken
+    assert (await http_get(second, "/healthz")).status_code == 200
 
 
 async def test_broken_variant_never_answers_healthz_200(driver: DockerDriver, app: App) -> None:
