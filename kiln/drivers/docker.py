@@ -89,7 +89,6 @@ from kiln.spec import HostLimits
 
 log = logging.getLogger(__name__)
 
-_PORT_RACE_TRIES = 3
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -504,19 +503,6 @@ class DockerDriver:
         }
 
     def _start(self, spec: InstanceSpec) -> dict[str, Any]:
-        # The engine picks the published port from the ephemeral range without knowing what
-        # else on the host (another engine, any process) binds there: a port taken between its
-        # choice and its bind fails the start. A second try gets another port.
-        for attempt in range(_PORT_RACE_TRIES):
-            try:
-                return self._start_once(spec)
-            except docker.errors.APIError as exc:
-                if "address already in use" not in str(exc) or attempt + 1 == _PORT_RACE_TRIES:
-                    raise
-                log.info("start of %s lost a port race (%s); trying again", spec.id, exc)
-        raise AssertionError("unreachable")
-
-    def _start_once(self, spec: InstanceSpec) -> dict[str, Any]:
         api = self._client.api
         kwargs = self._create_kwargs(spec)
         try:
