@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kiln.controller.views import AppStatus, DeployResult, InstanceView, ReleaseView
+from kiln.controller.views import (
+    AppStatus,
+    DeployResult,
+    GroupView,
+    InstanceView,
+    ReleaseTrafficView,
+    ReleaseView,
+    RolloutView,
+)
 from kiln.drivers.base import LogLine
 from kiln.model import Event, Release, Rollout
 from kiln.spec import MAX_INSTANCES, MAX_SPEC_BYTES
@@ -124,6 +132,23 @@ class RolloutOut(_Out):
     deadline_at: datetime
     finished_at: datetime | None
     reason: str
+    kind: str = Field(default="deploy", description="deploy | switch_back | retry")
+    step: int = Field(
+        default=0,
+        description="canary: index into the steps (= their count while promoting to all "
+        "traffic); blue-green: 0 preview, 1 promoted; rolling and recreate: 0",
+    )
+    paused: bool = False
+    pause_reason: str = ""
+    promote_requested: bool = Field(
+        default=False, description="`kiln promote` asked to go on; the next round does it"
+    )
+    failing: int = Field(default=0, description="failing analysis windows in a row")
+    inconclusive: int = Field(default=0, description="inconclusive analysis windows in a row")
+    windows: int = Field(default=0, description="analysis windows judged so far")
+    last_verdict: str = Field(
+        default="", description="the last window's verdict and why, e.g. 'pass: 0.2% errors'"
+    )
 
 
 class AppStatusOut(_Out):
@@ -216,6 +241,15 @@ def rollout_out(rollout: Rollout) -> RolloutOut:
         deadline_at=rollout.deadline_at,
         finished_at=rollout.finished_at,
         reason=rollout.reason,
+        kind=str(rollout.kind),
+        step=rollout.progress.step,
+        paused=rollout.progress.paused,
+        pause_reason=rollout.progress.pause_reason,
+        promote_requested=rollout.progress.promote or rollout.progress.promote_full,
+        failing=rollout.progress.failing,
+        inconclusive=rollout.progress.inconclusive,
+        windows=rollout.progress.windows,
+        last_verdict=rollout.progress.last_verdict,
     )
 
 
@@ -284,3 +318,91 @@ def event_out(event: Event) -> EventOut:
 
 def log_line_out(line: LogLine) -> LogLineOut:
     return LogLineOut(instance=line.instance_id, at=line.at, stream=line.stream, text=line.text)
+
+
+# --- rollouts (kiln rollout status, promote, pause, resume, abort, retry) ------------------
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    full: bool = Field(
+        default=False,
+        description="canary: all traffic now, skipping the steps left (blue-green always "
+        "switches all traffic)",
+    )
+
+
+class GroupOut(_Out):
+    release: int
+    role: str = Field(description="stable | next | canary | green | warm | held")
+    size: int | None = Field(description="instances wanted; null: kept as they are")
+    share: int | None = Field(
+        description="percent of requests; null: one pool with the other releases (rolling)"
+    )
+    ready: int = Field(description="ready instances of this release")
+    preview: bool = Field(
+        description="reachable through the preview header before it takes traffic"
+    )
+
+
+class ReleaseTrafficOut(_Out):
+    release: int
+    requests: int
+    errors: int
+    error_rate: float = Field(description="errors / requests, 0..1")
+    p95_ms: float | None = Field(description="95th percentile latency; null without requests")
+
+
+class RolloutViewOut(_Out):
+    environment: str
+    app: str
+    rollout: RolloutOut | None = Field(description="the active rollout, else the latest one")
+    active: bool
+    status: str = Field(description="one line: step, weights, what it waits for")
+    steps: list[int] = Field(description="canary: the weight of each step, in order")
+    groups: list[GroupOut] = Field(description="the release groups as the last round planned")
+    traffic: list[ReleaseTrafficOut] = Field(
+        description="per release, in the current analysis window (or since NGINX started)"
+    )
+    warm_release: int | None = Field(description="the previous release, kept warm for a rollback")
+    warm_until: datetime | None = Field(description="when the warm release is let go")
+    held_release: int | None = Field(
+        description="a failed or aborted release kept for inspection until the next deploy"
+    )
+
+
+def group_out(view: GroupView) -> GroupOut:
+    return GroupOut(
+        release=view.release,
+        role=view.role,
+        size=view.size,
+        share=view.share,
+        ready=view.ready,
+        preview=view.preview,
+    )
+
+
+def release_traffic_out(view: ReleaseTrafficView) -> ReleaseTrafficOut:
+    return ReleaseTrafficOut(
+        release=view.release,
+        requests=view.requests,
+        errors=view.errors,
+        error_rate=view.error_rate,
+        p95_ms=view.p95_ms,
+    )
+
+
+def rollout_view_out(view: RolloutView) -> RolloutViewOut:
+    return RolloutViewOut(
+        environment=view.key.environment,
+        app=view.key.app,
+        rollout=rollout_out(view.rollout) if view.rollout else None,
+        active=view.active,
+        status=view.status,
+        steps=list(view.steps),
+        groups=[group_out(g) for g in view.groups],
+        traffic=[release_traffic_out(t) for t in view.traffic],
+        warm_release=view.warm_release,
+        warm_until=view.warm_until,
+        held_release=view.held_release,
+    )

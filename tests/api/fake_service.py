@@ -8,6 +8,13 @@ test drives a whole rollout without timers:
                                                                 └▶ failed, rolled back
                                                                    (image in ``failing_images``)
 
+Canary and blue-green rollouts (with a stable release to start from) are steered, as in kiln:
+once running, a canary moves one step per read while its step has a ``pause`` and waits for
+``promote`` at a step without one; a blue-green waits for ``promote`` (or moves on at once with
+``auto_promote_after``). ``pause`` holds either; ``abort`` sends traffic back to stable and keeps
+the new release as the held one; ``retry`` starts a failed or aborted rollout again. Reading the
+rollout (``rollout_status``) moves it like reading the status does.
+
 Streams (``follow_events``, ``logs(follow=True)``) poll the in-memory lists, so a test thread
 may append to them while a server thread streams.
 """
@@ -21,14 +28,34 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from kiln.controller.views import AppStatus, DeployResult, InstanceView, ReleaseView
+from kiln.controller.views import (
+    AppStatus,
+    DeployResult,
+    GroupView,
+    InstanceView,
+    ReleaseTrafficView,
+    ReleaseView,
+    RolloutView,
+)
 from kiln.drivers.base import LogLine
 from kiln.errors import Conflict, NotFound
-from kiln.model import AppKey, Event, Release, ReleaseOrigin, Rollout, RolloutState, Severity
-from kiln.spec import AppSpec, parse_spec, spec_hash
+from kiln.model import (
+    AppKey,
+    Event,
+    Release,
+    ReleaseOrigin,
+    Rollout,
+    RolloutKind,
+    RolloutProgress,
+    RolloutState,
+    Severity,
+)
+from kiln.planning.params import rollout_params
+from kiln.spec import AppSpec, Strategy, parse_spec, spec_hash
 
 POLL_SECONDS = 0.01
 ROLLOUT_STEPS = 3  # status reads from "started" to "finished"
+STEERED = (Strategy.CANARY, Strategy.BLUE_GREEN)  # what promote, pause and resume steer
 
 
 @dataclass
@@ -42,6 +69,9 @@ class _FakeApp:
     stopped: bool = False
     instances: list[InstanceView] = field(default_factory=list)
     steps: int = 0  # steps the active rollout has made
+    warm_release: int | None = None
+    warm_until: datetime | None = None
+    held_release: int | None = None
 
 
 class FakeService:
@@ -53,6 +83,7 @@ class FakeService:
         self.shutdown_requested = threading.Event()
         self.fail_with: Exception | None = None  # raised by the next call, once
         self.calls: list[tuple[str, str]] = []  # (method, who) of every write
+        self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
         self._rollout_ids = 0
 
     # --- test helpers ---------------------------------------------------------------------
@@ -148,6 +179,106 @@ class FakeService:
 
     async def request_shutdown(self) -> None:
         self.shutdown_requested.set()
+
+    # --- steering a rollout ---------------------------------------------------------------
+
+    async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
+        app = self._app(key)
+        self.calls.append(("promote", who))
+        rollout = self._steered(app, "promote")
+        self._set_progress(
+            app,
+            rollout,
+            replace(
+                rollout.progress, promote=True, promote_full=full, paused=False, pause_reason=""
+            ),
+        )
+        what = "to all traffic" if full or rollout.strategy is Strategy.BLUE_GREEN else "a step"
+        self.record(
+            key,
+            "rollout.promoted",
+            f"{who} promoted release {rollout.to_release} {what}",
+            release=rollout.to_release,
+        )
+        return self._rollout_view(app)
+
+    async def pause(self, key: AppKey, *, who: str) -> RolloutView:
+        app = self._app(key)
+        self.calls.append(("pause", who))
+        rollout = self._steered(app, "pause")
+        if not rollout.progress.paused:
+            progress = replace(rollout.progress, paused=True, pause_reason=f"paused by {who}")
+            self._set_progress(app, rollout, progress)
+            self.record(
+                key,
+                "rollout.paused",
+                f"{who} paused the rollout to release {rollout.to_release}",
+                release=rollout.to_release,
+            )
+        return self._rollout_view(app)
+
+    async def resume(self, key: AppKey, *, who: str) -> RolloutView:
+        app = self._app(key)
+        self.calls.append(("resume", who))
+        rollout = self._steered(app, "resume")
+        if rollout.progress.paused:
+            progress = replace(rollout.progress, paused=False, pause_reason="")
+            self._set_progress(app, rollout, progress)
+            self.record(
+                key,
+                "rollout.resumed",
+                f"{who} resumed the rollout to release {rollout.to_release}",
+                release=rollout.to_release,
+            )
+        return self._rollout_view(app)
+
+    async def abort(self, key: AppKey, *, who: str) -> RolloutView:
+        app = self._app(key)
+        self.calls.append(("abort", who))
+        rollout = self._active(app)
+        if rollout is None:
+            raise Conflict(f"{key} has no rollout in progress to abort; `kiln deploy` starts one")
+        hold = rollout.from_release is not None and rollout.strategy in STEERED
+        back = (
+            f"traffic back to release {rollout.from_release}"
+            if rollout.from_release
+            else "no earlier release: app stopped"
+        )
+        reason = f"aborted by {who}; {back}" + (
+            f"; release {rollout.to_release} kept for inspection until the next deploy"
+            if hold
+            else ""
+        )
+        self._end(app, rollout, RolloutState.ABORTED, reason, hold=hold)
+        self.record(
+            key,
+            "rollout.aborted",
+            reason,
+            severity=Severity.WARNING,
+            release=rollout.to_release,
+        )
+        return self._rollout_view(app)
+
+    async def retry(self, key: AppKey, *, who: str) -> RolloutView:
+        app = self._app(key)
+        self.calls.append(("retry", who))
+        if self._active(app) is not None:
+            raise Conflict(f"{key} has a rollout in progress; `kiln abort {key.app}` first")
+        last = app.rollouts[-1] if app.rollouts else None
+        if last is None or last.state not in (RolloutState.FAILED, RolloutState.ABORTED):
+            raise Conflict(
+                f"{key}'s last rollout did not fail or get aborted: nothing to retry; "
+                "`kiln deploy` starts a new one"
+            )
+        release = self._release(app, last.to_release)
+        assert release is not None
+        self._start_rollout(app, release, kind=RolloutKind.RETRY)
+        return self._rollout_view(app)
+
+    async def rollout_status(self, key: AppKey) -> RolloutView:
+        app = self._app(key)
+        self._advance(app)
+        return self._rollout_view(app)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -248,7 +379,9 @@ class FakeService:
         )
         return release
 
-    def _start_rollout(self, app: _FakeApp, release: Release) -> Rollout:
+    def _start_rollout(
+        self, app: _FakeApp, release: Release, *, kind: RolloutKind = RolloutKind.DEPLOY
+    ) -> Rollout:
         for i, old in enumerate(app.rollouts):
             if not old.state.finished:
                 app.rollouts[i] = replace(old, state=RolloutState.SUPERSEDED)
@@ -263,9 +396,12 @@ class FakeService:
             state=RolloutState.IN_PROGRESS,
             started_at=now,
             deadline_at=now + timedelta(seconds=release.spec.deploy.deadline),
+            kind=kind,
         )
         app.rollouts.append(rollout)
-        app.target, app.steps = release.number, 0
+        app.target, app.steps, app.held_release = release.number, 0, None
+        # A retried release starts over with new instances, as a held one is never reused.
+        app.instances = [i for i in app.instances if i.release != release.number]
         self.record(
             app.key,
             "rollout.started",
@@ -291,40 +427,208 @@ class FakeService:
             )
         elif app.steps == 2:
             self._set_instances(app, number, status="running")
+        elif self._is_steered(rollout):
+            self._steer(app, rollout)
         elif app.steps >= ROLLOUT_STEPS:
             self._finish(app, rollout)
+
+    @staticmethod
+    def _is_steered(rollout: Rollout) -> bool:
+        # Without a stable release to start from, kiln switches at once, as rolling does.
+        return rollout.strategy in STEERED and rollout.from_release is not None
+
+    def _steered(self, app: _FakeApp, verb: str) -> Rollout:
+        rollout = self._active(app)
+        if rollout is None:
+            raise Conflict(
+                f"{app.key} has no rollout in progress to {verb}; `kiln deploy` starts one"
+            )
+        if rollout.strategy not in STEERED:
+            raise Conflict(
+                f"the {rollout.strategy.value} rollout of {app.key} to release "
+                f"{rollout.to_release} moves on by itself; only canary and blue-green rollouts "
+                f"can be told to {verb}"
+            )
+        return rollout
+
+    def _set_progress(self, app: _FakeApp, rollout: Rollout, progress: RolloutProgress) -> Rollout:
+        updated = replace(rollout, progress=progress)
+        app.rollouts[app.rollouts.index(rollout)] = updated
+        return updated
+
+    def _steer(self, app: _FakeApp, rollout: Rollout) -> None:
+        """One round of a canary or blue-green rollout whose instances run."""
+        release = self._release(app, rollout.to_release)
+        assert release is not None
+        params = rollout_params(release.spec.deploy)
+        progress = rollout.progress
+        if params.analysis is not None and rollout.strategy is Strategy.CANARY:
+            verdict = (
+                "fail: 12.5% errors (limit 1%)"
+                if release.image in self.failing_images
+                else "pass: 0.0% errors in 40 requests"
+            )
+            failing = progress.failing + 1 if verdict.startswith("fail") else 0
+            progress = replace(
+                progress, windows=progress.windows + 1, failing=failing, last_verdict=verdict
+            )
+            if failing >= params.analysis.failure_limit:
+                rollout = self._set_progress(app, rollout, progress)
+                self._finish(app, rollout)
+                return
+        if rollout.strategy is Strategy.BLUE_GREEN:
+            auto = params.auto_promote_after is not None and not progress.paused
+            if progress.promote or progress.promote_full or auto:
+                self._finish(app, self._set_progress(app, rollout, replace(progress, step=1)))
+            else:
+                self._set_progress(app, rollout, progress)
+            return
+        steps = params.steps
+        step = progress.step
+        if progress.promote_full:
+            step = len(steps)
+        elif progress.promote or (
+            not progress.paused and step < len(steps) and steps[step].pause is not None
+        ):
+            step += 1
+        moved = step != progress.step
+        progress = replace(progress, step=step, promote=False, promote_full=False)
+        rollout = self._set_progress(app, rollout, progress)
+        if step >= len(steps):
+            self._finish(app, rollout)
+        elif moved:
+            self.record(
+                app.key,
+                "rollout.step",
+                f"canary: moving to step {step + 1}/{len(steps)} ({steps[step].weight}%)",
+                release=rollout.to_release,
+            )
 
     def _finish(self, app: _FakeApp, rollout: Rollout) -> None:
         number = rollout.to_release
         release = self._release(app, number)
         assert release is not None
-        index = app.rollouts.index(rollout)
+        steered = self._is_steered(rollout)
         if release.image in self.failing_images:
-            reason = f"release {number} never became ready: connection refused on port 8080"
-            app.rollouts[index] = replace(
-                rollout, state=RolloutState.FAILED, finished_at=datetime.now(UTC), reason=reason
-            )
-            app.instances = [i for i in app.instances if i.release != number]
-            app.target = app.stable
+            if rollout.progress.failing:
+                reason = (
+                    f"analysis failed {rollout.progress.failing} window(s) in a row: "
+                    f"{rollout.progress.last_verdict}; "
+                    f"traffic back to release {rollout.from_release}"
+                )
+            else:
+                reason = f"release {number} never became ready: connection refused on port 8080"
+            self._end(app, rollout, RolloutState.FAILED, reason, hold=steered)
             self.record(
                 app.key,
                 "rollout.failed",
-                reason + "; rolled back",
+                reason if steered else reason + "; rolled back",
                 severity=Severity.ERROR,
                 release=number,
             )
             return
-        app.rollouts[index] = replace(
+        now = datetime.now(UTC)
+        app.rollouts[app.rollouts.index(rollout)] = replace(
             rollout,
             state=RolloutState.SUCCEEDED,
-            finished_at=datetime.now(UTC),
+            finished_at=now,
             reason="every instance ready",
         )
+        kept = rollout.from_release if steered else None
         app.instances = [
-            replace(i, ready=True, in_router=True) for i in app.instances if i.release == number
+            replace(i, ready=True, in_router=True)
+            for i in app.instances
+            if i.release in (number, kept)
         ]
+        if kept is not None:
+            window = release.spec.deploy.rollback_window
+            app.warm_release, app.warm_until = kept, now + timedelta(seconds=window)
         app.stable = number
         self.record(app.key, "rollout.succeeded", f"release {number} is live", release=number)
+
+    def _end(
+        self, app: _FakeApp, rollout: Rollout, state: RolloutState, reason: str, *, hold: bool
+    ) -> None:
+        """A failed or aborted rollout: traffic back to stable; with ``hold`` the new
+        release's instances stay (out of the router) until the next deploy."""
+        number = rollout.to_release
+        app.rollouts[app.rollouts.index(rollout)] = replace(
+            rollout, state=state, finished_at=datetime.now(UTC), reason=reason
+        )
+        if hold:
+            app.instances = [
+                replace(i, ready=False, in_router=False) if i.release == number else i
+                for i in app.instances
+            ]
+            app.held_release = number
+        else:
+            app.instances = [i for i in app.instances if i.release != number]
+        app.target = app.stable
+
+    def _rollout_view(self, app: _FakeApp) -> RolloutView:
+        active = self._active(app)
+        rollout = active or (app.rollouts[-1] if app.rollouts else None)
+        running: dict[int, int] = {}
+        for instance in app.instances:
+            if instance.status == "running":
+                running[instance.release] = running.get(instance.release, 0) + 1
+        release = self._release(app, rollout.to_release) if rollout else None
+        params = rollout_params(release.spec.deploy) if release else None
+        steps = [s.weight for s in params.steps] if params else []
+        groups: list[tuple[int, str, int | None, int | None, bool]] = []
+        status = rollout.reason if rollout else "no rollout yet"
+        if active is not None and self._is_steered(active) and app.stable is not None:
+            number, step = active.to_release, active.progress.step
+            if active.strategy is Strategy.CANARY:
+                weight = steps[min(step, len(steps) - 1)]
+                size = max(1, -(-app.scale * weight // 100))
+                groups += [(app.stable, "stable", app.scale, 100 - weight, False)]
+                groups += [(number, "canary", size, weight, False)]
+                status = (
+                    f"canary step {step + 1}/{len(steps)}: {weight}% to release {number} "
+                    f"({running.get(number, 0)}/{size} ready)"
+                    + (" — paused" if active.progress.paused else "")
+                )
+                if active.progress.last_verdict:
+                    status += f"; last window {active.progress.last_verdict}"
+            else:
+                groups += [(app.stable, "stable", app.scale, 100, False)]
+                groups += [(number, "green", app.scale, 0, True)]
+                status = f"blue-green: release {number} ready on preview; " + (
+                    "paused" if active.progress.paused else "waiting for `kiln promote`"
+                )
+        elif active is not None:
+            groups += [(active.to_release, "next", app.scale, None, False)]
+            if app.stable is not None:
+                groups += [(app.stable, "stable", app.scale, None, False)]
+            status = f"{active.strategy.value}: rolling out release {active.to_release}"
+        elif app.target is not None and not app.stopped:
+            groups += [(app.target, "stable", app.scale, 100, False)]
+        for number, role in ((app.warm_release, "warm"), (app.held_release, "held")):
+            if number is not None:
+                groups.append((number, role, None, 0, False))
+        return RolloutView(
+            key=app.key,
+            rollout=rollout,
+            active=active is not None,
+            status=status,
+            steps=steps if rollout and rollout.strategy is Strategy.CANARY else [],
+            groups=[
+                GroupView(
+                    release=number,
+                    role=role,
+                    size=size,
+                    share=share,
+                    ready=min(running.get(number, 0), size or running.get(number, 0)),
+                    preview=preview,
+                )
+                for number, role, size, share, preview in groups
+            ],
+            traffic=list(self.traffic.get(app.key, [])),
+            warm_release=app.warm_release,
+            warm_until=app.warm_until,
+            held_release=app.held_release,
+        )
 
     def _set_instances(self, app: _FakeApp, number: int, *, status: str) -> None:
         app.instances = [
