@@ -6,12 +6,15 @@ from kiln.client.models import (
     AppStatus,
     DeployResult,
     Event,
+    Group,
     Health,
     Identity,
     Instance,
     LogLine,
     Release,
+    ReleaseTraffic,
     Rollout,
+    RolloutView,
 )
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "DeployResult",
     "Endpoint",
     "Event",
+    "Group",
     "Health",
     "Identity",
     "Instance",
@@ -26,7 +30,9 @@ __all__ = [
     "LogLine",
     "NotThisKiln",
     "Release",
+    "ReleaseTraffic",
     "Rollout",
+    "RolloutView",
     "ServerUnreachable",
     "read_token",
 ]

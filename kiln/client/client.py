@@ -40,6 +40,7 @@ from kiln.client.models import (
     IdentityAnswer,
     LogLine,
     Release,
+    RolloutView,
 )
 from kiln.client.sse import parse_sse
 from kiln.client.unix import UnixSocketTransport
@@ -247,6 +248,37 @@ class KilnClient:
 
     def releases(self, key: AppKey) -> list[Release]:
         return self._get_list(f"{_app_path(key)}/releases", Release)
+
+    # --- rollouts -------------------------------------------------------------------------
+
+    def rollout_status(self, key: AppKey) -> RolloutView:
+        """The rollout in progress, else the latest one (``rollout`` None: never deployed)."""
+        return self._get_model(f"{_app_path(key)}/rollout", RolloutView)
+
+    def promote(self, key: AppKey, *, full: bool = False) -> RolloutView:
+        """Canary: the next step (``full``: all traffic now); blue-green: all traffic.
+        ``Conflict`` without a canary or blue-green rollout in progress."""
+        return self._rollout_command(key, "promote", {"full": full})
+
+    def pause(self, key: AppKey) -> RolloutView:
+        return self._rollout_command(key, "pause")
+
+    def resume(self, key: AppKey) -> RolloutView:
+        return self._rollout_command(key, "resume")
+
+    def abort(self, key: AppKey) -> RolloutView:
+        """Traffic back to the stable release at once. ``Conflict`` without a rollout."""
+        return self._rollout_command(key, "abort")
+
+    def retry(self, key: AppKey) -> RolloutView:
+        """A failed or aborted rollout again from its first step. ``Conflict`` otherwise."""
+        return self._rollout_command(key, "retry")
+
+    def _rollout_command(
+        self, key: AppKey, verb: str, body: dict[str, Any] | None = None
+    ) -> RolloutView:
+        data = self._json("POST", f"{_app_path(key)}/rollout/{verb}", json=body)
+        return RolloutView.model_validate(data)
 
     # --- events ---------------------------------------------------------------------------
 

@@ -68,11 +68,20 @@ class Rollout(_AppScoped):
     from_release: int | None = None
     to_release: int
     strategy: str
-    state: str  # in_progress | succeeded | failed | superseded
+    state: str  # in_progress | succeeded | failed | aborted | superseded
     started_at: datetime
     deadline_at: datetime
     finished_at: datetime | None = None
     reason: str = ""
+    kind: str = "deploy"  # deploy | switch_back | retry
+    step: int = 0  # canary: index into the steps; blue-green: 0 preview, 1 promoted
+    paused: bool = False
+    pause_reason: str = ""
+    promote_requested: bool = False
+    failing: int = 0  # analysis windows in a row with that verdict
+    inconclusive: int = 0
+    windows: int = 0  # analysis windows judged so far
+    last_verdict: str = ""  # "pass: ..." | "fail: ..." | "inconclusive: ..."
 
     @property
     def finished(self) -> bool:
@@ -137,3 +146,38 @@ class LogLine(_Model):
     at: datetime | None = None
     stream: str = "stdout"
     text: str
+
+
+class Group(_Model):
+    """One release group as the server's last round planned it."""
+
+    release: int
+    role: str  # stable | next | canary | green | warm | held
+    size: int | None = None  # instances wanted; None: kept as they are
+    share: int | None = None  # percent of requests; None: one pool with the others (rolling)
+    ready: int = 0
+    preview: bool = False
+
+
+class ReleaseTraffic(_Model):
+    """A release's requests in the current analysis window (or since NGINX started)."""
+
+    release: int
+    requests: int = 0
+    errors: int = 0
+    error_rate: float = 0.0
+    p95_ms: float | None = None
+
+
+class RolloutView(_AppScoped):
+    """``kiln rollout status``: the rollout in progress (or the last one) and its traffic."""
+
+    rollout: Rollout | None = None
+    active: bool = False
+    status: str = ""
+    steps: list[int] = Field(default_factory=list)  # canary weights, in order
+    groups: list[Group] = Field(default_factory=list)
+    traffic: list[ReleaseTraffic] = Field(default_factory=list)
+    warm_release: int | None = None
+    warm_until: datetime | None = None
+    held_release: int | None = None
