@@ -12,7 +12,9 @@ class ExitCode(IntEnum):
     OK = 0
     UNEXPECTED = 1
     BAD_INPUT = 2  # invalid spec, bad flag, refused confirmation
-    ROLLOUT_FAILED = 3  # the rollout failed and the app went back to its previous release
+    ROLLOUT_FAILED = (
+        3  # the rollout failed or was aborted; the app went back to its previous release
+    )
     NOT_FOUND = 4
     UNREACHABLE = 5  # the kiln server is not running (or not where KILN_API_* says)
     UNAUTHORIZED = 6
@@ -21,7 +23,7 @@ class ExitCode(IntEnum):
 
 EPILOG = (
     "Exit codes: 0 ok · 1 unexpected error · 2 bad input (invalid spec, bad flag, refused "
-    "confirmation) · 3 rollout failed (rolled back) · 4 not found · 5 kiln server not "
+    "confirmation) · 3 rollout failed or aborted (rolled back) · 4 not found · 5 kiln server not "
     "reachable · 6 unauthorized · 7 conflict. Set KILN_DEBUG=1 for tracebacks."
 )
 

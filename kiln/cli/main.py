@@ -15,7 +15,7 @@ from typing import ParamSpec
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import deploy, inspect, manage, server
+from kiln.cli.commands import deploy, inspect, manage, rollout, server
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -94,6 +94,19 @@ _PANELS: list[tuple[str, list[Callable[..., None]]]] = [
 for _panel, _commands in _PANELS:
     for _command in _commands:
         app.command(rich_help_panel=_panel)(handles_errors(_command))
+
+# `kiln rollout status APP` reads; the steering commands are top-level verbs, as people say them.
+rollout_group = typer.Typer(
+    name="rollout",
+    help=rollout.HELP,
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+rollout_group.command("status")(handles_errors(rollout.status))
+app.add_typer(rollout_group, rich_help_panel="Rollout")
+for _command in (rollout.promote, rollout.pause, rollout.resume, rollout.abort, rollout.retry):
+    app.command(rich_help_panel="Rollout")(handles_errors(_command))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rich renderables for kiln's read commands: tables of apps, instances, releases, events."""
+"""Rich renderables for kiln's read commands: tables of apps, instances, releases, events,
+and the rollout view."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from kiln.client import AppStatus, Event, Instance, Release, Rollout
+from kiln.client import AppStatus, Event, Instance, Release, Rollout, RolloutView
+from kiln.client import Group as ReleaseGroup
 
 _STATE_STYLE = {
     "running": "green",
@@ -20,6 +22,19 @@ _STATE_STYLE = {
     "empty": "dim",
 }
 _SEVERITY_STYLE = {"info": "", "warning": "yellow", "error": "red"}
+_ROLLOUT_STYLE = {
+    "in_progress": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "aborted": "red",
+    "superseded": "yellow",
+}
+_KIND_TEXT = {
+    "retry": "retry: a failed or aborted rollout again from its first step",
+    "switch_back": "switch back: traffic returns to the warm release, no new instances",
+}
+_VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+STEERED_STRATEGIES = ("canary", "blue-green")  # what promote, pause and resume steer
 
 
 def ago(when: datetime | None, now: datetime | None = None) -> str:
@@ -113,7 +128,8 @@ def rollout_line(rollout: Rollout, now: datetime | None = None) -> str:
     return line
 
 
-def app_details(s: AppStatus) -> RenderableType:
+def app_details(s: AppStatus, *, rollout_status: str | None = None) -> RenderableType:
+    """``rollout_status``: the server's one-line rollout status (step, weights), if fetched."""
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -125,6 +141,8 @@ def app_details(s: AppStatus) -> RenderableType:
     head.add_row("ready", f"{s.ready}/{s.scale}" + (" (stopped)" if s.stopped else ""))
     head.add_row("urls", " ".join(s.urls) or "-")
     head.add_row("rollout", rollout_line(s.rollout) if s.rollout else "none active")
+    if rollout_status:
+        head.add_row("step", rollout_status)
     parts: list[RenderableType] = [head, Text("")]
     if s.instances:
         parts.append(instances_table((("", i) for i in s.instances), with_app=False))
@@ -168,3 +186,126 @@ def event_text(event: Event) -> Text:
     text.append(f"{event.kind:<20} ", style="bold")
     text.append(event.reason, style=_SEVERITY_STYLE.get(event.severity, ""))
     return text
+
+
+# --- the rollout view (kiln rollout status) ------------------------------------------------
+
+
+def steps_text(view: RolloutView) -> Text:
+    """Where the rollout is on its way: ``10% → [50%] → 100%`` for a canary, ``preview →
+    promoted`` for a blue-green; the current step is bold and bracketed."""
+    rollout = view.rollout
+    text = Text()
+    if rollout is None:
+        return text
+    if rollout.strategy == "canary" and view.steps:
+        labels = [f"{w}%" for w in view.steps] + ["100%"]
+    elif rollout.strategy == "blue-green":
+        labels = ["preview", "promoted"]
+    else:
+        return text
+    current = min(rollout.step, len(labels) - 1)
+    done = rollout.state == "succeeded"
+    for i, label in enumerate(labels):
+        if i:
+            text.append(" → ", style="dim")
+        if i == current and not rollout.finished:
+            text.append(f"[{label}]", style="bold cyan")
+        elif i < current or done:
+            text.append(label)
+        else:
+            text.append(label, style="dim")
+    return text
+
+
+def verdict_text(verdict: str) -> Text:
+    kind = verdict.partition(":")[0].strip()
+    return Text(verdict, style=_VERDICT_STYLE.get(kind, ""))
+
+
+def _percent(share: int | None) -> str:
+    return "pool" if share is None else f"{share}%"
+
+
+def rollout_traffic_table(view: RolloutView) -> Table:
+    """One row per release: its group (role, share, ready/size) and its requests in the
+    current analysis window."""
+    table = Table(box=None, header_style="bold")
+    for column in ("RELEASE", "ROLE", "SHARE", "READY", "REQUESTS", "ERRORS", "ERROR RATE", "P95"):
+        table.add_column(column, justify="left" if column in ("RELEASE", "ROLE") else "right")
+    traffic = {t.release: t for t in view.traffic}
+    rows: list[tuple[int, ReleaseGroup | None]] = [(g.release, g) for g in view.groups]
+    rows += [(number, None) for number in sorted(set(traffic) - {g.release for g in view.groups})]
+    for number, group in rows:
+        t = traffic.get(number)
+        role = "-" if group is None else group.role + (" (preview)" if group.preview else "")
+        ready = "-"
+        if group is not None:
+            ready = f"{group.ready}/{group.size}" if group.size is not None else str(group.ready)
+        table.add_row(
+            str(number),
+            role,
+            "-" if group is None else _percent(group.share),
+            ready,
+            str(t.requests) if t else "-",
+            str(t.errors) if t else "-",
+            f"{t.error_rate:.2%}" if t else "-",
+            f"{t.p95_ms:.0f} ms" if t and t.p95_ms is not None else "-",
+        )
+    return table
+
+
+def rollout_details(view: RolloutView, now: datetime | None = None) -> RenderableType:
+    """``kiln rollout status APP``: the rollout, its step, verdicts, groups and traffic."""
+    now = now or datetime.now(UTC)
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("app", str(view.key))
+    rollout = view.rollout
+    if rollout is None:
+        head.add_row("rollout", Text("none yet — `kiln deploy` starts one", style="dim"))
+        return head
+    head.add_row(
+        "rollout", Text(rollout_line(rollout, now), style=_ROLLOUT_STYLE.get(rollout.state, ""))
+    )
+    if rollout.kind in _KIND_TEXT:
+        head.add_row("kind", _KIND_TEXT[rollout.kind])
+    if view.status and view.status != rollout.reason:
+        head.add_row("now", view.status)
+    steps = steps_text(view)
+    if steps:
+        head.add_row("steps", steps)
+    if rollout.paused:
+        head.add_row("paused", Text(rollout.pause_reason or "paused", style="yellow"))
+    if rollout.promote_requested:
+        head.add_row("promote", "requested; the next round moves the traffic")
+    if rollout.windows or rollout.last_verdict:
+        verdict = verdict_text(rollout.last_verdict or "no verdict yet")
+        verdict.append(
+            f"  ({rollout.windows} window(s) judged; in a row: {rollout.failing} failing, "
+            f"{rollout.inconclusive} inconclusive)",
+            style="dim",
+        )
+        head.add_row("last window", verdict)
+    if view.warm_release is not None:
+        until = ""
+        if view.warm_until is not None:
+            left = int((view.warm_until - now).total_seconds())
+            local = view.warm_until.astimezone().strftime("%H:%M:%S")
+            until = f" until {local} ({left}s left)" if left >= 0 else f" (window ended {local})"
+        head.add_row(
+            "warm",
+            f"release {view.warm_release}{until}: `kiln rollback {view.key}` switches back",
+        )
+    if view.held_release is not None:
+        head.add_row(
+            "held",
+            f"release {view.held_release}: no traffic, kept for inspection until the next deploy",
+        )
+    parts: list[RenderableType] = [head, Text("")]
+    if view.groups or view.traffic:
+        parts.append(rollout_traffic_table(view))
+    else:
+        parts.append(Text("no release groups planned yet", style="dim"))
+    return Group(*parts)

@@ -9,7 +9,14 @@ import typer
 
 import kiln
 from kiln.cli import context
-from kiln.cli.render import app_details, apps_table, event_text, instances_table, releases_table
+from kiln.cli.render import (
+    STEERED_STRATEGIES,
+    app_details,
+    apps_table,
+    event_text,
+    instances_table,
+    releases_table,
+)
 from kiln.client import Event, Identity, NotThisKiln
 from kiln.errors import KilnError
 from kiln.spec import spec_json_schema
@@ -51,7 +58,11 @@ def status(
         installation = kiln.server_identity().installation_id
         context.print_json({**one.model_dump(mode="json"), "installation_id": installation})
     else:
-        context.out().print(app_details(one))
+        # A canary or blue-green rollout in progress: its step and weights, as the server says.
+        r = one.rollout
+        steered = r is not None and not r.finished and r.strategy in STEERED_STRATEGIES
+        step = kiln.rollout_status(one.key).status if steered else None
+        context.out().print(app_details(one, rollout_status=step))
 
 
 def ps(
