@@ -14,6 +14,7 @@ from kiln.controller.views import GroupView, ReleaseTrafficView, RolloutView
 from kiln.errors import Conflict
 from kiln.model import AppKey, Rollout, RolloutKind, RolloutState, Severity
 from kiln.planning.analysis import window_between
+from kiln.planning.params import rollout_params
 from kiln.planning.rollout import SHARED_STRATEGIES
 from kiln.spec import Strategy
 
@@ -185,8 +186,9 @@ def rollout_view(plane: ControlPlane, key: AppKey) -> RolloutView:
     steps: list[int] = []
     if rollout is not None:
         release = plane.release_or_none(key, rollout.to_release)
-        if release is not None and release.spec.deploy.steps:
-            steps = [s.weight for s in release.spec.deploy.steps]
+        if release is not None and release.spec.deploy.strategy is Strategy.CANARY:
+            # The planner's steps: a canary without `steps:` runs the default ones.
+            steps = [s.weight for s in rollout_params(release.spec.deploy).steps]
     status = plan.summary if plan and active else (rollout.reason if rollout else "no rollout yet")
     return RolloutView(
         key=key,
