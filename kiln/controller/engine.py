@@ -58,6 +58,7 @@ class Engine:
                 None, "kiln.stopped", "kiln stopped; NGINX and the apps keep serving"
             )
         await plane.driver.close()
+        await plane.router.close()  # the admin connection only: NGINX keeps serving
         plane.store.close()
 
     async def request_shutdown(self) -> None:

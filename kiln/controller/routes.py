@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import Conflict, InvalidInput, KilnError, RouterConfigRejected
 from kiln.model import AppKey, Release, RolloutState, RouteEntry, Severity
-from kiln.planning import route_table
+from kiln.planning import app_routes, route_table
 
 log = logging.getLogger("kiln.controller")
 
@@ -57,13 +57,8 @@ def planned_routes(plane: ControlPlane) -> RouteTable:
             # no routes, every other app keeps its own.
             log.error("routes of %s left out: %s", app.key, exc.message)
             release = None
-        if release is None or release.spec.port is None:
-            table[app.key] = ()
-            continue
-        table[app.key] = tuple(
-            RouteEntry(host=r.host, path=r.path, key=app.key)
-            for r in release.spec.effective_routes()
-        )
+        # The same shape as a round plans (preview host included): a restart reloads nothing.
+        table[app.key] = app_routes(app.key, [release]) if release is not None else ()
     return table
 
 

@@ -21,6 +21,8 @@ from kiln.model import AppKey, Instance, Severity
 
 log = logging.getLogger("kiln.engine")
 
+_ROUTER_RETRY_FIRST = 0.05
+_ROUTER_RETRY_CAP = 5.0
 _SUPERVISE_SECONDS = 1.0
 _EXIT_ACTIONS = frozenset({"die", "kill", "oom"})
 _EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
@@ -72,18 +74,23 @@ class Supervisors:
             delay = min(delay * 2, 5.0)
 
     async def _watch_router(self) -> None:
-        """Restart NGINX the moment its master exits (the 1 s supervise poll is the fallback)."""
+        """Restart NGINX the moment its master exits (the 1 s supervise poll is the fallback);
+        while it cannot start, try again with a doubling delay (0.05 s → 5 s)."""
         plane = self._plane
+        delay = _ROUTER_RETRY_FIRST
         while True:
             try:
                 await plane.router.wait_exited()
                 async with self._router_lock:
                     await self.supervise_router()
+                delay = _ROUTER_RETRY_FIRST if await plane.router.is_running() else delay
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("router watch failed")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(delay)
+            if not await plane.router.is_running():
+                delay = min(delay * 2, _ROUTER_RETRY_CAP)
 
     async def _supervise(self) -> None:
         """Keep NGINX up, notice the engine coming and going, resync every app."""

@@ -3,12 +3,13 @@
 from kiln.planning.backoff import crash_delay, forgive, next_start_at, record_crash
 from kiln.planning.inputs import DesiredApp
 from kiln.planning.instances import container_name, instance_spec, new_instance_id
-from kiln.planning.reconcile import Plan, describe_exit, plan
+from kiln.planning.reconcile import Plan, app_routes, describe_exit, plan
 from kiln.planning.routes import route_table
 
 __all__ = [
     "DesiredApp",
     "Plan",
+    "app_routes",
     "container_name",
     "crash_delay",
     "describe_exit",

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from kiln.model import (
     Action,
+    AppKey,
     FinishRollout,
     GroupRole,
     Instance,
@@ -320,22 +321,22 @@ def _routes(
         if current is None or current.spec.port is None:
             return ()
         serving = [current]
+    return app_routes(desired.key, serving)
+
+
+def app_routes(key: AppKey, serving: Sequence[Release]) -> tuple[RouteEntry, ...]:
+    """The routes of ``serving`` releases for app ``key``, plus its preview host. The preview
+    route is always there (503 while nothing waits on it), so a blue-green's preview coming and
+    going changes peer data only, never NGINX's config (no reload)."""
     entries: set[RouteEntry] = set()
     for release in serving:
         if release.spec.port is None:
             continue
         for route in release.spec.effective_routes():
-            entries.add(RouteEntry(host=route.host, path=route.path, key=desired.key))
+            entries.add(RouteEntry(host=route.host, path=route.path, key=key))
     if entries:
-        # Always there (503 while no release waits on it), so a blue-green's preview coming
-        # and going changes only the peer data, never NGINX's config: no reload.
         entries.add(
-            RouteEntry(
-                host=preview_host(desired.key.app, desired.key.environment),
-                path="/",
-                key=desired.key,
-                preview=True,
-            )
+            RouteEntry(host=preview_host(key.app, key.environment), path="/", key=key, preview=True)
         )
     return tuple(sorted(entries, key=lambda e: (e.host or "", e.path, e.preview)))
 
