@@ -497,7 +497,7 @@ def _canary(
         waits=tuple(waits),
         status=status,
         window_closed=window_closed,
-        analysing=rules is not None,
+        analysing=rules is not None and share > 0,  # a window starts when the canary takes traffic
     )
 
 
