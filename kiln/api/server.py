@@ -383,6 +383,8 @@ def configure_logging() -> None:
         format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
+    # httpx logs every request at INFO: kiln asks NGINX's admin socket every second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main() -> None:

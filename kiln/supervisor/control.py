@@ -47,6 +47,7 @@ def processes(settings: Settings) -> Processes:
 def spawn_supervisor(settings: Settings) -> subprocess.Popen[bytes]:
     """Start the supervisor detached (its own session: it outlives the terminal and `kiln up`);
     its stdout/stderr (only a crash would write there) go to supervisor.log."""
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with (
         open(settings.supervisor_log_path, "ab") as output,
@@ -59,7 +60,17 @@ def spawn_supervisor(settings: Settings) -> subprocess.Popen[bytes]:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A daemon does not pin the directory `kiln up` ran in (a mount, a deleted dir).
+            cwd=settings.home,
+            env={**os.environ, **_absolute_paths(settings)},
         )
+
+
+def _absolute_paths(settings: Settings) -> dict[str, str]:
+    paths = {"KILN_HOME": str(settings.home.absolute())}
+    if settings.api_socket is not None:
+        paths["KILN_API_SOCKET"] = str(settings.api_socket.absolute())
+    return paths
 
 
 def signal_holder(path: Path, sig: signal.Signals) -> int | None:
@@ -71,6 +82,10 @@ def signal_holder(path: Path, sig: signal.Signals) -> int | None:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return None
+    except (AttributeError, OSError):  # a kernel without pidfds (before Linux 5.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        return pid
     try:
         if holder(path) != pid:
             return None  # it ended between our looks; the pid may belong to someone else now

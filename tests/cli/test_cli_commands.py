@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from kiln.cli.main import app as kiln_app
 from kiln.model import AppKey
-from kiln.supervisor.pidfile import holder
+from kiln.supervisor.pidfile import PidFile, holder
 
 from .conftest import Kiln
 
@@ -136,10 +137,23 @@ def test_events_lists_recent_events_with_reasons(deployed: Kiln) -> None:
     assert "release 1 is live" in result.stdout
 
 
-def test_up_when_already_running_says_so(kiln: Kiln) -> None:
-    result = kiln.run("up")
-    assert result.exit_code == 0
+def test_up_when_already_running_says_so(tmp_path: Path) -> None:
+    # A live server holds its pid file; `kiln up` sees it and starts nothing (not even a
+    # supervisor: one already watches).
+    env = {"KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    run_dir = tmp_path / "home" / "run"
+    run_dir.mkdir(parents=True)
+    server, supervisor = PidFile(run_dir / "kiln.pid"), PidFile(run_dir / "supervisor.pid")
+    server.acquire()
+    supervisor.acquire()
+    try:
+        result = CliRunner().invoke(kiln_app, ["up"], env=env)
+    finally:
+        server.release()
+        supervisor.release()
+    assert result.exit_code == 0, result.output
     assert "already running" in result.stdout
+    assert f"supervisor pid {os.getpid()}" in result.stdout
 
 
 def test_down_asks_the_server_to_stop(kiln: Kiln) -> None:

@@ -104,25 +104,27 @@ class ContainerSummary:
 
 
 class KilnHarness:
-    def __init__(self, home: Path, docker_host: str) -> None:
+    def __init__(self, home: Path, docker_host: str, *, env: dict[str, str] | None = None) -> None:
+        """``env`` overrides the harness's KILN_* choices (e.g. KILN_HTTP_PORT)."""
         self.home = home
         self.docker_host = docker_host
-        self.api_port = free_port()
-        self.http_port = free_port()
         self.env = {
             **os.environ,
             "KILN_HOME": str(home),
-            "KILN_API_PORT": str(self.api_port),
+            "KILN_API_PORT": str(free_port()),
             # The API also on TCP for as long as the CLI's client does not speak the socket.
             "KILN_API_TCP": "1",
-            "KILN_HTTP_PORT": str(self.http_port),
+            "KILN_HTTP_PORT": str(free_port()),
             "KILN_RESYNC_SECONDS": "1",
             "DOCKER_HOST": docker_host,
             "KILN_ENV": "dev",
             "NO_COLOR": "1",
             "COLUMNS": "200",
+            **(env or {}),
         }
         self.settings = Settings.from_env(self.env)
+        self.api_port = self.settings.api_port
+        self.http_port = self.settings.http_port
         self.process: subprocess.Popen[bytes] | None = None
         self.docker = docker.DockerClient(base_url=docker_host)
 

@@ -1,9 +1,12 @@
-"""``kiln up`` and ``kiln down``: start and stop the kiln server (never NGINX or the apps).
+"""``kiln up`` and ``kiln down``: start and stop the kiln server and its supervisor (never NGINX
+or the apps).
 
-kiln up    ─▶ already running? (its pid file is locked while it lives) → exit 0
-           ─▶ python -m kiln.api.server, detached
-           ─▶ wait for the server's heartbeat to say "serving", or for it to exit (7: a clash)
-kiln down  ─▶ SIGTERM the server ─▶ wait until its pid file is free. By pid, never by name.
+    kiln up    ─▶ already running? (the pid files are locked while their process lives) → exit 0
+               ─▶ systemd unit installed? → systemctl start
+               ─▶ python -m kiln.supervisor, detached ─▶ it starts (or adopts) the server
+               ─▶ wait for the server's heartbeat to say "serving", or the supervisor to give up
+    kiln down  ─▶ SIGTERM the supervisor (it stops the server and ends) ─▶ SIGTERM a server still
+                  there ─▶ wait until both pid files are free. By pid (a pidfd), never by name.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,10 +25,17 @@ from kiln.cli import context
 from kiln.cli.exit_codes import ExitCode
 from kiln.client import KilnClient
 from kiln.config import Settings
-from kiln.supervisor.control import Processes, processes, signal_holder, wait_released
-from kiln.supervisor.exits import ServerExit
+from kiln.supervisor import systemd
+from kiln.supervisor.control import (
+    SUPERVISOR_COMMAND,
+    Processes,
+    processes,
+    signal_holder,
+    spawn_supervisor,
+    wait_released,
+)
+from kiln.supervisor.exits import SupervisorExit
 
-SERVER_MODULE = "kiln.api.server"
 START_SECONDS = 60.0
 STOP_SECONDS = 60.0
 LOG_LINES_ON_FAILURE = 20
@@ -36,91 +45,120 @@ _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [A-Z]+ +[\w.\[
 def up(
     foreground: Annotated[
         bool,
-        typer.Option("--foreground", help="Run the server in this terminal (Ctrl-C stops it)."),
+        typer.Option(
+            "--foreground",
+            help="Supervise the server from this terminal (Ctrl-C stops both).",
+        ),
+    ] = False,
+    install_service: Annotated[
+        bool,
+        typer.Option(
+            "--install-service",
+            help="Run kiln as a systemd service instead (needs systemd as PID 1).",
+        ),
     ] = False,
 ) -> None:
-    """Start the kiln server in the background (it adopts running apps and keeps them healthy).
+    """Start the kiln server under a supervisor that restarts it when it exits or hangs.
 
-    Its API listens on the unix socket KILN_API_SOCKET (default KILN_HOME/run/api.sock; TCP
-    only with KILN_API_TCP=1). Log: KILN_HOME/logs/server.log. Exits 7 (nothing started) when
-    NGINX's port or the API's socket or port is taken by someone else.
+    The server adopts running apps and keeps them healthy. Its API listens on the unix socket
+    KILN_API_SOCKET (default KILN_HOME/run/api.sock; TCP only with KILN_API_TCP=1). Logs:
+    KILN_HOME/logs/server.log and supervisor.log. Exits 7 (nothing started) when NGINX's port or
+    the API's socket or port is taken by someone else.
 
     Example:  kiln up
     """
     settings = context.settings()
     out = context.out()
+    if install_service:
+        _install_service(settings)
+        return
+    if (place := systemd.installed(settings)) is not None:
+        _start_service(settings, place)
+        return
     before = processes(settings)
-    if before.server is not None:
+    if before.supervisor is not None:
         out.print(f"kiln is already running ({_pids(before)}; API on {_api(settings)})")
         return
-    if context.client(timeout=2).is_running():
-        # A server the pid file does not know (started some other way) answers already.
-        out.print(f"kiln is already running (API on {_api(settings)})")
-        return
-    command = [sys.executable, "-m", SERVER_MODULE]
     if foreground:
-        # Replace this process: signals (Ctrl-C, SIGTERM) then reach the server directly.
-        os.execv(sys.executable, command)
-    log_path = settings.server_log_path
-    settings.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_offset = _size(log_path)
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        os.fchmod(log.fileno(), 0o600)
-        process = subprocess.Popen(
-            command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        # Replace this process: Ctrl-C and SIGTERM then reach the supervisor directly.
+        os.execv(sys.executable, list(SUPERVISOR_COMMAND))
+    log_offset = _size(settings.server_log_path)
+    supervisor = spawn_supervisor(settings)
     now = before
     deadline = time.monotonic() + START_SECONDS
     with context.err().status("starting kiln …"):
-        while process.poll() is None and time.monotonic() < deadline:
+        while supervisor.poll() is None and time.monotonic() < deadline:
             now = processes(settings)
-            if now.serving and now.server == process.pid:
+            if now.serving and now.supervisor == supervisor.pid:
                 break
             time.sleep(0.1)
-    code = process.poll()
+    code = supervisor.poll()
     if code is None and now.serving:
-        out.print(
-            f"kiln is running ({_pids(now)}; API on {_api(settings)}; logs in {settings.log_dir})"
-        )
+        if before.server is not None:
+            out.print(f"kiln is already running ({_pids(now)}); it was not supervised and now is")
+        else:
+            out.print(
+                f"kiln is running ({_pids(now)}; API on {_api(settings)}; "
+                f"logs in {settings.log_dir})"
+            )
         return
-    _report_failed_start(settings, code, process.pid, log_offset)
+    if code == SupervisorExit.ALREADY_SUPERVISED:
+        out.print(f"kiln is already running ({_pids(processes(settings))})")
+        return
+    _report_failed_start(settings, code, supervisor.pid, log_offset)
 
 
 def _report_failed_start(settings: Settings, code: int | None, pid: int, offset: int) -> None:
     err = context.err()
     if code is None:
         err.print(
-            f"kiln did not start within {START_SECONDS:.0f}s (still starting: pid {pid}). "
-            f"Last lines of {settings.server_log_path}:"
+            f"kiln did not start within {START_SECONDS:.0f}s (still trying: supervisor pid "
+            f"{pid}; `kiln down` stops it). Last lines of {settings.server_log_path}:"
         )
         err.print(_tail(settings.server_log_path), markup=False, highlight=False)
         raise typer.Exit(ExitCode.UNREACHABLE)
-    if code in (ServerExit.CONFLICT, ServerExit.BAD_CONFIG):
+    if code in (SupervisorExit.CONFLICT, SupervisorExit.BAD_CONFIG):
         err.print("kiln did not start (nothing was started):", markup=False)
         err.print(_since(settings.server_log_path, offset), markup=False, highlight=False)
-        raise typer.Exit(ExitCode.CONFLICT if code == ServerExit.CONFLICT else ExitCode.BAD_INPUT)
+        raise typer.Exit(
+            ExitCode.CONFLICT if code == SupervisorExit.CONFLICT else ExitCode.BAD_INPUT
+        )
     err.print(
-        f"kiln did not start: the server exited with code {code}. Last lines of "
-        f"{settings.server_log_path}:",
+        f"kiln did not start: the supervisor exited with code {code}. Last lines of "
+        f"{settings.supervisor_log_path}:",
         markup=False,
     )
-    err.print(_tail(settings.server_log_path), markup=False, highlight=False)
+    err.print(_tail(settings.supervisor_log_path), markup=False, highlight=False)
     raise typer.Exit(ExitCode.UNREACHABLE)
 
 
 def down() -> None:
-    """Stop the kiln server. NGINX and your apps keep serving; `kiln up` takes over again.
+    """Stop the kiln server and its supervisor. NGINX and your apps keep serving; `kiln up`
+    takes over again.
 
     Example:  kiln down
     """
     settings = context.settings()
+    out = context.out()
+    place = systemd.installed(settings)
+    if place is not None and systemd.is_active(place):
+        result = systemd.systemctl(place, "stop", place.path.name)
+        if result.returncode != 0:
+            context.err().print(f"systemctl stop failed: {result.stderr.strip()}", markup=False)
+            raise typer.Exit(ExitCode.UNEXPECTED)
+        out.print(f"kiln stopped (systemd unit {place.path.name}). {_KEEP_SERVING}")
+        return
     before = processes(settings)
-    if before.server is None:
+    if not before.running:
         _down_through_api(settings)
         return
+    if before.supervisor is not None:
+        # First, so that nothing restarts the server; it stops the server on its way out.
+        signal_holder(settings.supervisor_pid_path, signal.SIGTERM)
+        _wait_stopped(settings.supervisor_pid_path, "the supervisor", before.supervisor)
     if signal_holder(settings.server_pid_path, signal.SIGTERM) is not None:
         _wait_stopped(settings.server_pid_path, "the server", before.server)
-    context.out().print(f"kiln stopped ({_pids(before)}). {_KEEP_SERVING}")
+    out.print(f"kiln stopped ({_pids(before)}). {_KEEP_SERVING}")
 
 
 _KEEP_SERVING = "NGINX and the apps keep serving; `kiln up` resumes control."
@@ -155,6 +193,61 @@ def _down_through_api(settings: Settings) -> None:
     out.print(f"kiln stopped. {_KEEP_SERVING}")
 
 
+def _install_service(settings: Settings) -> None:
+    err = context.err()
+    if not systemd.systemd_is_init():
+        err.print(
+            f"--install-service needs systemd as PID 1, and this machine's PID 1 is "
+            f"{_pid1_name()!r}. Plain `kiln up` runs kiln under its own supervisor.",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.BAD_INPUT)
+    now = processes(settings)
+    if now.running and systemd.installed(settings) is None:
+        err.print(
+            f"kiln is running under its own supervisor ({_pids(now)}); run `kiln down` "
+            f"first, then `kiln up --install-service`",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.CONFLICT)
+    try:
+        place = systemd.install(settings)
+    except (OSError, RuntimeError) as exc:
+        err.print(f"could not install the systemd unit: {exc}", markup=False)
+        raise typer.Exit(ExitCode.UNEXPECTED) from None
+    _wait_service(settings, place)
+
+
+def _start_service(settings: Settings, place: systemd.UnitPlace) -> None:
+    if systemd.is_active(place):
+        now = processes(settings)
+        context.out().print(
+            f"kiln is already running (systemd unit {place.path.name}, server pid {now.server})"
+        )
+        return
+    result = systemd.systemctl(place, "start", place.path.name)
+    if result.returncode != 0:
+        context.err().print(f"systemctl start failed: {result.stderr.strip()}", markup=False)
+        raise typer.Exit(ExitCode.UNREACHABLE)
+    _wait_service(settings, place)
+
+
+def _wait_service(settings: Settings, place: systemd.UnitPlace) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while not processes(settings).serving:
+        if time.monotonic() > deadline:
+            context.err().print(
+                f"the systemd unit {place.path.name} did not serve within {START_SECONDS:.0f}s;"
+                f" see `journalctl -u {place.path.name}` and {settings.server_log_path}"
+            )
+            raise typer.Exit(ExitCode.UNREACHABLE)
+        time.sleep(0.1)
+    context.out().print(
+        f"kiln is running as systemd unit {place.path.name} (server pid "
+        f"{processes(settings).server}; API on {_api(settings)})"
+    )
+
+
 def _pids(now: Processes) -> str:
     parts = [f"server pid {now.server}"] if now.server else []
     if now.supervisor:
@@ -165,6 +258,13 @@ def _pids(now: Processes) -> str:
 def _api(settings: Settings) -> str:
     where = str(settings.api_socket_path)
     return f"{where} and {settings.api_url}" if settings.api_tcp else where
+
+
+def _pid1_name() -> str:
+    try:
+        return Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def _read_pid(settings: Settings) -> int | None:

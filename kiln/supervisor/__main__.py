@@ -1,0 +1,5 @@
+"""``python -m kiln.supervisor``: supervise this home's kiln server (``kiln up`` runs this)."""
+
+from kiln.supervisor.parent import main
+
+main()
