@@ -112,8 +112,6 @@ class KilnHarness:
             **os.environ,
             "KILN_HOME": str(home),
             "KILN_API_PORT": str(free_port()),
-            # The API also on TCP for as long as the CLI's client does not speak the socket.
-            "KILN_API_TCP": "1",
             "KILN_HTTP_PORT": str(free_port()),
             "KILN_RESYNC_SECONDS": "1",
             "DOCKER_HOST": docker_host,
