@@ -29,7 +29,7 @@ from rich.text import Text
 
 from kiln.cli.render import event_text, instances_table, rollout_details, rollout_line
 from kiln.client import AppStatus, Event, KilnClient, Rollout, RolloutView
-from kiln.model import AppKey
+from kiln.model import AWAITS_PROMOTE, AppKey
 
 POLL_SECONDS = 0.2
 VIEW_POLL_SECONDS = 0.5  # the rollout view moves at the pace of reconcile rounds, not faster
@@ -39,7 +39,7 @@ FIRST_SIGHT_SECONDS = 30.0  # a rollout that never shows up in status or release
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # succeeded | failed | superseded | gave_up
+    state: str  # succeeded | failed | superseded | gave_up | waiting (for `kiln promote`)
     reason: str
     status: AppStatus | None
 
@@ -76,6 +76,10 @@ def watch_rollout(
             seen = rollout
             if rollout.finished:
                 return status, Outcome(rollout.state, rollout.reason, status)
+            if rollout.paused or AWAITS_PROMOTE in status.message:
+                # A person decides the rest: stop watching, say how to go on.
+                why = rollout.pause_reason or "paused" if rollout.paused else AWAITS_PROMOTE
+                return status, Outcome("waiting", why, status)
             return status, None
         # The server shows only the active rollout; once it is gone, the release says how it ended.
         outcome = _outcome_from_releases(kiln, key, release, status)
@@ -115,6 +119,8 @@ def _outcome_from_releases(
 def _gave_up(seen: Rollout | None, started: float) -> bool:
     if seen is None:
         return time.monotonic() - started > FIRST_SIGHT_SECONDS
+    if seen.strategy in ("canary", "blue-green"):
+        return False  # steps and pauses may outlast the deadline; the server ends these itself
     return datetime.now(UTC) > seen.deadline_at + PATIENCE
 
 

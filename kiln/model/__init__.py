@@ -28,10 +28,11 @@ from kiln.model.instance import (
 )
 from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
 from kiln.model.release import Release, ReleaseOrigin
-from kiln.model.rollout import Rollout, RolloutKind, RolloutProgress, RolloutState
+from kiln.model.rollout import AWAITS_PROMOTE, Rollout, RolloutKind, RolloutProgress, RolloutState
 from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 
 __all__ = [
+    "AWAITS_PROMOTE",
     "LABEL_APP",
     "LABEL_ENV",
     "LABEL_INSTALLATION",

@@ -15,6 +15,10 @@ from enum import StrEnum
 from kiln.model.app import AppKey
 from kiln.spec import Strategy
 
+AWAITS_PROMOTE = "waiting for `kiln promote`"
+"""In an app's status line while its rollout waits for a person; `kiln deploy` stops watching
+there and says how to go on."""
+
 
 class RolloutState(StrEnum):
     IN_PROGRESS = "in_progress"

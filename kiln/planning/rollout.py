@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from kiln.model import (
+    AWAITS_PROMOTE,
     FinishRollout,
     GroupRole,
     ObservedApp,
@@ -277,7 +278,7 @@ def _blue_green(
         status = f"blue-green: release {target.number} ready on preview ({size}/{size}); " + (
             "paused"
             if progress.paused
-            else "waiting for `kiln promote`"
+            else AWAITS_PROMOTE
             if params.auto_promote_after is None
             else "promoting soon"
         )
@@ -479,6 +480,8 @@ def _canary(
         else f"canary step {step + 1}/{last}: {share}% to release {target.number} "
         f"({ready_new}/{size} ready)" + (" — paused" if progress.paused else "")
     )
+    if not promoting and capacity_ready and steps[step].pause is None and not progress.paused:
+        status += f"; {AWAITS_PROMOTE}"
     if progress.last_verdict:
         status += f"; last window {progress.last_verdict}"
     finish = None

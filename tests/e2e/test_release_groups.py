@@ -177,7 +177,10 @@ def test_blue_green_preview_promote_and_rollback_inside_the_window_fail_no_reque
         for client in clients:
             client.wait_for_requests(20)
         bg = "strategy: blue-green\n  rollback_window: 5m"
-        assert kiln.deploy(spec(app, "kiln-hello:v2", deploy=bg), "--no-wait").returncode == 0
+        # kiln deploy watches until the rollout waits for a person, then says how to go on.
+        waiting = kiln.deploy(spec(app, "kiln-hello:v2", deploy=bg))
+        assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+        assert "kiln promote bg" in waiting.stdout
         wait_until(
             lambda: (
                 shares(kiln, app) == {1: 100, 2: 0}

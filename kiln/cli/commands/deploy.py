@@ -152,6 +152,12 @@ def finish(
                 "status": outcome.status.model_dump(mode="json") if outcome.status else None,
             }
         )
+    elif outcome.state == "waiting":
+        out.print(
+            f"[yellow]…[/] {key}: release {release.number}: {outcome.reason}; go on with "
+            f"`kiln promote {key.app}` (or `kiln abort {key.app}`), watch with "
+            f"`kiln rollout status {key.app} -f`"
+        )
     elif outcome.state == "succeeded":
         urls = " ".join(outcome.status.urls) if outcome.status else ""
         out.print(
@@ -164,5 +170,5 @@ def finish(
         )
     if outcome.state == "gave_up":
         raise typer.Exit(ExitCode.UNEXPECTED)
-    if outcome.state != "succeeded":
+    if outcome.state not in ("succeeded", "waiting"):
         raise typer.Exit(ExitCode.ROLLOUT_FAILED)
