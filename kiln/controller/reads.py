@@ -29,7 +29,7 @@ def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
     retiring = memory.retiring_since if memory else {}
     views = []
     for instance in plane.last_instances.get(key, []):
-        health = plane.health.status(instance.id)
+        health = plane.health_of(instance)
         views.append(
             InstanceView(
                 id=instance.id,

@@ -156,7 +156,7 @@ def rollout_view(plane: ControlPlane, key: AppKey) -> RolloutView:
     memory = plane.observer.memory.get(key)
     ready: dict[int, int] = {}
     for instance in plane.last_instances.get(key, []):
-        if instance.running and plane.health.status(instance.id).ready:
+        if instance.running and plane.health_of(instance).ready:
             ready[instance.release] = ready.get(instance.release, 0) + 1
     groups = [
         GroupView(

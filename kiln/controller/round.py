@@ -144,19 +144,11 @@ def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
 
 
 def _health_of(plane: ControlPlane, instances: Sequence[Instance]) -> Callable[[str], HealthStatus]:
-    """Probe results, and "ready once running" for instances whose release has no probe at
-    all (a worker without a port or a command check: nothing to ask it)."""
-    unprobed: dict[str, Instance] = {}
-    for instance in instances:
-        release = plane.release_or_none(instance.key, instance.release)
-        if release is not None and release.spec.effective_health() is None and instance.running:
-            unprobed[instance.id] = instance
+    by_id = {i.id: i for i in instances}
 
     def status(instance_id: str) -> HealthStatus:
-        worker = unprobed.get(instance_id)
-        if worker is None:
-            return plane.health.status(instance_id)
-        return HealthStatus(ready=True, checked=True, ready_since=worker.started_at)
+        instance = by_id.get(instance_id)
+        return plane.health.status(instance_id) if instance is None else plane.health_of(instance)
 
     return status
 

@@ -21,7 +21,7 @@ from kiln.controller.reconciler import AppLoops
 from kiln.drivers.base import Driver
 from kiln.errors import NotFound
 from kiln.health.monitor import HealthMonitor
-from kiln.model import AppKey, AppRecord, Instance, Release, RouteEntry
+from kiln.model import AppKey, AppRecord, HealthStatus, Instance, Release, RouteEntry
 from kiln.planning import Plan
 from kiln.router.base import Router
 from kiln.store.base import Store
@@ -67,6 +67,15 @@ class ControlPlane:
         if app is None:
             raise NotFound(f"no app {key}; `kiln status` lists the apps")
         return app
+
+    def health_of(self, instance: Instance) -> HealthStatus:
+        """Probe results; "ready once running" when its release has no probe at all (a worker
+        without a port or a command check: there is nothing to ask it)."""
+        if instance.running:
+            release = self.release_or_none(instance.key, instance.release)
+            if release is not None and release.spec.effective_health() is None:
+                return HealthStatus(ready=True, checked=True, ready_since=instance.started_at)
+        return self.health.status(instance.id)
 
     def release_or_none(self, key: AppKey, number: int) -> Release | None:
         try:
