@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiln.spec import Deploy, Strategy
-
-DEFAULT_CANARY_STEPS = ((10, 60.0), (50, 60.0))
+from kiln.spec import DEFAULT_CANARY_STEPS, Deploy, Strategy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +47,8 @@ def rollout_params(deploy: Deploy) -> RolloutParams:
         CanaryStep(weight=int(step.weight), pause=step.pause) for step in deploy.steps or ()
     )
     if deploy.strategy is Strategy.CANARY and not steps:
-        steps = tuple(CanaryStep(weight=w, pause=p) for w, p in DEFAULT_CANARY_STEPS)
+        # The spec fills in its default steps for a canary; a stored spec always has them.
+        steps = tuple(CanaryStep(weight=int(s.weight), pause=s.pause) for s in DEFAULT_CANARY_STEPS)
     rules = deploy.analysis
     analysis = (
         None
