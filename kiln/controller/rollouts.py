@@ -12,7 +12,7 @@ from dataclasses import replace
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.views import GroupView, ReleaseTrafficView, RolloutView
 from kiln.errors import Conflict
-from kiln.model import AppKey, Rollout, RolloutKind, RolloutState, Severity
+from kiln.model import AppKey, Rollout, RolloutKind, RolloutProgress, RolloutState, Severity
 from kiln.planning.analysis import window_between
 from kiln.planning.params import rollout_params
 from kiln.planning.rollout import SHARED_STRATEGIES
@@ -38,22 +38,30 @@ def _steerable(rollout: Rollout, verb: str) -> None:
         )
 
 
+def _steer(
+    plane: ControlPlane, rollout: Rollout, progress: RolloutProgress, kind: str, reason: str
+) -> RolloutView:
+    """Persist a person's change to the rollout, say so, and let the loop act on it."""
+    plane.store.update_rollout(rollout.id, progress, now=plane.clock())
+    plane.events.record(rollout.key, kind, reason, release=rollout.to_release)
+    plane.loops.wake(rollout.key)
+    return rollout_view(plane, rollout.key)
+
+
 def promote(plane: ControlPlane, key: AppKey, *, full: bool, who: str) -> RolloutView:
     rollout = _active(plane, key, "promote")
     _steerable(rollout, "promote")
     progress = replace(
         rollout.progress, promote=True, promote_full=full, paused=False, pause_reason=""
     )
-    plane.store.update_rollout(rollout.id, progress, now=plane.clock())
     what = "to all traffic" if full or rollout.strategy is Strategy.BLUE_GREEN else "a step"
-    plane.events.record(
-        key,
+    return _steer(
+        plane,
+        rollout,
+        progress,
         "rollout.promoted",
         f"{who} promoted release {rollout.to_release} {what}",
-        release=rollout.to_release,
     )
-    plane.loops.wake(key)
-    return rollout_view(plane, key)
 
 
 def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
@@ -62,15 +70,13 @@ def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     if rollout.progress.paused:
         return rollout_view(plane, key)
     progress = replace(rollout.progress, paused=True, pause_reason=f"paused by {who}")
-    plane.store.update_rollout(rollout.id, progress, now=plane.clock())
-    plane.events.record(
-        key,
+    return _steer(
+        plane,
+        rollout,
+        progress,
         "rollout.paused",
         f"{who} paused the rollout to release {rollout.to_release}; traffic stays as it is",
-        release=rollout.to_release,
     )
-    plane.loops.wake(key)
-    return rollout_view(plane, key)
 
 
 def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
@@ -79,15 +85,13 @@ def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     if not rollout.progress.paused:
         return rollout_view(plane, key)
     progress = replace(rollout.progress, paused=False, pause_reason="", inconclusive=0)
-    plane.store.update_rollout(rollout.id, progress, now=plane.clock())
-    plane.events.record(
-        key,
+    return _steer(
+        plane,
+        rollout,
+        progress,
         "rollout.resumed",
         f"{who} resumed the rollout to release {rollout.to_release}",
-        release=rollout.to_release,
     )
-    plane.loops.wake(key)
-    return rollout_view(plane, key)
 
 
 def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
