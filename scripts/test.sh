@@ -3,7 +3,7 @@
 # Integration tests start their own private dockerd and NGINX; nothing else must be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KILN_EXTRA_APT="wrk" scripts/bootstrap.sh
+KILN_EXTRA_APT="wrk docker-registry chromium prometheus" scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff" && ruff check kiln tests bench
