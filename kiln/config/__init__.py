@@ -17,6 +17,7 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
 | ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
 | ``KILN_WATCHDOG_SECONDS`` | ``10``                                   | a server silent this long is restarted      |
+| ``KILN_SETTINGS``         | ``$KILN_HOME/settings.yaml``             | the settings file (``kiln.config.file``)    |
 | ``DOCKER_HOST``           | ``$KILN_HOME/docker-host``, else the SDK's default | which Docker engine the driver uses |
 """
 
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from kiln.config.file import SETTINGS_FILE_NAME, FileSettings, load_file_settings
 from kiln.errors import InvalidInput
 
 MIN_WATCHDOG_SECONDS = 3.0
@@ -93,12 +95,17 @@ class Settings:
     resync_seconds: float = 2.0
     watchdog_seconds: float = 10.0
     docker_host: str | None = None
+    settings_file: Path | None = None  # None: home / "settings.yaml"
+    file: FileSettings = field(default_factory=FileSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
         home = Path(env["KILN_HOME"]).expanduser() if env.get("KILN_HOME") else defaults.home
+        settings_file = (
+            Path(env["KILN_SETTINGS"]).expanduser() if env.get("KILN_SETTINGS") else None
+        )
         try:
             settings = cls(
                 home=home,
@@ -117,6 +124,8 @@ class Settings:
                 resync_seconds=float(env.get("KILN_RESYNC_SECONDS", defaults.resync_seconds)),
                 watchdog_seconds=float(env.get("KILN_WATCHDOG_SECONDS", defaults.watchdog_seconds)),
                 docker_host=env.get("DOCKER_HOST") or _remembered_docker_host(home),
+                settings_file=settings_file,
+                file=load_file_settings(settings_file or home / SETTINGS_FILE_NAME),
             )
         except ValueError as exc:
             raise InvalidInput(f"a KILN_* environment variable is not a number: {exc}") from exc
@@ -144,6 +153,10 @@ class Settings:
     def run_dir(self) -> Path:
         """Private runtime files (pid files, the NGINX admin socket); mode 0700."""
         return self.home / "run"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.settings_file or self.home / SETTINGS_FILE_NAME
 
     @property
     def log_dir(self) -> Path:
@@ -200,6 +213,8 @@ class Settings:
             env["KILN_API_SOCKET"] = str(self.api_socket.absolute())
         if self.docker_host is not None:
             env["DOCKER_HOST"] = self.docker_host
+        if self.settings_file is not None:
+            env["KILN_SETTINGS"] = str(self.settings_file.absolute())
         return env
 
     @property

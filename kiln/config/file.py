@@ -1,0 +1,86 @@
+"""kiln's settings file: ``$KILN_HOME/settings.yaml`` (or ``KILN_SETTINGS``), optional.
+
+Environment variables say *where* kiln runs (home, ports, binaries); the settings file says how an
+installation is run: which registry holds its images, how its environments are ordered and
+gated, where the API's TLS certificate is, how long logs are kept. Every section is optional and
+has a default, so no file at all is a working installation.
+
+Each section is a frozen pydantic model that refuses unknown keys, so a typo is an error that
+names the key rather than a setting silently ignored. One section per capability; a capability
+adds its fields to its own section and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kiln.errors import InvalidInput
+
+SETTINGS_FILE_NAME = "settings.yaml"
+MAX_SETTINGS_BYTES = 256 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistrySettings(_Section):
+    """The artifact repository (issue: builds, registry, promotion)."""
+
+
+class EnvironmentsSettings(_Section):
+    """The order of environments and their promotion gates."""
+
+
+class ApiSettings(_Section):
+    """The API listener (TLS for the opt-in TCP listener)."""
+
+
+class LogsSettings(_Section):
+    """Retention of instance and router logs."""
+
+
+class FileSettings(_Section):
+    """The whole file. A missing file is ``FileSettings()``: every default."""
+
+    registry: RegistrySettings = RegistrySettings()
+    environments: EnvironmentsSettings = EnvironmentsSettings()
+    api: ApiSettings = ApiSettings()
+    logs: LogsSettings = LogsSettings()
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_file_settings(path: Path) -> FileSettings:
+    """Read and check the settings file; every problem is reported at once, with its key."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return FileSettings()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the settings file {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise InvalidInput(
+            f"the settings file {path} is {len(raw)} bytes; at most {MAX_SETTINGS_BYTES} are read"
+        )
+    try:
+        data: Any = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"the settings file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"the settings file {path} must be a mapping of sections")
+    try:
+        return FileSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise InvalidInput(f"the settings file {path} has problems: {problems}") from exc
