@@ -13,7 +13,8 @@ talks to that library, with ``raise ... from exc`` so the cause stays in the tra
     ├── Unauthorized              missing or wrong API token                          (API 401)
     ├── TemporaryFailure          retried by the next reconcile, with backoff         (API 503)
     │   ├── DriverUnavailable     the container engine does not answer
-    │   └── RouterUnavailable     NGINX or its admin endpoint does not answer
+    │   ├── RouterUnavailable     NGINX or its admin endpoint does not answer
+    │   └── RegistryUnavailable   the artifact repository (OCI registry) does not answer
     └── PermanentFailure          reported and not retried                            (API 500)
         └── RouterConfigRejected  a rendered nginx.conf failed ``nginx -t``
 
@@ -74,6 +75,10 @@ class DriverUnavailable(TemporaryFailure):
 
 class RouterUnavailable(TemporaryFailure):
     """NGINX or its admin endpoint does not answer."""
+
+
+class RegistryUnavailable(TemporaryFailure):
+    """The artifact repository (an OCI registry) does not answer."""
 
 
 class PermanentFailure(KilnError):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiln.errors import InvalidInput
 
@@ -29,7 +29,31 @@ class _Section(BaseModel):
 
 
 class RegistrySettings(_Section):
-    """The artifact repository (issue: builds, registry, promotion)."""
+    """The artifact repository: where releases' images live, pinned by digest.
+
+    Without ``url`` kiln runs its embedded registry (``docker-registry``) on 127.0.0.1, storage
+    under ``$KILN_HOME/registry``, on ``port`` (default: a free port chosen once and kept, since
+    releases name it). With ``url`` (``https://registry.example.com`` or ``10.0.0.5:5000``)
+    kiln pins releases to that registry instead, logging in with ``username`` and the password
+    read from ``password_file``.
+
+    ``kiln images prune`` keeps the images of each app's last ``retain_releases`` releases per
+    environment, of everything running, and of releases inside a rollback window.
+    """
+
+    url: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    retain_releases: int = Field(default=10, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _login_needs_both(self) -> RegistrySettings:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        if self.url is None and self.username is not None:
+            raise ValueError("username and password_file are for a registry named by url")
+        return self
 
 
 class EnvironmentsSettings(_Section):

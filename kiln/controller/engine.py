@@ -35,6 +35,7 @@ class Engine:
     async def start(self) -> None:
         plane = self.plane
         await plane.router.start()
+        await self.supervisors.supervise_registry(first=True)
         for key, peers in (await plane.router.get_peers()).items():
             plane.observer.memory[key].routed = frozenset(peers)
         # Routes as the store gives them until each app's first round plans its own; a config
@@ -59,6 +60,8 @@ class Engine:
             )
         await plane.driver.close()
         await plane.router.close()  # the admin connection only: NGINX keeps serving
+        if plane.registry is not None:
+            await plane.registry.close()  # the HTTP client only: the registry keeps serving
         plane.store.close()
 
     async def request_shutdown(self) -> None:

@@ -1,9 +1,10 @@
 """The composition root: which store, driver and router kiln runs on, and how the controller
 is wired over them. Nothing else in kiln picks an implementation.
 
-    Settings ─▶ build_store   SQLite at KILN_HOME/kiln.db
-             ─▶ build_driver  "docker": the Docker engine at DOCKER_HOST
-             ─▶ build_router  NGINX under KILN_HOME/nginx
+    Settings ─▶ build_store     SQLite at KILN_HOME/kiln.db
+             ─▶ build_driver    "docker": the Docker engine at DOCKER_HOST
+             ─▶ build_router    NGINX under KILN_HOME/nginx
+             ─▶ build_registry  the embedded registry under KILN_HOME/registry, or registry.url
                       │
                       ▼
     assemble_engine: ControlPlane ◀─ ReconcileRound ◀─ AppLoops     (the loops run rounds)
@@ -29,6 +30,7 @@ from kiln.drivers.base import Driver
 from kiln.errors import InvalidInput
 from kiln.health.monitor import HealthMonitor
 from kiln.model import AppKey
+from kiln.registry.base import Credentials, Registry
 from kiln.router.base import Router
 from kiln.store.base import Store
 
@@ -47,6 +49,7 @@ async def open_engine(settings: Settings, *, driver: str = "docker") -> Engine:
         store=build_store(settings),
         driver=build_driver(settings, kind=driver),
         router=build_router(settings),
+        registry=build_registry(settings),
         clock=utc_now,
     )
 
@@ -81,6 +84,26 @@ def build_router(settings: Settings) -> Router:
     )
 
 
+def build_registry(settings: Settings) -> Registry:
+    section = settings.file.registry
+    if section.url is None:
+        from kiln.registry.embedded import EmbeddedRegistry
+
+        return EmbeddedRegistry(settings.home / "registry", port=section.port)
+    from kiln.registry.client import RemoteRegistry
+
+    credentials = None
+    if section.username is not None and section.password_file is not None:
+        try:
+            password = section.password_file.read_text().strip()
+        except OSError as exc:
+            raise InvalidInput(
+                f"registry.password_file {section.password_file} cannot be read: {exc.strerror}"
+            ) from exc
+        credentials = Credentials(section.username, password)
+    return RemoteRegistry(section.url, credentials=credentials)
+
+
 def assemble_engine(
     *,
     settings: Settings,
@@ -89,6 +112,7 @@ def assemble_engine(
     router: Router,
     clock: Callable[[], datetime] = utc_now,
     health: HealthMonitor | None = None,
+    registry: Registry | None = None,
 ) -> Engine:
     """The controller over these ports (tests pass fakes)."""
 
@@ -110,6 +134,7 @@ def assemble_engine(
         events=EventBus(store, clock),
         loops=AppLoops(reconcile, resync_seconds=settings.resync_seconds, clock=clock),
         observer=Observer(),
+        registry=registry,
     )
     executor = Executor(
         store=store,

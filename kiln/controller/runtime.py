@@ -23,6 +23,7 @@ from kiln.errors import NotFound
 from kiln.health.monitor import HealthMonitor
 from kiln.model import AppKey, AppRecord, HealthStatus, Instance, Release, RouteEntry
 from kiln.planning import Plan
+from kiln.registry.base import Registry
 from kiln.router.base import Router
 from kiln.store.base import Store
 
@@ -55,6 +56,9 @@ class ControlPlane:
     other_installations: set[str] = field(default_factory=set)
     # Each app's routes as NGINX holds them (None: not known yet, the next sync applies).
     applied_routes: dict[AppKey, tuple[RouteEntry, ...]] | None = None
+    # The artifact repository releases pin their images to (None: tests that run without one,
+    # where releases pin the engine-local image id as kiln did before it had a registry).
+    registry: Registry | None = None
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

@@ -41,6 +41,8 @@ class Supervisors:
             asyncio.create_task(self._watch_router(), name="watch router"),
             asyncio.create_task(self._supervise(), name="supervise"),
         ]
+        if self._plane.registry is not None:
+            self._tasks.append(asyncio.create_task(self._watch_registry(), name="watch registry"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -91,6 +93,52 @@ class Supervisors:
             await asyncio.sleep(delay)
             if not await plane.router.is_running():
                 delay = min(delay * 2, _ROUTER_RETRY_CAP)
+
+    async def _watch_registry(self) -> None:
+        """Restart the embedded registry the moment its process exits (like NGINX); while it
+        cannot start, try again with a doubling delay (0.05 s → 5 s)."""
+        registry = self._plane.registry
+        assert registry is not None
+        delay = _ROUTER_RETRY_FIRST
+        while True:
+            try:
+                await registry.wait_exited()
+                started = await self.supervise_registry()
+                delay = _ROUTER_RETRY_FIRST if started else min(delay * 2, _ROUTER_RETRY_CAP)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("registry watch failed")
+            await asyncio.sleep(delay)
+
+    async def supervise_registry(self, *, first: bool = False) -> bool:
+        """Start the registry when it does not run; False when it could not be started (an
+        event says why; running apps are unaffected, only pushes and pulls wait for it)."""
+        registry = self._plane.registry
+        if registry is None:
+            return True
+        plane = self._plane
+        try:
+            if first:
+                await registry.start()
+                return True
+            if not await registry.ensure_running():
+                return True
+        except KilnError as exc:
+            plane.events.record(
+                None,
+                "registry.restart_failed",
+                f"the registry at {registry.host} cannot start: {exc.message}",
+                severity=Severity.ERROR,
+            )
+            return False
+        plane.events.record(
+            None,
+            "registry.restarted",
+            f"the embedded registry at {registry.host} had exited; restarted it",
+            severity=Severity.WARNING,
+        )
+        return True
 
     async def _supervise(self) -> None:
         """Keep NGINX up, notice the engine coming and going, resync every app."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kiln.config import Settings
-from kiln.config.file import FileSettings
+from kiln.config.file import FileSettings, load_file_settings
 from kiln.errors import InvalidInput
 
 
@@ -44,3 +44,21 @@ def test_kiln_settings_points_elsewhere_and_survives_a_service_unit(tmp_path: Pa
     settings = Settings.from_env({"KILN_HOME": str(tmp_path), "KILN_SETTINGS": str(elsewhere)})
     assert settings.settings_path == elsewhere
     assert Settings.from_env(settings.environment()).settings_path == elsewhere
+
+
+def test_registry_section_names_another_registry_with_a_login(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(
+        "registry:\n  url: https://registry.example.com\n  username: ci\n"
+        "  password_file: /run/secrets/registry\n  retain_releases: 3\n"
+    )
+    section = load_file_settings(path).registry
+    assert section.url == "https://registry.example.com"
+    assert section.retain_releases == 3
+
+
+def test_registry_username_without_password_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("registry:\n  url: 10.0.0.5:5000\n  username: ci\n")
+    with pytest.raises(InvalidInput, match="username and password_file go together"):
+        load_file_settings(path)

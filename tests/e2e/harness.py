@@ -27,6 +27,7 @@ import docker
 import httpx
 
 from kiln.config import Settings
+from kiln.registry.embedded import EmbeddedRegistry
 from kiln.router.nginx import NginxRouter
 from kiln.supervisor.control import signal_holder, wait_released
 from kiln.supervisor.pidfile import holder
@@ -216,6 +217,10 @@ class KilnHarness:
         )
         with contextlib.suppress(Exception):
             asyncio.run(router.stop())
+        # The embedded registry outlives kiln like NGINX does: stop the one this home ran.
+        if (self.home / "registry" / "registry.pid").exists():
+            with contextlib.suppress(Exception):
+                asyncio.run(EmbeddedRegistry(self.home / "registry").stop())
         # Only this installation's containers: another kiln on the same engine keeps its own.
         if self.installation_id is not None:
             for container in self.docker.containers.list(
