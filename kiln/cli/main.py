@@ -15,7 +15,7 @@ from typing import ParamSpec
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import deploy, inspect, manage, rollout, server
+from kiln.cli.commands import compose, deploy, inspect, manage, rollout, server
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -77,7 +77,17 @@ app = typer.Typer(
 
 _PANELS: list[tuple[str, list[Callable[..., None]]]] = [
     ("Server", [server.up, server.down]),
-    ("Deploy", [deploy.deploy, deploy.rollback, manage.scale, manage.stop, manage.destroy]),
+    (
+        "Deploy",
+        [
+            deploy.deploy,
+            deploy.rollback,
+            manage.scale,
+            manage.stop,
+            manage.destroy,
+            compose.convert,
+        ],
+    ),
     (
         "Inspect",
         [

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kiln.cli import context
+from kiln.cli.commands import compose
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.progress import watch_rollout
 from kiln.client import DeployResult, KilnClient
@@ -36,11 +37,15 @@ def deploy(
 
     Same image and spec as the running release: nothing changes (only the instance count).
     With --wait (the default) the rollout is shown live and the exit code says how it ended:
-    0 live, 3 failed and rolled back.
+    0 live, 3 failed and rolled back. A Docker Compose file deploys every service as an app
+    (in $KILN_ENV, default dev); `kiln convert` shows what each becomes.
 
     Example:  kiln deploy -f kiln.yaml -m "new checkout page"
     """
     text = read_spec_file(file)
+    if compose.looks_like_compose(text, source=str(file)):
+        compose.deploy_compose(file, text, message=message, wait=wait, as_json=as_json)
+        return
     kiln = context.client()
     try:
         # The key is only known once the server parsed the spec; until then, events of every
