@@ -1,9 +1,14 @@
 """Routes that read the event log and instance logs, as pages or as streams.
 
     GET /v1/events                 a page of events (JSON array)
-    GET /v1/events/stream          Server-Sent Events: ``id:`` event id, ``data:`` JSON event;
-                                   FastAPI adds a ``: ping`` comment after 15 s of silence
+    GET /v1/events/stream          Server-Sent Events: ``id:`` event id (no ``event:`` name),
+                                   ``data:`` JSON event; FastAPI adds a ``: ping`` comment after
+                                   15 s of silence
+    GET /v1/event-kinds            every event kind and category (for filters and pickers)
     GET /v1/apps/{env}/{app}/logs  NDJSON, one LogLine per line
+
+Both event routes take ``type=`` (repeatable, or comma-separated): a category (``rollout``) or
+a kind (``rollout.failed``); an unknown one is a 422 that lists what exists.
 
 A stream has already sent "200 OK" when an error happens inside it, so errors there travel in
 the stream itself, in the same shape as every other error: an SSE ``event: error`` whose
@@ -23,12 +28,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
 
 from kiln.api.deps import Key, OptionalKey
-from kiln.api.errors import error_body
+from kiln.api.errors import clip, error_body
 from kiln.api.schemas import MAX_ID, EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
 from kiln.errors import InvalidInput, KilnError
+from kiln.model import EventKind, event_categories, kinds_matching
 
 log = logging.getLogger("kiln.api")
 
@@ -69,19 +76,51 @@ def resume_point(
     return max(after, int(text))
 
 
+def event_kinds(
+    type: Annotated[
+        list[str] | None,
+        Query(
+            max_length=100,
+            description="only these: a category (rollout, instance, router, ...) or a kind "
+            "(rollout.failed); repeat it or separate with commas",
+        ),
+    ] = None,
+) -> frozenset[EventKind] | None:
+    if not type:
+        return None
+    names = [part for value in type for part in value.split(",")]
+    try:
+        return kinds_matching(clip(name, 60) for name in names)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+Kinds = Annotated[frozenset[EventKind] | None, Depends(event_kinds)]
+
+
+class EventKindsOut(BaseModel):
+    kinds: list[EventKind]
+    categories: list[str]
+
+
 def streams_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events and logs"])
 
     @router.get("/events", summary="Events, oldest first (the last `limit` when after is 0)")
     async def list_events(
         key: OptionalKey,
+        kinds: Kinds,
         after: Annotated[
             int, Query(ge=0, le=MAX_ID, description="only events with a larger id")
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[EventOut]:
-        events = await service.events(key=key, after_id=after, limit=limit)
+        events = await service.events(key=key, after_id=after, limit=limit, kinds=kinds)
         return [event_out(e) for e in events]
+
+    @router.get("/event-kinds", summary="Every event kind and category")
+    async def list_event_kinds() -> EventKindsOut:
+        return EventKindsOut(kinds=list(EventKind), categories=event_categories())
 
     @router.get(
         "/events/stream",
@@ -93,10 +132,11 @@ def streams_router(service: Service) -> APIRouter:
         response_class=EventSourceResponse,
     )
     async def stream_events(
-        key: OptionalKey, start: Annotated[int, Depends(resume_point)]
+        key: OptionalKey, kinds: Kinds, start: Annotated[int, Depends(resume_point)]
     ) -> AsyncIterator[ServerSentEvent]:
         try:
-            async for event in service.follow_events(key=key, after_id=start):
+            async for event in service.follow_events(key=key, after_id=start, kinds=kinds):
+                # No `event:` field: a browser EventSource's onmessage sees only unnamed ones.
                 yield ServerSentEvent(id=str(event.id), data=event_out(event))
         except Exception as exc:
             yield ServerSentEvent(event="error", data=_error_body(exc))

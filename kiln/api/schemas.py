@@ -21,7 +21,7 @@ from kiln.controller.views import (
     RolloutView,
 )
 from kiln.drivers.base import LogLine
-from kiln.model import Event, Release, Rollout
+from kiln.model import Event, EventKind, Release, Rollout
 from kiln.spec import MAX_INSTANCES, MAX_SPEC_BYTES
 
 MAX_ID = 2**53 - 1
@@ -195,7 +195,8 @@ class EventOut(_Out):
     at: datetime
     environment: str | None
     app: str | None
-    kind: str
+    kind: EventKind
+    category: str = Field(description="the kind's first part: rollout, instance, router, ...")
     reason: str
     severity: str
     release: int | None
@@ -309,6 +310,7 @@ def event_out(event: Event) -> EventOut:
         environment=event.key.environment if event.key else None,
         app=event.key.app if event.key else None,
         kind=event.kind,
+        category=event.kind.category,
         reason=event.reason,
         severity=str(event.severity),
         release=event.release,

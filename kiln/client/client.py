@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,18 +282,32 @@ class KilnClient:
 
     # --- events ---------------------------------------------------------------------------
 
-    def events(self, *, key: AppKey | None = None, after: int = 0, limit: int = 100) -> list[Event]:
-        """Oldest first: ids above ``after``; with ``after=0``, the last ``limit`` events."""
+    def events(
+        self,
+        *,
+        key: AppKey | None = None,
+        after: int = 0,
+        limit: int = 100,
+        types: Sequence[str] = (),
+    ) -> list[Event]:
+        """Oldest first: ids above ``after``; with ``after=0``, the last ``limit`` events.
+        ``types``: only these categories (``rollout``) or kinds (``rollout.failed``)."""
         params: dict[str, Any] = {**_key_params(key), "after": after, "limit": limit}
+        if types:
+            params["type"] = list(types)
         return self._get_list("/v1/events", Event, params=params)
 
     def last_event_id(self, key: AppKey | None = None) -> int:
         latest = self.events(key=key, after=0, limit=1)
         return latest[-1].id if latest else 0
 
-    def stream_events(self, *, key: AppKey | None = None, after: int = 0) -> Iterator[Event]:
+    def stream_events(
+        self, *, key: AppKey | None = None, after: int = 0, types: Sequence[str] = ()
+    ) -> Iterator[Event]:
         """One SSE connection: events after ``after`` until the server ends the stream."""
         params: dict[str, Any] = {**_key_params(key), "after": after}
+        if types:
+            params["type"] = list(types)
         timeout = httpx.Timeout(self._http.timeout.connect, read=SSE_READ_TIMEOUT)
         headers = {"Accept": "text/event-stream"}
         with self._stream("GET", "/v1/events/stream", params, timeout, headers) as response:
@@ -303,7 +317,12 @@ class KilnClient:
                 yield Event.model_validate_json(message.data)
 
     def follow_events(
-        self, *, key: AppKey | None = None, after: int = 0, give_up_after: float = 30.0
+        self,
+        *,
+        key: AppKey | None = None,
+        after: int = 0,
+        give_up_after: float = 30.0,
+        types: Sequence[str] = (),
     ) -> Iterator[Event]:
         """Events as they happen, forever; reconnects after the last id it saw when the stream
         drops. Raises the last connection error after ``give_up_after`` seconds without one."""
@@ -312,7 +331,7 @@ class KilnClient:
         delay = 0.2
         while True:
             try:
-                for event in self.stream_events(key=key, after=last):
+                for event in self.stream_events(key=key, after=last, types=types):
                     failing_since, delay = None, 0.2
                     last = event.id
                     yield event

@@ -128,7 +128,8 @@ class Event(_Model):
     at: datetime
     environment: str | None = None
     app: str | None = None
-    kind: str
+    kind: str  # a kiln.model.EventKind value; a str so a newer server's kinds still read
+    category: str = ""
     reason: str
     severity: str = "info"
     release: int | None = None

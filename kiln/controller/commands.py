@@ -17,7 +17,7 @@ from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.views import AppStatus, DeployResult
 from kiln.errors import Conflict, KilnError, SpecInvalid
-from kiln.model import AppKey, Release, ReleaseOrigin, RolloutKind, RolloutState
+from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutKind, RolloutState
 from kiln.spec import AppSpec, check_runnable, parse_spec, spec_hash
 
 _DESTROY_TIMEOUT = 60.0
@@ -104,7 +104,7 @@ def _switch_back(plane: ControlPlane, key: AppKey, warm: int, *, who: str) -> De
     )
     plane.events.record(
         key,
-        "rollout.started",
+        EventKind.ROLLOUT_ROLLBACK,
         f"{who} rolled back to release {warm} inside its rollback window: traffic switches back "
         "to its running instances",
         release=warm,
@@ -144,7 +144,7 @@ async def _release(
             if app.scale != spec.instances:
                 store.set_scale(key, spec.instances, now=plane.clock())
                 events.record(
-                    key, "app.scaled", f"{who} scaled to {spec.instances} (spec unchanged)"
+                    key, EventKind.APP_SCALED, f"{who} scaled to {spec.instances} (spec unchanged)"
                 )
                 plane.loops.wake(key)
             return DeployResult(
@@ -176,13 +176,13 @@ async def _release(
     what = f"rollback to release {rollback_of}" if rollback_of else f"image {image}"
     events.record(
         key,
-        "release.created",
+        EventKind.RELEASE_CREATED,
         f"release {release.number} created by {who}: {what}" + (f" — {message}" if message else ""),
         release=release.number,
     )
     events.record(
         key,
-        "rollout.started",
+        EventKind.ROLLOUT_ROLLBACK if rollback_of else EventKind.ROLLOUT_STARTED,
         f"{spec.deploy.strategy.value} rollout "
         + (f"from release {rollout.from_release} " if rollout.from_release else "")
         + f"to release {release.number}, {spec.instances} instance(s), "
@@ -201,7 +201,9 @@ async def scale(plane: ControlPlane, key: AppKey, instances: int, *, who: str) -
     plane.store.set_scale(key, instances, now=plane.clock())
     if app.stopped and instances > 0:
         plane.store.set_stopped(key, False, now=plane.clock())
-    plane.events.record(key, "app.scaled", f"{who} scaled {key} from {app.scale} to {instances}")
+    plane.events.record(
+        key, EventKind.APP_SCALED, f"{who} scaled {key} from {app.scale} to {instances}"
+    )
     plane.loops.wake(key)
     return app_status(plane, key)
 
@@ -209,7 +211,7 @@ async def scale(plane: ControlPlane, key: AppKey, instances: int, *, who: str) -
 async def stop(plane: ControlPlane, key: AppKey, *, who: str) -> AppStatus:
     plane.require_app(key)
     plane.store.set_stopped(key, True, now=plane.clock())
-    plane.events.record(key, "app.stopped", f"{who} stopped {key}; its history is kept")
+    plane.events.record(key, EventKind.APP_STOPPED, f"{who} stopped {key}; its history is kept")
     plane.loops.wake(key)
     return app_status(plane, key)
 
@@ -217,7 +219,7 @@ async def stop(plane: ControlPlane, key: AppKey, *, who: str) -> AppStatus:
 async def destroy(plane: ControlPlane, key: AppKey, *, who: str) -> None:
     plane.require_app(key)
     plane.store.delete_app(key)
-    plane.events.record(key, "app.destroyed", f"{who} destroyed {key}")
+    plane.events.record(key, EventKind.APP_DESTROYED, f"{who} destroyed {key}")
     plane.loops.wake(key)
     # Wait for the loop to stop and remove every instance, then drop what routed to them.
     deadline = plane.clock() + timedelta(seconds=_DESTROY_TIMEOUT)

@@ -20,7 +20,7 @@ from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import Supervisors, note_other_installations, wake_known_apps
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
-from kiln.model import AppKey, Event
+from kiln.model import AppKey, Event, EventKind
 
 
 class Engine:
@@ -42,7 +42,7 @@ class Engine:
         # NGINX refuses never stops kiln from starting (the offending app's routes stay out).
         await sync_routes(plane, force=True)
         await self.supervisors.supervise_driver()  # an event if the engine does not answer
-        plane.events.record(None, "kiln.started", "kiln started; adopting what runs")
+        plane.events.record(None, EventKind.KILN_STARTED, "kiln started; adopting what runs")
         await note_other_installations(plane)
         await wake_known_apps(plane)
         self.supervisors.start()
@@ -56,7 +56,7 @@ class Engine:
         await plane.health.close()
         with contextlib.suppress(Exception):
             plane.events.record(
-                None, "kiln.stopped", "kiln stopped; NGINX and the apps keep serving"
+                None, EventKind.KILN_STOPPED, "kiln stopped; NGINX and the apps keep serving"
             )
         await plane.driver.close()
         await plane.router.close()  # the admin connection only: NGINX keeps serving
@@ -116,12 +116,19 @@ class Engine:
         return reads.release_history(self.plane, key)
 
     async def events(
-        self, *, key: AppKey | None, after_id: int = 0, limit: int = 100
+        self,
+        *,
+        key: AppKey | None,
+        after_id: int = 0,
+        limit: int = 100,
+        kinds: frozenset[EventKind] | None = None,
     ) -> list[Event]:
-        return reads.stored_events(self.plane, key=key, after_id=after_id, limit=limit)
+        return reads.stored_events(self.plane, key=key, after_id=after_id, limit=limit, kinds=kinds)
 
-    def follow_events(self, *, key: AppKey | None, after_id: int) -> AsyncIterator[Event]:
-        return reads.follow_events(self.plane, key=key, after_id=after_id)
+    def follow_events(
+        self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None
+    ) -> AsyncIterator[Event]:
+        return reads.follow_events(self.plane, key=key, after_id=after_id, kinds=kinds)
 
     def logs(
         self, key: AppKey, *, instance: str | None, follow: bool, tail: int | None

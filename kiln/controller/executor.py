@@ -24,6 +24,7 @@ from kiln.errors import Conflict, KilnError
 from kiln.health.monitor import HealthMonitor
 from kiln.model import (
     AppKey,
+    EventKind,
     FinishRollout,
     Instance,
     RemoveInstance,
@@ -72,7 +73,7 @@ class Executor:
                 await self._router.set_peers(key, action.peers, action.policy)
                 memory.routed = frozenset(action.peers)
                 memory.policy = action.policy
-                self._events.record(key, "router.peers", action.reason)
+                self._events.record(key, EventKind.ROUTER_PEERS, action.reason)
         for instance_id in plan.retiring:
             memory.retiring_since.setdefault(instance_id, now)
 
@@ -109,7 +110,7 @@ class Executor:
         except KilnError as exc:
             self._events.record(
                 key,
-                "instance.start_failed",
+                EventKind.INSTANCE_START_FAILED,
                 f"could not start {spec.id} of release {spec.release}: {exc.message}",
                 severity=Severity.ERROR,
                 release=spec.release,
@@ -119,7 +120,7 @@ class Executor:
         self._track(instance)
         self._events.record(
             key,
-            "instance.started",
+            EventKind.INSTANCE_STARTED,
             f"{spec.id} of release {spec.release} started ({action.reason})"
             + (f", listening on {instance.address}" if instance.address else ""),
             release=spec.release,
@@ -135,7 +136,7 @@ class Executor:
         if not planned:
             self._events.record(
                 key,
-                "instance.exited",
+                EventKind.INSTANCE_EXITED,
                 f"{action.instance_id} of release {action.release} {action.reason}; replacing it",
                 severity=Severity.WARNING,
                 release=action.release,
@@ -146,7 +147,7 @@ class Executor:
         self._health.untrack(action.instance_id)
         self._events.record(
             key,
-            "instance.stopping",
+            EventKind.INSTANCE_STOPPING,
             f"stopping {action.instance_id} of release {action.release}: {action.reason}",
             release=action.release,
             instance=action.instance_id,
@@ -165,7 +166,7 @@ class Executor:
         except KilnError as exc:
             self._events.record(
                 key,
-                "group.scale_failed",
+                EventKind.GROUP_SCALE_FAILED,
                 f"could not scale release {group.release} to {group.replicas}: {exc.message}",
                 severity=Severity.ERROR,
                 release=group.release,
@@ -202,7 +203,7 @@ class Executor:
         succeeded = action.state is RolloutState.SUCCEEDED
         self._events.record(
             key,
-            "rollout.succeeded" if succeeded else "rollout.failed",
+            EventKind.ROLLOUT_SUCCEEDED if succeeded else EventKind.ROLLOUT_FAILED,
             action.reason,
             severity=Severity.INFO if succeeded else Severity.ERROR,
             release=rollout.to_release,

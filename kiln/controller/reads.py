@@ -10,7 +10,7 @@ from kiln.controller.runtime import ControlPlane
 from kiln.controller.views import AppStatus, InstanceView, ReleaseView
 from kiln.drivers.base import LogLine
 from kiln.errors import NotFound
-from kiln.model import AppKey, AppRecord, Event
+from kiln.model import AppKey, AppRecord, Event, EventKind
 
 
 def app_status(plane: ControlPlane, key: AppKey) -> AppStatus:
@@ -103,15 +103,24 @@ def release_history(plane: ControlPlane, key: AppKey) -> list[ReleaseView]:
 
 
 def stored_events(
-    plane: ControlPlane, *, key: AppKey | None, after_id: int, limit: int
+    plane: ControlPlane,
+    *,
+    key: AppKey | None,
+    after_id: int,
+    limit: int,
+    kinds: frozenset[EventKind] | None = None,
 ) -> list[Event]:
-    return plane.store.list_events(key=key, after_id=after_id, limit=limit)
+    return plane.store.list_events(key=key, after_id=after_id, limit=limit, kinds=kinds)
 
 
 async def follow_events(
-    plane: ControlPlane, *, key: AppKey | None, after_id: int
+    plane: ControlPlane,
+    *,
+    key: AppKey | None,
+    after_id: int,
+    kinds: frozenset[EventKind] | None = None,
 ) -> AsyncIterator[Event]:
-    async for event in plane.events.follow(key=key, after_id=after_id):
+    async for event in plane.events.follow(key=key, after_id=after_id, kinds=kinds):
         yield event
 
 

@@ -12,7 +12,15 @@ from dataclasses import replace
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.views import GroupView, ReleaseTrafficView, RolloutView
 from kiln.errors import Conflict
-from kiln.model import AppKey, Rollout, RolloutKind, RolloutProgress, RolloutState, Severity
+from kiln.model import (
+    AppKey,
+    EventKind,
+    Rollout,
+    RolloutKind,
+    RolloutProgress,
+    RolloutState,
+    Severity,
+)
 from kiln.planning.analysis import window_between
 from kiln.planning.params import rollout_params
 from kiln.planning.rollout import SHARED_STRATEGIES
@@ -39,7 +47,7 @@ def _steerable(rollout: Rollout, verb: str) -> None:
 
 
 def _steer(
-    plane: ControlPlane, rollout: Rollout, progress: RolloutProgress, kind: str, reason: str
+    plane: ControlPlane, rollout: Rollout, progress: RolloutProgress, kind: EventKind, reason: str
 ) -> RolloutView:
     """Persist a person's change to the rollout, say so, and let the loop act on it."""
     plane.store.update_rollout(rollout.id, progress, now=plane.clock())
@@ -59,7 +67,7 @@ def promote(plane: ControlPlane, key: AppKey, *, full: bool, who: str) -> Rollou
         plane,
         rollout,
         progress,
-        "rollout.promoted",
+        EventKind.ROLLOUT_PROMOTED,
         f"{who} promoted release {rollout.to_release} {what}",
     )
 
@@ -74,7 +82,7 @@ def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
         plane,
         rollout,
         progress,
-        "rollout.paused",
+        EventKind.ROLLOUT_PAUSED,
         f"{who} paused the rollout to release {rollout.to_release}; traffic stays as it is",
     )
 
@@ -89,7 +97,7 @@ def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
         plane,
         rollout,
         progress,
-        "rollout.resumed",
+        EventKind.ROLLOUT_RESUMED,
         f"{who} resumed the rollout to release {rollout.to_release}",
     )
 
@@ -111,7 +119,11 @@ def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
         rollout.id, RolloutState.ABORTED, reason, now=plane.clock(), hold=hold
     )
     plane.events.record(
-        key, "rollout.aborted", reason, severity=Severity.WARNING, release=rollout.to_release
+        key,
+        EventKind.ROLLOUT_ABORTED,
+        reason,
+        severity=Severity.WARNING,
+        release=rollout.to_release,
     )
     plane.loops.wake(key)
     return rollout_view(plane, key)
@@ -140,7 +152,7 @@ def retry(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     )
     plane.events.record(
         key,
-        "rollout.started",
+        EventKind.ROLLOUT_STARTED,
         f"{who} retried the {rollout.strategy.value} rollout to release {release.number} "
         "from its first step",
         release=release.number,

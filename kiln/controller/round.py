@@ -19,7 +19,7 @@ from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import KilnError
-from kiln.model import AppKey, HealthStatus, Instance, ReleaseTraffic, Severity
+from kiln.model import AppKey, EventKind, HealthStatus, Instance, ReleaseTraffic, Severity
 from kiln.planning import DesiredApp, Plan, plan
 
 log = logging.getLogger("kiln.engine")
@@ -62,7 +62,7 @@ class ReconcileRound:
             if instance.running:  # liveness failure: the plan retires and replaces it
                 plane.events.record(
                     key,
-                    "instance.unhealthy",
+                    EventKind.INSTANCE_UNHEALTHY,
                     f"{instance.id} of release {instance.release} failed its liveness check "
                     f"({plane.health.status(instance.id).last_error or 'unhealthy'}); "
                     "replacing it",
@@ -107,7 +107,7 @@ def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -
             plane.reported_foreign.add(instance.container_id)
             plane.events.record(
                 key,
-                "instance.foreign",
+                EventKind.INSTANCE_FOREIGN,
                 f"legacy container {instance.container_id[:12]} ({instance.id}) has kiln's labels "
                 f"for release {instance.release} of {key} but no installation id, and this kiln "
                 "knows no such release: it may belong to another kiln on this engine, so it is "
@@ -179,7 +179,9 @@ def announce_backoff(plane: ControlPlane, key: AppKey, result: Plan, crashes: in
     for wait in result.waits:
         if wait.kind == "backoff" and crashes > memory.backoff_reported:
             memory.backoff_reported = crashes
-            plane.events.record(key, "instance.backoff", wait.reason, severity=Severity.WARNING)
+            plane.events.record(
+                key, EventKind.INSTANCE_BACKOFF, wait.reason, severity=Severity.WARNING
+            )
 
 
 def track_instance(plane: ControlPlane, instance: Instance) -> None:

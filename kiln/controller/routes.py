@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import Conflict, InvalidInput, KilnError, RouterConfigRejected
-from kiln.model import AppKey, Release, RolloutState, RouteEntry, Severity
+from kiln.model import AppKey, EventKind, Release, RolloutState, RouteEntry, Severity
 from kiln.planning import app_routes, route_table
 
 log = logging.getLogger("kiln.controller")
@@ -113,7 +113,9 @@ async def _isolate(
     try:
         await plane.router.apply_routes(flatten(good))
     except KilnError as exc:
-        plane.events.record(None, "router.config_rejected", exc.message, severity=Severity.ERROR)
+        plane.events.record(
+            None, EventKind.ROUTER_CONFIG_REJECTED, exc.message, severity=Severity.ERROR
+        )
         return
     plane.applied_routes = {**good, **{key: applied.get(key, ()) for key in refused}}
     for key, reason in refused.items():
@@ -126,7 +128,7 @@ def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> N
     if rollout is None:
         plane.events.record(
             key,
-            "router.config_rejected",
+            EventKind.ROUTER_CONFIG_REJECTED,
             text + "; its previous routes stay",
             severity=Severity.ERROR,
         )
@@ -141,7 +143,7 @@ def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> N
     )
     plane.events.record(
         key,
-        "rollout.failed",
+        EventKind.ROLLOUT_FAILED,
         finished.reason,
         severity=Severity.ERROR,
         release=finished.to_release,

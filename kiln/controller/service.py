@@ -12,7 +12,7 @@ from typing import Protocol
 
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
-from kiln.model import AppKey, Event
+from kiln.model import AppKey, Event, EventKind
 
 
 class Service(Protocol):
@@ -66,10 +66,18 @@ class Service(Protocol):
         """Oldest first. ``NotFound`` for an unknown app."""
 
     async def events(
-        self, *, key: AppKey | None, after_id: int = 0, limit: int = 100
-    ) -> list[Event]: ...
+        self,
+        *,
+        key: AppKey | None,
+        after_id: int = 0,
+        limit: int = 100,
+        kinds: frozenset[EventKind] | None = None,
+    ) -> list[Event]:
+        """``kinds``: only these (None: every kind); ``limit`` counts matching events."""
 
-    def follow_events(self, *, key: AppKey | None, after_id: int) -> AsyncIterator[Event]:
+    def follow_events(
+        self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None
+    ) -> AsyncIterator[Event]:
         """Events after ``after_id`` as they are appended, until cancelled."""
 
     def logs(

@@ -17,7 +17,7 @@ from datetime import timedelta
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import DriverUnavailable, KilnError, TemporaryFailure
-from kiln.model import AppKey, Instance, Severity
+from kiln.model import AppKey, EventKind, Instance, Severity
 
 log = logging.getLogger("kiln.engine")
 
@@ -164,19 +164,24 @@ class Supervisors:
         if await plane.router.is_running():
             return
         plane.events.record(
-            None, "router.down", "NGINX is not running; restarting it", severity=Severity.WARNING
+            None,
+            EventKind.ROUTER_DOWN,
+            "NGINX is not running; restarting it",
+            severity=Severity.WARNING,
         )
         try:
             await plane.router.start()
         except KilnError as exc:
-            plane.events.record(None, "router.restart_failed", exc.message, severity=Severity.ERROR)
+            plane.events.record(
+                None, EventKind.ROUTER_RESTART_FAILED, exc.message, severity=Severity.ERROR
+            )
             return
         await sync_routes(plane, force=True)
         for key, memory in plane.observer.memory.items():
             if memory.routed:
                 await plane.router.set_peers(key, sorted(memory.routed), memory.policy)
         plane.events.record(
-            None, "router.restarted", "NGINX restarted with the last routes and peers"
+            None, EventKind.ROUTER_RESTARTED, "NGINX restarted with the last routes and peers"
         )
 
     async def supervise_driver(self) -> None:
@@ -189,13 +194,13 @@ class Supervisors:
             if self._driver_ok:
                 self._driver_ok = False
                 plane.events.record(
-                    None, "driver.unavailable", exc.message, severity=Severity.ERROR
+                    None, EventKind.DRIVER_UNAVAILABLE, exc.message, severity=Severity.ERROR
                 )
             return
         if not self._driver_ok:
             self._driver_ok = True
             plane.events.record(
-                None, "driver.available", "the container engine answers again; converging"
+                None, EventKind.DRIVER_AVAILABLE, "the container engine answers again; converging"
             )
             await wake_known_apps(plane)
 
@@ -210,7 +215,7 @@ async def note_other_installations(plane: ControlPlane) -> None:
         plane.other_installations.add(other)
         plane.events.record(
             None,
-            "driver.shared",
+            EventKind.DRIVER_SHARED,
             f"this Docker engine also runs containers of another kiln installation ({other[:8]});"
             f" this kiln ({plane.driver.installation_id[:8]}) never stops, adopts or removes them",
             severity=Severity.WARNING,

@@ -12,7 +12,7 @@ from kiln.model.actions import (
     Wait,
 )
 from kiln.model.app import AppKey, AppRecord
-from kiln.model.event import Event, NewEvent, Severity
+from kiln.model.event import Event, EventKind, NewEvent, Severity, event_categories, kinds_matching
 from kiln.model.group import GroupRole, ReleaseGroup
 from kiln.model.instance import (
     LABEL_APP,
@@ -45,6 +45,7 @@ __all__ = [
     "AppRecord",
     "CrashHistory",
     "Event",
+    "EventKind",
     "FinishRollout",
     "GroupRole",
     "HealthStatus",
@@ -73,4 +74,6 @@ __all__ = [
     "TrafficPolicy",
     "UpdateRollout",
     "Wait",
+    "event_categories",
+    "kinds_matching",
 ]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from kiln.model.app import AppKey
+from kiln.model.event import EventKind
 from kiln.model.instance import InstanceSpec
 from kiln.model.rollout import RolloutProgress, RolloutState
 from kiln.model.routing import Peer, TrafficPolicy
@@ -73,7 +74,7 @@ class UpdateRollout:
     rollout_id: int
     progress: RolloutProgress
     reason: str = ""
-    event: str = "rollout.progress"
+    event: EventKind = EventKind.ROLLOUT_PROGRESS
     warning: bool = False
 
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from kiln.model import (
     AWAITS_PROMOTE,
+    EventKind,
     FinishRollout,
     GroupRole,
     ObservedApp,
@@ -290,7 +291,7 @@ def _blue_green(
             ReleaseGroup(release=target, role=GroupRole.GREEN, size=size, share=0, preview=True),
             *others,
         ),
-        update=_update(rollout, update, event),
+        update=_update(rollout, update, event, kind=EventKind.ROLLOUT_STEP),
         finish=None
         if green_ready
         else _capacity_deadline(desired, rollout, target, progress, params, now, ready, size),
@@ -316,6 +317,7 @@ def _canary(
     progress = rollout.progress
     update: RolloutProgress | None = None
     events: list[str] = []
+    kind = EventKind.ROLLOUT_STEP  # a judged window makes the note a verdict
     warning = False
     if progress.step_entered_at is None:
         progress = update = replace(progress, step_entered_at=now)
@@ -421,6 +423,7 @@ def _canary(
                 f"analysis window {progress.windows}: {verdict.kind.value} — {verdict.reason}"
             )
             events.append(event_text)
+            kind = EventKind.ROLLOUT_VERDICT
             warning = warning or verdict.kind is not VerdictKind.PASS
 
     # Advance a step.
@@ -495,7 +498,7 @@ def _canary(
             ReleaseGroup(release=target, role=GroupRole.CANARY, size=size, share=share),
             *others,
         ),
-        update=_update(rollout, update, "; ".join(events), warning=warning),
+        update=_update(rollout, update, "; ".join(events), warning=warning, kind=kind),
         finish=finish,
         waits=tuple(waits),
         status=status,
@@ -568,11 +571,18 @@ def _window_end(params: RolloutParams, now: datetime) -> datetime | None:
 
 
 def _update(
-    rollout: Rollout, progress: RolloutProgress | None, event: str, *, warning: bool = False
+    rollout: Rollout,
+    progress: RolloutProgress | None,
+    event: str,
+    *,
+    warning: bool = False,
+    kind: EventKind = EventKind.ROLLOUT_PROGRESS,
 ) -> UpdateRollout | None:
     if progress is None:
         return None
-    return UpdateRollout(rollout_id=rollout.id, progress=progress, reason=event, warning=warning)
+    return UpdateRollout(
+        rollout_id=rollout.id, progress=progress, reason=event, event=kind, warning=warning
+    )
 
 
 def _capacity_deadline(

@@ -6,7 +6,7 @@ short; every write is one transaction, so a crash leaves either the old or the n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -14,6 +14,7 @@ from kiln.model import (
     AppKey,
     AppRecord,
     Event,
+    EventKind,
     NewEvent,
     Release,
     ReleaseOrigin,
@@ -115,8 +116,14 @@ class Store(Protocol):
     def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[Event]: ...
 
     def list_events(
-        self, *, key: AppKey | None = None, after_id: int = 0, limit: int = 100
+        self,
+        *,
+        key: AppKey | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        kinds: Collection[EventKind] | None = None,
     ) -> list[Event]:
-        """Oldest first, ids greater than ``after_id``; the last ``limit`` when ``after_id`` is 0."""
+        """Oldest first, ids greater than ``after_id``; the last ``limit`` when ``after_id`` is 0.
+        ``kinds``: only events of these kinds (None: every kind)."""
 
     def close(self) -> None: ...

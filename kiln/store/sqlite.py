@@ -22,7 +22,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from kiln.model import (
     AppKey,
     AppRecord,
     Event,
+    EventKind,
     NewEvent,
     Release,
     ReleaseOrigin,
@@ -539,7 +540,7 @@ class SqliteStore:
                         at,
                         event.key.environment if event.key else None,
                         event.key.app if event.key else None,
-                        event.kind,
+                        event.kind.value,
                         event.reason,
                         severity.value,
                         event.release,
@@ -561,7 +562,12 @@ class SqliteStore:
         return stored
 
     def list_events(
-        self, *, key: AppKey | None = None, after_id: int = 0, limit: int = 100
+        self,
+        *,
+        key: AppKey | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        kinds: Collection[EventKind] | None = None,
     ) -> list[Event]:
         if limit < 0:
             raise InvalidInput(f"limit must be 0 or more, got {limit}")
@@ -570,6 +576,10 @@ class SqliteStore:
         if key is not None:
             where += " AND environment = ? AND app = ?"
             params += [key.environment, key.app]
+        if kinds is not None:
+            chosen = sorted(str(kind) for kind in kinds)
+            where += f" AND kind IN ({', '.join('?' for _ in chosen)})" if chosen else " AND 0"
+            params += chosen
         # after_id 0 means "the latest": take the newest `limit` and hand them back oldest first.
         order = "DESC" if after_id <= 0 else "ASC"
         with self._read("list events") as conn:
@@ -723,13 +733,20 @@ def _require_rollout(conn: sqlite3.Connection, rollout_id: int) -> Rollout:
     return _rollout(row)
 
 
+def _event_kind(value: str) -> EventKind:
+    try:
+        return EventKind(value)
+    except ValueError:  # written by a newer kiln: show it, as a kind this one does not know
+        return EventKind.UNKNOWN
+
+
 def _event(row: tuple[Any, ...]) -> Event:
     eid, at, environment, app, kind, reason, severity, release, instance = row
     return Event(
         id=eid,
         at=_from_db(at),
         key=AppKey(environment, app) if environment is not None and app is not None else None,
-        kind=kind,
+        kind=_event_kind(kind),
         reason=reason,
         severity=Severity(severity),
         release=release,

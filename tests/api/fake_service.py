@@ -42,6 +42,7 @@ from kiln.errors import Conflict, NotFound
 from kiln.model import (
     AppKey,
     Event,
+    EventKind,
     Release,
     ReleaseOrigin,
     Rollout,
@@ -88,12 +89,14 @@ class FakeService:
 
     # --- test helpers ---------------------------------------------------------------------
 
-    def record(self, key: AppKey | None, kind: str, reason: str, **extra: object) -> Event:
+    def record(
+        self, key: AppKey | None, kind: EventKind | str, reason: str, **extra: object
+    ) -> Event:
         event = Event(
             id=len(self.event_log) + 1,
             at=datetime.now(UTC),
             key=key,
-            kind=kind,
+            kind=EventKind.parse(str(kind)),
             reason=reason,
             **extra,  # type: ignore[arg-type]
         )
@@ -304,20 +307,31 @@ class FakeService:
         return views
 
     async def events(
-        self, *, key: AppKey | None, after_id: int = 0, limit: int = 100
+        self,
+        *,
+        key: AppKey | None,
+        after_id: int = 0,
+        limit: int = 100,
+        kinds: frozenset[EventKind] | None = None,
     ) -> list[Event]:
         self._check_failure()
-        matching = [e for e in self.event_log if key is None or e.key == key]
+        matching = [
+            e
+            for e in self.event_log
+            if (key is None or e.key == key) and (kinds is None or e.kind in kinds)
+        ]
         if after_id == 0:
             return matching[-limit:]
         return [e for e in matching if e.id > after_id][:limit]
 
-    async def follow_events(self, *, key: AppKey | None, after_id: int) -> AsyncIterator[Event]:
+    async def follow_events(
+        self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None
+    ) -> AsyncIterator[Event]:
         last = after_id
         while True:
             for event in [e for e in self.event_log if e.id > last]:
                 last = event.id
-                if key is None or event.key == key:
+                if (key is None or event.key == key) and (kinds is None or event.kind in kinds):
                     yield event
             await asyncio.sleep(POLL_SECONDS)
 

@@ -67,6 +67,7 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
         ("POST", "/v1/apps/{env}/{app}/rollout/retry"),
         ("GET", "/v1/events"),
         ("GET", "/v1/events/stream"),
+        ("GET", "/v1/event-kinds"),
         ("GET", "/v1/apps/{env}/{app}/logs"),
         ("GET", "/v1/schema"),
         ("POST", "/v1/shutdown"),

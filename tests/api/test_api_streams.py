@@ -40,7 +40,7 @@ async def test_events_page_is_the_last_limit_then_after(
     client: httpx.AsyncClient, service: FakeService
 ) -> None:
     for n in range(5):
-        service.record(WEB, "note", f"event {n}")
+        service.record(WEB, "rollout.progress", f"event {n}")
     last_two = (await client.get("/v1/events", params={"limit": 2})).json()
     assert [e["id"] for e in last_two] == [4, 5]
     after_three = (await client.get("/v1/events", params={"after": 3})).json()
@@ -52,8 +52,8 @@ async def test_events_page_is_the_last_limit_then_after(
 async def test_events_filter_by_app_defaults_to_dev_and_env_alone_is_refused(
     client: httpx.AsyncClient, service: FakeService
 ) -> None:
-    service.record(WEB, "note", "web in dev")
-    service.record(AppKey("staging", "web"), "note", "web in staging")
+    service.record(WEB, "rollout.progress", "web in dev")
+    service.record(AppKey("staging", "web"), "rollout.progress", "web in staging")
     only_dev = (await client.get("/v1/events", params={"app": "web"})).json()
     assert [e["reason"] for e in only_dev] == ["web in dev"]
     response = await client.get("/v1/events", params={"env": "dev"})
@@ -65,8 +65,8 @@ def test_event_stream_sends_events_after_the_given_id_then_new_ones(
     live_url: str, service: FakeService
 ) -> None:
     for n in range(3):
-        service.record(WEB, "note", f"old {n}")
-    service.record(API, "note", "another app")
+        service.record(WEB, "rollout.progress", f"old {n}")
+    service.record(API, "rollout.progress", "another app")
     params = {"env": "dev", "app": "web", "after": 1}
     with httpx.stream(
         "GET", f"{live_url}/v1/events/stream", params=params, headers=AUTH, timeout=10
@@ -75,7 +75,7 @@ def test_event_stream_sends_events_after_the_given_id_then_new_ones(
         assert response.headers["content-type"].startswith("text/event-stream")
         stream = sse_events(response)
         first, second = next(stream), next(stream)
-        service.record(WEB, "note", "new")
+        service.record(WEB, "rollout.progress", "new")
         third = next(stream)
     assert [first["id"], second["id"], third["id"]] == ["2", "3", "5"]
     assert third["data"]["reason"] == "new"
@@ -84,7 +84,7 @@ def test_event_stream_sends_events_after_the_given_id_then_new_ones(
 
 def test_event_stream_resumes_from_last_event_id(live_url: str, service: FakeService) -> None:
     for n in range(3):
-        service.record(None, "note", f"server-wide {n}")
+        service.record(None, "rollout.progress", f"server-wide {n}")
     headers = {**AUTH, "Last-Event-ID": "2"}
     with httpx.stream("GET", f"{live_url}/v1/events/stream", headers=headers, timeout=10) as r:
         event = next(sse_events(r))
@@ -162,7 +162,7 @@ def test_a_client_leaving_the_event_stream_is_not_an_error_in_the_log(
         for n in range(20_000):
             if stop.wait(0.002):
                 return
-            service.record(WEB, "note", f"event {n} " + "x" * 500)
+            service.record(WEB, "rollout.progress", f"event {n} " + "x" * 500)
 
     feeder = threading.Thread(target=feed, daemon=True)
     caplog.set_level(logging.DEBUG, logger="kiln.api")
@@ -171,7 +171,7 @@ def test_a_client_leaving_the_event_stream_is_not_an_error_in_the_log(
         try:
             for _ in range(5):
                 with httpx.stream("GET", f"{url}/v1/events/stream", headers=AUTH, timeout=10) as r:
-                    assert next(sse_events(r))["data"]["kind"] == "note"
+                    assert next(sse_events(r))["data"]["kind"] == "rollout.progress"
             wait_until(lambda: counted.active == 0, "every stream to end on the server")
         finally:
             stop.set()
@@ -200,3 +200,36 @@ async def test_the_event_stream_documents_json_errors_and_the_app_filter(
     assert "default dev" in env["description"]
     logs = document["paths"]["/v1/apps/{env}/{app}/logs"]["get"]["responses"]
     assert list(logs["404"]["content"]) == ["application/json"]
+
+
+async def test_events_filter_by_category_or_kind_and_refuse_unknown_types(
+    client: httpx.AsyncClient, service: FakeService
+) -> None:
+    service.record(WEB, "rollout.started", "start")
+    service.record(WEB, "instance.exited", "crash")
+    service.record(WEB, "rollout.failed", "failed")
+    rollout = (await client.get("/v1/events", params={"type": "rollout"})).json()
+    assert [e["reason"] for e in rollout] == ["start", "failed"]
+    assert rollout[0]["category"] == "rollout"
+    both = (await client.get("/v1/events", params={"type": "rollout.failed,instance"})).json()
+    assert [e["reason"] for e in both] == ["crash", "failed"]
+    response = await client.get("/v1/events", params={"type": "rollouts"})
+    assert response.status_code == 422
+    assert "rollout" in response.json()["error"]["message"]
+    kinds = (await client.get("/v1/event-kinds")).json()
+    assert "rollout.failed" in kinds["kinds"] and "drift" in kinds["categories"]
+
+
+def test_event_stream_filters_by_type(live_url: str, service: FakeService) -> None:
+    service.record(WEB, "instance.started", "noise")
+    service.record(WEB, "rollout.failed", "wanted")
+    params = {"type": "rollout.failed"}
+    with httpx.stream(
+        "GET", f"{live_url}/v1/events/stream", params=params, headers=AUTH, timeout=10
+    ) as response:
+        stream = sse_events(response)
+        first = next(stream)
+        service.record(WEB, "instance.started", "more noise")
+        service.record(WEB, "rollout.failed", "wanted again")
+        second = next(stream)
+    assert [first["data"]["reason"], second["data"]["reason"]] == ["wanted", "wanted again"]

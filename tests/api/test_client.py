@@ -86,10 +86,10 @@ def test_server_not_running_says_how_to_start_it() -> None:
 
 
 def test_follow_events_streams_new_events(kiln: KilnClient, service: FakeService) -> None:
-    service.record(WEB, "note", "one")
+    service.record(WEB, "rollout.progress", "one")
     stream = kiln.follow_events(key=WEB, after=0)
     assert next(stream).reason == "one"
-    service.record(WEB, "note", "two")
+    service.record(WEB, "rollout.progress", "two")
     assert next(stream).reason == "two"
     stream.close()
 
@@ -109,7 +109,7 @@ def test_follow_events_reconnects_after_the_last_id_it_saw() -> None:
         next_id = int(after) + 1
         body = (
             f': ping\n\nid: {next_id}\ndata: {{"id": {next_id}, "at": "2026-01-01T00:00:00Z",'
-            f' "kind": "note", "reason": "n{next_id}"}}\n\n'
+            f' "kind": "rollout.progress", "reason": "n{next_id}"}}\n\n'
         )
         # Each answer ends after one event, as a dropped connection would.
         return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})

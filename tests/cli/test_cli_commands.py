@@ -197,3 +197,12 @@ def test_up_exits_7_and_starts_nothing_when_the_api_port_is_taken(
     run_dir = Path(env["KILN_HOME"]) / "run"
     assert holder(run_dir / "supervisor.pid") is None
     assert holder(run_dir / "kiln.pid") is None
+
+
+def test_events_type_filter_and_app_option(deployed: Kiln) -> None:
+    result = deployed.run("events", "--app", "web", "--type", "rollout.succeeded", "--json")
+    kinds = {event["kind"] for event in json.loads(result.stdout)}
+    assert kinds == {"rollout.succeeded"}
+    bad = deployed.run("events", "--type", "rollouts")
+    assert bad.exit_code == 2
+    assert "not an event type" in bad.output

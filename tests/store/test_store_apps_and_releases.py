@@ -91,7 +91,7 @@ def test_a_raw_update_of_a_release_is_aborted_by_the_database(
 def test_events_cannot_be_rewritten_or_deleted(store: SqliteStore, db_path: Path) -> None:
     from kiln.model import NewEvent
 
-    store.append_event(NewEvent(key=WEB, kind="app.deployed", reason="r"), now=T0)
+    store.append_event(NewEvent(key=WEB, kind="release.created", reason="r"), now=T0)
     conn = sqlite3.connect(db_path)
     try:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -215,12 +215,12 @@ def test_delete_app_forgets_releases_and_rollouts_but_keeps_events(store: Sqlite
     deploy(store, WEB, version=1)
     deploy(store, WEB, version=2)
     deploy(store, API, version=1)
-    store.append_event(NewEvent(key=WEB, kind="app.deployed", reason="v2"), now=T0)
+    store.append_event(NewEvent(key=WEB, kind="release.created", reason="v2"), now=T0)
     store.delete_app(WEB)
     assert store.get_app(WEB) is None
     assert store.list_releases(WEB) == []
     assert store.list_rollouts(WEB) == []
-    assert [e.kind for e in store.list_events(key=WEB)] == ["app.deployed"]
+    assert [e.kind for e in store.list_events(key=WEB)] == ["release.created"]
     # The other app is untouched, and a new app of the same name starts over at 1.
     assert [r.number for r in store.list_releases(API)] == [1]
     assert deploy(store, WEB, version=3)[0].number == 1

@@ -5,21 +5,23 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from kiln.model import NewEvent, Severity
+import pytest
+
+from kiln.model import EventKind, NewEvent, Severity
 from kiln.store import SqliteStore
 
 from .support import API, WEB, at
 
 
 def _event(n: int) -> NewEvent:
-    return NewEvent(key=WEB, kind="test.step", reason=f"step {n}")
+    return NewEvent(key=WEB, kind="rollout.progress", reason=f"step {n}")
 
 
 def test_appended_events_come_back_numbered_and_intact(store: SqliteStore) -> None:
     event = store.append_event(
         NewEvent(
             key=WEB,
-            kind="instance.crashed",
+            kind="instance.exited",
             reason="exit code 3",
             severity=Severity.ERROR,
             release=2,
@@ -60,10 +62,10 @@ def test_list_events_after_an_id_pages_forward(store: SqliteStore) -> None:
 def test_list_events_filters_by_app(store: SqliteStore) -> None:
     store.append_events(
         [
-            NewEvent(key=WEB, kind="a", reason="web 1"),
-            NewEvent(key=API, kind="a", reason="api 1"),
-            NewEvent(key=None, kind="router.reloaded", reason="server-wide"),
-            NewEvent(key=WEB, kind="a", reason="web 2"),
+            NewEvent(key=WEB, kind=EventKind.APP_SCALED, reason="web 1"),
+            NewEvent(key=API, kind=EventKind.APP_SCALED, reason="api 1"),
+            NewEvent(key=None, kind="router.restarted", reason="server-wide"),
+            NewEvent(key=WEB, kind=EventKind.APP_SCALED, reason="web 2"),
         ],
         now=at(1),
     )
@@ -81,7 +83,9 @@ def test_concurrent_appends_from_threads_lose_nothing(store: SqliteStore) -> Non
     def writer(n: int) -> None:
         start.wait()
         for i in range(per_thread):
-            e = store.append_event(NewEvent(key=WEB, kind="t", reason=f"{n}-{i}"), now=at(i))
+            e = store.append_event(
+                NewEvent(key=WEB, kind=EventKind.ROLLOUT_PROGRESS, reason=f"{n}-{i}"), now=at(i)
+            )
             with ids_lock:
                 ids.append(e.id)
 
@@ -108,7 +112,10 @@ def test_two_stores_on_one_file_append_without_losing_events(
         def writer(s: SqliteStore, name: str) -> None:
             barrier.wait()
             for i in range(100):
-                s.append_event(NewEvent(key=WEB, kind="t", reason=f"{name}-{i}"), now=at(i))
+                s.append_event(
+                    NewEvent(key=WEB, kind=EventKind.ROLLOUT_PROGRESS, reason=f"{name}-{i}"),
+                    now=at(i),
+                )
 
         workers = [
             threading.Thread(target=writer, args=(store, "a")),
@@ -121,3 +128,32 @@ def test_two_stores_on_one_file_append_without_losing_events(
         assert len(store.list_events(limit=1000)) == 200
     finally:
         other.close()
+
+
+def test_list_events_filters_by_kind(store: SqliteStore) -> None:
+    store.append_events(
+        [
+            NewEvent(key=WEB, kind=EventKind.ROLLOUT_STARTED, reason="start"),
+            NewEvent(key=WEB, kind=EventKind.INSTANCE_EXITED, reason="crash"),
+            NewEvent(key=WEB, kind=EventKind.ROLLOUT_FAILED, reason="failed"),
+        ],
+        now=at(1),
+    )
+    failed = store.list_events(kinds={EventKind.ROLLOUT_FAILED})
+    assert [e.reason for e in failed] == ["failed"]
+    assert failed[0].kind is EventKind.ROLLOUT_FAILED
+    assert store.list_events(kinds=set()) == []
+
+
+def test_an_event_kind_must_be_one_of_the_enum() -> None:
+    with pytest.raises(ValueError, match="not an event kind"):
+        NewEvent(key=WEB, kind="rollout.exploded", reason="?")  # type: ignore[arg-type]
+
+
+def test_a_stored_kind_this_version_does_not_know_reads_as_unknown(store: SqliteStore) -> None:
+    with store._write("test") as conn:  # a newer kiln wrote a kind this one lacks
+        conn.execute(
+            "INSERT INTO events (at, environment, app, kind, reason, severity) "
+            "VALUES ('2026-01-01T00:00:00+00:00', 'dev', 'web', 'future.thing', 'r', 'info')"
+        )
+    assert store.list_events()[0].kind is EventKind.UNKNOWN

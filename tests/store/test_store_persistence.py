@@ -115,7 +115,7 @@ _WRITER = textwrap.dedent(
     key = AppKey("dev", "web")
     for i in range(200_000):  # bounded: the parent kills us long before
         event = store.append_event(
-            NewEvent(key=key, kind="test.tick", reason=f"tick {i}"), now=datetime.now(UTC)
+            NewEvent(key=key, kind="kiln.started", reason=f"tick {i}"), now=datetime.now(UTC)
         )
         print(event.id, flush=True)
     """

@@ -18,7 +18,7 @@ from kiln.cli.render import (
     releases_table,
 )
 from kiln.client import Event, Identity, NotThisKiln
-from kiln.errors import KilnError
+from kiln.errors import InvalidInput, KilnError
 from kiln.spec import spec_json_schema
 
 OptionalApp = Annotated[
@@ -104,17 +104,34 @@ def events(
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, max=1000, help="How many recent events.")
     ] = 20,
+    app_option: Annotated[
+        str | None,
+        typer.Option("--app", "-a", help="Only this app (APP or ENV/APP); same as the argument."),
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            "-t",
+            help="Only these: a category (rollout, instance, router, drift, auth, ...) or a "
+            "kind (rollout.failed). Repeat it or separate with commas.",
+        ),
+    ] = None,
     env: context.EnvOption = None,
 ) -> None:
     """Show recent events (every state change, with its reason); -f follows new ones.
 
     With --json and -f, one JSON object per line.
 
-    Examples:  kiln events          kiln events web -f
+    Examples:  kiln events          kiln events web -f          kiln events --type rollout.failed
     """
+    if app and app_option and app != app_option:
+        raise InvalidInput(f"two apps given ({app!r} and --app {app_option!r}): give one")
+    app = app or app_option
     key = context.resolve_app(app, env) if app else None
+    wanted = [part.strip() for value in types or () for part in value.split(",") if part.strip()]
     kiln = context.client()
-    recent = kiln.events(key=key, after=0, limit=limit)
+    recent = kiln.events(key=key, after=0, limit=limit, types=wanted)
     if as_json and not follow:
         context.print_json([e.model_dump(mode="json") for e in recent])
         return
@@ -122,9 +139,9 @@ def events(
         _print_event(event, as_json)
     if not follow:
         return
-    after = recent[-1].id if recent else kiln.last_event_id(key)
+    after = max(recent[-1].id if recent else 0, kiln.last_event_id(key))
     try:
-        for event in kiln.follow_events(key=key, after=after):
+        for event in kiln.follow_events(key=key, after=after, types=wanted):
             _print_event(event, as_json)
     except KeyboardInterrupt:
         return
