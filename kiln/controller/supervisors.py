@@ -127,14 +127,14 @@ class Supervisors:
         except KilnError as exc:
             plane.events.record(
                 None,
-                "registry.restart_failed",
+                EventKind.REGISTRY_RESTART_FAILED,
                 f"the registry at {registry.host} cannot start: {exc.message}",
                 severity=Severity.ERROR,
             )
             return False
         plane.events.record(
             None,
-            "registry.restarted",
+            EventKind.REGISTRY_RESTARTED,
             f"the embedded registry at {registry.host} had exited; restarted it",
             severity=Severity.WARNING,
         )

@@ -67,6 +67,9 @@ class EventKind(StrEnum):
     DRIVER_AVAILABLE = "driver.available"
     DRIVER_UNAVAILABLE = "driver.unavailable"
     DRIVER_SHARED = "driver.shared"
+    # the embedded image registry
+    REGISTRY_RESTARTED = "registry.restarted"
+    REGISTRY_RESTART_FAILED = "registry.restart_failed"
     # access
     AUTH_FAILED = "auth.failed"
     # kiln itself

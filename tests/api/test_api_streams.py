@@ -225,7 +225,7 @@ def test_event_stream_filters_by_type(live_url: str, service: FakeService) -> No
     service.record(WEB, "rollout.failed", "wanted")
     params = {"type": "rollout.failed"}
     with httpx.stream(
-        "GET", f"{live_url}/v1/events/stream", params=params, headers=AUTH, timeout=10
+        "GET", f"{live_url}/v1/events/stream", params=params, headers=AUTH, timeout=30
     ) as response:
         stream = sse_events(response)
         first = next(stream)
