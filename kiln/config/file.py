@@ -13,7 +13,7 @@ adds its fields to its own section and nowhere else.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -65,7 +65,44 @@ class ApiSettings(_Section):
 
 
 class LogsSettings(_Section):
-    """Retention of instance and router logs."""
+    """Retention of instance and router logs.
+
+    Every instance's stdout and stderr is kept under ``$KILN_HOME/logs`` past the instance's
+    life, per app at most ``max_bytes_per_app`` and ``max_age`` seconds old (the oldest files
+    go first). NGINX's access and error logs are rotated once a file passes
+    ``router_max_bytes`` or ``router_max_age`` seconds (NGINX reopens its files: no reload, no
+    line lost), keeping ``router_keep`` old files. ``format: json`` makes kiln's own log JSON
+    lines.
+    """
+
+    max_bytes_per_app: int = Field(default=50 * 1024 * 1024, ge=64 * 1024)
+    max_file_bytes: int = Field(default=5 * 1024 * 1024, ge=4 * 1024)
+    max_age: float = Field(default=7 * 24 * 3600.0, gt=0)
+    router_max_bytes: int = Field(default=50 * 1024 * 1024, ge=4 * 1024)
+    router_max_age: float = Field(default=24 * 3600.0, gt=0)
+    router_keep: int = Field(default=5, ge=1, le=100)
+    format: Literal["text", "json"] = "text"
+
+
+class WebhookSettings(_Section):
+    """One receiver of events: kiln POSTs each event of ``types`` (categories such as
+    ``rollout``, or kinds such as ``rollout.failed``; empty: every kind) as JSON to ``url``,
+    signed with ``X-Kiln-Signature: sha256=HEX`` (HMAC-SHA256 of the body with the secret read
+    from ``secret_file``), retrying with backoff up to ``max_attempts`` times.
+
+    ``types`` are checked against kiln's event kinds when kiln starts."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    types: tuple[str, ...] = ()
+    secret_file: Path | None = None
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+
+class EventsSettings(_Section):
+    """Outgoing webhooks on chosen event types."""
+
+    webhooks: tuple[WebhookSettings, ...] = ()
 
 
 class FileSettings(_Section):
@@ -75,6 +112,7 @@ class FileSettings(_Section):
     environments: EnvironmentsSettings = EnvironmentsSettings()
     api: ApiSettings = ApiSettings()
     logs: LogsSettings = LogsSettings()
+    events: EventsSettings = EventsSettings()
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -46,6 +46,8 @@ class Engine:
         await note_other_installations(plane)
         await wake_known_apps(plane)
         self.supervisors.start()
+        if plane.webhooks is not None:
+            plane.webhooks.start()
 
     async def close(self) -> None:
         """Stop the control plane (not NGINX, not the apps: they keep serving)."""
@@ -54,6 +56,8 @@ class Engine:
         await plane.loops.close()
         await self.executor.drain_background()
         await plane.health.close()
+        if plane.webhooks is not None:
+            await plane.webhooks.close()
         with contextlib.suppress(Exception):
             plane.events.record(
                 None, EventKind.KILN_STOPPED, "kiln stopped; NGINX and the apps keep serving"

@@ -26,10 +26,11 @@ from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.round import ReconcileRound, track_instance
 from kiln.controller.runtime import ControlPlane, utc_now
+from kiln.controller.webhooks import Receiver, Webhooks, failure_reason
 from kiln.drivers.base import Driver
 from kiln.errors import InvalidInput
 from kiln.health.monitor import HealthMonitor
-from kiln.model import AppKey
+from kiln.model import AppKey, Event
 from kiln.registry.base import Credentials, Registry
 from kiln.router.base import Router
 from kiln.store.base import Store
@@ -147,4 +148,18 @@ def assemble_engine(
         wake=plane.loops.wake,
     )
     reconcile_round = ReconcileRound(plane, executor)
+    _wire_webhooks(plane)
     return Engine(plane, executor=executor)
+
+
+def _wire_webhooks(plane: ControlPlane) -> None:
+    receivers = [Receiver.from_settings(s) for s in plane.settings.file.events.webhooks]
+    if not receivers:
+        return
+
+    def on_failure(url: str, event: Event, error: str) -> None:
+        kind, reason, severity = failure_reason(url, event, error)
+        plane.events.record(event.key, kind, reason, severity=severity, release=event.release)
+
+    plane.webhooks = Webhooks(receivers, on_failure=on_failure)
+    plane.events.add_listener(plane.webhooks.listener)

@@ -18,6 +18,7 @@ from kiln.config import Settings
 from kiln.controller.events import EventBus
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
+from kiln.controller.webhooks import Webhooks
 from kiln.drivers.base import Driver
 from kiln.errors import NotFound
 from kiln.health.monitor import HealthMonitor
@@ -59,6 +60,8 @@ class ControlPlane:
     # The artifact repository releases pin their images to (None: tests that run without one,
     # where releases pin the engine-local image id as kiln did before it had a registry).
     registry: Registry | None = None
+    # Outgoing webhooks on chosen event kinds (settings file ``events.webhooks``).
+    webhooks: Webhooks | None = None
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""
