@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from kiln.controller.images import pin_image
 from kiln.controller.reads import app_status
 from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
@@ -26,7 +27,8 @@ _DESTROY_TIMEOUT = 60.0
 async def deploy(plane: ControlPlane, spec_text: str, *, message: str, who: str) -> DeployResult:
     # Parsed in a worker thread: a large or hostile spec must not stall every app's loop.
     spec = await asyncio.to_thread(parse_spec, spec_text)
-    digest = await plane.driver.resolve_image(spec.image)
+    key = AppKey(spec.environment, spec.app)
+    digest = (await pin_image(plane, spec.image, key=key, who=who)).reference
     return await _release(
         plane,
         spec,
@@ -76,7 +78,7 @@ async def rollback(
         raise Conflict(
             f"{key} already runs release {current}, identical to release {choice.number}"
         )
-    digest = await plane.driver.resolve_image(choice.digest)
+    digest = (await pin_image(plane, choice.digest, key=key, who=who)).reference
     spec = choice.spec.model_copy(update={"instances": app.scale})
     return await _release(
         plane,

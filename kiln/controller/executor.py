@@ -20,7 +20,7 @@ from datetime import datetime
 from kiln.controller.events import EventBus
 from kiln.controller.observe import AppMemory
 from kiln.drivers.base import Driver
-from kiln.errors import Conflict, KilnError
+from kiln.errors import Conflict, ImageNotFound, KilnError
 from kiln.health.monitor import HealthMonitor
 from kiln.model import (
     AppKey,
@@ -55,6 +55,7 @@ class Executor:
         clock: Callable[[], datetime],
         track: Callable[[Instance], None],
         wake: Callable[[AppKey], None],
+        pull: Callable[[AppKey, str, int], Awaitable[bool]] | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -64,6 +65,8 @@ class Executor:
         self._clock = clock
         self._track = track
         self._wake = wake
+        # Pulls a release's pinned image the engine lacks (images.Puller); None: never pulls.
+        self._pull = pull
         self._background: set[asyncio.Task[None]] = set()
 
     async def execute(self, key: AppKey, plan: Plan, memory: AppMemory) -> None:
@@ -106,7 +109,14 @@ class Executor:
     async def _start(self, key: AppKey, action: StartInstance) -> None:
         spec = action.spec
         try:
-            instance = await self._driver.start_instance(spec)
+            try:
+                instance = await self._driver.start_instance(spec)
+            except ImageNotFound:
+                # A release pins its image in the registry: an engine that never saw it pulls
+                # it by digest, then starts the instance.
+                if self._pull is None or not await self._pull(key, spec.image, spec.release):
+                    raise
+                instance = await self._driver.start_instance(spec)
         except KilnError as exc:
             self._events.record(
                 key,

@@ -22,6 +22,7 @@ from kiln.config import Settings, read_or_create_installation_id
 from kiln.controller.engine import Engine
 from kiln.controller.events import EventBus
 from kiln.controller.executor import Executor
+from kiln.controller.images import Puller
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.round import ReconcileRound, track_instance
@@ -146,6 +147,7 @@ def assemble_engine(
         clock=clock,
         track=functools.partial(track_instance, plane),
         wake=plane.loops.wake,
+        pull=Puller(plane).ensure,
     )
     reconcile_round = ReconcileRound(plane, executor)
     _wire_webhooks(plane)

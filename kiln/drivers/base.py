@@ -14,12 +14,13 @@ returned, stopped or removed (ARCHITECTURE.md, invariant 9).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
 from kiln.model import AppKey, Instance, InstanceSpec, ScaleGroup
+from kiln.model.image import LocalImage
 from kiln.spec import HostLimits
 
 Placement = Literal["instances", "groups"]
@@ -101,5 +102,39 @@ class Driver(Protocol):
 
     async def host_limits(self) -> HostLimits:
         """The CPUs and memory of the engine's host (what ``kiln.spec.check_runnable`` takes)."""
+
+    # --- images: build, push to and pull from the artifact repository ---------------------
+    # ``auth`` is (username, password) for a registry that wants a login, else None.
+
+    async def image_details(self, reference: str) -> LocalImage:
+        """The engine's image for a tag, id or digest reference; ``ImageNotFound`` if absent."""
+
+    async def push_image(
+        self, image: str, *, repository: str, tag: str, auth: tuple[str, str] | None
+    ) -> str:
+        """Tag ``image`` as ``repository:tag`` (``repository`` includes the registry host) and
+        push it; the manifest digest the registry stored (``sha256:…``)."""
+
+    async def pull_image(
+        self,
+        reference: str,
+        *,
+        auth: tuple[str, str] | None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Pull ``host/repo@sha256:…``; ``progress`` gets a line per layer state change (on the
+        event loop). ``ImageNotFound`` when the registry does not have it."""
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str = "Dockerfile",
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build the tar ``context`` (with its Dockerfile) into ``tag``; the image id.
+        ``InvalidInput`` with the builder's words when the build fails."""
 
     async def close(self) -> None: ...

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import math
 import os
@@ -84,6 +85,7 @@ from kiln.model import (
     InstanceStatus,
     ScaleGroup,
 )
+from kiln.model.image import LocalImage
 from kiln.model.instance import LABEL_HOST_PORT
 from kiln.spec import HostLimits
 
@@ -318,8 +320,8 @@ class DockerDriver:
                 if found == digest:
                     return found
         raise ImageNotFound(
-            f"image {reference!r} does not exist on the Docker engine at {self.base_url}"
-            " (kiln never pulls: build or load it there first)"
+            f"image {reference!r} does not exist on the Docker engine at {self.base_url}:"
+            " build it (`kiln build`, docker build) or load it there first"
         )
 
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
@@ -824,6 +826,111 @@ class DockerDriver:
                 f"the Docker engine at {self.base_url} did not say its CPUs and memory ({exc!r})"
             ) from exc
 
+    # --- images ----------------------------------------------------------------------------
+
+    async def image_details(self, reference: str) -> LocalImage:
+        def inspect() -> LocalImage:
+            info = self._client.api.inspect_image(self._resolve(reference))
+            config = info.get("Config") or {}
+            return LocalImage(
+                id=info["Id"],
+                size=int(info.get("Size") or 0),
+                labels=dict(config.get("Labels") or {}),
+                repo_digests=tuple(info.get("RepoDigests") or ()),
+            )
+
+        return await self._call(f"inspect image {reference!r}", inspect)
+
+    async def push_image(
+        self, image: str, *, repository: str, tag: str, auth: tuple[str, str] | None
+    ) -> str:
+        def push() -> str:
+            client = self._streams()  # a push may take longer than any request timeout
+            client.api.tag(image, repository, tag=tag)
+            digest = ""
+            for chunk in client.api.push(
+                repository, tag=tag, stream=True, decode=True, auth_config=_auth_config(auth)
+            ):
+                if "error" in chunk:
+                    raise TemporaryFailure(
+                        f"pushing {repository}:{tag} failed: {str(chunk['error']).strip()}"
+                    )
+                digest = str((chunk.get("aux") or {}).get("Digest") or digest)
+            if not digest.startswith("sha256:"):
+                raise TemporaryFailure(f"the engine pushed {repository}:{tag} but named no digest")
+            return digest
+
+        return await self._call(f"push {image} to {repository}:{tag}", push)
+
+    async def pull_image(
+        self,
+        reference: str,
+        *,
+        auth: tuple[str, str] | None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+
+        def say(text: str) -> None:
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, text)
+
+        def pull() -> None:
+            client = self._streams()
+            seen: dict[str, str] = {}
+            try:
+                stream = client.api.pull(
+                    reference, stream=True, decode=True, auth_config=_auth_config(auth)
+                )
+                for chunk in stream:
+                    if "error" in chunk:
+                        raise _pull_failed(reference, str(chunk["error"]))
+                    status, layer = str(chunk.get("status") or ""), str(chunk.get("id") or "")
+                    # One line per layer state (not every byte-count tick).
+                    if status and seen.get(layer) != status and "Downloading" not in status:
+                        seen[layer] = status
+                        say(f"{layer}: {status}" if layer else status)
+            except docker.errors.APIError as exc:
+                if _status_code(exc) == 404:
+                    raise _pull_failed(reference, str(exc.explanation or exc)) from exc
+                raise
+
+        await self._call(f"pull {reference}", pull)
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str = "Dockerfile",
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        loop = asyncio.get_running_loop()
+
+        def build() -> str:
+            client = self._streams()  # a build may take longer than any request timeout
+            stream = client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise InvalidInput(f"the build of {tag} failed: {str(chunk['error']).strip()}")
+                line = str(chunk.get("stream") or "").rstrip()
+                if line and progress is not None:
+                    loop.call_soon_threadsafe(progress, line)
+            image_id: str = client.api.inspect_image(tag)["Id"]
+            return image_id
+
+        return await self._call(f"build {tag}", build)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -833,6 +940,19 @@ class DockerDriver:
                 with contextlib.suppress(Exception):
                     client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _auth_config(auth: tuple[str, str] | None) -> dict[str, str] | None:
+    return {"username": auth[0], "password": auth[1]} if auth else None
+
+
+def _pull_failed(reference: str, said: str) -> KilnError:
+    if "not found" in said or "manifest unknown" in said or "404" in said:
+        return ImageNotFound(
+            f"the registry does not have {reference} ({said.strip()}); it may have been pruned:"
+            " deploy an image that exists (`kiln images` lists them)"
+        )
+    return TemporaryFailure(f"pulling {reference} failed: {said.strip()}")
 
 
 def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:

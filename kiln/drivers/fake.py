@@ -14,6 +14,9 @@ milliseconds without Docker. Knobs for tests:
                                         (never listed, stopped or removed: Conflict) or None for a
                                         legacy one (listed with ``legacy=True``, sends no events)
     host                                what ``host_limits()`` answers (an ``HostLimits``)
+    remote                              images "in the registry" ("host/repo@digest" → labels);
+                                        push_image adds, pull_image copies them to the engine
+    pulls / pushes / builds             records of image transfers, in order
     started / stopped / removed         records of what kiln asked for, in order
 
 Addresses are deterministic: 127.0.0.1 and a port counter starting at ``first_port``. Stopped
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +36,7 @@ from typing import Literal
 from kiln.drivers.base import DriverEvent, LogLine, Placement
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, PermanentFailure
 from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus, ScaleGroup
+from kiln.model.image import LocalImage
 from kiln.spec import HostLimits
 
 
@@ -85,6 +90,11 @@ class FakeDriver:
         self._exec_results: dict[str, int | BaseException] = {}
         self._watchers: list[asyncio.Queue[DriverEvent | None]] = []
         self._log_waiters: list[asyncio.Event] = []
+        self.remote: dict[str, str] = {}  # "host/repo@sha256:…" → the image id it holds
+        self.labels: dict[str, dict[str, str]] = {}  # image id → labels
+        self.pulls: list[str] = []
+        self.pushes: list[str] = []
+        self.builds: list[str] = []
 
     # --- knobs ---------------------------------------------------------------------------------
 
@@ -321,6 +331,60 @@ class FakeDriver:
         finally:
             if queue in self._watchers:
                 self._watchers.remove(queue)
+
+    # --- images ------------------------------------------------------------------------------
+
+    async def image_details(self, reference: str) -> LocalImage:
+        image_id = await self.resolve_image(reference)
+        pinned = tuple(ref for ref, held in self.remote.items() if held == image_id)
+        return LocalImage(
+            id=image_id, size=1024, labels=dict(self.labels.get(image_id, {})), repo_digests=pinned
+        )
+
+    async def push_image(
+        self, image: str, *, repository: str, tag: str, auth: tuple[str, str] | None
+    ) -> str:
+        image_id = await self.resolve_image(image)
+        digest = "sha256:" + hashlib.sha256(f"manifest of {image_id}".encode()).hexdigest()
+        self.remote[f"{repository}@{digest}"] = image_id
+        self.images[f"{repository}:{tag}"] = image_id
+        self.images[f"{repository}@{digest}"] = image_id
+        self.pushes.append(f"{repository}:{tag}")
+        return digest
+
+    async def pull_image(
+        self,
+        reference: str,
+        *,
+        auth: tuple[str, str] | None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._check_up()
+        self.pulls.append(reference)
+        if reference not in self.remote:
+            raise ImageNotFound(f"the registry does not have {reference} (fake)")
+        self.images[reference] = self.remote[reference]
+        self.images[self.remote[reference]] = self.remote[reference]
+        if progress is not None:
+            progress(f"{reference[-12:]}: Pull complete")
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str = "Dockerfile",
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        self._check_up()
+        seed = context + json.dumps(labels, sort_keys=True).encode() + dockerfile.encode()
+        image_id = "sha256:" + hashlib.sha256(seed).hexdigest()
+        self.images[tag] = image_id
+        self.images[image_id] = image_id
+        self.labels[image_id] = dict(labels)
+        self.builds.append(tag)
+        return image_id
 
     async def close(self) -> None:
         for queue in self._watchers:

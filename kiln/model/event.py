@@ -70,6 +70,13 @@ class EventKind(StrEnum):
     # the embedded image registry
     REGISTRY_RESTARTED = "registry.restarted"
     REGISTRY_RESTART_FAILED = "registry.restart_failed"
+    # images: pushed to the registry, pulled by digest, built, pruned
+    IMAGE_PUSHED = "image.pushed"
+    IMAGE_PULLING = "image.pulling"
+    IMAGE_PULLED = "image.pulled"
+    IMAGE_PULL_FAILED = "image.pull_failed"
+    IMAGE_BUILT = "image.built"
+    IMAGE_PRUNED = "image.pruned"
     # access
     AUTH_FAILED = "auth.failed"
     # kiln itself

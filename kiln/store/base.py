@@ -24,9 +24,12 @@ from kiln.model import (
     RolloutState,
 )
 from kiln.spec import AppSpec, Strategy
+from kiln.store.catalogue import ImageCatalogue
 
 
 class Store(Protocol):
+    images: ImageCatalogue  # repository:tag → digest, immutable tags (catalogue.py)
+
     # --- apps ---------------------------------------------------------------------------
     def get_app(self, key: AppKey) -> AppRecord | None: ...
 

@@ -147,7 +147,32 @@ _V2: Migration = (
     "ALTER TABLE apps ADD COLUMN held_release INTEGER",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+# The image catalogue: repository:tag → the manifest digest it means in the registry. A tag's
+# digest never changes (but for `latest`), enforced here as well as in the code.
+_V3: Migration = (
+    """
+    CREATE TABLE image_tags (
+        repository  TEXT NOT NULL,
+        tag         TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        image_id    TEXT NOT NULL,
+        size        INTEGER,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        PRIMARY KEY (repository, tag)
+    )
+    """,
+    """
+    CREATE TRIGGER image_tags_immutable BEFORE UPDATE OF digest ON image_tags
+    WHEN OLD.tag != 'latest' AND NEW.digest != OLD.digest
+    BEGIN
+        SELECT RAISE(ABORT, 'a tag means one digest forever (only latest moves)');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

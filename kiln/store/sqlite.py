@@ -52,6 +52,7 @@ from kiln.model import (
     Severity,
 )
 from kiln.spec import AppSpec, Strategy
+from kiln.store.catalogue import ImageCatalogue
 from kiln.store.migrations import migrate
 
 BUSY_TIMEOUT_MS = 5_000
@@ -82,6 +83,7 @@ class SqliteStore:
         # Releases never change, so each is parsed (JSON + spec validation) once; the
         # controller reads the target and stable release of every app every round.
         self._releases: dict[tuple[AppKey, int], Release] = {}
+        self.images = ImageCatalogue(self)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:

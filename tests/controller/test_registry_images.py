@@ -10,8 +10,10 @@ import pytest
 
 from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
+from kiln.drivers.fake import FakeDriver
+from kiln.errors import Conflict, ImageNotFound
 from kiln.registry.fake import FakeRegistry
-from tests.controller.test_engine import World, eventually
+from tests.controller.test_engine import WEB, World, eventually, spec
 
 
 class RegistryWorld(World):
@@ -53,3 +55,117 @@ async def test_the_registry_starts_with_kiln_and_is_restarted_when_it_exits(
     await eventually(lambda: world.registry.running)
     assert world.registry.starts == 2
     await eventually(lambda: "registry.restarted" in world.event_kinds())
+
+
+class LinkedDriver(FakeDriver):
+    """The fake engine pushing into the fake registry, as Docker pushes into a real one."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    async def push_image(
+        self, image: str, *, repository: str, tag: str, auth: tuple[str, str] | None
+    ) -> str:
+        digest = await super().push_image(image, repository=repository, tag=tag, auth=auth)
+        self.registry.put(repository.split("/", 1)[1], digest, tag=tag)
+        return digest
+
+
+def pinned_world(tmp_path: Path) -> RegistryWorld:
+    w = RegistryWorld(tmp_path)
+    w.driver = LinkedDriver(w.registry)
+    for tag in ("web:v1", "web:v2"):
+        w.driver.add_image(tag)
+    w.engine = w.new_engine()
+    return w
+
+
+@pytest.fixture
+async def pinned(tmp_path: Path) -> AsyncIterator[RegistryWorld]:
+    w = pinned_world(tmp_path)
+    await w.engine.start()
+    try:
+        yield w
+    finally:
+        await w.engine.close()
+
+
+async def test_a_release_holds_the_registry_digest_of_an_image_built_on_the_engine(
+    pinned: RegistryWorld,
+) -> None:
+    result = await pinned.engine.deploy(spec("web:v1"), message="", who="ann")
+    digest = result.release.digest
+    assert digest.startswith("registry.fake:5000/web@sha256:")
+    assert result.release.image == "web:v1"  # what the user wrote stays visible
+    assert pinned.driver.pushes == ["registry.fake:5000/web:v1"]
+    await eventually(lambda: len(pinned.running()) == 3)
+    assert {s.image for s in pinned.driver.started} == {digest}
+    entry = pinned.store.images.get("web", "v1")
+    assert entry is not None and digest.endswith(entry.digest)
+
+
+async def test_deploying_the_same_image_again_pushes_nothing_and_makes_no_release(
+    pinned: RegistryWorld,
+) -> None:
+    await pinned.engine.deploy(spec("web:v1"), message="", who="ann")
+    again = await pinned.engine.deploy(spec("web:v1"), message="", who="ann")
+    assert again.changed is False
+    assert pinned.driver.pushes == ["registry.fake:5000/web:v1"]
+
+
+async def test_a_different_image_under_a_recorded_tag_is_refused_naming_both(
+    pinned: RegistryWorld,
+) -> None:
+    first = await pinned.engine.deploy(spec("web:v1"), message="", who="ann")
+    # Someone rebuilds web:v1 on the engine with other contents.
+    pinned.driver.images["web:v1"] = pinned.driver.add_image("something else")
+    with pytest.raises(Conflict) as refused:
+        await pinned.engine.deploy(spec("web:v1"), message="", who="bob")
+    message = refused.value.message
+    assert first.release.digest.split("@")[1] in message
+    assert pinned.driver.images["web:v1"] in message
+    assert "tags are immutable" in message
+    assert len(pinned.store.list_releases(WEB)) == 1  # nothing changed
+
+
+async def test_an_engine_without_the_image_pulls_it_by_digest_before_starting(
+    pinned: RegistryWorld,
+) -> None:
+    result = await pinned.engine.deploy(spec("web:v1", instances=2), message="", who="ann")
+    digest = result.release.digest
+    await eventually(lambda: len(pinned.running()) == 2)
+    # The engine loses the image (a fresh machine): a replacement pulls it first.
+    del pinned.driver.images[digest]
+    pinned.driver.crash(pinned.running()[0].id)
+    await eventually(lambda: len(pinned.running()) == 2)
+    assert pinned.driver.pulls == [digest]
+    kinds = pinned.event_kinds()
+    assert kinds.index("image.pulling") < kinds.index("image.pulled")
+
+
+async def test_an_image_the_registry_lost_fails_the_start_with_a_clear_event(
+    pinned: RegistryWorld,
+) -> None:
+    result = await pinned.engine.deploy(spec("web:v1", instances=1), message="", who="ann")
+    await eventually(lambda: len(pinned.running()) == 1)
+    digest = result.release.digest
+    del pinned.driver.images[digest]
+    del pinned.driver.remote[digest]
+    pinned.driver.crash(pinned.running()[0].id)
+    await eventually(lambda: "image.pull_failed" in pinned.event_kinds())
+    failed = [
+        e
+        for e in pinned.store.list_events(key=WEB, after_id=0, limit=1000)
+        if e.kind == "image.pull_failed"
+    ]
+    assert "does not have" in failed[0].reason and digest in failed[0].reason
+
+
+async def test_deploying_a_digest_the_registry_does_not_hold_is_refused(
+    pinned: RegistryWorld,
+) -> None:
+    missing = "registry.fake:5000/web@sha256:" + "ab" * 32
+    with pytest.raises(ImageNotFound, match=r"has no registry\.fake:5000/web@sha256:abab"):
+        await pinned.engine.deploy(spec(missing), message="", who="ann")
+    assert pinned.store.get_app(WEB) is None

@@ -26,7 +26,9 @@ def test_first_deploy_serves_three_ready_instances_through_nginx(kiln: KilnHarne
 
     releases = kiln.cli_json("releases", "first")
     assert [r["number"] for r in releases] == [1]
-    assert releases[0]["digest"].startswith("sha256:")
+    # The release holds the manifest digest in kiln's registry, never a tag or an engine id.
+    registry = (kiln.home / "registry" / "port").read_text().strip()
+    assert releases[0]["digest"].startswith(f"127.0.0.1:{registry}/kiln-hello@sha256:")
     assert releases[0]["image"] == "kiln-hello:v1"
 
 
