@@ -38,9 +38,7 @@ def registry_auth(registry: Registry | None) -> tuple[str, str] | None:
     return (registry.credentials.username, registry.credentials.password)
 
 
-async def pin_image(
-    plane: ControlPlane, image: str, *, key: AppKey | None, who: str
-) -> Pinned:
+async def pin_image(plane: ControlPlane, image: str, *, key: AppKey | None, who: str) -> Pinned:
     registry = plane.registry
     if registry is None:
         return Pinned(await plane.driver.resolve_image(image), pushed=False)
@@ -145,7 +143,11 @@ class Puller:
             )
         except ImageNotFound as exc:
             plane.events.record(
-                key, EventKind.IMAGE_PULL_FAILED, exc.message, severity=Severity.ERROR, release=release
+                key,
+                EventKind.IMAGE_PULL_FAILED,
+                exc.message,
+                severity=Severity.ERROR,
+                release=release,
             )
             raise
         done = sum(1 for line in layers if line.endswith("Pull complete"))
