@@ -24,6 +24,7 @@ from kiln.api.deps import only_known_query_parameters
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
 from kiln.api.routes_apps import apps_router
+from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
@@ -55,6 +56,7 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
     # wraps the guard, so even a failure in the guard is a JSON 500.
     app.add_middleware(RequestGuard)
     install_error_handlers(app)
+    app.add_middleware(RequestTiming, service=service)  # outermost: sees the final status
     check_token = TokenCheck(token)
 
     @app.get("/healthz", summary="Liveness of the kiln server (no token needed)", tags=["server"])
@@ -77,6 +79,7 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
     protected.include_router(apps_router(service))
     protected.include_router(rollouts_router(service))
     protected.include_router(streams_router(service))
+    protected.include_router(metrics_router(service))
 
     @protected.get("/v1/schema", summary="JSON Schema of kiln.yaml", tags=["server"])
     async def schema() -> dict[str, Any]:

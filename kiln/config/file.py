@@ -99,6 +99,15 @@ class WebhookSettings(_Section):
     timeout: float = Field(default=5.0, gt=0, le=60)
 
 
+class MetricsSettings(_Section):
+    """``GET /metrics`` (Prometheus text format). ``enabled: false`` turns the endpoint and the
+    background sampling of instance CPU and memory off; ``sample_interval`` is how often (in
+    seconds) that sampling runs."""
+
+    enabled: bool = True
+    sample_interval: float = Field(default=5.0, ge=0.5, le=3600)
+
+
 class EventsSettings(_Section):
     """Outgoing webhooks on chosen event types."""
 
@@ -113,6 +122,7 @@ class FileSettings(_Section):
     api: ApiSettings = ApiSettings()
     logs: LogsSettings = LogsSettings()
     events: EventsSettings = EventsSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from kiln.controller import commands, reads, rollouts
+from kiln.controller import commands, observability, reads, rollouts
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
@@ -48,6 +48,8 @@ class Engine:
         self.supervisors.start()
         if plane.webhooks is not None:
             plane.webhooks.start()
+        if plane.sampler is not None:
+            plane.sampler.start()
 
     async def close(self) -> None:
         """Stop the control plane (not NGINX, not the apps: they keep serving)."""
@@ -58,6 +60,8 @@ class Engine:
         await plane.health.close()
         if plane.webhooks is not None:
             await plane.webhooks.close()
+        if plane.sampler is not None:
+            await plane.sampler.close()
         with contextlib.suppress(Exception):
             plane.events.record(
                 None, EventKind.KILN_STOPPED, "kiln stopped; NGINX and the apps keep serving"
@@ -128,6 +132,13 @@ class Engine:
         kinds: frozenset[EventKind] | None = None,
     ) -> list[Event]:
         return reads.stored_events(self.plane, key=key, after_id=after_id, limit=limit, kinds=kinds)
+
+    async def metrics(self) -> bytes:
+        return await observability.metrics_text(self.plane)
+
+    def observe_api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if self.plane.metrics is not None:
+            self.plane.metrics.api_requests.labels(route, method, str(status)).observe(seconds)
 
     def follow_events(
         self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None

@@ -15,7 +15,7 @@ is wired over them. Nothing else in kiln picks an implementation.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 from kiln.config import Settings, read_or_create_installation_id
@@ -23,6 +23,7 @@ from kiln.controller.engine import Engine
 from kiln.controller.events import EventBus
 from kiln.controller.executor import Executor
 from kiln.controller.images import Puller
+from kiln.controller.observability import attach_metrics
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.round import ReconcileRound, track_instance
@@ -120,8 +121,11 @@ def assemble_engine(
 
     # The wiring has one cycle: the loops run rounds and health flips wake loops, and both
     # belong to the plane. These two functions close it once the plane and round exist.
-    def reconcile(key: AppKey) -> Awaitable[datetime | None]:
-        return reconcile_round.sync(key)
+    async def reconcile(key: AppKey) -> datetime | None:
+        if plane.metrics is None:
+            return await reconcile_round.sync(key)
+        with plane.metrics.reconcile_round.time():
+            return await reconcile_round.sync(key)
 
     def on_health_change(instance_id: str) -> None:
         plane.wake_app_of(instance_id)
@@ -151,6 +155,7 @@ def assemble_engine(
     )
     reconcile_round = ReconcileRound(plane, executor)
     _wire_webhooks(plane)
+    attach_metrics(plane)
     return Engine(plane, executor=executor)
 
 

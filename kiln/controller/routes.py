@@ -76,6 +76,20 @@ def flatten(table: Mapping[AppKey, Iterable[RouteEntry]]) -> list[RouteEntry]:
     return sorted(owners.values(), key=lambda e: (e.host or "", e.path, e.preview, str(e.key)))
 
 
+async def _apply(plane: ControlPlane, routes: list[RouteEntry]) -> bool:
+    """``router.apply_routes``, counted for ``kiln_nginx_reloads_total``."""
+    metrics = plane.metrics
+    try:
+        reloaded = await plane.router.apply_routes(routes)
+    except RouterConfigRejected:
+        if metrics is not None:
+            metrics.nginx_reloads.labels("rejected").inc()
+        raise
+    if reloaded and metrics is not None:
+        metrics.nginx_reloads.labels("ok").inc()
+    return reloaded
+
+
 async def sync_routes(plane: ControlPlane, *, force: bool = False) -> None:
     """Converge NGINX's routes to every app's planned routes (a reload only on a change)."""
     async with plane.routes_lock:
@@ -84,7 +98,7 @@ async def sync_routes(plane: ControlPlane, *, force: bool = False) -> None:
         if not force and applied is not None and wanted == applied:
             return
         try:
-            await plane.router.apply_routes(flatten(wanted))
+            await _apply(plane, flatten(wanted))
             plane.applied_routes = wanted
             return
         except (RouterConfigRejected, InvalidInput, Conflict) as exc:
@@ -104,14 +118,14 @@ async def _isolate(
         trial = {**good, key: wanted[key]}
         try:
             flat = flatten(trial)
-            await plane.router.apply_routes(flat)
+            await _apply(plane, flat)
             good = trial
         except (RouterConfigRejected, InvalidInput, Conflict) as exc:
             refused[key] = exc.message
     if changed and not refused:
         log.warning("route table refused as a whole but every app alone passed: %s", first_error)
     try:
-        await plane.router.apply_routes(flatten(good))
+        await _apply(plane, flatten(good))
     except KilnError as exc:
         plane.events.record(
             None, EventKind.ROUTER_CONFIG_REJECTED, exc.message, severity=Severity.ERROR

@@ -22,6 +22,7 @@ from kiln.controller.webhooks import Webhooks
 from kiln.drivers.base import Driver
 from kiln.errors import NotFound
 from kiln.health.monitor import HealthMonitor
+from kiln.metrics import KilnMetrics, StatsSampler
 from kiln.model import AppKey, AppRecord, HealthStatus, Instance, Release, RouteEntry
 from kiln.planning import Plan
 from kiln.registry.base import Registry
@@ -62,6 +63,9 @@ class ControlPlane:
     registry: Registry | None = None
     # Outgoing webhooks on chosen event kinds (settings file ``events.webhooks``).
     webhooks: Webhooks | None = None
+    # Prometheus metrics and the background CPU/memory sampler (None: metrics are off).
+    metrics: KilnMetrics | None = None
+    sampler: StatsSampler | None = None
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

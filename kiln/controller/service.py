@@ -75,6 +75,12 @@ class Service(Protocol):
     ) -> list[Event]:
         """``kinds``: only these (None: every kind); ``limit`` counts matching events."""
 
+    async def metrics(self) -> bytes:
+        """The Prometheus text exposition; ``NotFound`` when metrics are off."""
+
+    def observe_api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one API request (route template, e.g. ``/v1/apps/{env}/{app}``)."""
+
     def follow_events(
         self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None
     ) -> AsyncIterator[Event]:

@@ -38,6 +38,14 @@ class LogLine:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InstanceStats:
+    """Resource use of one running container, as its cgroup counts it."""
+
+    cpu_seconds: float  # CPU time used since it started (user + system), cumulative
+    memory_bytes: int  # memory in use, page cache that can be dropped excluded (as docker stats)
+
+
+@dataclass(frozen=True, kw_only=True)
 class DriverEvent:
     """A lifecycle change of a kiln-managed container, pushed by the engine.
 
@@ -136,5 +144,9 @@ class Driver(Protocol):
     ) -> str:
         """Build the tar ``context`` (with its Dockerfile) into ``tag``; the image id.
         ``InvalidInput`` with the builder's words when the build fails."""
+
+    async def stats(self, container_ids: Sequence[str]) -> dict[str, InstanceStats]:
+        """CPU time and memory of running containers, by container id; one without data (gone,
+        not running) is left out. Meant for a background sampler, not one call per scrape."""
 
     async def close(self) -> None: ...

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from kiln.drivers.base import DriverEvent, LogLine, Placement
+from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, PermanentFailure
 from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus, ScaleGroup
 from kiln.model.image import LocalImage
@@ -95,6 +95,9 @@ class FakeDriver:
         self.pulls: list[str] = []
         self.pushes: list[str] = []
         self.builds: list[str] = []
+        # What stats() reports, by container or instance id (running containers not named here
+        # report zero use); tests and the metrics benchmark set it.
+        self.usage: dict[str, InstanceStats] = {}
 
     # --- knobs ---------------------------------------------------------------------------------
 
@@ -385,6 +388,23 @@ class FakeDriver:
         self.labels[image_id] = dict(labels)
         self.builds.append(tag)
         return image_id
+
+    async def stats(self, container_ids: Sequence[str]) -> dict[str, InstanceStats]:
+        self._check_up()
+        found: dict[str, InstanceStats] = {}
+        for cid in container_ids:
+            container = self.containers.get(cid)
+            if container is None or not self._visible(container):
+                continue
+            if container.instance.status is not InstanceStatus.RUNNING:
+                continue
+            found[cid] = self.usage.get(
+                cid,
+                self.usage.get(
+                    container.instance.id, InstanceStats(cpu_seconds=0.0, memory_bytes=0)
+                ),
+            )
+        return found
 
     async def close(self) -> None:
         for queue in self._watchers:

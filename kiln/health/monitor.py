@@ -62,6 +62,8 @@ class _Tracked:
     ready_passes: int = 0
     ready_failures: int = 0
     live_failures: int = 0
+    checks_passed: int = 0  # every probe run, for metrics
+    checks_failed: int = 0
 
     @property
     def shared(self) -> bool:
@@ -136,6 +138,11 @@ class HealthMonitor:
         tracked = self._tracked.get(instance_id)
         return tracked.status if tracked is not None else HealthStatus()
 
+    def check_counts(self, instance_id: str) -> tuple[int, int]:
+        """Probes run on the instance so far: (passed, failed); (0, 0) when not tracked."""
+        tracked = self._tracked.get(instance_id)
+        return (tracked.checks_passed, tracked.checks_failed) if tracked is not None else (0, 0)
+
     def tracked_ids(self) -> frozenset[str]:
         """The instances being probed (for the controller to untrack the ones that are gone)."""
         return frozenset(self._tasks)
@@ -184,7 +191,12 @@ class HealthMonitor:
                 await asyncio.sleep(_RETRY_AFTER_BUG)
 
     async def _probe(self, t: _Tracked, probe: Probe) -> ProbeResult:
-        return await run_probe(probe, host=t.host, port=t.port, exec_fn=t.exec_fn)
+        result = await run_probe(probe, host=t.host, port=t.port, exec_fn=t.exec_fn)
+        if result.ok:
+            t.checks_passed += 1
+        else:
+            t.checks_failed += 1
+        return result
 
     def _readiness_interval(self, t: _Tracked) -> float:
         if not t.ever_ready:

@@ -86,6 +86,8 @@ class FakeService:
         self.calls: list[tuple[str, str]] = []  # (method, who) of every write
         self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
         self._rollout_ids = 0
+        self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
+        self.api_requests: list[tuple[str, str, int]] = []
 
     # --- test helpers ---------------------------------------------------------------------
 
@@ -305,6 +307,13 @@ class FakeService:
                 result = "current"
             views.append(ReleaseView(release=release, result=result, result_reason=reason))
         return views
+
+    async def metrics(self) -> bytes:
+        self._check_failure()
+        return self.metrics_text
+
+    def observe_api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.api_requests.append((route, method, status))
 
     async def events(
         self,

@@ -68,6 +68,7 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
         ("GET", "/v1/events"),
         ("GET", "/v1/events/stream"),
         ("GET", "/v1/event-kinds"),
+        ("GET", "/metrics"),
         ("GET", "/v1/apps/{env}/{app}/logs"),
         ("GET", "/v1/schema"),
         ("POST", "/v1/shutdown"),

@@ -43,6 +43,12 @@ class FakeHealth:
     def tracked_ids(self) -> frozenset[str]:
         return frozenset(self.statuses)
 
+    def check_counts(self, instance_id: str) -> tuple[int, int]:
+        status = self.statuses.get(instance_id)
+        if status is None:
+            return (0, 0)
+        return (1, 0) if status.ready else (0, 1)
+
     def status(self, instance_id: str) -> HealthStatus:
         return self.statuses.get(instance_id, HealthStatus())
 

@@ -1,0 +1,66 @@
+"""``GET /metrics``: Prometheus text exposition (behind the token like every route), and the
+middleware that times every API request by its route template.
+
+A scraper sends the API token as a bearer token (Prometheus: ``authorization: {credentials:
+TOKEN}``, or ``bearer_token_file``). ``metrics.enabled: false`` in the settings file makes it a
+404.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kiln.controller.service import Service
+from kiln.metrics import CONTENT_TYPE
+
+
+def metrics_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["metrics"])
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics: platform, instances, per-release traffic, host",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "text format 0.0.4"}},
+    )
+    async def metrics() -> Response:
+        return Response(await service.metrics(), media_type=CONTENT_TYPE)
+
+    return router
+
+
+class RequestTiming:
+    """Outermost middleware: one observation per request, labelled with the matched route's
+    template (``/v1/apps/{env}/{app}``, never the raw path: label sets stay bounded)."""
+
+    def __init__(self, app: ASGIApp, *, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            self.service.observe_api_request(
+                route if isinstance(route, str) else "(unmatched)",
+                str(scope.get("method", "")),
+                status,
+                time.perf_counter() - started,
+            )

@@ -1,0 +1,67 @@
+"""``StatsSampler``: CPU and memory of every known instance, sampled in the background.
+
+One ``driver.stats(ids)`` call per round for all instances (the Docker driver reads their
+cgroups, no engine call), every ``interval`` seconds; a scrape only reads the last result, so
+its cost does not grow with a call per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from kiln.drivers.base import Driver, InstanceStats
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln.metrics")
+
+
+class StatsSampler:
+    def __init__(
+        self,
+        driver: Driver,
+        container_ids: Callable[[], Sequence[str]],
+        *,
+        interval: float = 5.0,
+    ) -> None:
+        self._driver = driver
+        self._container_ids = container_ids
+        self.interval = interval
+        self.latest: dict[str, InstanceStats] = {}
+        self.sampled_at: float | None = None  # time.monotonic() of the last round
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def age(self) -> float | None:
+        return None if self.sampled_at is None else time.monotonic() - self.sampled_at
+
+    async def sample(self) -> None:
+        ids = list(self._container_ids())
+        try:
+            self.latest = await self._driver.stats(ids) if ids else {}
+        except KilnError as exc:
+            log.debug("no instance stats this round: %s", exc)
+            return
+        self.sampled_at = time.monotonic()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="kiln-stats-sampler")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception:  # a bug here must not end sampling for good
+                log.exception("instance stats sampling failed")
+            await asyncio.sleep(self.interval)
