@@ -12,6 +12,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for pkg in docker.io nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-cjson busybox-static iproute2 ${KILN_EXTRA_APT:-}; do
     have_pkg "$pkg" || missing+=("$pkg")
 done
+# npm installs the dashboard's browser library (uPlot) below; Debian's npm brings nodejs.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 PYTHON="${PYTHON:-python3}"
 # Debian's own python3 needs python3-venv for `python3 -m venv`.
 if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
@@ -37,4 +39,14 @@ if [ ! -e "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
     rm -f .venv/.kiln-lock-*
     touch "$stamp"
+fi
+
+# The dashboard's browser libraries, exactly as package-lock.json pins them; kiln serves them
+# from disk (no CDN), so the page works with no internet once this ran.
+ui=kiln/api/ui
+ui_stamp="$ui/node_modules/.kiln-lock-$(sha256sum "$ui/package-lock.json" | cut -c1-16)"
+if [ ! -e "$ui_stamp" ]; then
+    say "installing the dashboard's browser libraries with npm ci"
+    (cd "$ui" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    touch "$ui_stamp"
 fi

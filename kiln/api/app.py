@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 import kiln
 from kiln.api.auth import TokenCheck
-from kiln.api.deps import only_known_query_parameters
+from kiln.api.deps import PRINCIPAL, only_known_query_parameters
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
 from kiln.api.routes_apps import apps_router
@@ -28,6 +28,7 @@ from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
+from kiln.api.ui import token_authenticator, ui_router
 from kiln.config import identity_proof
 from kiln.controller.service import Service
 from kiln.spec import spec_json_schema
@@ -101,6 +102,8 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
         return app.openapi()
 
     app.include_router(protected)
+    # The dashboard signs in with the same token, kept in a cookie (kiln.api.ui.session).
+    app.include_router(ui_router(service, authenticate=token_authenticator(token, PRINCIPAL)))
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
 

@@ -20,7 +20,8 @@ from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import Supervisors, note_other_installations, wake_known_apps
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
-from kiln.model import AppKey, Event, EventKind
+from kiln.errors import RouterUnavailable
+from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
 
 class Engine:
@@ -122,6 +123,12 @@ class Engine:
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         return reads.release_history(self.plane, key)
+
+    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
+        try:
+            return (await self.plane.router.traffic()).get(key, {})
+        except RouterUnavailable:
+            return {}
 
     async def events(
         self,

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
-from kiln.model import AppKey, Event, EventKind
+from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
 
 class Service(Protocol):
@@ -64,6 +64,10 @@ class Service(Protocol):
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         """Oldest first. ``NotFound`` for an unknown app."""
+
+    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
+        """The router's cumulative counters per release of the app (the numbers canary
+        analysis judges); empty when NGINX counted nothing or does not answer."""
 
     async def events(
         self,

@@ -45,6 +45,7 @@ from kiln.model import (
     EventKind,
     Release,
     ReleaseOrigin,
+    ReleaseTraffic,
     Rollout,
     RolloutKind,
     RolloutProgress,
@@ -85,6 +86,7 @@ class FakeService:
         self.fail_with: Exception | None = None  # raised by the next call, once
         self.calls: list[tuple[str, str]] = []  # (method, who) of every write
         self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
+        self.counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}  # the router's, cumulative
         self._rollout_ids = 0
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
@@ -295,6 +297,10 @@ class FakeService:
     async def list_status(self) -> list[AppStatus]:
         self._check_failure()
         return [self._status(app) for app in sorted(self.apps.values(), key=lambda a: a.key)]
+
+    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
+        self._app(key)
+        return dict(self.counters.get(key, {}))
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         app = self._app(key)
