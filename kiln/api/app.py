@@ -28,7 +28,7 @@ from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
-from kiln.api.ui import token_authenticator, ui_router
+from kiln.api.ui import create_ui_app, token_authenticator
 from kiln.config import identity_proof
 from kiln.controller.service import Service
 from kiln.spec import spec_json_schema
@@ -103,7 +103,7 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
 
     app.include_router(protected)
     # The dashboard signs in with the same token, kept in a cookie (kiln.api.ui.session).
-    app.include_router(ui_router(service, authenticate=token_authenticator(token, PRINCIPAL)))
+    app.mount("/ui", create_ui_app(service, authenticate=token_authenticator(token, PRINCIPAL)))
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
 

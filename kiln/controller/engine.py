@@ -124,9 +124,9 @@ class Engine:
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         return reads.release_history(self.plane, key)
 
-    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
+    async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         try:
-            return (await self.plane.router.traffic()).get(key, {})
+            return await self.plane.router.traffic()
         except RouterUnavailable:
             return {}
 

@@ -65,9 +65,9 @@ class Service(Protocol):
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         """Oldest first. ``NotFound`` for an unknown app."""
 
-    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
-        """The router's cumulative counters per release of the app (the numbers canary
-        analysis judges); empty when NGINX counted nothing or does not answer."""
+    async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
+        """The router's cumulative counters per app and release (the numbers canary analysis
+        judges), in one read; empty when NGINX does not answer."""
 
     async def events(
         self,

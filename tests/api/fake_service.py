@@ -298,9 +298,8 @@ class FakeService:
         self._check_failure()
         return [self._status(app) for app in sorted(self.apps.values(), key=lambda a: a.key)]
 
-    async def release_counters(self, key: AppKey) -> dict[int, ReleaseTraffic]:
-        self._app(key)
-        return dict(self.counters.get(key, {}))
+    async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
+        return {key: dict(counters) for key, counters in self.counters.items()}
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         app = self._app(key)

@@ -1,5 +1,5 @@
 """The dashboard: a web UI at ``/ui`` over the same ``Service`` as the API (see README.md)."""
 
-from kiln.api.ui.routes import token_authenticator, ui_router
+from kiln.api.ui.routes import create_ui_app, token_authenticator
 
-__all__ = ["token_authenticator", "ui_router"]
+__all__ = ["create_ui_app", "token_authenticator"]

@@ -22,7 +22,6 @@ answer 401 in the API's error shape. Every POST needs the session's CSRF token.
 # built inside ui_router (they need its `authenticate`), which FastAPI can only see evaluated.
 
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import jinja2
-from fastapi import APIRouter, Body, Cookie, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -41,10 +40,11 @@ from fastapi.responses import (
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
-from kiln.api.deps import Key, OptionalKey
-from kiln.api.errors import error_body
+from kiln.api.deps import Key, OptionalKey, only_known_query_parameters
+from kiln.api.errors import error_body, install_error_handlers
 from kiln.api.routes_streams import Kinds, resume_point
 from kiln.api.schemas import MAX_ID, event_out, log_line_out
+from kiln.api.ui.sampler import TrafficSampler
 from kiln.api.ui.series import TrafficHistory
 from kiln.api.ui.session import (
     COOKIE,
@@ -59,7 +59,6 @@ from kiln.api.ui.session import (
 from kiln.api.ui.views import app_page_context, overview_context
 from kiln.controller.service import Service
 from kiln.errors import InvalidInput, NotFound, Unauthorized
-from kiln.model import AppKey
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -132,10 +131,27 @@ def _forbidden(message: str) -> JSONResponse:
     )
 
 
+def create_ui_app(service: Service, *, authenticate: Authenticate) -> FastAPI:
+    """The dashboard as its own app, mounted at ``/ui`` by ``kiln.api.create_app``: its routes
+    stay out of the API's OpenAPI document (and its fuzzing), while errors keep the API's
+    shape and unknown query parameters are refused as on the API."""
+    ui = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(only_known_query_parameters)],
+    )
+    install_error_handlers(ui)
+    ui.include_router(ui_router(service, authenticate=authenticate))
+    return ui
+
+
 def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
-    router = APIRouter(prefix="/ui", include_in_schema=False)
+    """The dashboard's routes, relative to where it is mounted (``/ui``)."""
+    router = APIRouter()
     templates = _templates()
     history = TrafficHistory()
+    sampler = TrafficSampler(service, history)
 
     async def current_user(
         kiln_ui: Annotated[str | None, Cookie(max_length=MAX_TOKEN_CHARS + 64)] = None,
@@ -162,10 +178,9 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
     def to_login() -> RedirectResponse:
         return RedirectResponse(f"{COOKIE_PATH}/login", status_code=303)
 
-    async def sample(key: AppKey) -> None:
-        now = time.time()
-        if history.due(key, now):
-            history.add(key, now, await service.release_counters(key))
+    async def sample() -> None:
+        sampler.watched()
+        await sampler.sample_now()
 
     # --- signing in ----------------------------------------------------------------------
 
@@ -206,17 +221,12 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     # --- pages ---------------------------------------------------------------------------
 
-    @router.get("")
-    async def ui_root() -> RedirectResponse:
-        return RedirectResponse(f"{COOKIE_PATH}/", status_code=307)
-
     @router.get("/")
     async def overview(user: MaybeUser) -> Response:
         if user is None:
             return to_login()
         statuses = await service.list_status()
-        for status in statuses:
-            await sample(status.key)
+        await sample()
         return page(
             "overview.html",
             user=user,
@@ -231,7 +241,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
             context = await app_page_context(service, key)
         except NotFound as exc:
             return page("missing.html", status_code=404, user=user, message=exc.message)
-        await sample(key)
+        await sample()
         return page("app.html", user=user, **context)
 
     # --- live data -----------------------------------------------------------------------
@@ -239,8 +249,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
     @router.get("/data/overview")
     async def overview_data(user: User) -> dict[str, Any]:
         statuses = await service.list_status()
-        for status in statuses:
-            await sample(status.key)
+        await sample()
         context = overview_context(statuses, history)
         return {"html": {"apps": templates.get_template("_overview.html").render(**context)}}
 
@@ -258,7 +267,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
     @router.get("/data/apps/{env}/{app}/series")
     async def app_series(key: Key, user: User) -> dict[str, Any]:
         await service.status(key)  # NotFound for an unknown app
-        await sample(key)
+        await sample()
         return history.series(key).as_json()
 
     @router.get("/data/apps/{env}/{app}/logs")

@@ -96,7 +96,7 @@
     const data = await getJSON(base + "/logs?tail=100");
     const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
     logs.textContent = data.lines.map(function (l) {
-      return (l.at || "").slice(11, 19) + " " + (l.instance || "").slice(0, 12) + " " + l.line;
+      return (l.at || "").slice(11, 19) + " " + (l.instance || "").slice(0, 12) + " " + l.text;
     }).join("\n") || "(no log lines)";
     if (atBottom) logs.scrollTop = logs.scrollHeight;
   });
@@ -126,6 +126,7 @@
       ? releases.map(function (r) { return "release " + r + ": " + data.releases[r].requests + " requests"; }).join(" · ")
       : "no requests counted yet";
     body.dataset.chartReleases = releases.join(",");
+    body.dataset.chartPoints = String(data.t.length);
     if (!window.uPlot) {
       document.getElementById("chart-note").textContent = "charts need uPlot: run scripts/bootstrap.sh";
       return;
