@@ -120,9 +120,11 @@ def wait_for_more(clients: list[TimedClient], count: int) -> None:
 
 
 @contextlib.contextmanager
-def bench_kiln(images: dict[str, tuple[str, str]]) -> Iterator[KilnHarness]:
+def bench_kiln(
+    images: dict[str, tuple[str, str]], env: dict[str, str] | None = None
+) -> Iterator[KilnHarness]:
     """A private dockerd with the demo images built (tag → (version, variant)) and a kiln server
-    on it; everything removed afterwards."""
+    on it (``env``: its KILN_* overrides); everything removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     try:
         with PrivateDockerd() as engine:
@@ -132,7 +134,7 @@ def bench_kiln(images: dict[str, tuple[str, str]]) -> Iterator[KilnHarness]:
             client.close()
             home = workdir / "home"
             home.mkdir()
-            kiln = KilnHarness(home, engine.docker_host)
+            kiln = KilnHarness(home, engine.docker_host, env=env)
             try:
                 kiln.start()
                 yield kiln

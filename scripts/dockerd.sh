@@ -61,7 +61,9 @@ create_bridge() {
             || ip -4 route show table all | grep -qE "(^| )10\.213\.$x\.0/24"; then
             continue
         fi
-        ip link add "$name" type bridge
+        # A fixed address: a bridge without one takes the lowest MAC of its ports, which changes
+        # as containers come and go, and their replies to the host then stall for seconds.
+        ip link add "$name" address "$(printf '02:6b:0a:d5:%02x:01' "$x")" type bridge
         ip addr add "10.213.$x.1/24" dev "$name"
         ip link set "$name" up
         echo "$name" > "$DIR/bridge"

@@ -17,6 +17,10 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
 | ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
 | ``KILN_WATCHDOG_SECONDS`` | ``10``                                   | a server silent this long is restarted      |
+| ``KILN_BRIDGE_PATH``      | ``auto``                                 | how NGINX reaches bridge instances: at the  |
+|                           |                                          | container's address (``direct``), through a |
+|                           |                                          | published loopback port (``published``), or |
+|                           |                                          | direct when this host routes to the bridge  |
 | ``KILN_SETTINGS``         | ``$KILN_HOME/settings.yaml``             | the settings file (``kiln.config.file``)    |
 | ``DOCKER_HOST``           | ``$KILN_HOME/docker-host``, else the SDK's default | which Docker engine the driver uses |
 """
@@ -63,6 +67,13 @@ def _flag(text: str, name: str) -> bool:
     raise InvalidInput(f"{name} must be 1 or 0, got {text!r}")
 
 
+def _choice(text: str, name: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise InvalidInput(f"{name} must be one of {', '.join(choices)}, got {text[:50]!r}")
+    return value
+
+
 def _http_url(text: str) -> str | None:
     url = text.strip().rstrip("/")
     if not url:
@@ -95,6 +106,7 @@ class Settings:
     resync_seconds: float = 2.0
     watchdog_seconds: float = 10.0
     docker_host: str | None = None
+    bridge_path: str = "auto"
     settings_file: Path | None = None  # None: home / "settings.yaml"
     file: FileSettings = field(default_factory=FileSettings)
 
@@ -124,6 +136,11 @@ class Settings:
                 resync_seconds=float(env.get("KILN_RESYNC_SECONDS", defaults.resync_seconds)),
                 watchdog_seconds=float(env.get("KILN_WATCHDOG_SECONDS", defaults.watchdog_seconds)),
                 docker_host=env.get("DOCKER_HOST") or _remembered_docker_host(home),
+                bridge_path=_choice(
+                    env.get("KILN_BRIDGE_PATH", defaults.bridge_path),
+                    "KILN_BRIDGE_PATH",
+                    ("auto", "direct", "published"),
+                ),
                 settings_file=settings_file,
                 file=load_file_settings(settings_file or home / SETTINGS_FILE_NAME),
             )
@@ -208,6 +225,7 @@ class Settings:
             "KILN_NGINX": self.nginx_binary,
             "KILN_RESYNC_SECONDS": f"{self.resync_seconds:g}",
             "KILN_WATCHDOG_SECONDS": f"{self.watchdog_seconds:g}",
+            "KILN_BRIDGE_PATH": self.bridge_path,
         }
         if self.api_socket is not None:
             env["KILN_API_SOCKET"] = str(self.api_socket.absolute())

@@ -17,7 +17,12 @@ from kiln.controller import commands, observability, reads, rollouts
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.controller.supervisors import Supervisors, note_other_installations, wake_known_apps
+from kiln.controller.supervisors import (
+    Supervisors,
+    note_network,
+    note_other_installations,
+    wake_known_apps,
+)
 from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
 from kiln.drivers.base import LogLine
 from kiln.errors import RouterUnavailable
@@ -45,6 +50,7 @@ class Engine:
         await self.supervisors.supervise_driver()  # an event if the engine does not answer
         plane.events.record(None, EventKind.KILN_STARTED, "kiln started; adopting what runs")
         await note_other_installations(plane)
+        await note_network(plane)
         await wake_known_apps(plane)
         self.supervisors.start()
         if plane.webhooks is not None:

@@ -71,6 +71,7 @@ def build_driver(settings: Settings, *, kind: str = "docker") -> Driver:
         return DockerDriver(
             base_url=settings.docker_host,
             installation_id=read_or_create_installation_id(settings),
+            bridge_path=settings.bridge_path,
         )
     raise InvalidInput(f"unknown driver {kind!r}; kiln runs on: {', '.join(DRIVERS)}")
 

@@ -205,6 +205,16 @@ class Supervisors:
             await wake_known_apps(plane)
 
 
+async def note_network(plane: ControlPlane) -> None:
+    """Say at start what the engine's network needs fixed for instances to stay reachable."""
+    try:
+        notes = await plane.driver.network_notes()
+    except KilnError:
+        return
+    for note in notes:
+        plane.events.record(None, "driver.network", note, severity=Severity.WARNING)
+
+
 async def note_other_installations(plane: ControlPlane) -> None:
     """Say once per installation that this engine also runs another kiln's containers."""
     try:

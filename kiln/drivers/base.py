@@ -149,4 +149,8 @@ class Driver(Protocol):
         """CPU time and memory of running containers, by container id; one without data (gone,
         not running) is left out. Meant for a background sampler, not one call per scrape."""
 
+    async def network_notes(self) -> list[str]:
+        """What the operator should fix in the engine's network for instances to be reachable
+        reliably (said once, at start); empty when nothing."""
+
     async def close(self) -> None: ...

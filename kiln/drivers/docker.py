@@ -53,10 +53,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import docker
 import docker.errors
+import psutil
 import requests.exceptions
 from docker.types import LogConfig
 
@@ -103,6 +105,13 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 WORKERS = 32
+# How NGINX and health checks reach an instance on a bridge network: "direct" at the container's
+# own address (no proxy process in between: ~1.6x the requests/s), or "published" through
+# docker-proxy on a loopback port (for an engine whose bridge this host cannot route to: a
+# rootless or remote engine). "auto" is direct when the bridge's gateway is an address of this
+# host, else published. See README.md "How NGINX reaches an instance".
+BridgePath = Literal["auto", "direct", "published"]
+BRIDGE_PATHS: tuple[BridgePath, ...] = ("auto", "direct", "published")
 HOST_PORT_RANGE = (20000, 29999)
 PORT_TAKEN_RETRIES = 5
 # Events that change an instance's lifecycle; exec_*, attach, health_status ... are noise to the
@@ -211,7 +220,12 @@ class DockerDriver:
         )
 
     def __init__(
-        self, *, installation_id: str, base_url: str | None = None, timeout: float = 30
+        self,
+        *,
+        installation_id: str,
+        base_url: str | None = None,
+        timeout: float = 30,
+        bridge_path: str = "auto",
     ) -> None:
         if not _INSTALLATION_ID.match(installation_id):
             raise InvalidInput(
@@ -219,6 +233,12 @@ class DockerDriver:
                 " (config.read_or_create_installation_id makes one)"
             )
         self.installation_id = installation_id
+        if bridge_path not in BRIDGE_PATHS:
+            raise InvalidInput(
+                f"the bridge path must be one of {', '.join(BRIDGE_PATHS)}, got {bridge_path!r}"
+            )
+        self.bridge_path = bridge_path
+        self._bridge: _Bridge | None = None  # the engine's bridge, looked at once
         self._explicit_base_url = base_url
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.timeout = timeout
@@ -484,7 +504,7 @@ class DockerDriver:
             log_config=LogConfig(type=LogConfig.types.JSON, config=LOG_OPTIONS),
             port_bindings=(
                 {f"{spec.port}/tcp": ("127.0.0.1", None)}
-                if spec.port is not None and not spec.host_network
+                if spec.port is not None and not spec.host_network and not self._direct()
                 else None
             ),
             network_mode="host" if spec.host_network else None,
@@ -807,6 +827,43 @@ class DockerDriver:
         finally:
             pump.close()
 
+    def _look_at_bridge(self) -> _Bridge:
+        """The engine's default bridge as this host sees it (blocking; once per driver)."""
+        if self._bridge is None:
+            try:
+                network = self._client.api.inspect_network("bridge")
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                # Not remembered: the next container looks again. This one is published,
+                # which works wherever the engine is.
+                return _Bridge(gateway=None, interface=None, fixed_mac=True)
+            gateways = [c.get("Gateway") for c in (network.get("IPAM") or {}).get("Config") or []]
+            self._bridge = _Bridge.seen_from_here(next((g for g in gateways if g), None))
+        return self._bridge
+
+    def _direct(self) -> bool:
+        if self.bridge_path == "auto":
+            return self._look_at_bridge().interface is not None
+        return self.bridge_path == "direct"
+
+    async def network_notes(self) -> list[str]:
+        bridge: _Bridge = await self._call("inspect the bridge network", self._look_at_bridge)
+        notes = []
+        if self.bridge_path == "direct" and bridge.interface is None:
+            notes.append(
+                f"KILN_BRIDGE_PATH=direct, but the engine's bridge (gateway {bridge.gateway or '?'})"
+                " is not an interface of this host, so NGINX cannot reach instances there; use"
+                " KILN_BRIDGE_PATH=auto (published ports when the bridge is out of reach)"
+            )
+        if bridge.interface is not None and not bridge.fixed_mac:
+            notes.append(
+                f"the Docker bridge {bridge.interface} has no MAC address of its own: Linux gives"
+                " it the lowest of its ports', which changes whenever a container starts or stops,"
+                " and connections to instances then stall for seconds. Give it one, e.g."
+                f" `ip link set {bridge.interface} address {bridge.suggested_mac}` (dockerd does"
+                " this for the bridges it creates; this one was made by hand)"
+            )
+        return notes
+
     async def other_installations(self) -> set[str]:
         found: list[dict[str, Any]] = await self._call(
             "list other installations' containers",
@@ -999,21 +1056,76 @@ def _host_network_address(labels: dict[str, str] | None) -> Address | None:
     return Address("127.0.0.1", int(port)) if port.isdigit() else None
 
 
+@dataclass(frozen=True)
+class _Bridge:
+    """The engine's bridge: its gateway, and the interface of this host that holds it (None: a
+    rootless or remote engine, whose containers this host cannot route to)."""
+
+    gateway: str | None
+    interface: str | None
+    fixed_mac: bool
+
+    @classmethod
+    def seen_from_here(cls, gateway: str | None) -> _Bridge:
+        interface = None
+        if gateway:
+            interface = next(
+                (
+                    name
+                    for name, addresses in psutil.net_if_addrs().items()
+                    if any(a.family == socket.AF_INET and a.address == gateway for a in addresses)
+                ),
+                None,
+            )
+        fixed = True
+        if interface is not None:
+            # /sys/class/net/*/addr_assign_type: 0 permanent, 1 random, 2 stolen, 3 set.
+            # A bridge whose address was never set follows its ports' (see network_notes).
+            with contextlib.suppress(OSError):
+                fixed = (
+                    Path(f"/sys/class/net/{interface}/addr_assign_type").read_text().strip() != "1"
+                )
+        return cls(gateway, interface, fixed)
+
+    @property
+    def suggested_mac(self) -> str:
+        octets = [int(part) for part in (self.gateway or "0.0.0.0").split(".")]
+        return "02:6b:" + ":".join(f"{octet:02x}" for octet in octets)
+
+
+def _network_ip(settings: dict[str, Any] | None) -> str | None:
+    """The container's address on its (first) bridge network."""
+    for network in ((settings or {}).get("Networks") or {}).values():
+        if network and network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return None
+
+
 def _summary_address(summary: dict[str, Any]) -> Address | None:
-    """Where a container from ``GET /containers/json`` is reached: its published TCP port."""
-    for port in summary.get("Ports") or []:
-        if port.get("PublicPort") and port.get("Type", "tcp") == "tcp":
+    """Where a container from ``GET /containers/json`` is reached: its published TCP port, else
+    its address on the bridge and the port it exposes, else the host-network port."""
+    ports = [p for p in summary.get("Ports") or [] if p.get("Type", "tcp") == "tcp"]
+    for port in ports:
+        if port.get("PublicPort"):
             return Address(port.get("IP") or "127.0.0.1", int(port["PublicPort"]))
+    ip = _network_ip(summary.get("NetworkSettings"))
+    if ip is not None and ports and ports[0].get("PrivatePort"):
+        return Address(ip, int(ports[0]["PrivatePort"]))
     return _host_network_address(summary.get("Labels"))
 
 
 def _inspect_address(info: dict[str, Any]) -> Address | None:
     """The same from an inspect, whose ports are a map of bindings."""
-    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    network = info.get("NetworkSettings") or {}
+    ports = network.get("Ports") or {}
     for bindings in ports.values():
         for binding in bindings or []:
             if binding.get("HostPort"):
                 return Address(binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"]))
+    ip = _network_ip(network)
+    exposed = [int(name.split("/")[0]) for name in ports if name.endswith("/tcp")]
+    if ip is not None and exposed:
+        return Address(ip, exposed[0])
     return _host_network_address((info.get("Config") or {}).get("Labels"))
 
 

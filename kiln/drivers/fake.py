@@ -17,6 +17,7 @@ milliseconds without Docker. Knobs for tests:
     remote                              images "in the registry" ("host/repo@digest" → labels);
                                         push_image adds, pull_image copies them to the engine
     pulls / pushes / builds             records of image transfers, in order
+    notes                               what ``network_notes()`` answers (a list of strings)
     started / stopped / removed         records of what kiln asked for, in order
 
 Addresses are deterministic: 127.0.0.1 and a port counter starting at ``first_port``. Stopped
@@ -76,6 +77,7 @@ class FakeDriver:
     ) -> None:
         self.installation_id = installation_id
         self.host = host
+        self.notes: list[str] = []
         self.clock = clock
         self.images: dict[str, str] = {}  # reference (tag or digest) → digest
         self.containers: dict[str, FakeContainer] = {}  # container id → container
@@ -271,6 +273,10 @@ class FakeDriver:
     async def host_limits(self) -> HostLimits:
         self._check_up()
         return self.host
+
+    async def network_notes(self) -> list[str]:
+        self._check_up()
+        return list(self.notes)
 
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         self._check_up()

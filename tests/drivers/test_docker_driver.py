@@ -8,6 +8,7 @@ import gc
 import itertools
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from kiln.drivers.base import DriverEvent
-from kiln.drivers.docker import DockerDriver
+from kiln.drivers.docker import DockerDriver, _Bridge
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound
 from kiln.model import (
     LABEL_APP,
@@ -145,8 +146,10 @@ async def test_started_instance_is_hardened_and_serves_its_version(
     instance = await driver.start_instance(spec)
 
     assert instance.running and instance.id == spec.id and instance.release == 1
-    assert instance.address is not None and instance.address.host == "127.0.0.1"
     info = docker_client.api.inspect_container(instance.container_id)
+    # Reached at its address on the bridge (this host holds the gateway), no port published.
+    assert instance.address is not None and instance.address.port == 8080
+    assert instance.address.host == info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
     host = info["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["NET_BIND_SERVICE"]
@@ -157,7 +160,7 @@ async def test_started_instance_is_hardened_and_serves_its_version(
     assert host["RestartPolicy"]["Name"] == "no"
     assert host["LogConfig"]["Type"] == "json-file" and host["LogConfig"]["Config"]["max-size"]
     assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=64m"}
-    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    assert not host["PortBindings"]
     config = info["Config"]
     assert config["Labels"][LABEL_MANAGED] == "true"
     assert config["Labels"][LABEL_INSTALLATION] == INSTALLATION
@@ -173,6 +176,50 @@ async def test_started_instance_is_hardened_and_serves_its_version(
     assert response.status_code == 200
     assert response.text.strip() == f"hello from kiln demo v2 (instance {spec.id})"
     assert (await http_get(instance, "/healthz")).status_code == 200
+
+
+async def test_published_path_serves_on_a_loopback_port_and_both_kinds_are_listed(
+    dockerd: PrivateDockerd, driver: DockerDriver, app: App, docker_client: docker.DockerClient
+) -> None:
+    published = DockerDriver(
+        base_url=dockerd.docker_host, installation_id=INSTALLATION, bridge_path="published"
+    )
+    try:
+        behind_proxy = await published.start_instance(app.spec("v1"))
+        direct = await driver.start_instance(app.spec("v2"))
+        info = docker_client.api.inspect_container(behind_proxy.container_id)
+        assert info["HostConfig"]["PortBindings"] == {
+            "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]
+        }
+        assert behind_proxy.address is not None and behind_proxy.address.host == "127.0.0.1"
+        assert direct.address is not None and direct.address.host != "127.0.0.1"
+        # Either driver lists both where they really are (a switch keeps old instances reachable).
+        listed = {i.id: i.address for i in await published.list_instances(app.key)}
+        assert listed == {behind_proxy.id: behind_proxy.address, direct.id: direct.address}
+        for instance, version in ((behind_proxy, "v1"), (direct, "v2")):
+            assert f"kiln demo {version}" in (await http_get(instance)).text
+    finally:
+        await published.close()
+
+
+async def test_a_bridge_with_its_own_mac_needs_no_note(driver: DockerDriver) -> None:
+    # The harness gives its bridge a MAC address, as dockerd does for its own bridges.
+    assert await driver.network_notes() == []
+
+
+def test_a_bridge_without_its_own_mac_is_named_with_the_fix() -> None:
+    # 10.213.255.0/24 is outside the harness's pool of bridge subnets (tests/harness/dockerd.py).
+    name, gateway = f"kbnomac{os.getpid() % 100000}", "10.213.255.77"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{gateway}/32", "dev", name], check=True)
+        bridge = _Bridge.seen_from_here(gateway)
+        assert (bridge.interface, bridge.fixed_mac) == (name, False)
+        subprocess.run(["ip", "link", "set", name, "address", bridge.suggested_mac], check=True)
+        assert _Bridge.seen_from_here(gateway).fixed_mac
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)
+    assert _Bridge.seen_from_here("192.0.2.200").interface is None  # not this host's: published
 
 
 async def test_memory_pids_limit_and_user_are_what_the_instance_really_gets(

@@ -112,6 +112,11 @@ def _run(*argv: str) -> None:
         raise DockerdError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
 
 
+def bridge_mac(gateway: ipaddress.IPv4Interface) -> str:
+    """A locally administered unicast MAC for the bridge, from its gateway address."""
+    return "02:6b:" + ":".join(f"{octet:02x}" for octet in gateway.ip.packed)
+
+
 def create_bridge(name: str) -> ipaddress.IPv4Interface:
     """Create bridge ``name`` with the gateway address of a free 10.213.X.0/24."""
     _LOCK_PATH.touch(exist_ok=True)
@@ -126,7 +131,11 @@ def create_bridge(name: str) -> ipaddress.IPv4Interface:
             if any(subnet.overlaps(u) for u in used if u.prefixlen > 0):
                 continue
             gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/24")
-            _run("ip", "link", "add", name, "type", "bridge")
+            # An address of its own: a bridge without one takes the lowest MAC of its ports,
+            # which changes whenever a container starts or stops; containers then send their
+            # replies to the host's old address and connections stall for seconds (what
+            # dockerd does for the bridges it creates itself).
+            _run("ip", "link", "add", name, "address", bridge_mac(gateway), "type", "bridge")
             try:
                 _run("ip", "addr", "add", str(gateway), "dev", name)
                 _run("ip", "link", "set", name, "up")
