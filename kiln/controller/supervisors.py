@@ -212,7 +212,7 @@ async def note_network(plane: ControlPlane) -> None:
     except KilnError:
         return
     for note in notes:
-        plane.events.record(None, "driver.network", note, severity=Severity.WARNING)
+        plane.events.record(None, EventKind.DRIVER_NETWORK, note, severity=Severity.WARNING)
 
 
 async def note_other_installations(plane: ControlPlane) -> None:
