@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.e2e.conftest import hello_spec
 from tests.e2e.harness import KilnHarness, wait_until
 from tests.e2e.load import LoadClient
+from tests.ui.libraries import ensure_ui_libraries
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +51,7 @@ def kiln(dockerd, hello_images, tmp_path_factory) -> Iterator[KilnHarness]:  # t
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    ensure_ui_libraries()
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
