@@ -23,6 +23,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -34,8 +35,10 @@ from kiln.api.deps import Key, OptionalKey
 from kiln.api.errors import clip, error_body
 from kiln.api.schemas import MAX_ID, EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
+from kiln.controller.views import LogRequest
 from kiln.errors import InvalidInput, KilnError
 from kiln.model import EventKind, event_categories, kinds_matching
+from kiln.spec.units import parse_duration
 
 log = logging.getLogger("kiln.api")
 
@@ -103,6 +106,16 @@ class EventKindsOut(BaseModel):
     categories: list[str]
 
 
+def _since(text: str | None) -> datetime | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        seconds = parse_duration(text.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"since: {exc} (e.g. 10m, 90s, 2h)") from exc
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
 def streams_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events and logs"])
 
@@ -159,13 +172,29 @@ def streams_router(service: Service) -> APIRouter:
         ] = None,
         follow: bool = False,
         tail: Annotated[int, Query(ge=0, le=100_000, description="lines of history")] = 100,
+        release: Annotated[
+            int | None, Query(ge=1, le=MAX_ID, description="only this release's instances")
+        ] = None,
+        since: Annotated[
+            str | None,
+            Query(max_length=20, description="only lines of the last 10m, 90s, 2h, ..."),
+        ] = None,
+        grep: Annotated[
+            str | None, Query(max_length=200, description="only lines containing this text")
+        ] = None,
+        router: Annotated[
+            bool, Query(description="NGINX's access lines of the app instead of its output")
+        ] = False,
     ) -> StreamingResponse:
         # Checked before streaming so that an unknown app is a plain 404, not an in-stream error.
         await service.status(key)
+        request = LogRequest(release=release, since=_since(since), grep=grep or None, router=router)
 
         async def lines() -> AsyncIterator[bytes]:
             try:
-                async for line in service.logs(key, instance=instance, follow=follow, tail=tail):
+                async for line in service.logs(
+                    key, instance=instance, follow=follow, tail=tail, request=request
+                ):
                     yield log_line_out(line).model_dump_json().encode() + b"\n"
             except Exception as exc:
                 yield json.dumps(_error_body(exc)).encode() + b"\n"

@@ -20,7 +20,7 @@ from kiln.controller.views import (
     ReleaseView,
     RolloutView,
 )
-from kiln.drivers.base import LogLine
+from kiln.logs import ArchivedLine
 from kiln.model import Event, EventKind, Release, Rollout
 from kiln.spec import MAX_INSTANCES, MAX_SPEC_BYTES
 
@@ -206,8 +206,9 @@ class EventOut(_Out):
 class LogLineOut(_Out):
     instance: str
     at: datetime | None
-    stream: Literal["stdout", "stderr"]
+    stream: Literal["stdout", "stderr", "access"]  # access: an NGINX access line (router=true)
     text: str
+    release: int | None = None
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -318,8 +319,15 @@ def event_out(event: Event) -> EventOut:
     )
 
 
-def log_line_out(line: LogLine) -> LogLineOut:
-    return LogLineOut(instance=line.instance_id, at=line.at, stream=line.stream, text=line.text)
+def log_line_out(line: ArchivedLine) -> LogLineOut:
+    stream = line.stream if line.stream in ("stdout", "stderr", "access") else "stdout"
+    return LogLineOut(
+        instance=line.instance,
+        at=line.at,
+        stream=stream,  # type: ignore[arg-type]
+        text=line.text,
+        release=line.release or None,
+    )
 
 
 # --- rollouts (kiln rollout status, promote, pause, resume, abort, retry) ------------------

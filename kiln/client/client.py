@@ -350,11 +350,30 @@ class KilnClient:
     # --- logs -----------------------------------------------------------------------------
 
     def logs(
-        self, key: AppKey, *, instance: str | None = None, follow: bool = False, tail: int = 100
+        self,
+        key: AppKey,
+        *,
+        instance: str | None = None,
+        follow: bool = False,
+        tail: int = 100,
+        release: int | None = None,
+        since: str | None = None,
+        grep: str | None = None,
+        router: bool = False,
     ) -> Iterator[LogLine]:
+        """Kept lines of the app's instances (gone ones too) in time order; ``since`` is a
+        duration (``10m``); ``router``: NGINX's access lines of the app instead."""
         params: dict[str, Any] = {"follow": follow, "tail": tail}
         if instance:
             params["instance"] = instance
+        if release is not None:
+            params["release"] = release
+        if since:
+            params["since"] = since
+        if grep:
+            params["grep"] = grep
+        if router:
+            params["router"] = True
         # A followed log may be silent for hours; there is no heartbeat to time out on.
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else 60.0)
         with self._stream("GET", f"{_app_path(key)}/logs", params, timeout, {}) as response:

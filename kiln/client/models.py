@@ -145,8 +145,9 @@ class Event(_Model):
 class LogLine(_Model):
     instance: str
     at: datetime | None = None
-    stream: str = "stdout"
+    stream: str = "stdout"  # stdout | stderr | access (an NGINX access line)
     text: str
+    release: int | None = None
 
 
 class Group(_Model):

@@ -23,9 +23,9 @@ from kiln.controller.supervisors import (
     note_other_installations,
     wake_known_apps,
 )
-from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
-from kiln.drivers.base import LogLine
+from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
 from kiln.errors import RouterUnavailable
+from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
 
@@ -57,6 +57,8 @@ class Engine:
             plane.webhooks.start()
         if plane.sampler is not None:
             plane.sampler.start()
+        if plane.logs is not None:
+            plane.logs.start()
 
     async def close(self) -> None:
         """Stop the control plane (not NGINX, not the apps: they keep serving)."""
@@ -69,6 +71,8 @@ class Engine:
             await plane.webhooks.close()
         if plane.sampler is not None:
             await plane.sampler.close()
+        if plane.logs is not None:
+            await plane.logs.close()
         with contextlib.suppress(Exception):
             plane.events.record(
                 None, EventKind.KILN_STOPPED, "kiln stopped; NGINX and the apps keep serving"
@@ -159,6 +163,14 @@ class Engine:
         return reads.follow_events(self.plane, key=key, after_id=after_id, kinds=kinds)
 
     def logs(
-        self, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
-        return reads.app_logs(self.plane, key, instance=instance, follow=follow, tail=tail)
+        self,
+        key: AppKey,
+        *,
+        instance: str | None,
+        follow: bool,
+        tail: int | None,
+        request: LogRequest | None = None,
+    ) -> AsyncIterator[ArchivedLine]:
+        return reads.app_logs(
+            self.plane, key, instance=instance, follow=follow, tail=tail, request=request
+        )

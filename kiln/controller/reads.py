@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from kiln.controller.runtime import ControlPlane
-from kiln.controller.views import AppStatus, InstanceView, ReleaseView
-from kiln.drivers.base import LogLine
+from kiln.controller.views import AppStatus, InstanceView, LogRequest, ReleaseView
 from kiln.errors import NotFound
+from kiln.logs import ArchivedLine, LogQuery, access_history, follow_access
 from kiln.model import AppKey, AppRecord, Event, EventKind
 
 
@@ -125,17 +125,52 @@ async def follow_events(
 
 
 async def app_logs(
-    plane: ControlPlane, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
-) -> AsyncIterator[LogLine]:
+    plane: ControlPlane,
+    key: AppKey,
+    *,
+    instance: str | None,
+    follow: bool,
+    tail: int | None,
+    request: LogRequest | None = None,
+) -> AsyncIterator[ArchivedLine]:
+    """The app's kept logs (instances that are gone included), merged in time order; with
+    ``follow``, new lines too, from instances that start later. ``request.router``: NGINX's
+    access lines of the app instead."""
     plane.require_app(key)
-    instances = await plane.driver.list_instances(key)
+    request = request or LogRequest()
+    keeper = plane.logs
     if instance is not None:
-        instances = [
-            i for i in instances if i.id == instance or i.container_id.startswith(instance)
-        ]
-        if not instances:
-            raise NotFound(f"no instance {instance} in {key}; `kiln ps {key.app}` lists them")
-    async for line in plane.driver.logs(
-        [i.container_id for i in instances], follow=follow, tail=tail
-    ):
-        yield line
+        known = keeper.archive.instances(key) if keeper is not None else set()
+        live = await plane.driver.list_instances(key)
+        matching = [i.id for i in live if i.id == instance or i.container_id.startswith(instance)]
+        if instance in known:
+            matching = [instance]
+        if not matching:
+            raise NotFound(
+                f"no instance {instance} in {key}; `kiln ps {key.app}` lists the running ones "
+                f"and `kiln logs {key.app}` shows every kept one"
+            )
+        instance = matching[0]
+    query = LogQuery(
+        release=request.release, instance=instance, since=request.since, grep=request.grep
+    )
+    if request.router:
+        access = plane.router.log_files().get("access")
+        if access is None:
+            return
+        keep = plane.settings.file.logs.router_keep
+        if follow:
+            async for line in follow_access(access, key, query, keep=keep, tail=tail):
+                yield line
+        else:
+            for line in access_history(access, key, query, keep=keep, tail=tail):
+                yield line
+        return
+    if keeper is None:
+        return
+    if follow:
+        async for line in keeper.archive.follow(key, query, tail=tail):
+            yield line
+    else:
+        for line in keeper.archive.history(key, query, tail=tail):
+            yield line

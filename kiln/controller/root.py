@@ -23,6 +23,7 @@ from kiln.controller.engine import Engine
 from kiln.controller.events import EventBus
 from kiln.controller.executor import Executor
 from kiln.controller.images import Puller
+from kiln.controller.logkeeper import LogKeeper
 from kiln.controller.observability import attach_metrics
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
@@ -32,6 +33,7 @@ from kiln.controller.webhooks import Receiver, Webhooks, failure_reason
 from kiln.drivers.base import Driver
 from kiln.errors import InvalidInput
 from kiln.health.monitor import HealthMonitor
+from kiln.logs import LogArchive
 from kiln.model import AppKey, Event
 from kiln.registry.base import Credentials, Registry
 from kiln.router.base import Router
@@ -157,6 +159,18 @@ def assemble_engine(
     reconcile_round = ReconcileRound(plane, executor)
     _wire_webhooks(plane)
     attach_metrics(plane)
+    section = settings.file.logs
+    plane.logs = LogKeeper(
+        driver=driver,
+        router=router,
+        archive=LogArchive(
+            settings.home / "logs",
+            max_bytes_per_app=section.max_bytes_per_app,
+            max_file_bytes=section.max_file_bytes,
+            max_age=section.max_age,
+        ),
+        settings=section,
+    )
     return Engine(plane, executor=executor)
 
 

@@ -39,6 +39,9 @@ class ReconcileRound:
         desired = desired_app(plane, key)
         instances = adoptable(plane, key, await plane.driver.list_instances(key))
         plane.last_instances[key] = instances
+        if plane.logs is not None:
+            for instance in instances:
+                plane.logs.collect(instance)
         running = {i.id for i in instances if i.running}
         tracked = plane.health.tracked_ids()
         for instance in instances:
@@ -186,8 +189,11 @@ def announce_backoff(plane: ControlPlane, key: AppKey, result: Plan, crashes: in
 
 def track_instance(plane: ControlPlane, instance: Instance) -> None:
     """Probe ``instance`` with its release's health checks; one the router already holds
-    counts as ready until a probe says otherwise (adoption after a restart)."""
+    counts as ready until a probe says otherwise (adoption after a restart). Its output is
+    kept from its first line."""
     plane.instance_keys[instance.id] = instance.key
+    if plane.logs is not None:
+        plane.logs.collect(instance)
     release = plane.release_or_none(instance.key, instance.release)
     if release is None:
         return  # an orphan: no probes, it is never ready and will be removed

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from kiln.config import Settings
 from kiln.controller.events import EventBus
+from kiln.controller.logkeeper import LogKeeper
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.webhooks import Webhooks
@@ -66,6 +67,8 @@ class ControlPlane:
     # Prometheus metrics and the background CPU/memory sampler (None: metrics are off).
     metrics: KilnMetrics | None = None
     sampler: StatsSampler | None = None
+    # Instance output kept past the instances' life, NGINX's logs rotated.
+    logs: LogKeeper | None = None
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

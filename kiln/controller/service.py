@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from kiln.controller.views import AppStatus, DeployResult, ReleaseView, RolloutView
-from kiln.drivers.base import LogLine
+from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
+from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
 
@@ -91,9 +91,16 @@ class Service(Protocol):
         """Events after ``after_id`` as they are appended, until cancelled."""
 
     def logs(
-        self, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
-        """Log lines of the app's instances (or one). ``NotFound`` for unknown app/instance."""
+        self,
+        key: AppKey,
+        *,
+        instance: str | None,
+        follow: bool,
+        tail: int | None,
+        request: LogRequest | None = None,
+    ) -> AsyncIterator[ArchivedLine]:
+        """Kept log lines of the app's instances (or one; gone ones too), in time order.
+        ``NotFound`` for an unknown app or instance."""
 
     async def request_shutdown(self) -> None:
         """Stop the server gracefully (NGINX and the apps keep serving)."""

@@ -90,3 +90,13 @@ class RolloutView:
     warm_release: int | None = None
     warm_until: datetime | None = None
     held_release: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRequest:
+    """Which kept log lines ``Service.logs`` returns beyond instance, follow and tail."""
+
+    release: int | None = None
+    since: datetime | None = None
+    grep: str | None = None
+    router: bool = False  # NGINX's access lines of the app instead of its instances' output

@@ -6,6 +6,7 @@ Implementations: ``kiln.router.nginx.NginxRouter`` and ``kiln.router.fake.FakeRo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 from kiln.model import AppKey, Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
@@ -50,6 +51,13 @@ class Router(Protocol):
 
     async def traffic(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         """Cumulative request counters per app and release, for analysis and metrics."""
+
+    def log_files(self) -> dict[str, Path]:
+        """NGINX's log files by name (``access``: JSON lines, ``error``); empty for a router
+        that keeps none."""
+
+    async def reopen_logs(self) -> None:
+        """Make NGINX close and reopen its log files (after they were rotated): no reload."""
 
     async def stop(self) -> None:
         """Stop NGINX (tests and uninstall only: ``kiln down`` leaves NGINX serving)."""

@@ -64,6 +64,7 @@ class FakeRouter:
         self.policy_pushes: list[tuple[AppKey, TrafficPolicy | None]] = []
         self.in_flight_counts: dict[AppKey, dict[str, int]] = {}
         self.traffic_counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}
+        self.reopened = 0  # reopen_logs() calls
         self._exited: asyncio.Event | None = None
         self._round_robin: dict[tuple[AppKey, int], int] = {}
 
@@ -206,6 +207,12 @@ class FakeRouter:
         assert best is not None
         self._round_robin[(key, best)] -= total
         return best
+
+    def log_files(self) -> dict[str, Path]:
+        return {}
+
+    async def reopen_logs(self) -> None:
+        self.reopened += 1
 
     async def stop(self) -> None:
         self.running = False

@@ -262,6 +262,16 @@ class NginxRouter:
             }
         return result
 
+    def log_files(self) -> dict[str, Path]:
+        return {"access": self.access_log, "error": self.error_log}
+
+    async def reopen_logs(self) -> None:
+        pid = self.master_pid()
+        if pid is None:
+            return  # not running: it opens the files afresh when it starts
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)  # nginx -s reopen
+
     async def stop(self) -> None:
         async with self._config_lock:
             pid = self.master_pid()

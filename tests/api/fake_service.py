@@ -33,12 +33,14 @@ from kiln.controller.views import (
     DeployResult,
     GroupView,
     InstanceView,
+    LogRequest,
     ReleaseTrafficView,
     ReleaseView,
     RolloutView,
 )
 from kiln.drivers.base import LogLine
 from kiln.errors import Conflict, NotFound
+from kiln.logs import ArchivedLine
 from kiln.model import (
     AppKey,
     Event,
@@ -90,6 +92,7 @@ class FakeService:
         self._rollout_ids = 0
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
+        self.log_requests: list[LogRequest | None] = []
 
     # --- test helpers ---------------------------------------------------------------------
 
@@ -350,9 +353,16 @@ class FakeService:
             await asyncio.sleep(POLL_SECONDS)
 
     async def logs(
-        self, key: AppKey, *, instance: str | None, follow: bool, tail: int | None
-    ) -> AsyncIterator[LogLine]:
+        self,
+        key: AppKey,
+        *,
+        instance: str | None,
+        follow: bool,
+        tail: int | None,
+        request: LogRequest | None = None,
+    ) -> AsyncIterator[ArchivedLine]:
         self._app(key)
+        self.log_requests.append(request)
         if instance is not None and instance not in self._instance_ids(key):
             raise NotFound(f"no instance {instance} in {key}")
         lines = self.log_lines.setdefault(key, [])
@@ -362,7 +372,15 @@ class FakeService:
             for line in lines[sent:]:
                 sent += 1
                 if instance is None or line.instance_id == instance:
-                    yield line
+                    yield ArchivedLine(
+                        at=line.at or datetime.now(UTC),
+                        stream=line.stream,
+                        release=int(line.instance_id[1:].split("-")[0])
+                        if line.instance_id[1:].split("-")[0].isdigit()
+                        else 0,
+                        instance=line.instance_id,
+                        text=line.text,
+                    )
             if not follow:
                 return
             await asyncio.sleep(POLL_SECONDS)

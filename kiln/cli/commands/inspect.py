@@ -162,15 +162,45 @@ def logs(
         str | None, typer.Option("--instance", "-i", help="Only this instance (see `kiln ps`).")
     ] = None,
     tail: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines of history.")] = 100,
+    release: Annotated[
+        int | None, typer.Option("--release", "-r", min=1, help="Only this release's instances.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only lines of the last 10m, 90s, 2h, ...")
+    ] = None,
+    grep: Annotated[
+        str | None, typer.Option("--grep", "-g", help="Only lines containing this text.")
+    ] = None,
+    router: Annotated[
+        bool, typer.Option("--router", help="NGINX's access log lines of the app instead.")
+    ] = False,
+    as_json: context.JsonOption = False,
     env: context.EnvOption = None,
 ) -> None:
-    """Print the logs of an app's instances, each line prefixed with its instance.
+    """Print an app's logs: every instance's output, merged in time order, each line prefixed
+    with its instance. Instances that crashed or were replaced are kept too (bounded by the
+    settings file's logs section); -f keeps following, and a rollout's new instances join.
 
-    Examples:  kiln logs web          kiln logs web -f --instance r4-9f2c1a
+    Examples:  kiln logs web          kiln logs web -f          kiln logs web --release 3
+               kiln logs web --since 10m --grep ERROR          kiln logs web --router -f
     """
     key = context.resolve_app(app, env)
+    lines = context.client().logs(
+        key,
+        instance=instance,
+        follow=follow,
+        tail=tail,
+        release=release,
+        since=since,
+        grep=grep,
+        router=router,
+    )
     try:
-        for line in context.client().logs(key, instance=instance, follow=follow, tail=tail):
+        for line in lines:
+            if as_json:
+                sys.stdout.write(line.model_dump_json() + "\n")
+                sys.stdout.flush()
+                continue
             stream = sys.stderr if line.stream == "stderr" else sys.stdout
             stream.write(f"{line.instance} | {line.text.rstrip(chr(10))}\n")
             stream.flush()
