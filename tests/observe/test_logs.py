@@ -72,7 +72,7 @@ async def test_a_crashed_instance_logs_are_readable_after_its_replacement(world:
 
 async def test_follow_goes_on_across_a_rollout_as_new_instances_join(world: World) -> None:
     await world.engine.deploy(spec(instances=1), message="", who="t")
-    await eventually(lambda: world.store.active_rollout(WEB) is None)
+    await eventually(lambda: world.store.active_rollout(WEB) is None, timeout=30)
     old = world.running()[0]
     seen: list[ArchivedLine] = []
 
@@ -83,13 +83,13 @@ async def test_follow_goes_on_across_a_rollout_as_new_instances_join(world: Worl
     follower = asyncio.create_task(follow())
     try:
         world.driver.add_log(old.container_id, "old says hi")
-        await eventually(lambda: any(line.text == "old says hi" for line in seen))
+        await eventually(lambda: any(line.text == "old says hi" for line in seen), timeout=30)
         await world.engine.deploy(spec("web:v2", instances=1), message="", who="t")
-        await eventually(lambda: world.store.active_rollout(WEB) is None)
+        await eventually(lambda: world.store.active_rollout(WEB) is None, timeout=30)
         new = world.running()[0]
         assert new.release == 2
         world.driver.add_log(new.container_id, "new says hi")
-        await eventually(lambda: any(line.text == "new says hi" for line in seen))
+        await eventually(lambda: any(line.text == "new says hi" for line in seen), timeout=30)
     finally:
         follower.cancel()
         with pytest.raises(asyncio.CancelledError):
