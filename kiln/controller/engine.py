@@ -24,6 +24,7 @@ from kiln.controller.supervisors import (
     wake_known_apps,
 )
 from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
+from kiln.drivers.base import InstanceStats
 from kiln.errors import RouterUnavailable
 from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
@@ -139,6 +140,9 @@ class Engine:
             return await self.plane.router.traffic()
         except RouterUnavailable:
             return {}
+
+    async def instance_stats(self) -> dict[str, InstanceStats]:
+        return dict(self.plane.sampler.latest) if self.plane.sampler is not None else {}
 
     async def events(
         self,

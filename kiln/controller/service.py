@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
+from kiln.drivers.base import InstanceStats
 from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
@@ -68,6 +69,10 @@ class Service(Protocol):
     async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         """The router's cumulative counters per app and release (the numbers canary analysis
         judges), in one read; empty when NGINX does not answer."""
+
+    async def instance_stats(self) -> dict[str, InstanceStats]:
+        """CPU and memory of running instances by container id, as the metrics sampler last
+        read them (empty when metrics are off)."""
 
     async def events(
         self,

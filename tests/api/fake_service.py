@@ -38,7 +38,7 @@ from kiln.controller.views import (
     ReleaseView,
     RolloutView,
 )
-from kiln.drivers.base import LogLine
+from kiln.drivers.base import InstanceStats, LogLine
 from kiln.errors import Conflict, NotFound
 from kiln.logs import ArchivedLine
 from kiln.model import (
@@ -89,6 +89,7 @@ class FakeService:
         self.calls: list[tuple[str, str]] = []  # (method, who) of every write
         self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
         self.counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}  # the router's, cumulative
+        self.stats: dict[str, InstanceStats] = {}  # by container id, as the metrics sampler
         self._rollout_ids = 0
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
@@ -300,6 +301,9 @@ class FakeService:
     async def list_status(self) -> list[AppStatus]:
         self._check_failure()
         return [self._status(app) for app in sorted(self.apps.values(), key=lambda a: a.key)]
+
+    async def instance_stats(self) -> dict[str, InstanceStats]:
+        return dict(self.stats)
 
     async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         return {key: dict(counters) for key, counters in self.counters.items()}

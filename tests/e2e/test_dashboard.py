@@ -9,6 +9,7 @@ tmp dir, or ``$KILN_TEST_ARTIFACTS/dashboard`` when that is set.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,10 @@ def test_watch_a_canary_abort_it_from_the_page_and_see_the_rollback(
             legend = page.locator(f"{chart} .u-legend")
             expect(legend).to_contain_text("release 1")
             expect(legend).to_contain_text("release 2")
+        # Each instance's memory, from the metrics sampler (its cgroup).
+        expect(page.locator("#instances")).to_contain_text(
+            re.compile(r"[0-9.]+ (KiB|MiB|GiB)"), timeout=WAIT_MS
+        )
         # The verdicts, with the numbers behind them.
         expect(page.locator("#last-verdict")).to_contain_text("pass", timeout=WAIT_MS)
         expect(page.locator("#verdict-numbers")).to_be_visible()
@@ -160,6 +165,8 @@ def test_watch_a_canary_abort_it_from_the_page_and_see_the_rollback(
         expect(page.locator("#rollout-state")).to_have_text("aborted", timeout=WAIT_MS)
         expect(page.locator("#events")).to_contain_text("rollout.aborted", timeout=WAIT_MS)
         expect(page.locator("#target-release")).to_have_text("1", timeout=WAIT_MS)
+        # The next round takes the canary out of the router: the page follows.
+        expect(page.locator('#groups tr[data-role="held"]')).to_contain_text("0%", timeout=WAIT_MS)
         page.screenshot(path=str(shots / "3-aborted.png"), full_page=True)
         load.stop()
 

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from kiln.api import create_app
+from kiln.drivers.base import InstanceStats
 from kiln.model import AppKey, ReleaseTraffic
 from tests.api.fake_service import FakeService
 
@@ -169,3 +170,16 @@ async def test_static_files_are_served_from_disk_and_nothing_else_is(browser):
     assert (await browser.get("/ui/static/dashboard.js")).status_code == 200
     assert (await browser.get("/ui/static/uPlot.iife.min.js")).status_code == 200
     assert (await browser.get("/ui/static/..%2f..%2fsession.py")).status_code == 404
+
+
+async def test_instances_show_their_memory_from_the_metrics_sampler(browser, service):
+    await service.deploy(CANARY_SPEC.format(version=1), message="first", who="ann")
+    status = await service.status(WEB)
+    assert status.instances
+    service.stats = {
+        i.container_id: InstanceStats(cpu_seconds=1.0, memory_bytes=24 << 20)
+        for i in status.instances
+    }
+    await sign_in(browser)
+    page = (await browser.get("/ui/apps/dev/web")).text
+    assert "24.0 MiB" in page

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from kiln.api.ui.series import TrafficHistory
+from kiln.api.ui.series import TrafficHistory, Usage, UsageHistory
 from kiln.model import AppKey, ReleaseTraffic
 
 WEB = AppKey("dev", "web")
@@ -62,3 +62,13 @@ def test_a_p95_beyond_the_largest_bound_shows_that_bound():
     history.add(WEB, 0.0, {})
     history.add(WEB, 1.0, {1: slow})
     assert history.series(WEB).as_json()["releases"]["1"]["p95_ms"] == [250.0]
+
+
+def test_cpu_is_the_time_used_over_the_span_and_memory_the_last_reading():
+    usage = UsageHistory(span=15.0, min_span=4.0)
+    usage.add(0.0, {"c1": (10.0, 50 << 20)})
+    assert usage.usage("c1") == Usage(cpu_percent=None, memory_bytes=50 << 20)  # too early
+    usage.add(5.0, {"c1": (12.5, 60 << 20)})
+    assert usage.usage("c1") == Usage(cpu_percent=50.0, memory_bytes=60 << 20)
+    usage.add(6.0, {})  # the instance is gone
+    assert usage.usage("c1") is None

@@ -238,7 +238,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
         if user is None:
             return to_login()
         try:
-            context = await app_page_context(service, key)
+            context = await app_page_context(service, key, sampler.usage)
         except NotFound as exc:
             return page("missing.html", status_code=404, user=user, message=exc.message)
         await sample()
@@ -255,7 +255,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     @router.get("/data/apps/{env}/{app}")
     async def app_data(key: Key, user: User) -> dict[str, Any]:
-        context = await app_page_context(service, key)
+        context = await app_page_context(service, key, sampler.usage)
         module = templates.get_template("_app.html").make_module(context)
         sections = ("summary", "rollout", "releases", "instances", "events")
         return {

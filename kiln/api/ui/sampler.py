@@ -1,7 +1,8 @@
 """Keeps the dashboard's chart history filled while someone watches it.
 
-One background task reads every app's counters (one read of the router for all apps) every
-``interval`` seconds into a ``TrafficHistory``; it starts with the first dashboard request and
+One background task reads every app's counters (one read of the router for all apps) and the
+instances' CPU and memory (what the metrics sampler last read) every ``interval`` seconds into
+a ``TrafficHistory`` and a ``UsageHistory``; it starts with the first dashboard request and
 stops by itself once nobody has looked for ``idle_after`` seconds, so an unwatched kiln pays
 nothing for its dashboard.
 """
@@ -14,11 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from kiln.api.ui.series import TrafficHistory
+from kiln.api.ui.series import TrafficHistory, UsageHistory
 from kiln.controller.service import Service
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln.api.ui")
+
+MIN_INTERVAL = 1.0
+"""Seconds between two samples, however many pages ask."""
 
 
 class TrafficSampler:
@@ -33,10 +37,12 @@ class TrafficSampler:
     ) -> None:
         self.service = service
         self.history = history
+        self.usage = UsageHistory()
         self.interval = interval
         self.idle_after = idle_after
         self.clock = clock
         self._last_view = 0.0
+        self._last_sample = -MIN_INTERVAL
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -52,6 +58,9 @@ class TrafficSampler:
         """One sample of every app, unless the last one is too recent."""
         async with self._lock:
             now = self.clock()
+            if now - self._last_sample < MIN_INTERVAL:
+                return
+            self._last_sample = now
             try:
                 counters = await self.service.release_counters()
             except KilnError as exc:
@@ -59,6 +68,8 @@ class TrafficSampler:
                 return
             for key, by_release in counters.items():
                 self.history.add(key, now, by_release)
+            stats = await self.service.instance_stats()
+            self.usage.add(now, {c: (s.cpu_seconds, s.memory_bytes) for c, s in stats.items()})
 
     async def close(self) -> None:
         if self._task is not None:

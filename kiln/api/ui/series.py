@@ -127,3 +127,42 @@ def _point(
         error_rate=window.error_rate if window.requests else None,
         p95_ms=p95,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    cpu_percent: float | None  # of one core, over the last ``span`` seconds; None: too early
+    memory_bytes: int
+
+
+class UsageHistory:
+    """CPU time and memory of each instance (by container id) over the last ``span`` seconds:
+    CPU % is the CPU time it used over that span, so one slow sample does not jump it."""
+
+    def __init__(self, *, span: float = 15.0, min_span: float = 4.0) -> None:
+        self.span = span
+        self.min_span = min_span
+        self._samples: dict[str, deque[tuple[float, float]]] = {}
+        self._memory: dict[str, int] = {}
+
+    def add(self, now: float, stats: dict[str, tuple[float, int]]) -> None:
+        """``stats``: container id → (CPU seconds, cumulative; memory bytes)."""
+        for gone in set(self._samples) - set(stats):
+            del self._samples[gone]
+            self._memory.pop(gone, None)
+        for container, (cpu_seconds, memory) in stats.items():
+            samples = self._samples.setdefault(container, deque())
+            samples.append((now, cpu_seconds))
+            while len(samples) > 2 and now - samples[1][0] >= self.span:
+                samples.popleft()
+            self._memory[container] = memory
+
+    def usage(self, container: str) -> Usage | None:
+        samples = self._samples.get(container)
+        if not samples:
+            return None
+        (t0, cpu0), (t1, cpu1) = samples[0], samples[-1]
+        cpu = None
+        if t1 - t0 >= self.min_span and cpu1 >= cpu0:
+            cpu = (cpu1 - cpu0) / (t1 - t0) * 100
+        return Usage(cpu_percent=cpu, memory_bytes=self._memory[container])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.api.ui.series import TrafficHistory
+from kiln.api.ui.series import TrafficHistory, UsageHistory
 from kiln.controller.service import Service
 from kiln.controller.views import AppStatus, InstanceView
 from kiln.model import AppKey, EventKind
@@ -48,7 +48,14 @@ def health_of(instance: InstanceView) -> str:
     return "ready, not routed" if instance.ready else "starting"
 
 
-async def app_page_context(service: Service, key: AppKey) -> dict[str, Any]:
+def memory_text(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+async def app_page_context(service: Service, key: AppKey, usage: UsageHistory) -> dict[str, Any]:
     """Everything the app page shows; ``NotFound`` for an unknown app."""
     status = await service.status(key)
     rollout = await service.rollout_status(key)
@@ -71,4 +78,6 @@ async def app_page_context(service: Service, key: AppKey) -> dict[str, Any]:
         "restarts": restarts,
         "replaced": sum(restarts.values()),
         "health_of": health_of,
+        "usage": usage.usage,
+        "memory_text": memory_text,
     }
