@@ -10,6 +10,7 @@ talks to that library, with ``raise ... from exc`` so the cause stays in the tra
     │   └── ImageNotFound         the image reference does not exist on the engine
     ├── NotFound                  unknown app / release / instance                    (API 404)
     ├── Conflict                  the request contradicts current state               (API 409)
+    │   └── GateRefused           a promotion gate failed; ``gates`` lists every failing one
     ├── Unauthorized              missing or wrong API token                          (API 401)
     ├── TemporaryFailure          retried by the next reconcile, with backoff         (API 503)
     │   ├── DriverUnavailable     the container engine does not answer
@@ -59,6 +60,15 @@ class NotFound(KilnError):
 
 class Conflict(KilnError):
     """The request cannot be applied to the current state."""
+
+
+class GateRefused(Conflict):
+    """A promotion that a gate refuses (soak, rollout, analysis, approval); nothing changed.
+    The message lists every failing gate, one per line, each saying what to do."""
+
+    def __init__(self, message: str, *, gates: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.gates = list(gates or [])
 
 
 class Unauthorized(KilnError):

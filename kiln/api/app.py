@@ -25,6 +25,7 @@ from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
 from kiln.api.routes_apps import apps_router
 from kiln.api.routes_metrics import RequestTiming, metrics_router
+from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
@@ -79,6 +80,7 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
     protected = APIRouter(dependencies=[Depends(check_token)])
     protected.include_router(apps_router(service))
     protected.include_router(rollouts_router(service))
+    protected.include_router(promotion_router(service))
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
 

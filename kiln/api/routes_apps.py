@@ -54,7 +54,9 @@ def apps_router(service: Service) -> APIRouter:
     async def deploy(body: DeployRequest, who: Actor, response: Response) -> DeployResultOut:
         await check_spec(body.spec)
         try:
-            result = await service.deploy(body.spec, message=body.message, who=who)
+            result = await service.deploy(
+                body.spec, message=body.message, who=who, environment=body.environment
+            )
         except RecursionError as exc:  # the loop's deeper stack; the thread's parse passed
             raise InvalidInput("the spec is nested too deeply to parse") from exc
         if not result.changed:

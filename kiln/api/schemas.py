@@ -23,6 +23,7 @@ from kiln.controller.views import (
 from kiln.logs import ArchivedLine
 from kiln.model import Event, EventKind, Release, Rollout
 from kiln.spec import MAX_INSTANCES, MAX_SPEC_BYTES
+from kiln.spec.grammar import NAME_PATTERN
 
 MAX_ID = 2**53 - 1
 """The largest id or release number the API takes: every JSON parser reads it exactly (it is
@@ -50,6 +51,12 @@ class DeployRequest(BaseModel):
         "checked against GET /v1/schema (422 spec_invalid with every problem)"
     )
     message: str = Field(default="", max_length=2000, description="why, kept on the release")
+    environment: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="deploy into this environment instead of the spec's `environment`; the "
+        "spec's `environments` entry for it applies",
+    )
 
 
 class RollbackRequest(BaseModel):

@@ -15,7 +15,7 @@ from typing import ParamSpec
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import compose, deploy, inspect, manage, rollout, server
+from kiln.cli.commands import compose, deploy, inspect, manage, promotion, rollout, server
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -115,8 +115,11 @@ rollout_group = typer.Typer(
 )
 rollout_group.command("status")(handles_errors(rollout.status))
 app.add_typer(rollout_group, rich_help_panel="Rollout")
-for _command in (rollout.promote, rollout.pause, rollout.resume, rollout.abort, rollout.retry):
+# `kiln promote` is both: between environments (--from/--to) and a rollout's next step.
+for _command in (promotion.promote, rollout.pause, rollout.resume, rollout.abort, rollout.retry):
     app.command(rich_help_panel="Rollout")(handles_errors(_command))
+for _command in (promotion.approve, promotion.diff):
+    app.command(rich_help_panel="Environments")(handles_errors(_command))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,17 @@ from kiln.client.models import (
     Rollout,
     RolloutView,
 )
+from kiln.client.promotion_models import Approval, Diff, FieldChange, Gate, Promotion
 
 __all__ = [
     "AppStatus",
+    "Approval",
     "DeployResult",
+    "Diff",
     "Endpoint",
     "Event",
+    "FieldChange",
+    "Gate",
     "Group",
     "Health",
     "Identity",
@@ -29,6 +34,7 @@ __all__ = [
     "KilnClient",
     "LogLine",
     "NotThisKiln",
+    "Promotion",
     "Release",
     "ReleaseTraffic",
     "Rollout",

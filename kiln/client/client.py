@@ -42,6 +42,7 @@ from kiln.client.models import (
     Release,
     RolloutView,
 )
+from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import parse_sse
 from kiln.client.unix import UnixSocketTransport
 from kiln.config import Settings, identity_proof, refuse_unless_private
@@ -227,8 +228,13 @@ class KilnClient:
     def status(self, key: AppKey) -> AppStatus:
         return self._get_model(_app_path(key), AppStatus)
 
-    def deploy(self, spec_text: str, *, message: str = "") -> DeployResult:
-        data = self._json("POST", "/v1/deploy", json={"spec": spec_text, "message": message})
+    def deploy(
+        self, spec_text: str, *, message: str = "", environment: str | None = None
+    ) -> DeployResult:
+        body: dict[str, Any] = {"spec": spec_text, "message": message}
+        if environment is not None:
+            body["environment"] = environment
+        data = self._json("POST", "/v1/deploy", json=body)
         return DeployResult.model_validate(data)
 
     def rollback(self, key: AppKey, *, to: int | None = None, message: str = "") -> DeployResult:
@@ -279,6 +285,56 @@ class KilnClient:
     ) -> RolloutView:
         data = self._json("POST", f"{_app_path(key)}/rollout/{verb}", json=body)
         return RolloutView.model_validate(data)
+
+    # --- promotion ------------------------------------------------------------------------
+
+    def promote_release(
+        self,
+        app: str,
+        *,
+        source: str,
+        target: str,
+        release: int | None = None,
+        dry_run: bool = False,
+        message: str = "",
+    ) -> Promotion:
+        """A release in ``target`` with the source release's digest; ``GateRefused`` (a
+        ``Conflict``) when a gate fails, nothing changed."""
+        body = {
+            "app": app,
+            "source": source,
+            "target": target,
+            "release": release,
+            "dry_run": dry_run,
+            "message": message,
+        }
+        return Promotion.model_validate(self._json("POST", "/v1/promotions", json=body))
+
+    def approve(
+        self,
+        app: str,
+        *,
+        environment: str,
+        release: int,
+        source: str | None = None,
+        note: str = "",
+    ) -> Approval:
+        body = {
+            "app": app,
+            "environment": environment,
+            "release": release,
+            "source": source,
+            "note": note,
+        }
+        return Approval.model_validate(self._json("POST", "/v1/approvals", json=body))
+
+    def diff_releases(self, key: AppKey, left: int, right: int) -> Diff:
+        data = self._json("GET", f"{_app_path(key)}/diff", params={"left": left, "right": right})
+        return Diff.model_validate(data)
+
+    def diff_environments(self, app: str, left: str, right: str) -> Diff:
+        params = {"app": app, "left": left, "right": right}
+        return Diff.model_validate(self._json("GET", "/v1/diff", params=params))
 
     # --- events ---------------------------------------------------------------------------
 

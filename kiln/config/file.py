@@ -12,11 +12,12 @@ adds its fields to its own section and nowhere else.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from kiln.errors import InvalidInput
 
@@ -56,8 +57,96 @@ class RegistrySettings(_Section):
         return self
 
 
+_NAME = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?")
+_MAX_SOAK = 30 * 24 * 3600.0
+
+
+def _seconds(value: object) -> object:
+    """``10m``, ``1h30m``, ``45s`` or a number of seconds (the spec's duration words; config sits
+    below the spec layer, so the few forms a soak needs are read here)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 10m, got {str(value).lower()}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if text and match and any(match.groups()):
+            hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+            return hours * 3600 + minutes * 60 + seconds
+    raise ValueError(f"expected a duration like 10m, 1h30m, 45s or seconds, got {value!r:.80}")
+
+
+SoakSeconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=_MAX_SOAK)]
+
+
+class EnvironmentGate(_Section):
+    """What a release must show before it is promoted *into* this environment."""
+
+    min_soak: SoakSeconds = Field(
+        default=0.0,
+        description="how long the source release must have been live and healthy in the "
+        "environment before (10m, 1h, or seconds)",
+    )
+    approval: Literal["required", "none"] = Field(
+        default="none",
+        description="required: `kiln approve APP --env ENV --release N` before a promotion",
+    )
+
+
+DEFAULT_ORDER = ("dev", "staging", "production")
+DEFAULT_GATES = {"production": EnvironmentGate(min_soak=600.0)}
+"""Production takes only what ran 10 minutes in staging; no approval unless the file asks."""
+
+
 class EnvironmentsSettings(_Section):
-    """The order of environments and their promotion gates."""
+    """The order of environments and their promotion gates.
+
+    ```yaml
+    environments:
+      order: [dev, staging, production]        # promotion goes one step along this order
+      gates:
+        production: {min_soak: 10m, approval: required}
+    ```
+
+    Defaults: the order above; ``production`` needs 10 minutes of soak in staging and no
+    approval; every other environment has no gate (soak 0, no approval). ``gates`` given in the
+    file replaces the default gates as a whole.
+    """
+
+    order: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ORDER), min_length=1, max_length=20
+    )
+    gates: dict[str, EnvironmentGate] = Field(default_factory=lambda: dict(DEFAULT_GATES))
+
+    @model_validator(mode="after")
+    def _known_names(self) -> EnvironmentsSettings:
+        problems = [
+            f"order: {name!r} is not an environment name (lowercase letters, digits, -)"
+            for name in self.order
+            if not _NAME.fullmatch(name)
+        ]
+        if len(set(self.order)) != len(self.order):
+            problems.append("order: an environment is listed twice")
+        problems += [
+            f"gates.{name}: not in order {self.order}; add it there or remove its gate"
+            for name in self.gates
+            if name not in self.order
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def gate(self, environment: str) -> EnvironmentGate:
+        return self.gates.get(environment, EnvironmentGate())
+
+    def previous(self, environment: str) -> str | None:
+        """The environment a promotion into ``environment`` comes from (None: the first)."""
+        if environment not in self.order:
+            return None
+        index = self.order.index(environment)
+        return self.order[index - 1] if index > 0 else None
 
 
 class ApiSettings(_Section):
@@ -152,7 +241,5 @@ def load_file_settings(path: Path) -> FileSettings:
     try:
         return FileSettings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        problems = "; ".join(f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors())
         raise InvalidInput(f"the settings file {path} has problems: {problems}") from exc

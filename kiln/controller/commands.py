@@ -19,19 +19,31 @@ from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.views import AppStatus, DeployResult
 from kiln.errors import Conflict, KilnError, SpecInvalid
 from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutKind, RolloutState
-from kiln.spec import AppSpec, check_runnable, parse_spec, spec_hash
+from kiln.spec import AppSpec, base_for, check_runnable, for_environment, parse_spec, spec_hash
 
 _DESTROY_TIMEOUT = 60.0
 
 
-async def deploy(plane: ControlPlane, spec_text: str, *, message: str, who: str) -> DeployResult:
+async def deploy(
+    plane: ControlPlane,
+    spec_text: str,
+    *,
+    message: str,
+    who: str,
+    environment: str | None = None,
+) -> DeployResult:
     # Parsed in a worker thread: a large or hostile spec must not stall every app's loop.
-    spec = await asyncio.to_thread(parse_spec, spec_text)
+    written = await asyncio.to_thread(parse_spec, spec_text)
+    # The release runs the spec as its environment sees it (its `environments:` entry applied)
+    # and keeps the spec as written, which a promotion applies the next environment's to.
+    base = base_for(written, environment or written.environment)
+    spec = for_environment(base)
     key = AppKey(spec.environment, spec.app)
     digest = (await pin_image(plane, spec.image, key=key, who=who)).reference
-    return await _release(
+    return await create_release(
         plane,
         spec,
+        base_spec=base,
         image=spec.image,
         digest=digest,
         message=message,
@@ -80,7 +92,7 @@ async def rollback(
         )
     digest = (await pin_image(plane, choice.digest, key=key, who=who)).reference
     spec = choice.spec.model_copy(update={"instances": app.scale})
-    return await _release(
+    return await create_release(
         plane,
         spec,
         image=choice.image,
@@ -89,6 +101,7 @@ async def rollback(
         who=who,
         origin=ReleaseOrigin.ROLLBACK,
         rollback_of=choice.number,
+        base_spec=choice.base_spec,
     )
 
 
@@ -120,7 +133,7 @@ def _switch_back(plane: ControlPlane, key: AppKey, warm: int, *, who: str) -> De
     )
 
 
-async def _release(
+async def create_release(
     plane: ControlPlane,
     spec: AppSpec,
     *,
@@ -130,6 +143,7 @@ async def _release(
     who: str,
     origin: ReleaseOrigin,
     rollback_of: int | None,
+    base_spec: AppSpec | None = None,
 ) -> DeployResult:
     store, events = plane.store, plane.events
     key = AppKey(spec.environment, spec.app)
@@ -141,6 +155,9 @@ async def _release(
             current.digest == digest
             and current.spec_hash == hashed
             and origin is ReleaseOrigin.DEPLOY
+            # Another environment's overrides changed: a new release, so that its promotion
+            # carries them (a release keeps the spec as written).
+            and (base_spec is None or current.base == base_spec)
         ):
             # Nothing changed: at most the instance count, which needs no new release.
             if app.scale != spec.instances:
@@ -174,6 +191,7 @@ async def _release(
         scale=spec.instances,
         deadline_seconds=spec.deploy.deadline,
         now=plane.clock(),
+        base_spec=base_spec,
     )
     what = f"rollback to release {rollback_of}" if rollback_of else f"image {image}"
     events.record(

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from kiln.controller import commands, observability, reads, rollouts
+from kiln.controller import commands, observability, promotion, reads, rollouts
 from kiln.controller.executor import Executor
+from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import (
@@ -89,8 +90,12 @@ class Engine:
 
     # --- Service: writes ----------------------------------------------------------------
 
-    async def deploy(self, spec_text: str, *, message: str, who: str) -> DeployResult:
-        return await commands.deploy(self.plane, spec_text, message=message, who=who)
+    async def deploy(
+        self, spec_text: str, *, message: str, who: str, environment: str | None = None
+    ) -> DeployResult:
+        return await commands.deploy(
+            self.plane, spec_text, message=message, who=who, environment=environment
+        )
 
     async def rollback(
         self, key: AppKey, *, to: int | None, message: str, who: str
@@ -123,6 +128,54 @@ class Engine:
 
     async def rollout_status(self, key: AppKey) -> RolloutView:
         return rollouts.rollout_view(self.plane, key)
+
+    async def promote_release(
+        self,
+        app: str,
+        *,
+        source_environment: str,
+        target_environment: str,
+        release: int | None,
+        dry_run: bool,
+        message: str,
+        who: str,
+    ) -> PromotionView:
+        return await promotion.promote(
+            self.plane,
+            app,
+            source_environment=source_environment,
+            target_environment=target_environment,
+            release=release,
+            dry_run=dry_run,
+            message=message,
+            who=who,
+        )
+
+    async def approve(
+        self,
+        app: str,
+        *,
+        target_environment: str,
+        release: int,
+        source_environment: str | None,
+        note: str,
+        who: str,
+    ) -> ApprovalView:
+        return await promotion.approve(
+            self.plane,
+            app,
+            target_environment=target_environment,
+            release=release,
+            source_environment=source_environment,
+            note=note,
+            who=who,
+        )
+
+    async def diff_releases(self, key: AppKey, left: int, right: int) -> DiffView:
+        return promotion.diff_releases(self.plane, key, left, right)
+
+    async def diff_environments(self, app: str, left: str, right: str) -> DiffView:
+        return promotion.diff_environments(self.plane, app, left, right)
 
     # --- Service: reads -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
 from kiln.drivers.base import InstanceStats
 from kiln.logs import ArchivedLine
@@ -17,10 +18,13 @@ from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
 
 
 class Service(Protocol):
-    async def deploy(self, spec_text: str, *, message: str, who: str) -> DeployResult:
+    async def deploy(
+        self, spec_text: str, *, message: str, who: str, environment: str | None = None
+    ) -> DeployResult:
         """Validate the spec (``SpecInvalid``), pin its image (``ImageNotFound``), append a
         release and start its rollout. Same digest and spec hash as the target: only the
-        scale is applied, ``changed`` is False."""
+        scale is applied, ``changed`` is False. ``environment`` deploys into that environment
+        instead of the spec's own; its ``environments:`` entry applies either way."""
 
     async def rollback(
         self, key: AppKey, *, to: int | None, message: str, who: str
@@ -54,6 +58,39 @@ class Service(Protocol):
 
     async def retry(self, key: AppKey, *, who: str) -> RolloutView:
         """A failed or aborted rollout again from its first step. ``Conflict`` otherwise."""
+
+    async def promote_release(
+        self,
+        app: str,
+        *,
+        source_environment: str,
+        target_environment: str,
+        release: int | None,
+        dry_run: bool,
+        message: str,
+        who: str,
+    ) -> PromotionView:
+        """A release in the target environment with the source release's exact digest and
+        base spec (the target's overrides applied), rolled out with the target's strategy.
+        ``InvalidInput`` for environments out of order, ``GateRefused`` listing every failing
+        gate; ``dry_run`` only evaluates. Already running there: ``changed`` is False."""
+
+    async def approve(
+        self,
+        app: str,
+        *,
+        target_environment: str,
+        release: int,
+        source_environment: str | None,
+        note: str,
+        who: str,
+    ) -> ApprovalView:
+        """Approve release ``release`` of the environment before ``target_environment``."""
+
+    async def diff_releases(self, key: AppKey, left: int, right: int) -> DiffView: ...
+
+    async def diff_environments(self, app: str, left: str, right: str) -> DiffView:
+        """What ``app`` runs in ``left`` against what it runs in ``right``."""
 
     async def rollout_status(self, key: AppKey) -> RolloutView:
         """The rollout in progress (or the last one): step, groups, shares, verdicts."""

@@ -12,6 +12,7 @@ from kiln.model.actions import (
     Wait,
 )
 from kiln.model.app import AppKey, AppRecord
+from kiln.model.approval import Approval
 from kiln.model.event import Event, EventKind, NewEvent, Severity, event_categories, kinds_matching
 from kiln.model.group import GroupRole, ReleaseGroup
 from kiln.model.instance import (
@@ -43,6 +44,7 @@ __all__ = [
     "Address",
     "AppKey",
     "AppRecord",
+    "Approval",
     "CrashHistory",
     "Event",
     "EventKind",

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     # releases and deployments
     RELEASE_CREATED = "release.created"
     RELEASE_PROMOTED = "release.promoted"  # a release promoted to another environment
+    RELEASE_APPROVED = "release.approved"  # approved for promotion into an environment
     # rollouts: the move from one release to another
     ROLLOUT_STARTED = "rollout.started"
     ROLLOUT_ROLLBACK = "rollout.rollback"  # a person asked to go back to an earlier release

@@ -13,6 +13,7 @@ from kiln.spec import AppSpec
 class ReleaseOrigin(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
+    PROMOTION = "promotion"  # the source environment's release: same digest, same base spec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +34,14 @@ class Release:
     message: str
     origin: ReleaseOrigin = ReleaseOrigin.DEPLOY
     rollback_of: int | None = None
+    # The spec as written, before the environment's overrides (``kiln.spec.for_environment``):
+    # a promotion applies the next environment's overrides to it. None for a release made
+    # before kiln knew environments (its ``spec`` is its base too).
+    base_spec: AppSpec | None = None
+
+    @property
+    def base(self) -> AppSpec:
+        return self.base_spec if self.base_spec is not None else self.spec
 
     def __post_init__(self) -> None:
         if not self.digest.startswith("sha256:") and "@sha256:" not in self.digest:

@@ -5,6 +5,8 @@ that language); ``limits`` names every bound on what a spec may ask; ``check_run
 a spec against what a host can give.
 """
 
+from kiln.spec.diff import FieldChange, spec_changes
+from kiln.spec.environments import base_for, for_environment
 from kiln.spec.limits import (
     MAX_COMMAND_ARGS,
     MAX_COMMAND_BYTES,
@@ -21,6 +23,7 @@ from kiln.spec.model import (
     AppSpec,
     CanaryStep,
     Deploy,
+    EnvironmentOverride,
     Health,
     Network,
     Probe,
@@ -46,6 +49,8 @@ __all__ = [
     "AppSpec",
     "CanaryStep",
     "Deploy",
+    "EnvironmentOverride",
+    "FieldChange",
     "Health",
     "HostLimits",
     "Network",
@@ -54,8 +59,11 @@ __all__ = [
     "Route",
     "Security",
     "Strategy",
+    "base_for",
     "check_runnable",
+    "for_environment",
     "parse_spec",
+    "spec_changes",
     "spec_hash",
     "spec_json_schema",
     "validate_spec",

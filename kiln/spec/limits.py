@@ -58,3 +58,6 @@ MAX_PIDS = 4_194_304
 
 MAX_PROBLEMS = 50
 """Problems listed in one error; the rest are counted ("… and 12 more")."""
+
+MAX_ENVIRONMENTS = 20
+"""Entries in a spec's ``environments`` (per-environment overrides)."""

@@ -24,10 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ErrorDetails
 
 from kiln.spec import grammar
 from kiln.spec.grammar import NAME_PATTERN
@@ -38,6 +42,7 @@ from kiln.spec.limits import (
     MAX_ENV_BYTES,
     MAX_ENV_NAME_BYTES,
     MAX_ENV_VALUE_BYTES,
+    MAX_ENVIRONMENTS,
     MAX_IMAGE_LENGTH,
     MAX_INSTANCES,
     MAX_PIDS,
@@ -553,6 +558,71 @@ class Security(_Strict):
         return value
 
 
+OVERRIDABLE = ("instances", "env", "resources", "deploy", "routes")
+"""What an environment may change. Everything else — above all the image — is the same in every
+environment by construction: a promotion carries the release's exact digest."""
+
+_NEVER_OVERRIDDEN = {
+    "image": "the image is the same in every environment: a promotion carries the release's"
+    " exact digest; build a new image and deploy it instead",
+    "app": "an environment cannot rename the app",
+    "environment": "the key under environments already names the environment",
+}
+
+
+class EnvironmentOverride(_Strict):
+    """What one environment changes in the spec (``environments: {production: {...}}``).
+
+    ``instances`` and ``routes`` replace the base's; ``env`` is merged by variable (``null``
+    removes one); ``resources`` is merged by key; ``deploy`` replaces the base's deploy section
+    as a whole (a deploy that mixed two strategies' keys could not be valid).
+    """
+
+    instances: (
+        Annotated[int, Field(ge=0, le=MAX_INSTANCES), BeforeValidator(_not_a_bool)] | None
+    ) = None
+    env: dict[str, str | None] | None = Field(
+        default=None, description="merged into env by name; null removes a variable"
+    )
+    resources: Resources | None = Field(default=None, description="merged into resources by key")
+    deploy: Deploy | None = Field(default=None, description="replaces deploy as a whole")
+    routes: list[Route] | None = Field(
+        default=None, max_length=MAX_ROUTES, description="replaces routes"
+    )
+    image: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    app: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    environment: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+
+    @field_validator("image", "app", "environment", mode="before")
+    @classmethod
+    def _never_overridden(cls, value: object, info: ValidationInfo) -> object:
+        raise ValueError(
+            f"{_NEVER_OVERRIDDEN[str(info.field_name)]} (an environment may override only"
+            f" {', '.join(OVERRIDABLE)})"
+        )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_are_strings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                k: ("true" if v is True else "false" if v is False else str(v))
+                if isinstance(v, int | float | bool)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+
+def _environment_name(value: str) -> str:
+    if problem := grammar.name_problem(value):
+        raise ValueError(f"an environment name: {problem}")
+    return value
+
+
+EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
+
+
 class AppSpec(_Strict):
     """``kiln.yaml``: the declarative description of one app in one environment."""
 
@@ -593,6 +663,12 @@ class AppSpec(_Strict):
     deploy: Deploy = Field(default_factory=Deploy)
     stop_grace: Seconds = Field(default=10.0, description="SIGTERM, then SIGKILL after this")
     security: Security = Field(default_factory=Security)
+    environments: dict[EnvironmentName, EnvironmentOverride] | None = Field(
+        default=None,
+        description="per-environment overrides of "
+        + ", ".join(OVERRIDABLE)
+        + "; deploying to an environment applies its entry (the image is never overridden)",
+    )
     network: Network = Field(
         default=Network.BRIDGE,
         description=(
@@ -706,6 +782,37 @@ class AppSpec(_Strict):
             raise_problems("routes", problems)
         return value
 
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(
+        cls, value: dict[str, EnvironmentOverride] | None
+    ) -> dict[str, EnvironmentOverride] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ENVIRONMENTS:
+            raise ValueError(f"at most {MAX_ENVIRONMENTS} environments, got {len(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _every_environment_resolves(self) -> AppSpec:
+        # Each environment's spec must be valid on its own (a canary there needs the base's
+        # port; an env override must obey the env rules), so a deploy or a promotion to any of
+        # them can never fail on the spec later: checked now, with the path into the override.
+        if not self.environments:
+            return self
+        from kiln.spec.environments import merged_for
+
+        problems: list[tuple[Loc, str]] = []
+        for name in self.environments:
+            try:
+                AppSpec.model_validate(merged_for(self, name))
+            except ValidationError as exc:
+                for error in exc.errors():
+                    problems.append((("environments", name, *error["loc"]), _message_of(error)))
+        if problems:
+            raise_problems("AppSpec", problems)
+        return self
+
     @model_validator(mode="after")
     def _what_needs_a_port(self) -> AppSpec:
         if self.port is not None:
@@ -759,3 +866,12 @@ class AppSpec(_Strict):
         if self.port is not None:
             return Health(tcp=True)
         return None
+
+
+def _message_of(error: ErrorDetails) -> str:
+    """The message of one nested problem, without its path (the caller puts the path in front)."""
+    from kiln.spec.parse import describe_problem
+
+    moved = error.copy()
+    moved["loc"] = ("x",)
+    return describe_problem(moved).removeprefix("x: ")

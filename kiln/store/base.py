@@ -13,6 +13,7 @@ from typing import Protocol
 from kiln.model import (
     AppKey,
     AppRecord,
+    Approval,
     Event,
     EventKind,
     NewEvent,
@@ -59,6 +60,7 @@ class Store(Protocol):
         scale: int,
         deadline_seconds: float,
         now: datetime,
+        base_spec: AppSpec | None = None,
     ) -> tuple[Release, Rollout]:
         """In one transaction: append release N+1, point the app's target at it, set its scale,
         un-stop it, mark an in-progress rollout SUPERSEDED, and open a rollout from the app's
@@ -112,6 +114,25 @@ class Store(Protocol):
         (``from_release``), and with ``hold`` the failed release is held for inspection; with
         no stable release the app is stopped. Idempotent on a closed rollout (returns it
         unchanged)."""
+
+    # --- approvals ----------------------------------------------------------------------
+    def add_approval(
+        self,
+        key: AppKey,
+        *,
+        source_environment: str,
+        source_release: int,
+        digest: str,
+        spec_hash: str,
+        approved_by: str,
+        note: str,
+        now: datetime,
+    ) -> Approval:
+        """Append an approval to promote ``source_release`` of ``source_environment`` into
+        ``key`` (approvals are append-only)."""
+
+    def list_approvals(self, key: AppKey) -> list[Approval]:
+        """Approvals of promotions into ``key``, oldest first; ``[]`` for an unknown app."""
 
     # --- events -------------------------------------------------------------------------
     def append_event(self, event: NewEvent, *, now: datetime) -> Event: ...

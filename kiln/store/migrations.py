@@ -172,7 +172,35 @@ _V3: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# Environments and promotion: the spec as written before the environment's overrides (what a
+# promotion applies the next environment's overrides to) and the approvals of promotions,
+# append-only like releases.
+_V4: Migration = (
+    "ALTER TABLE releases ADD COLUMN base_spec TEXT",
+    """
+    CREATE TABLE approvals (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment         TEXT NOT NULL,
+        app                 TEXT NOT NULL,
+        source_environment  TEXT NOT NULL,
+        source_release      INTEGER NOT NULL CHECK (source_release >= 1),
+        digest              TEXT NOT NULL,
+        spec_hash           TEXT NOT NULL,
+        approved_by         TEXT NOT NULL,
+        approved_at         TEXT NOT NULL,
+        note                TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX approvals_by_app ON approvals (environment, app, id)",
+    """
+    CREATE TRIGGER approvals_never_update BEFORE UPDATE ON approvals
+    BEGIN
+        SELECT RAISE(ABORT, 'approvals are append-only: an approval is never updated');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

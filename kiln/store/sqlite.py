@@ -40,6 +40,7 @@ from kiln.errors import (
 from kiln.model import (
     AppKey,
     AppRecord,
+    Approval,
     Event,
     EventKind,
     NewEvent,
@@ -64,7 +65,11 @@ _APP_COLUMNS = (
 )
 _RELEASE_COLUMNS = (
     "environment, app, number, image, digest, spec, spec_hash, created_at, created_by, message, "
-    "origin, rollback_of"
+    "origin, rollback_of, base_spec"
+)
+_APPROVAL_COLUMNS = (
+    "id, environment, app, source_environment, source_release, digest, spec_hash, approved_by, "
+    "approved_at, note"
 )
 _ROLLOUT_COLUMNS = (
     "id, environment, app, from_release, to_release, strategy, state, started_at, deadline_at, "
@@ -241,6 +246,7 @@ class SqliteStore:
         scale: int,
         deadline_seconds: float,
         now: datetime,
+        base_spec: AppSpec | None = None,
     ) -> tuple[Release, Rollout]:
         if spec.key != str(key):
             raise InvalidInput(f"the spec describes app {spec.key}, not {key}")
@@ -251,6 +257,11 @@ class SqliteStore:
         at = _to_db(now)
         deadline = _to_db(now + timedelta(seconds=deadline_seconds))
         spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        base_json = (
+            None
+            if base_spec is None
+            else json.dumps(base_spec.model_dump(mode="json"), sort_keys=True)
+        )
         with self._write(f"create a release of {key}") as conn:
             app = _app_or_none(conn, key)
             if app is None:
@@ -288,12 +299,13 @@ class SqliteStore:
                     message=message,
                     origin=ReleaseOrigin(origin),
                     rollback_of=rollback_of,
+                    base_spec=base_spec,
                 )
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from exc
             conn.execute(
                 f"INSERT INTO releases ({_RELEASE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.environment,
                     key.app,
@@ -307,6 +319,7 @@ class SqliteStore:
                     message,
                     release.origin.value,
                     rollback_of,
+                    base_json,
                 ),
             )
             # A new deploy ends the previous rollback window and the held failed release.
@@ -404,12 +417,13 @@ class SqliteStore:
 
     def _release(self, row: sqlite3.Row | tuple[Any, ...]) -> Release:
         (environment, app, number, image, digest, spec) = row[:6]
-        (spec_hash, created_at, created_by, message, origin, rollback_of) = row[6:]
+        (spec_hash, created_at, created_by, message, origin, rollback_of, base) = row[6:13]
         cached = self._releases.get((AppKey(environment, app), number))
         if cached is not None:
             return cached
         try:
             parsed = AppSpec.model_validate(json.loads(spec))
+            base_spec = None if base is None else AppSpec.model_validate(json.loads(base))
         except (ValueError, ValidationError) as exc:
             raise PermanentFailure(
                 f"release {number} of {environment}/{app} in {self.path} holds a spec this kiln "
@@ -427,6 +441,7 @@ class SqliteStore:
             message=message,
             origin=ReleaseOrigin(origin),
             rollback_of=rollback_of,
+            base_spec=base_spec,
         )
         return release
 
@@ -521,6 +536,51 @@ class SqliteStore:
                     (at, *where),
                 )
             return _require_rollout(conn, rollout_id)
+
+    # --- approvals --------------------------------------------------------------------------
+
+    def add_approval(
+        self,
+        key: AppKey,
+        *,
+        source_environment: str,
+        source_release: int,
+        digest: str,
+        spec_hash: str,
+        approved_by: str,
+        note: str,
+        now: datetime,
+    ) -> Approval:
+        at = _to_db(now)
+        with self._write(f"approve a promotion into {key}") as conn:
+            cursor = conn.execute(
+                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) "
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key.environment,
+                    key.app,
+                    source_environment,
+                    source_release,
+                    digest,
+                    spec_hash,
+                    approved_by,
+                    at,
+                    note,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+        return _approval(row)
+
+    def list_approvals(self, key: AppKey) -> list[Approval]:
+        with self._read(f"list approvals of {key}") as conn:
+            rows = conn.execute(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE environment = ? AND app = ? "
+                "ORDER BY id",
+                (key.environment, key.app),
+            ).fetchall()
+        return [_approval(row) for row in rows]
 
     # --- events -----------------------------------------------------------------------------
 
@@ -640,6 +700,22 @@ def _require_app(conn: sqlite3.Connection, key: AppKey) -> AppRecord:
     if app is None:
         raise NotFound(f"no app {key}; `kiln status` lists apps")
     return app
+
+
+def _approval(row: tuple[Any, ...]) -> Approval:
+    (approval_id, environment, app, source_environment, source_release, digest) = row[:6]
+    (spec_hash, approved_by, approved_at, note) = row[6:]
+    return Approval(
+        id=approval_id,
+        key=AppKey(environment, app),
+        source_environment=source_environment,
+        source_release=source_release,
+        digest=digest,
+        spec_hash=spec_hash,
+        approved_by=approved_by,
+        approved_at=_from_db(approved_at),
+        note=note,
+    )
 
 
 def _rollout(row: tuple[Any, ...]) -> Rollout:

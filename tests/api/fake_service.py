@@ -129,9 +129,13 @@ class FakeService:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def deploy(self, spec_text: str, *, message: str, who: str) -> DeployResult:
+    async def deploy(
+        self, spec_text: str, *, message: str, who: str, environment: str | None = None
+    ) -> DeployResult:
         self._check_failure()
         spec = parse_spec(spec_text)
+        if environment is not None:
+            spec = spec.model_copy(update={"environment": environment})
         key = AppKey(spec.environment, spec.app)
         self.calls.append(("deploy", who))
         app = self.apps.setdefault(key, _FakeApp(key=key, scale=spec.instances))

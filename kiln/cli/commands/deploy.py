@@ -32,6 +32,16 @@ def deploy(
     message: MessageOption = "",
     wait: WaitOption = True,
     as_json: context.JsonOption = False,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            "-e",
+            help="Deploy into this environment instead of the spec's `environment:`; the "
+            "spec's `environments:` entry for it applies.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Deploy an app from its kiln.yaml: a new release, rolled out without downtime.
 
@@ -40,7 +50,7 @@ def deploy(
     0 live, 3 failed and rolled back. A Docker Compose file deploys every service as an app
     (in $KILN_ENV, default dev); `kiln convert` shows what each becomes.
 
-    Example:  kiln deploy -f kiln.yaml -m "new checkout page"
+    Example:  kiln deploy -f kiln.yaml -m "new checkout page"     kiln deploy -e staging
     """
     text = read_spec_file(file)
     if compose.looks_like_compose(text, source=str(file)):
@@ -51,7 +61,7 @@ def deploy(
         # The key is only known once the server parsed the spec; until then, events of every
         # app are skipped by starting after the newest one.
         after = kiln.last_event_id()
-        result = kiln.deploy(text, message=message)
+        result = kiln.deploy(text, message=message, environment=environment)
     except SpecInvalid as exc:
         raise SpecInvalid(exc.problems, source=str(file)) from None
     finish(kiln, result, after_event=after, wait=wait, as_json=as_json, verb="deploy")
