@@ -36,6 +36,7 @@ from kiln.api.auth import load_or_create_token
 from kiln.api.peer import PeerCredentialsProtocol
 from kiln.config import Settings, make_state_private, read_or_create_installation_id
 from kiln.errors import InvalidInput, KilnError
+from kiln.logs.structured import use_json_lines
 from kiln.router.nginx import NginxRouter
 from kiln.supervisor.exits import ServerExit
 from kiln.supervisor.liveness import SERVING, Heartbeat, SystemdNotifier
@@ -385,6 +386,8 @@ def configure_logging() -> None:
     )
     # httpx logs every request at INFO: kiln asks NGINX's admin socket every second.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if os.environ.get("KILN_LOG_FORMAT") == "json":
+        use_json_lines()
 
 
 def main() -> None:
@@ -397,6 +400,8 @@ def main() -> None:
     except KilnError as exc:
         log.error("%s", exc.message)
         sys.exit(ServerExit.BAD_CONFIG)
+    if settings.file.logs.format == "json":
+        use_json_lines()
     try:
         code = asyncio.run(run(settings))
     except KilnError as exc:

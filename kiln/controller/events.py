@@ -52,7 +52,21 @@ class EventBus:
         level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING}.get(
             severity, logging.ERROR
         )
-        log.log(level, "%s %s: %s", key or "kiln", kind, reason)
+        log.log(
+            level,
+            "%s %s%s: %s",
+            key or "kiln",
+            kind,
+            f" (release {release})" if release is not None else "",
+            reason,
+            extra={
+                "env": key.environment if key else None,
+                "app": key.app if key else None,
+                "release": release,
+                "instance": instance,
+                "kind": kind.value,
+            },
+        )
         for queue in list(self._subscribers):
             if queue.qsize() < _QUEUE_LIMIT:
                 queue.put_nowait(event)

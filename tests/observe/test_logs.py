@@ -85,9 +85,8 @@ async def test_follow_goes_on_across_a_rollout_as_new_instances_join(world: Worl
         world.driver.add_log(old.container_id, "old says hi")
         await eventually(lambda: any(line.text == "old says hi" for line in seen), timeout=30)
         await world.engine.deploy(spec("web:v2", instances=1), message="", who="t")
-        await eventually(lambda: world.store.active_rollout(WEB) is None, timeout=30)
+        await eventually(lambda: [i.release for i in world.running()] == [2], timeout=30)
         new = world.running()[0]
-        assert new.release == 2
         world.driver.add_log(new.container_id, "new says hi")
         await eventually(lambda: any(line.text == "new says hi" for line in seen), timeout=30)
     finally:
@@ -153,3 +152,41 @@ def test_a_restarted_kiln_does_not_keep_a_line_twice(tmp_path: Path) -> None:
     first.close()
     again = archive.writer(WEB, "r1-a", 1)
     assert again.last_at == 100.0  # the keeper skips lines up to here
+
+
+def test_kiln_own_log_lines_as_json_carry_app_env_and_release(tmp_path: Path) -> None:
+    import json
+    import logging
+
+    from kiln.controller.events import EventBus
+    from kiln.logs.structured import JsonLines
+    from kiln.model import EventKind
+    from kiln.store.sqlite import SqliteStore
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger = logging.getLogger("kiln.events")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        store = SqliteStore(tmp_path / "kiln.db")
+        bus = EventBus(store, lambda: datetime.now(UTC))
+        bus.record(WEB, EventKind.ROLLOUT_STARTED, "rolling to 3", release=3)
+        store.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    line = json.loads(JsonLines().format(records[-1]))
+    assert (line["env"], line["app"], line["release"], line["kind"]) == (
+        "dev",
+        "web",
+        3,
+        "rollout.started",
+    )
+    assert "rolling to 3" in line["message"]
