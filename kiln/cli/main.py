@@ -15,7 +15,7 @@ from typing import ParamSpec
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import compose, deploy, inspect, manage, promotion, rollout, server
+from kiln.cli.commands import compose, deploy, inspect, manage, promotion, rollout, server, top
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -96,6 +96,7 @@ _PANELS: list[tuple[str, list[Callable[..., None]]]] = [
             inspect.releases,
             inspect.logs,
             inspect.events,
+            top.top,
             inspect.schema,
             inspect.version,
         ],

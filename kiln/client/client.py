@@ -228,6 +228,14 @@ class KilnClient:
     def status(self, key: AppKey) -> AppStatus:
         return self._get_model(_app_path(key), AppStatus)
 
+    def metrics_text(self) -> str:
+        """``GET /metrics``: the Prometheus text exposition (``kiln top`` reads it)."""
+        headers = self._auth()
+        with self._mapped_errors():
+            response = self._http.request("GET", "/metrics", headers=headers)
+        _raise_for_error(response)
+        return response.text
+
     def deploy(
         self, spec_text: str, *, message: str = "", environment: str | None = None
     ) -> DeployResult:
