@@ -9,9 +9,12 @@ Prints one JSON line:
   promote_to_all_new_s   seconds from starting `kiln promote` to the last answer of the old
                          release in production (after it, every answer comes from the promoted
                          one); per cycle and the median
-  failed_requests        failed requests of both load clients over every cycle (target: 0)
+  failed_requests        failed requests of both load clients over every cycle, promotions
+                         and baseline deploys (target: 0)
   requests               requests sent in all
   same_digest            every production release has exactly its staging release's digest
+  deploy_to_all_new_s    the baseline: the same change as a plain `kiln deploy -e production
+                         --no-wait` of the same spec (same rollout), measured the same way
 
 Load: bench.trust's pair, ~200 req/s each (one keep-alive client that never retries, one new
 connection per request). Production's gates are set to no soak (KILN_SETTINGS), so each
@@ -115,12 +118,25 @@ def main() -> None:
                 wait_for_more(clients, 200)
                 seen = [c.report.last_seen.get(marker(old), started) for c in clients]
                 times.append(round(max(0.0, max(seen) - started), 3))
+            baseline: list[float] = []
+            for cycle in range(args.cycles):
+                old, new = ("v1", "v2") if (cycle + args.cycles) % 2 == 0 else ("v2", "v1")
+                wait_for_more(clients, 50)
+                started = time.monotonic()
+                result = kiln.deploy(spec(f"kiln-hello:{new}"), "-e", "production", "--no-wait")
+                if result.returncode != 0:
+                    raise SystemExit(f"deploy to production failed: {result.stderr}")
+                settled(kiln, "production", 3)
+                wait_for_more(clients, 200)
+                seen = [c.report.last_seen.get(marker(old), started) for c in clients]
+                baseline.append(round(max(0.0, max(seen) - started), 3))
             failed = sum(c.report.failures for c in clients)
             requests = sum(c.report.requests for c in clients)
             errors = {c.kind: dict(c.report.errors) for c in clients if c.report.errors}
         staging = {r["image"]: r["digest"] for r in releases(kiln, "staging")}
         production = releases(kiln, "production")
-        same = all(staging.get(r["image"]) == r["digest"] for r in production)
+        promoted = [r for r in production if r["origin"] == "promotion"]
+        same = all(staging.get(r["image"]) == r["digest"] for r in promoted)
     print(
         json.dumps(
             {
@@ -133,6 +149,8 @@ def main() -> None:
                 "cycles": args.cycles,
                 "promote_to_all_new_s": times,
                 "promote_to_all_new_s_median": statistics.median(times) if times else None,
+                "deploy_to_all_new_s": baseline,
+                "deploy_to_all_new_s_median": statistics.median(baseline) if baseline else None,
                 "failed_requests": failed,
                 "requests": requests,
                 "errors": errors,
