@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from kiln.drivers.base import InstanceStats
 from kiln.model import AppKey, Event, EventKind, HealthStatus, Instance, ReleaseTraffic
@@ -258,7 +259,17 @@ class _TrafficCollector(Collector):
                 requests.add_metric(values, traffic.requests)
                 errors.add_metric(values, traffic.errors)
                 if traffic.latency_buckets:
-                    latency.add_metric(values, _buckets(traffic), sum_value=None)
+                    buckets = _buckets(traffic)
+                    latency.add_metric(values, buckets, sum_value=None)
+                    # The router counts requests per bucket, not their total time: a _count
+                    # without a _sum (rates and quantiles work; averages do not).
+                    latency.samples.append(
+                        Sample(
+                            "kiln_app_request_duration_seconds_count",
+                            dict(zip(labels, values, strict=True)),
+                            buckets[-1][1],
+                        )
+                    )
         yield from (requests, errors, latency)
         yield GaugeMetricFamily(
             "kiln_router_up",
