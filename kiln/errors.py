@@ -11,7 +11,8 @@ talks to that library, with ``raise ... from exc`` so the cause stays in the tra
     ├── NotFound                  unknown app / release / instance                    (API 404)
     ├── Conflict                  the request contradicts current state               (API 409)
     │   └── GateRefused           a promotion gate failed; ``gates`` lists every failing one
-    ├── Unauthorized              missing or wrong API token                          (API 401)
+    ├── Unauthorized              missing, wrong or revoked API token                 (API 401)
+    │   └── Forbidden             the token's role or environments do not allow it    (API 403)
     ├── TemporaryFailure          retried by the next reconcile, with backoff         (API 503)
     │   ├── DriverUnavailable     the container engine does not answer
     │   ├── RouterUnavailable     NGINX or its admin endpoint does not answer
@@ -72,7 +73,11 @@ class GateRefused(Conflict):
 
 
 class Unauthorized(KilnError):
-    """Missing or wrong API token."""
+    """Missing, wrong or revoked API token."""
+
+
+class Forbidden(Unauthorized):
+    """A valid token whose role or environments do not allow the call."""
 
 
 class TemporaryFailure(KilnError):

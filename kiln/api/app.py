@@ -1,45 +1,83 @@
 """``create_app(service, token=..., installation_id=...)``: the kiln HTTP API as a FastAPI app.
 
-    request ─▶ CatchAllMiddleware ─▶ RequestGuard ─▶ token check ─▶ route ─▶ Service (the Engine)
-                  │ unexpected → 500      │ size, depth          │ KilnError → one status
-                  │ client gone → quiet   │ → 413 / 400          │   mapping (errors.py)
+    request ─▶ CatchAll ─▶ Audit ─▶ RequestGuard ─▶ route's rule (access.py) ─▶ route ─▶ Service
+                  │ unexpected   │ changes and      │ size, depth   │ token → role → env
+                  │   → 500      │ refusals logged  │ → 413 / 400   │ 401 / 403
 
-Everything needs the bearer token except ``GET /healthz`` (is kiln up?) and
-``POST /v1/identify``, where a client that has not yet sent its token checks that this server
-holds the same token: the answer is an HMAC of the client's nonce keyed with the token
-(``kiln.config.identity_proof``). A program squatting on kiln's TCP port cannot forge it, so
-the client never hands its token to one.
+Every route declares the permission it needs (``requires(Permission.…)``, kiln.api.access);
+only ``GET /healthz`` (is kiln up?) and ``POST /v1/identify`` are ``public()``: there a client
+that has not yet sent its token checks that this server knows it — the answer is an HMAC of
+the client's nonce keyed with the token's stored hash (``kiln.config.identity_proof``). A
+program squatting on kiln's TCP port cannot forge it, so the client never hands its token to
+one.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, status
 from fastapi.openapi.utils import get_openapi
 
 import kiln
-from kiln.api.auth import TokenCheck
+from kiln.api.access import (
+    ACCESS_STATE,
+    check_every_route_declares_a_permission,
+    dashboard_authenticator,
+    public,
+    requires,
+)
+from kiln.api.audit import AuditMiddleware
 from kiln.api.deps import PRINCIPAL, only_known_query_parameters
 from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
+from kiln.api.routes_access import access_router
 from kiln.api.routes_apps import apps_router
 from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
-from kiln.api.ui import create_ui_app, token_authenticator
-from kiln.config import identity_proof
+from kiln.api.ui import create_ui_app
+from kiln.config import identity_proof_from_hash, token_hash, token_id
 from kiln.controller.service import Service
+from kiln.model.access import Permission, Role, TokenRecord
 from kiln.spec import spec_json_schema
+from kiln.store.access import AccessStore, FakeAccessStore
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorOut"}
 
 
-def create_app(service: Service, *, token: str, installation_id: str | None = None) -> FastAPI:
+def create_app(
+    service: Service,
+    *,
+    token: str,
+    installation_id: str | None = None,
+    access: AccessStore | None = None,
+) -> FastAPI:
     """The API over ``service``; ``installation_id`` is what ``/v1/identify`` names (the
-    server passes ``kiln.config.read_or_create_installation_id(settings)``)."""
+    server passes ``kiln.config.read_or_create_installation_id(settings)``).
+
+    ``token`` is the home's token (``KILN_HOME/token``): stored in ``access`` as the admin
+    token ``local-token`` unless its hash is there already (a revoked one stays revoked).
+    ``access`` keeps the tokens and the audit log (the server passes a ``SqliteAccessStore``;
+    default: in memory)."""
+    if not token:
+        raise ValueError("the API token must not be empty")
+    access = access if access is not None else FakeAccessStore()
+    home_hash = token_hash(token)
+    access.import_token(
+        TokenRecord(
+            name=PRINCIPAL,
+            role=Role.ADMIN,
+            environments=frozenset(),
+            token_id=token_id(token),
+            token_hash=home_hash,
+            created_at=datetime.now(UTC),
+            created_by="kiln (the home's token file)",
+        )
+    )
     version = kiln.version()
     spec_schema = spec_json_schema()
     app = FastAPI(
@@ -56,35 +94,51 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
     )
     # The last middleware added runs first: the catch-all (added by install_error_handlers)
     # wraps the guard, so even a failure in the guard is a JSON 500.
+    setattr(app.state, ACCESS_STATE, access)
     app.add_middleware(RequestGuard)
+    app.add_middleware(AuditMiddleware, store=access)
     install_error_handlers(app)
     app.add_middleware(RequestTiming, service=service)  # outermost: sees the final status
-    check_token = TokenCheck(token)
 
-    @app.get("/healthz", summary="Liveness of the kiln server (no token needed)", tags=["server"])
+    @app.get(
+        "/healthz",
+        summary="Liveness of the kiln server (no token needed)",
+        tags=["server"],
+        dependencies=[public()],
+    )
     async def healthz() -> HealthOut:
         return HealthOut(ok=True, version=version)
 
     @app.post(
         "/v1/identify",
-        summary="Prove this server holds the API token, without the client sending it",
+        summary="Prove this server knows the client's API token, without the client sending it",
         tags=["server"],
+        dependencies=[public()],
     )
     async def identify(body: IdentifyRequest) -> IdentityOut:
-        return IdentityOut(
-            installation_id=installation_id,
-            version=version,
-            proof=identity_proof(token, body.nonce),
-        )
+        if body.token_id is None:  # a client that names no token means the home's
+            record = access.token_by_hash(home_hash)
+        else:
+            record = access.token_by_id(body.token_id)
+        proof = None
+        if record is not None and record.active:
+            proof = identity_proof_from_hash(record.token_hash, body.nonce)
+        return IdentityOut(installation_id=installation_id, version=version, proof=proof)
 
-    protected = APIRouter(dependencies=[Depends(check_token)])
+    protected = APIRouter()
+    protected.include_router(access_router())
     protected.include_router(apps_router(service))
     protected.include_router(rollouts_router(service))
     protected.include_router(promotion_router(service))
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
 
-    @protected.get("/v1/schema", summary="JSON Schema of kiln.yaml", tags=["server"])
+    @protected.get(
+        "/v1/schema",
+        summary="JSON Schema of kiln.yaml",
+        tags=["server"],
+        dependencies=[requires(Permission.READ)],
+    )
     async def schema() -> dict[str, Any]:
         return spec_schema
 
@@ -93,19 +147,25 @@ def create_app(service: Service, *, token: str, installation_id: str | None = No
         summary="Stop the kiln server (NGINX and the apps keep serving)",
         status_code=status.HTTP_202_ACCEPTED,
         tags=["server"],
+        dependencies=[requires(Permission.ADMIN)],
     )
     async def shutdown(background: BackgroundTasks) -> dict[str, bool]:
         # After the answer is sent, so the caller hears "accepted" before the server goes.
         background.add_task(service.request_shutdown)
         return {"accepted": True}
 
-    @protected.get("/openapi.json", include_in_schema=False)
+    @protected.get(
+        "/openapi.json", include_in_schema=False, dependencies=[requires(Permission.READ)]
+    )
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
     app.include_router(protected)
-    # The dashboard signs in with the same token, kept in a cookie (kiln.api.ui.session).
-    app.mount("/ui", create_ui_app(service, authenticate=token_authenticator(token, PRINCIPAL)))
+    # The dashboard signs in with an API token kept in a cookie (kiln.api.ui.session); until
+    # it checks roles per page and action, only an active admin token signs in there.
+    app.mount("/ui", create_ui_app(service, authenticate=dashboard_authenticator(access)))
+    # A route without a rule would be open to anyone: refuse to build such an app.
+    check_every_route_declares_a_permission(app)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
 

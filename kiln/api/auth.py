@@ -1,6 +1,8 @@
-"""The API token: one random bearer token per kiln home, kept in a 0600 file.
+"""The home's API token: one random bearer token per kiln home, kept in a 0600 file.
 
 The CLI on the same machine reads the same file (or ``KILN_TOKEN``), so a user never types it.
+The server stores its hash as the first admin token (``local-token``); more tokens, with
+roles, come from ``kiln token create`` (``kiln.api.access``, ``kiln.api.routes_access``).
 """
 
 from __future__ import annotations
@@ -9,13 +11,8 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
-
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kiln.config import refuse_unless_private
-from kiln.errors import Unauthorized
 
 TOKEN_BYTES = 32
 
@@ -53,26 +50,3 @@ def load_or_create_token(path: Path) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return token
-
-
-_bearer = HTTPBearer(auto_error=False, description="the token in KILN_HOME/token")
-
-
-class TokenCheck:
-    """FastAPI dependency: the request carries ``Authorization: Bearer <token>``."""
-
-    def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("the API token must not be empty")
-        self._token = token.encode()
-
-    async def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> None:
-        if credentials is None:
-            raise Unauthorized(
-                "missing API token: send 'Authorization: Bearer <token>' "
-                "(the token is in KILN_HOME/token)"
-            )
-        if not secrets.compare_digest(credentials.credentials.encode(), self._token):
-            raise Unauthorized("wrong API token")

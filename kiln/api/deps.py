@@ -6,15 +6,17 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
 
+from kiln.api.access import authenticate
 from kiln.api.errors import clip
 from kiln.api.peer import peer_of
 from kiln.errors import InvalidInput
 from kiln.model import AppKey
+from kiln.model.access import Principal
 from kiln.spec.model import NAME_PATTERN
 
 DEFAULT_ENV = "dev"
 PRINCIPAL = "local-token"
-"""Who holds the API token: today one token per home, held by the home's owner."""
+"""The name of the home's token (KILN_HOME/token), the first admin token."""
 
 _NAME_HELP = "a lowercase DNS label, e.g. web"
 
@@ -52,6 +54,7 @@ def optional_app_key(
 
 def actor(
     request: Request,
+    principal: Annotated[Principal, Depends(authenticate)],
     x_kiln_actor: Annotated[
         str | None,
         Header(
@@ -63,14 +66,15 @@ def actor(
 ) -> str:
     """Who acts, as recorded on releases and events.
 
-    The principal is what the server verified: the token (``local-token``) and, on the unix
-    socket, the OS user the kernel names for the connection. The header is only a note.
+    The principal is what the server verified: the token's name (``local-token`` for the
+    home's) and, on the unix socket, the OS user the kernel names for the connection. The
+    header is only a note.
     """
-    principal = PRINCIPAL
+    who = principal.name
     if (peer := peer_of(request.scope)) is not None:
-        principal += f" uid={peer.uid}({peer.user})"
+        who += f" uid={peer.uid}({peer.user})"
     claim = "".join(c for c in (x_kiln_actor or "") if c.isprintable()).strip()
-    return f"{principal}, {claim} (claimed)" if claim else principal
+    return f"{who}, {claim} (claimed)" if claim else who
 
 
 def only_known_query_parameters(request: Request) -> None:

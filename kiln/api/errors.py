@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kiln.api.schemas import ErrorOut
 from kiln.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     KilnError,
     NotFound,
@@ -49,6 +50,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[KilnError], int], ...] = (
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (Forbidden, 403),
     (Unauthorized, 401),
     (TemporaryFailure, 503),
 )
@@ -249,7 +251,8 @@ ErrorOutDoc: dict[int | str, dict[str, Any]] = {
     status: {"description": why, "model": ErrorOut}
     for status, why in (
         (400, "a body that is not JSON, nested too deeply, or with a number too long"),
-        (401, "missing or wrong token"),
+        (401, "missing, wrong or revoked token"),
+        (403, "the token's role or environments do not allow this call"),
         (404, "unknown app, release or instance"),
         (409, "conflicts with the current state"),
         (413, "the request body is over the size limit"),

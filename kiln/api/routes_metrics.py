@@ -14,8 +14,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kiln.api.access import requires
 from kiln.controller.service import Service
 from kiln.metrics import CONTENT_TYPE
+from kiln.model.access import Permission
 
 
 def metrics_router(service: Service) -> APIRouter:
@@ -26,6 +28,7 @@ def metrics_router(service: Service) -> APIRouter:
         summary="Prometheus metrics: platform, instances, per-release traffic, host",
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE: {}}, "description": "text format 0.0.4"}},
+        dependencies=[requires(Permission.READ)],
     )
     async def metrics() -> Response:
         return Response(await service.metrics(), media_type=CONTENT_TYPE)

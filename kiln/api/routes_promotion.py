@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
+from kiln.api.access import Grant, requires
 from kiln.api.deps import Actor, Key
 from kiln.api.promotion_schemas import (
     ApprovalOut,
@@ -27,6 +28,7 @@ from kiln.api.promotion_schemas import (
 )
 from kiln.api.schemas import MAX_ID, ErrorOut
 from kiln.controller.service import Service
+from kiln.model.access import Permission
 from kiln.spec.grammar import NAME_PATTERN
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -52,7 +54,15 @@ def promotion_router(service: Service) -> APIRouter:
             **_ERRORS,
         },
     )
-    async def promote(body: PromoteReleaseRequest, who: Actor, response: Response) -> PromotionOut:
+    async def promote(
+        body: PromoteReleaseRequest,
+        who: Actor,
+        response: Response,
+        grant: Annotated[Grant, requires(Permission.DEPLOY)],
+    ) -> PromotionOut:
+        # Access: deploying into the target; reading the source it comes from.
+        grant.require(body.target)
+        grant.require(body.source, Permission.READ)
         view = await service.promote_release(
             body.app,
             source_environment=body.source,
@@ -72,7 +82,11 @@ def promotion_router(service: Service) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         responses=_ERRORS,
     )
-    async def approve(body: ApproveRequest, who: Actor) -> ApprovalOut:
+    async def approve(
+        body: ApproveRequest, who: Actor, grant: Annotated[Grant, requires(Permission.APPROVE)]
+    ) -> ApprovalOut:
+        # Access: a staging deployer cannot approve what goes into production.
+        grant.require(body.environment)
         view = await service.approve(
             body.app,
             target_environment=body.environment,
@@ -87,6 +101,7 @@ def promotion_router(service: Service) -> APIRouter:
         "/apps/{env}/{app}/diff",
         summary="What differs between two releases of an app: digest, each spec field",
         responses=_ERRORS,
+        dependencies=[requires(Permission.READ)],
     )
     async def diff_releases(
         key: Key,
@@ -104,7 +119,10 @@ def promotion_router(service: Service) -> APIRouter:
         app: Annotated[str, Query(pattern=NAME_PATTERN)],
         left: Annotated[str, Query(pattern=NAME_PATTERN, description="environment")],
         right: Annotated[str, Query(pattern=NAME_PATTERN, description="environment")],
+        grant: Annotated[Grant, requires(Permission.READ)],
     ) -> DiffOut:
+        grant.require(left)
+        grant.require(right)
         return diff_out(await service.diff_environments(app, left, right))
 
     return router

@@ -17,9 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from kiln.api.access import requires
 from kiln.api.deps import Actor, Key
 from kiln.api.schemas import ErrorOut, PromoteRequest, RolloutViewOut, rollout_view_out
 from kiln.controller.service import Service
+from kiln.model.access import Permission
 
 
 def _errors(conflict: str) -> dict[int | str, dict[str, Any]]:
@@ -37,9 +39,11 @@ _STEERABLE_ONLY = (
 
 def rollouts_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1/apps/{env}/{app}/rollout", tags=["rollouts"])
+    steer = [requires(Permission.DEPLOY)]
 
     @router.get(
         "",
+        dependencies=[requires(Permission.READ)],
         summary="The rollout in progress (or the last one): step, groups, traffic, verdicts",
         responses={404: {"description": "unknown app", "model": ErrorOut}},
     )
@@ -50,6 +54,7 @@ def rollouts_router(service: Service) -> APIRouter:
         "/promote",
         summary="Canary: the next step (full: all traffic now); blue-green: switch all traffic",
         responses=_errors(_STEERABLE_ONLY),
+        dependencies=steer,
     )
     async def promote(
         key: Key,
@@ -63,6 +68,7 @@ def rollouts_router(service: Service) -> APIRouter:
         "/pause",
         summary="Hold a canary or blue-green rollout where it is; traffic stays as it is",
         responses=_errors(_STEERABLE_ONLY),
+        dependencies=steer,
     )
     async def pause(key: Key, who: Actor) -> RolloutViewOut:
         return rollout_view_out(await service.pause(key, who=who))
@@ -71,6 +77,7 @@ def rollouts_router(service: Service) -> APIRouter:
         "/resume",
         summary="Let a paused rollout go on",
         responses=_errors(_STEERABLE_ONLY),
+        dependencies=steer,
     )
     async def resume(key: Key, who: Actor) -> RolloutViewOut:
         return rollout_view_out(await service.resume(key, who=who))
@@ -80,6 +87,7 @@ def rollouts_router(service: Service) -> APIRouter:
         summary="Traffic back to the stable release at once; the new release is kept for "
         "inspection until the next deploy",
         responses=_errors("no rollout in progress"),
+        dependencies=steer,
     )
     async def abort(key: Key, who: Actor) -> RolloutViewOut:
         return rollout_view_out(await service.abort(key, who=who))
@@ -88,6 +96,7 @@ def rollouts_router(service: Service) -> APIRouter:
         "/retry",
         summary="Start a failed or aborted rollout again from its first step",
         responses=_errors("a rollout is in progress, or the last one did not fail or get aborted"),
+        dependencies=steer,
     )
     async def retry(key: Key, who: Actor) -> RolloutViewOut:
         return rollout_view_out(await service.retry(key, who=who))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -31,13 +31,15 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
+from kiln.api.access import Grant, requires
 from kiln.api.deps import Key, OptionalKey
 from kiln.api.errors import clip, error_body
 from kiln.api.schemas import MAX_ID, EventOut, LogLineOut, event_out, log_line_out
 from kiln.controller.service import Service
 from kiln.controller.views import LogRequest
 from kiln.errors import InvalidInput, KilnError
-from kiln.model import EventKind, event_categories, kinds_matching
+from kiln.model import Event, EventKind, event_categories, kinds_matching
+from kiln.model.access import Permission
 from kiln.spec.units import parse_duration
 
 log = logging.getLogger("kiln.api")
@@ -116,6 +118,18 @@ def _since(text: str | None) -> datetime | None:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
+def visible_events(
+    key: OptionalKey, grant: Annotated[Grant, requires(Permission.READ)]
+) -> Callable[[Event], bool]:
+    """Which events the token sees: one app's (its environment checked first, before a
+    stream starts), or every event of the environments it may read (kiln's own, with no app,
+    included)."""
+    if key is not None:
+        grant.require(key.environment)
+        return lambda _event: True
+    return lambda event: grant.sees(event.key.environment if event.key else None)
+
+
 def streams_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events and logs"])
 
@@ -123,15 +137,20 @@ def streams_router(service: Service) -> APIRouter:
     async def list_events(
         key: OptionalKey,
         kinds: Kinds,
+        visible: Annotated[Callable[[Event], bool], Depends(visible_events)],
         after: Annotated[
             int, Query(ge=0, le=MAX_ID, description="only events with a larger id")
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[EventOut]:
         events = await service.events(key=key, after_id=after, limit=limit, kinds=kinds)
-        return [event_out(e) for e in events]
+        return [event_out(e) for e in events if visible(e)]
 
-    @router.get("/event-kinds", summary="Every event kind and category")
+    @router.get(
+        "/event-kinds",
+        summary="Every event kind and category",
+        dependencies=[requires(Permission.READ)],
+    )
     async def list_event_kinds() -> EventKindsOut:
         return EventKindsOut(kinds=list(EventKind), categories=event_categories())
 
@@ -145,12 +164,16 @@ def streams_router(service: Service) -> APIRouter:
         response_class=EventSourceResponse,
     )
     async def stream_events(
-        key: OptionalKey, kinds: Kinds, start: Annotated[int, Depends(resume_point)]
+        key: OptionalKey,
+        kinds: Kinds,
+        start: Annotated[int, Depends(resume_point)],
+        visible: Annotated[Callable[[Event], bool], Depends(visible_events)],
     ) -> AsyncIterator[ServerSentEvent]:
         try:
             async for event in service.follow_events(key=key, after_id=start, kinds=kinds):
                 # No `event:` field: a browser EventSource's onmessage sees only unnamed ones.
-                yield ServerSentEvent(id=str(event.id), data=event_out(event))
+                if visible(event):
+                    yield ServerSentEvent(id=str(event.id), data=event_out(event))
         except Exception as exc:
             yield ServerSentEvent(event="error", data=_error_body(exc))
 
@@ -158,6 +181,7 @@ def streams_router(service: Service) -> APIRouter:
         "/apps/{env}/{app}/logs",
         summary="Log lines of the app's instances as NDJSON; follow=true keeps streaming",
         response_class=StreamingResponse,
+        dependencies=[requires(Permission.READ)],
         responses={
             200: {
                 "description": "one JSON LogLine per line",

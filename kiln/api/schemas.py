@@ -80,6 +80,12 @@ class IdentifyRequest(BaseModel):
         pattern=r"^[0-9a-f]{32,128}$",
         description="fresh random hex from the client (at least 16 bytes), never reused",
     )
+    token_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="kiln.config.token_id(token) of the client's token (names no secret); "
+        "omitted: the home's token (KILN_HOME/token)",
+    )
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -91,10 +97,11 @@ class IdentityOut(_Out):
         "started without one"
     )
     version: str
-    proof: str = Field(
+    proof: str | None = Field(
         pattern=r"^[0-9a-f]{64}$",
-        description="hex HMAC-SHA256 keyed with the API token over "
-        "'kiln-identify-v1:' + nonce: only a server holding the token can answer it",
+        description="hex HMAC-SHA256 keyed with the stored hash of the token over "
+        "'kiln-identify-v2:' + nonce: only a server that knows the token can answer it; null "
+        "when this server knows no active token with that token_id",
     )
 
 

@@ -38,6 +38,7 @@ from kiln.config import Settings, make_state_private, read_or_create_installatio
 from kiln.errors import InvalidInput, KilnError
 from kiln.logs.structured import use_json_lines
 from kiln.router.nginx import NginxRouter
+from kiln.store.access import SqliteAccessStore
 from kiln.supervisor.exits import ServerExit
 from kiln.supervisor.liveness import SERVING, Heartbeat, SystemdNotifier
 from kiln.supervisor.pidfile import AlreadyHeld, PidFile
@@ -331,6 +332,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
         token = load_or_create_token(settings.token_path)
         make_state_private(settings)
         engine = await open_engine(settings)
+        access = SqliteAccessStore(settings.db_path)
 
         async def stop_on_shutdown_request() -> None:
             await engine.shutdown_requested.wait()
@@ -347,7 +349,10 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
             await engine.start()
             await serve(
                 create_app(
-                    engine, token=token, installation_id=read_or_create_installation_id(settings)
+                    engine,
+                    token=token,
+                    installation_id=read_or_create_installation_id(settings),
+                    access=access,
                 ),
                 held.unix_socket,
                 stop,
@@ -359,6 +364,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
             shutdown_watch.cancel()
             log.info("stopping the engine (NGINX and the apps keep serving)")
             await engine.close()
+            access.close()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -45,8 +45,8 @@ from kiln.client.models import (
 from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import parse_sse
 from kiln.client.unix import UnixSocketTransport
-from kiln.config import Settings, identity_proof, refuse_unless_private
-from kiln.errors import KilnError, TemporaryFailure
+from kiln.config import Settings, identity_proof, refuse_unless_private, token_id
+from kiln.errors import KilnError, TemporaryFailure, Unauthorized
 from kiln.model import AppKey
 
 M = TypeVar("M", bound=BaseModel)
@@ -187,7 +187,7 @@ class KilnClient:
         nonce = secrets.token_hex(16)
         with (
             self._mapped_errors(),
-            self._http.stream("POST", "/v1/identify", json={"nonce": nonce}) as response,
+            self._http.stream("POST", "/v1/identify", json=self._identify_body(nonce)) as response,
         ):
             content = b""
             for chunk in response.iter_bytes():
@@ -203,10 +203,22 @@ class KilnClient:
         if answer is None:
             raise NotThisKiln(self.endpoint.where, f"it answered HTTP {response.status_code}")
         expected = identity_proof(self._token, nonce) if self._token else ""
-        proven = bool(expected) and hmac.compare_digest(answer.proof, expected)
-        return Identity(
-            installation_id=answer.installation_id, version=answer.version, proven=proven
+        proven = bool(expected and answer.proof) and hmac.compare_digest(
+            answer.proof or "", expected
         )
+        return Identity(
+            installation_id=answer.installation_id,
+            version=answer.version,
+            proven=proven,
+            token_known=answer.proof is not None,
+        )
+
+    def _identify_body(self, nonce: str) -> dict[str, str]:
+        # The token's id names no secret: it lets a kiln with many tokens prove the right one.
+        body = {"nonce": nonce}
+        if self._token:
+            body["token_id"] = token_id(self._token)
+        return body
 
     def identity(self) -> Identity:
         """The server's identity as it says it, asked once per client."""
@@ -457,7 +469,13 @@ class KilnClient:
             return  # without a token there is nothing to leak
         if self.endpoint.socket_path is not None:
             self._check_socket_owner(self.endpoint.socket_path)
-        elif not self.identity().proven:
+        elif not (identity := self.identity()).proven:
+            if not identity.token_known:
+                raise Unauthorized(
+                    f"the kiln on {self.endpoint.where} knows no active token like yours "
+                    "(revoked? another kiln's?); the token was not sent. Ask an admin for a "
+                    "token (`kiln token create`), or set KILN_TOKEN"
+                )
             raise NotThisKiln(
                 self.endpoint.where,
                 "it could not prove it holds this kiln's API token (KILN_HOME/token or "

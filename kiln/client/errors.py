@@ -13,6 +13,7 @@ from typing import Any
 import kiln.errors as kiln_errors
 from kiln.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     KilnError,
     NotFound,
@@ -63,6 +64,7 @@ _CLASSES = _error_classes()
 _BY_STATUS: dict[int, type[KilnError]] = {
     400: InvalidInput,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     422: InvalidInput,

@@ -38,7 +38,9 @@ class IdentityAnswer(_Model):
 
     installation_id: str | None = Field(default=None, max_length=64)
     version: str = Field(max_length=100)
-    proof: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # None: the server knows no active token with the id the client sent (revoked, or not
+    # this kiln's).
+    proof: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Identity(_Model):
@@ -47,6 +49,7 @@ class Identity(_Model):
     installation_id: str | None
     version: str
     proven: bool
+    token_known: bool = True  # False: the server said it knows no such active token
 
 
 class Instance(_Model):

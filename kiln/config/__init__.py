@@ -282,17 +282,42 @@ def _installation_id_in(path: Path) -> str:
     return text
 
 
-IDENTIFY_CONTEXT = b"kiln-identify-v1:"
+IDENTIFY_CONTEXT = b"kiln-identify-v2:"
+
+# A token is 256 random bits, so a plain SHA-256 (no slow KDF) keeps a stolen store from
+# yielding tokens. Two different derivations: the id a client may show a server it has not
+# identified yet, and the hash the server stores, checks bearer tokens against and keys its
+# identity proof with. Knowing the id gives nothing towards the hash.
+_TOKEN_ID_CONTEXT = b"kiln-token-id-v1:"
+_TOKEN_HASH_CONTEXT = b"kiln-token-v1:"
+
+
+def token_id(token: str) -> str:
+    """What a client shows ``/v1/identify`` so the server knows which token to prove."""
+    return hashlib.sha256(_TOKEN_ID_CONTEXT + token.encode("utf-8")).hexdigest()[:32]
+
+
+def token_hash(token: str) -> str:
+    """What the server stores instead of the token."""
+    return hashlib.sha256(_TOKEN_HASH_CONTEXT + token.encode("utf-8")).hexdigest()
 
 
 def identity_proof(token: str, nonce: str) -> str:
-    """What a kiln server answers to prove it holds ``token`` without revealing it: hex
-    HMAC-SHA256 keyed with the token over ``kiln-identify-v1:`` + the client's fresh nonce.
+    """What a kiln server answers to prove it knows ``token`` without revealing it: hex
+    HMAC-SHA256 keyed with ``token_hash(token)`` over ``kiln-identify-v2:`` + the client's
+    fresh nonce. The server stores only the hash, so the hash is the key
+    (``identity_proof_from_hash``).
 
     The client computes the same with its own token and compares before it sends the token
     anywhere (``POST /v1/identify``). The prefix keeps these MACs from meaning anything else.
     """
-    mac = hmac.new(token.encode("utf-8"), IDENTIFY_CONTEXT + nonce.encode("ascii"), hashlib.sha256)
+    return identity_proof_from_hash(token_hash(token), nonce)
+
+
+def identity_proof_from_hash(stored_hash: str, nonce: str) -> str:
+    mac = hmac.new(
+        stored_hash.encode("ascii"), IDENTIFY_CONTEXT + nonce.encode("ascii"), hashlib.sha256
+    )
     return mac.hexdigest()
 
 

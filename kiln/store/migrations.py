@@ -15,6 +15,9 @@ hand-written ``UPDATE``) cannot rewrite history:
   whose ``DELETE FROM apps`` cascades to the releases and rollouts).
 - ``rollouts``: a finished rollout is never updated; DELETE only once the app row is gone.
 - ``events``: no UPDATE, no DELETE, ever.
+- ``audit``: no UPDATE, no DELETE, ever.
+- ``tokens``: never deleted (the audit log names them); the one change is revoking an active
+  token, once.
 """
 
 from __future__ import annotations
@@ -200,7 +203,74 @@ _V4: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+# Access control: API tokens (stored as hashes) with roles, and the append-only audit log.
+_V5: Migration = (
+    """
+    CREATE TABLE tokens (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        name          TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'deployer', 'viewer')),
+        environments  TEXT NOT NULL DEFAULT '',
+        token_id      TEXT NOT NULL UNIQUE,
+        token_hash    TEXT NOT NULL UNIQUE,
+        created_at    TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        revoked_at    TEXT,
+        revoked_by    TEXT
+    )
+    """,
+    # A name is reused only once its token is revoked.
+    "CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL",
+    """
+    CREATE TRIGGER tokens_only_revoked_once BEFORE UPDATE ON tokens
+    WHEN OLD.revoked_at IS NOT NULL OR NEW.revoked_at IS NULL
+        OR NEW.name IS NOT OLD.name OR NEW.role IS NOT OLD.role
+        OR NEW.environments IS NOT OLD.environments OR NEW.token_id IS NOT OLD.token_id
+        OR NEW.token_hash IS NOT OLD.token_hash
+    BEGIN
+        SELECT RAISE(ABORT, 'a token is never changed, only revoked once');
+    END
+    """,
+    """
+    CREATE TRIGGER tokens_never_delete BEFORE DELETE ON tokens
+    BEGIN
+        SELECT RAISE(ABORT, 'tokens are never deleted: revoke them');
+    END
+    """,
+    """
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           TEXT NOT NULL,
+        token        TEXT,
+        peer         TEXT NOT NULL,
+        claimed      TEXT NOT NULL DEFAULT '',
+        method       TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        environment  TEXT,
+        app          TEXT,
+        status       INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,
+        release      INTEGER,
+        detail       TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX audit_by_app ON audit (environment, app, id)",
+    "CREATE INDEX audit_by_time ON audit (at)",
+    """
+    CREATE TRIGGER audit_never_update BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never updated');
+    END
+    """,
+    """
+    CREATE TRIGGER audit_never_delete BEFORE DELETE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never deleted');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -76,6 +76,10 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
         ("GET", "/v1/apps/{env}/{app}/logs"),
         ("GET", "/v1/schema"),
         ("POST", "/v1/shutdown"),
+        ("POST", "/v1/tokens"),
+        ("GET", "/v1/tokens"),
+        ("DELETE", "/v1/tokens/{name}"),
+        ("GET", "/v1/audit"),
     }
     assert set(operations) == expected
     assert all(op.get("summary") for op in operations.values())

@@ -54,12 +54,14 @@ def test_errors_come_back_as_their_kiln_error_class(kiln: KilnClient) -> None:
 
 
 def test_a_wrong_token_is_not_sent_over_tcp(live_url: str) -> None:
-    # The server cannot prove it holds "wrong": for all the client knows, it is not its kiln.
+    # The server knows no token with that id: it says so, and the token stays here.
     with (
         KilnClient(base_url=live_url, token="wrong", actor="x") as client,
-        pytest.raises(NotThisKiln, match="it is not this kiln"),
+        pytest.raises(Unauthorized, match="knows no active token like yours") as caught,
     ):
         client.list_apps()
+    assert not isinstance(caught.value, NotThisKiln)
+    assert "the token was not sent" in caught.value.message
 
 
 def test_a_wrong_token_on_the_socket_is_unauthorized(unix_kiln: Path) -> None:

@@ -22,6 +22,7 @@ from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.router.fake import FakeRouter
+from kiln.store.access import FakeAccessStore
 from kiln.store.sqlite import SqliteStore
 from tests.api.fake_service import FakeService
 from tests.api.live_server import running_server
@@ -98,10 +99,12 @@ def engine_target(home: Path) -> Iterator[tuple[str, FastAPI, Tally]]:
 
 
 @contextmanager
-def fake_target() -> Iterator[tuple[str, FakeService, Tally]]:
-    """A running kiln API over a FakeService; yields its base URL, the service and the tally."""
+def fake_target() -> Iterator[tuple[str, FakeService, Tally, FakeAccessStore]]:
+    """A running kiln API over a FakeService; yields its base URL, the service, the tally and
+    the access store (tokens and audit log, in memory)."""
     service = FakeService()
-    app = create_app(service, token=TOKEN, installation_id=INSTALLATION_ID)
+    access = FakeAccessStore()
+    app = create_app(service, token=TOKEN, installation_id=INSTALLATION_ID, access=access)
     tally = Tally()
     with running_server(Served(app, None, tally)) as url:  # type: ignore[arg-type]
-        yield url, service, tally
+        yield url, service, tally, access

@@ -43,7 +43,9 @@ def promote(
     ] = None,
     release: Annotated[
         int | None,
-        typer.Option("--release", min=1, help="Source release (default: the one its environment serves)."),
+        typer.Option(
+            "--release", min=1, help="Source release (default: the one its environment serves)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the gates and the diff; change nothing.")
