@@ -92,7 +92,7 @@ def test_broken_release_fails_its_deadline_and_rolls_back_on_its_own(kiln: KilnH
     releases = {r["number"]: r for r in kiln.cli_json("releases", app)}
     assert releases[2]["result"] == "failed"
     assert "deadline" in releases[2]["result_reason"]
-    events = kiln.cli_json("events", app)
+    events = kiln.cli_json("events", app, "--limit", "1000")
     failed = [e for e in events if e["kind"] == "rollout.failed"]
     assert failed and "rolling back to release 1" in failed[-1]["reason"]
 

@@ -32,7 +32,7 @@ def test_killed_instance_is_replaced(kiln: KilnHarness) -> None:
         return len(ids) == 3 and victim["id"] not in ids
 
     wait_until(replaced, timeout=15, what="a replacement of the killed instance")
-    events = kiln.cli_json("events", app)
+    events = kiln.cli_json("events", app, "--limit", "1000")
     exited = [e for e in events if e["kind"] == "instance.exited" and e["instance"] == victim["id"]]
     assert exited and "137" in exited[-1]["reason"]
     assert len(_running_ids(kiln, app)) == 3
@@ -46,7 +46,7 @@ def test_crash_looping_release_backs_off_and_fails_its_rollout(kiln: KilnHarness
     )
     result = kiln.deploy(crashing, "--wait")
     assert result.returncode == 3, result.stdout + result.stderr
-    events = kiln.cli_json("events", app)
+    events = kiln.cli_json("events", app, "--limit", "1000")
     failed = [e for e in events if e["kind"] == "rollout.failed"][-1]
     assert "crashed" in failed["reason"] and "exited with code 3" in failed["reason"]
     backoffs = [e for e in events if e["kind"] == "instance.backoff"]
@@ -79,7 +79,11 @@ def test_instance_failing_liveness_is_replaced(kiln: KilnHarness) -> None:
         return len(ids) == 2 and sick["id"] not in ids
 
     wait_until(replaced, timeout=20, what="the unhealthy instance to be replaced")
-    kinds = [e["kind"] for e in kiln.cli_json("events", app) if e.get("instance") == sick["id"]]
+    kinds = [
+        e["kind"]
+        for e in kiln.cli_json("events", app, "--limit", "1000")
+        if e.get("instance") == sick["id"]
+    ]
     assert "instance.unhealthy" in kinds
 
 
@@ -129,7 +133,7 @@ def test_killed_nginx_is_restarted_with_its_routes_and_peers(kiln: KilnHarness) 
             return False
 
     wait_until(serves, timeout=15, what="NGINX to serve again")
-    kinds = [e["kind"] for e in kiln.cli_json("events")]
+    kinds = [e["kind"] for e in kiln.cli_json("events", "--limit", "1000")]
     assert "router.restarted" in kinds
 
 

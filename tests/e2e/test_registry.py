@@ -32,7 +32,7 @@ def test_a_release_pins_the_registry_digest_and_a_fresh_engine_pulls_it_and_serv
     host = registry_of(kiln).host
     assert release["image"] == "kiln-hello:v1"
     assert release["digest"].startswith(f"{host}/kiln-hello@sha256:")
-    kinds = [e["kind"] for e in kiln.cli_json("events", "pinned")]
+    kinds = [e["kind"] for e in kiln.cli_json("events", "pinned", "--limit", "1000")]
     assert "image.pushed" in kinds
 
     # A second machine: its own engine, which has never seen the image, and its own kiln
@@ -51,7 +51,7 @@ def test_a_release_pins_the_registry_digest_and_a_fresh_engine_pulls_it_and_serv
             second.wait_ready("pinned", 2, release=1)
             assert all("v1" in second.get("pinned.test").text for _ in range(4))
             assert second.cli_json("releases", "pinned")[0]["digest"] == release["digest"]
-            events = second.cli_json("events", "pinned")
+            events = second.cli_json("events", "pinned", "--limit", "1000")
             pulled = [e["reason"] for e in events if e["kind"] == "image.pulled"]
             assert pulled and release["digest"] in pulled[0]
             kinds = [e["kind"] for e in events]
@@ -103,7 +103,7 @@ def test_the_registry_is_restarted_when_killed(kiln: KilnHarness) -> None:
     wait_until(
         lambda: registry.pid() not in (None, pid), timeout=10, what="the registry to be restarted"
     )
-    kinds = [e["kind"] for e in kiln.cli_json("events")]
+    kinds = [e["kind"] for e in kiln.cli_json("events", "--limit", "1000")]
     assert "registry.restarted" in kinds
     # And it serves what it held: a new app of an image pushed earlier deploys by tag.
     assert kiln.deploy(hello_spec("after", "kiln-hello:v1", instances=1), "--wait").returncode == 0

@@ -117,7 +117,7 @@ def test_canary_of_a_good_release_is_promoted_through_every_step_on_its_traffic(
     assert status["target_release"] == 2 and status["stable_release"] == 2
     assert load.report.failures == 0, load.report.errors
     assert load.report.bodies["v1"] > 0 and load.report.bodies["v2"] > 0
-    events = kiln.cli_json("events", app)
+    events = kiln.cli_json("events", app, "--limit", "1000")
     text = " ".join(e["reason"] for e in events)
     assert "canary step 1/2" in text and "canary step 2/2" in text
     assert "analysis window" in text and "pass" in text
@@ -146,7 +146,9 @@ def test_canary_of_the_flaky_release_is_aborted_by_analysis_naming_the_error_rat
         after = load.report.requests
         load.wait_for_requests(after + 100)
     assert status["target_release"] == 1
-    failed = [e for e in kiln.cli_json("events", app) if e["kind"] == "rollout.failed"]
+    failed = [
+        e for e in kiln.cli_json("events", app, "--limit", "1000") if e["kind"] == "rollout.failed"
+    ]
     assert failed and "error rate" in failed[-1]["reason"] and "> 1.0%" in failed[-1]["reason"]
     # Only the bad release's own 500s failed; nothing else.
     other_errors = {k: v for k, v in load.report.errors.items() if "flaky failure" not in k}
