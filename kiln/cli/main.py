@@ -15,7 +15,17 @@ from typing import ParamSpec
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import compose, deploy, inspect, manage, promotion, rollout, server, top
+from kiln.cli.commands import (
+    access,
+    compose,
+    deploy,
+    inspect,
+    manage,
+    promotion,
+    rollout,
+    server,
+    top,
+)
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -121,6 +131,15 @@ for _command in (promotion.promote, rollout.pause, rollout.resume, rollout.abort
     app.command(rich_help_panel="Rollout")(handles_errors(_command))
 for _command in (promotion.approve, promotion.diff):
     app.command(rich_help_panel="Environments")(handles_errors(_command))
+
+# `kiln token create|ls|revoke` and `kiln audit`: access control (admin tokens).
+token_group = typer.Typer(
+    name="token", help=access.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
+)
+for _name, _command in (("create", access.create), ("ls", access.ls), ("revoke", access.revoke)):
+    token_group.command(_name)(handles_errors(_command))
+app.add_typer(token_group, rich_help_panel="Access")
+app.command(rich_help_panel="Access")(handles_errors(access.audit))
 
 
 if __name__ == "__main__":

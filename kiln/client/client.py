@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -33,14 +34,17 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from kiln.client.errors import NotThisKiln, ServerUnreachable, error_from_body
 from kiln.client.models import (
     AppStatus,
+    AuditEntry,
     DeployResult,
     Event,
     Health,
     Identity,
     IdentityAnswer,
     LogLine,
+    NewToken,
     Release,
     RolloutView,
+    Token,
 )
 from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import parse_sse
@@ -422,6 +426,40 @@ class KilnClient:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    # --- access (admin tokens) ----------------------------------------------------------
+
+    def create_token(self, name: str, *, role: str, environments: list[str]) -> NewToken:
+        """A new API token (in ``.token``, this once). ``Conflict`` when the name is taken."""
+        body = {"name": name, "role": role, "environments": environments}
+        return NewToken.model_validate(self._json("POST", "/v1/tokens", json=body))
+
+    def list_tokens(self, *, revoked: bool = False) -> list[Token]:
+        return self._get_list("/v1/tokens", Token, params={"revoked": revoked})
+
+    def revoke_token(self, name: str) -> Token:
+        """It stops working at once. ``NotFound``; ``Conflict`` for the caller's own token or
+        the last admin token."""
+        return Token.model_validate(self._json("DELETE", f"/v1/tokens/{name}"))
+
+    def audit(
+        self,
+        *,
+        environment: str | None = None,
+        app: str | None = None,
+        since: datetime | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Audit entries oldest first (the last ``limit`` when ``after`` is 0)."""
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if environment:
+            params["env"] = environment
+        if app:
+            params["app"] = app
+        if since is not None:
+            params["since"] = since.isoformat()
+        return self._get_list("/v1/audit", AuditEntry, params=params)
 
     # --- logs -----------------------------------------------------------------------------
 

@@ -186,3 +186,35 @@ class RolloutView(_AppScoped):
     warm_release: int | None = None
     warm_until: datetime | None = None
     held_release: int | None = None
+
+
+class Token(_Model):
+    """An API token as ``kiln token ls`` shows it: never the token itself."""
+
+    name: str
+    role: str
+    environments: list[str] = Field(default_factory=list)  # empty: every environment
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+class NewToken(Token):
+    token: str  # shown once; the server keeps only a hash
+
+
+class AuditEntry(_Model):
+    id: int
+    at: datetime
+    token: str | None
+    peer: str
+    claimed: str = ""
+    method: str
+    path: str
+    environment: str | None = None
+    app: str | None = None
+    status: int
+    outcome: str
+    release: int | None = None
+    detail: str = ""

@@ -31,9 +31,7 @@ def test_top_once_shows_releases_instances_and_memory(kiln: Kiln) -> None:
     assert "1234" in result.stdout
 
 
-def test_logs_pass_release_since_grep_and_router_to_the_server(
-    kiln: Kiln, spec_file: Path
-) -> None:
+def test_logs_pass_release_since_grep_and_router_to_the_server(kiln: Kiln, spec_file: Path) -> None:
     assert kiln.run("deploy", "-f", str(spec_file)).exit_code == 0
     result = kiln.run(
         "logs", "web", "--release", "1", "--since", "10m", "--grep", "ERR", "--router"
