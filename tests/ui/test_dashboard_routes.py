@@ -183,3 +183,15 @@ async def test_instances_show_their_memory_from_the_metrics_sampler(browser, ser
     await sign_in(browser)
     page = (await browser.get("/ui/apps/dev/web")).text
     assert "24.0 MiB" in page
+
+
+async def test_signing_out_needs_the_csrf_token_and_then_forgets_the_session(browser):
+    await sign_in(browser)
+    csrf = csrf_of((await browser.get("/ui/")).text)
+    refused = await browser.post("/ui/logout", data={"csrf": "nope"})
+    assert refused.status_code == 403
+    assert (await browser.get("/ui/")).status_code == 200
+    answer = await browser.post("/ui/logout", data={"csrf": csrf})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/ui/login"
+    assert (await browser.get("/ui/")).status_code == 303
