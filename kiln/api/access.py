@@ -19,7 +19,6 @@ every route with every role.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -195,20 +194,6 @@ def is_public(route: object) -> bool:
     return isinstance(dependant, Dependant) and any(
         isinstance(r, PublicRule) for r in rules_of(route)
     )
-
-
-def dashboard_authenticator(store: AccessStore) -> Callable[[str], Awaitable[str | None]]:
-    """The dashboard's sign-in check (``kiln.api.ui``): the token's name for an active admin
-    token, None otherwise. Asked on every dashboard request, so a revoked token is out at
-    once. Admins only: the dashboard's pages and actions do not check roles yet."""
-
-    async def authenticate(presented: str) -> str | None:
-        record = store.token_by_hash(token_hash(presented))
-        if record is None or not record.principal.may(Permission.ADMIN):
-            return None
-        return record.name
-
-    return authenticate
 
 
 Read = Annotated[Grant, requires(Permission.READ)]

@@ -24,7 +24,6 @@ import kiln
 from kiln.api.access import (
     ACCESS_STATE,
     check_every_route_declares_a_permission,
-    dashboard_authenticator,
     public,
     requires,
 )
@@ -39,7 +38,7 @@ from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
-from kiln.api.ui import create_ui_app
+from kiln.api.ui import access_authenticator, create_ui_app
 from kiln.config import identity_proof_from_hash, token_hash, token_id
 from kiln.controller.service import Service
 from kiln.model.access import Permission, Role, TokenRecord
@@ -161,9 +160,9 @@ def create_app(
         return app.openapi()
 
     app.include_router(protected)
-    # The dashboard signs in with an API token kept in a cookie (kiln.api.ui.session); until
-    # it checks roles per page and action, only an active admin token signs in there.
-    app.mount("/ui", create_ui_app(service, authenticate=dashboard_authenticator(access)))
+    # The dashboard signs in with an API token kept in a cookie (kiln.api.ui.session); its
+    # routes declare their permissions as these do, checked against the cookie's token.
+    app.mount("/ui", create_ui_app(service, authenticate=access_authenticator(access)))
     # A route without a rule would be open to anyone: refuse to build such an app.
     check_every_route_declares_a_permission(app)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]

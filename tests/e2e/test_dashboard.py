@@ -241,3 +241,34 @@ def test_the_app_page_fits_a_phone(kiln: KilnHarness, browser: Browser, shots: P
     assert overflow <= 0, f"the page is {overflow}px wider than a phone"
     page.screenshot(path=str(shots / "4-phone.png"), full_page=True)
     context.close()
+
+
+def test_a_viewer_sees_the_app_but_its_actions_are_refused(
+    kiln: KilnHarness, browser: Browser, shots: Path
+) -> None:
+    if kiln.api("GET", f"/v1/apps/dev/{APP}").status_code == 404:
+        first_release(kiln)
+    created = kiln.api("POST", "/v1/tokens", json={"name": "eve-viewer", "role": "viewer"})
+    assert created.status_code == 201, created.text
+    viewer_token = created.json()["token"]
+    before = kiln.status(APP)["scale"]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(base_url(kiln) + "/ui/login")
+    page.fill("#token", viewer_token)
+    page.click("button[type=submit]")
+    expect(page.locator(f'tr[data-app="{APP}"]')).to_be_visible()
+    page.goto(f"{base_url(kiln)}/ui/apps/dev/{APP}")
+    expect(page.locator("#look-only")).to_contain_text("viewer")
+    expect(page.locator('button[data-action="abort"]')).to_be_disabled()
+    page.screenshot(path=str(shots / "5-viewer.png"), full_page=True)
+    csrf = page.locator('meta[name="kiln-csrf"]').get_attribute("content") or ""
+    answer = page.request.post(
+        f"{base_url(kiln)}/ui/actions/dev/{APP}/scale",
+        data={"instances": before + 1},
+        headers={"X-Kiln-CSRF": csrf},
+    )
+    assert answer.status == 403
+    assert "may not deploy" in answer.json()["error"]["message"]
+    assert kiln.status(APP)["scale"] == before
+    context.close()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from kiln.api import create_app
+from kiln.api.access import api_routes, rule_of
+from kiln.config import token_hash, token_id
 from kiln.drivers.base import InstanceStats
 from kiln.model import AppKey, ReleaseTraffic
+from kiln.model.access import Permission, Role, TokenRecord
+from kiln.store.access import FakeAccessStore
 from tests.api.fake_service import FakeService
 
 TOKEN = "test-token-for-the-dashboard"
@@ -32,9 +37,37 @@ def service() -> FakeService:
     return FakeService()
 
 
+VIEWER_TOKEN = "a-viewer-token-for-the-dashboard"
+STAGING_DEPLOYER_TOKEN = "a-deployer-token-for-staging-only"
+
+
+def token(
+    name: str, secret: str, role: Role, environments: frozenset[str] = frozenset()
+) -> TokenRecord:
+    return TokenRecord(
+        name=name,
+        role=role,
+        environments=environments,
+        token_id=token_id(secret),
+        token_hash=token_hash(secret),
+        created_at=datetime.now(UTC),
+        created_by="test",
+    )
+
+
 @pytest.fixture
-def app(service: FakeService) -> FastAPI:
-    return create_app(service, token=TOKEN)
+def access() -> FakeAccessStore:
+    store = FakeAccessStore()
+    store.add_token(token("ann-viewer", VIEWER_TOKEN, Role.VIEWER))
+    store.add_token(
+        token("bob-staging", STAGING_DEPLOYER_TOKEN, Role.DEPLOYER, frozenset({"staging"}))
+    )
+    return store
+
+
+@pytest.fixture
+def app(service: FakeService, access: FakeAccessStore) -> FastAPI:
+    return create_app(service, token=TOKEN, access=access)
 
 
 @pytest.fixture
@@ -195,3 +228,53 @@ async def test_signing_out_needs_the_csrf_token_and_then_forgets_the_session(bro
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/login"
     assert (await browser.get("/ui/")).status_code == 303
+
+
+async def test_a_viewer_sees_the_pages_but_every_action_is_refused_as_the_api_refuses_it(
+    browser, service
+):
+    await service.deploy(CANARY_SPEC.format(version=1), message="first", who="ann")
+    await sign_in(browser, VIEWER_TOKEN)
+    page = await browser.get("/ui/apps/dev/web")
+    assert page.status_code == 200
+    assert 'id="look-only"' in page.text and "disabled" in page.text
+    csrf = csrf_of(page.text)
+    ui = await browser.post(
+        "/ui/actions/dev/web/scale", json={"instances": 5}, headers={"X-Kiln-CSRF": csrf}
+    )
+    api = await browser.post(
+        "/v1/apps/dev/web/scale",
+        json={"instances": 5},
+        headers={"Authorization": f"Bearer {VIEWER_TOKEN}"},
+    )
+    assert ui.status_code == api.status_code == 403
+    assert ui.json() == api.json()
+    assert (await service.status(WEB)).scale == 2
+
+
+async def test_a_token_limited_to_an_environment_sees_only_its_apps(browser, service):
+    await service.deploy(CANARY_SPEC.format(version=1), message="first", who="ann")
+    await sign_in(browser, STAGING_DEPLOYER_TOKEN)
+    overview = await browser.get("/ui/")
+    assert 'href="/ui/apps/dev/web"' not in overview.text
+    refused = await browser.get("/ui/apps/dev/web")
+    assert refused.status_code == 403
+    assert "may not read in dev" in refused.text
+
+
+async def test_a_revoked_token_ends_its_dashboard_sessions_at_once(browser, service, access):
+    await sign_in(browser, VIEWER_TOKEN)
+    assert (await browser.get("/ui/")).status_code == 200
+    access.revoke_token("ann-viewer", by="test", now=datetime.now(UTC))
+    assert (await browser.get("/ui/")).status_code == 303
+    assert (await browser.get("/ui/data/overview")).status_code == 401
+
+
+def test_every_dashboard_route_declares_its_permission(app):
+    ui = next(route.app for route in app.routes if getattr(route, "path", "") == "/ui")
+    rules = {
+        (route.path, method): rule_of(route) for route in api_routes(ui) for method in route.methods
+    }
+    assert rules[("/actions/{env}/{app}/{action}", "POST")] is Permission.DEPLOY
+    assert rules[("/apps/{env}/{app}", "GET")] is Permission.READ
+    assert rules[("/login", "POST")] is None  # public: the sign-in form

@@ -1,5 +1,5 @@
 """The dashboard: a web UI at ``/ui`` over the same ``Service`` as the API (see README.md)."""
 
-from kiln.api.ui.routes import create_ui_app, token_authenticator
+from kiln.api.ui.routes import access_authenticator, create_ui_app
 
-__all__ = ["create_ui_app", "token_authenticator"]
+__all__ = ["access_authenticator", "create_ui_app"]

@@ -21,7 +21,6 @@ answer 401 in the API's error shape. Every POST needs the session's CSRF token.
 # No `from __future__ import annotations` here: the routes' parameter types name dependencies
 # built inside ui_router (they need its `authenticate`), which FastAPI can only see evaluated.
 
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,8 +39,16 @@ from fastapi.responses import (
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
+from kiln.api.access import (
+    PRINCIPAL_STATE,
+    TOKEN_NAME_STATE,
+    check_every_route_declares_a_permission,
+    public,
+    requires,
+)
+from kiln.api.access import authenticate as access_authenticate
 from kiln.api.deps import Key, OptionalKey, only_known_query_parameters
-from kiln.api.errors import error_body, install_error_handlers
+from kiln.api.errors import error_body, install_error_handlers, kiln_error_response
 from kiln.api.routes_streams import Kinds, resume_point
 from kiln.api.schemas import MAX_ID, event_out, log_line_out
 from kiln.api.ui.sampler import TrafficSampler
@@ -57,8 +64,12 @@ from kiln.api.ui.session import (
     session_from_cookie,
 )
 from kiln.api.ui.views import app_page_context, overview_context
+from kiln.config import token_hash
 from kiln.controller.service import Service
-from kiln.errors import InvalidInput, NotFound, Unauthorized
+from kiln.controller.views import AppStatus
+from kiln.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from kiln.model.access import Permission, Principal
+from kiln.store.access import AccessStore
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -69,11 +80,13 @@ STATIC_FILES = {
     "uPlot.iife.min.js": NODE_MODULES / "uplot" / "dist" / "uPlot.iife.min.js",
     "uPlot.min.css": NODE_MODULES / "uplot" / "dist" / "uPlot.min.css",
 }
+PAGES = frozenset({"/", "/apps/{env}/{app}"})
+"""Routes that answer HTML: a refusal there is a page (or the sign-in form), not JSON."""
 FORM_TYPE = "application/x-www-form-urlencoded"
 _MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}
 
-Authenticate = Callable[[str], Awaitable[str | None]]
-"""Who holds this token (the principal's name), or None: the API's own check."""
+Authenticate = Callable[[str], Awaitable[Principal | None]]
+"""Who holds this token (an active one), or None: the API's own check (``access_authenticator``)."""
 
 ACTIONS = ("promote", "pause", "resume", "abort", "retry", "rollback", "scale")
 Action = Literal["promote", "pause", "resume", "abort", "retry", "rollback", "scale"]
@@ -87,11 +100,18 @@ class ActionRequest(BaseModel):
 
 
 class UiUser:
-    """The holder of the session: the principal the API names, and the session itself."""
+    """The holder of the session: the principal its token names, and the session itself."""
 
-    def __init__(self, name: str, session: Session) -> None:
-        self.name = name
+    def __init__(self, principal: Principal, session: Session) -> None:
+        self.principal = principal
+        self.name = principal.name
+        self.role = principal.role.value
         self.session = session
+
+    def can_act(self, environment: str) -> bool:
+        """What the action routes check (``requires(Permission.DEPLOY)``), to grey out the
+        buttons of a token that may only look; the server refuses such an action anyway."""
+        return self.principal.may(Permission.DEPLOY, environment)
 
     @property
     def actor(self) -> str:
@@ -131,10 +151,26 @@ def _forbidden(message: str) -> JSONResponse:
     )
 
 
+def access_authenticator(store: AccessStore) -> Authenticate:
+    """The API's token check for the dashboard: the principal of an active token, from the
+    store on every request (a revoked token's sessions end at once)."""
+
+    async def check(presented: str) -> Principal | None:
+        record = store.token_by_hash(token_hash(presented))
+        return record.principal if record is not None and record.active else None
+
+    return check
+
+
 def create_ui_app(service: Service, *, authenticate: Authenticate) -> FastAPI:
     """The dashboard as its own app, mounted at ``/ui`` by ``kiln.api.create_app``: its routes
     stay out of the API's OpenAPI document (and its fuzzing), while errors keep the API's
-    shape and unknown query parameters are refused as on the API."""
+    shape and unknown query parameters are refused as on the API.
+
+    Every route declares its permission as the API's do (``requires(Permission.…)`` /
+    ``public()``, kiln.api.access), checked against the session cookie's token instead of the
+    bearer header: this app overrides ``kiln.api.access.authenticate``, so the rules, the roles
+    and the refusals' words are the API's own. A viewer sees every page and cannot act."""
     ui = FastAPI(
         openapi_url=None,
         docs_url=None,
@@ -142,8 +178,44 @@ def create_ui_app(service: Service, *, authenticate: Authenticate) -> FastAPI:
         dependencies=[Depends(only_known_query_parameters)],
     )
     install_error_handlers(ui)
+
+    async def session_principal(
+        request: Request,
+        kiln_ui: Annotated[str | None, Cookie(max_length=MAX_TOKEN_CHARS + 64)] = None,
+    ) -> Principal:
+        session = session_from_cookie(kiln_ui)
+        if session is None:
+            raise Unauthorized("not signed in to the dashboard: open /ui/login")
+        principal = await authenticate(session.token)
+        if principal is None:
+            raise Unauthorized(
+                "the dashboard session's token is unknown or revoked: sign in again at /ui/login"
+            )
+        setattr(request.state, TOKEN_NAME_STATE, principal.name)
+        setattr(request.state, PRINCIPAL_STATE, principal)
+        return principal
+
+    ui.dependency_overrides[access_authenticate] = session_principal
+    ui.add_exception_handler(Unauthorized, _on_refused_page)
     ui.include_router(ui_router(service, authenticate=authenticate))
+    check_every_route_declares_a_permission(ui)
     return ui
+
+
+async def _on_refused_page(request: Request, exc: Exception) -> Response:
+    """A browser opening a page without a session goes to the sign-in form; a page its token
+    may not see says so. Data, stream and action routes answer the API's JSON error."""
+    assert isinstance(exc, Unauthorized)
+    route = getattr(request.scope.get("route"), "path", None)
+    wants_page = request.method == "GET" and route in PAGES
+    if not wants_page:
+        return kiln_error_response(exc)
+    if not isinstance(exc, Forbidden):
+        return RedirectResponse(f"{COOKIE_PATH}/login", status_code=303)
+    html = (
+        _templates().get_template("missing.html").render(title="Not allowed", message=exc.message)
+    )
+    return HTMLResponse(html, status_code=403)
 
 
 def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
@@ -159,24 +231,32 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
         session = session_from_cookie(kiln_ui)
         if session is None:
             return None
-        name = await authenticate(session.token)
-        return UiUser(name, session) if name is not None else None
+        principal = await authenticate(session.token)
+        return UiUser(principal, session) if principal is not None else None
 
     MaybeUser = Annotated[UiUser | None, Depends(current_user)]
 
-    async def signed_in(user: MaybeUser) -> UiUser:
-        if user is None:
+    async def signed_in(
+        principal: Annotated[Principal, Depends(access_authenticate)],
+        kiln_ui: Annotated[str | None, Cookie(max_length=MAX_TOKEN_CHARS + 64)] = None,
+    ) -> UiUser:
+        # The route's rule ran first (same cached principal): the cookie is a session.
+        session = session_from_cookie(kiln_ui)
+        if session is None:
             raise Unauthorized("not signed in to the dashboard: open /ui/login")
-        return user
+        return UiUser(principal, session)
 
     User = Annotated[UiUser, Depends(signed_in)]
+    READ = [requires(Permission.READ)]
+    DEPLOY = [requires(Permission.DEPLOY)]
+    PUBLIC = [public()]
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status_code)
 
-    def to_login() -> RedirectResponse:
-        return RedirectResponse(f"{COOKIE_PATH}/login", status_code=303)
+    def visible(user: UiUser, statuses: list[AppStatus]) -> list[AppStatus]:
+        return [s for s in statuses if user.principal.sees(s.key.environment)]
 
     async def sample() -> None:
         sampler.watched()
@@ -184,13 +264,13 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     # --- signing in ----------------------------------------------------------------------
 
-    @router.get("/login")
+    @router.get("/login", dependencies=PUBLIC)
     async def login_form(user: MaybeUser) -> Response:
         if user is not None:
             return RedirectResponse(f"{COOKIE_PATH}/", status_code=303)
         return page("login.html", error="")
 
-    @router.post("/login")
+    @router.post("/login", dependencies=PUBLIC)
     async def login(request: Request) -> Response:
         token = (await _form_field(request, "token")).strip()
         if not token or await authenticate(token) is None:
@@ -211,7 +291,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
         )
         return response
 
-    @router.post("/logout")
+    @router.post("/logout", dependencies=READ)
     async def logout(request: Request, user: User) -> Response:
         if not user.session.csrf_matches(await _form_field(request, CSRF_FIELD)):
             return _forbidden("sign-out refused: the form lacks this session's CSRF token")
@@ -221,11 +301,9 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     # --- pages ---------------------------------------------------------------------------
 
-    @router.get("/")
-    async def overview(user: MaybeUser) -> Response:
-        if user is None:
-            return to_login()
-        statuses = await service.list_status()
+    @router.get("/", dependencies=READ)
+    async def overview(user: User) -> Response:
+        statuses = visible(user, await service.list_status())
         await sample()
         return page(
             "overview.html",
@@ -233,10 +311,8 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
             **overview_context(statuses, history),
         )
 
-    @router.get("/apps/{env}/{app}")
-    async def app_page(key: Key, user: MaybeUser) -> Response:
-        if user is None:
-            return to_login()
+    @router.get("/apps/{env}/{app}", dependencies=READ)
+    async def app_page(key: Key, user: User) -> Response:
         try:
             context = await app_page_context(service, key, sampler.usage)
         except NotFound as exc:
@@ -246,14 +322,14 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     # --- live data -----------------------------------------------------------------------
 
-    @router.get("/data/overview")
+    @router.get("/data/overview", dependencies=READ)
     async def overview_data(user: User) -> dict[str, Any]:
-        statuses = await service.list_status()
+        statuses = visible(user, await service.list_status())
         await sample()
         context = overview_context(statuses, history)
         return {"html": {"apps": templates.get_template("_overview.html").render(**context)}}
 
-    @router.get("/data/apps/{env}/{app}")
+    @router.get("/data/apps/{env}/{app}", dependencies=READ)
     async def app_data(key: Key, user: User) -> dict[str, Any]:
         context = await app_page_context(service, key, sampler.usage)
         module = templates.get_template("_app.html").make_module(context)
@@ -264,13 +340,13 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
             "rollout_active": context["rollout"].active,
         }
 
-    @router.get("/data/apps/{env}/{app}/series")
+    @router.get("/data/apps/{env}/{app}/series", dependencies=READ)
     async def app_series(key: Key, user: User) -> dict[str, Any]:
         await service.status(key)  # NotFound for an unknown app
         await sample()
         return history.series(key).as_json()
 
-    @router.get("/data/apps/{env}/{app}/logs")
+    @router.get("/data/apps/{env}/{app}/logs", dependencies=READ)
     async def app_logs(
         key: Key,
         user: User,
@@ -283,7 +359,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
         ]
         return {"lines": lines[-tail:]}
 
-    @router.get("/events", response_class=EventSourceResponse)
+    @router.get("/events", response_class=EventSourceResponse, dependencies=READ)
     async def events(
         user: User,
         key: OptionalKey,
@@ -292,13 +368,14 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
     ) -> AsyncIterator[ServerSentEvent]:
         try:
             async for event in service.follow_events(key=key, after_id=start, kinds=kinds):
-                yield ServerSentEvent(id=str(event.id), data=event_out(event))
+                if user.principal.sees(event.key.environment if event.key else None):
+                    yield ServerSentEvent(id=str(event.id), data=event_out(event))
         except Exception as exc:
             yield ServerSentEvent(event="error", data=error_body(exc))
 
     # --- actions -------------------------------------------------------------------------
 
-    @router.post("/actions/{env}/{app}/{action}")
+    @router.post("/actions/{env}/{app}/{action}", dependencies=DEPLOY)
     async def act(
         key: Key,
         action: Action,
@@ -342,7 +419,7 @@ def ui_router(service: Service, *, authenticate: Authenticate) -> APIRouter:
 
     # --- static files --------------------------------------------------------------------
 
-    @router.get("/static/{name}")
+    @router.get("/static/{name}", dependencies=PUBLIC)
     async def static(name: str) -> Response:
         path = STATIC_FILES.get(name)
         if path is None or not path.is_file():
@@ -367,13 +444,3 @@ async def _form_field(request: Request, name: str) -> str:
     body = (await request.body())[: MAX_TOKEN_CHARS * 4].decode("utf-8", "replace")
     values = parse_qs(body, max_num_fields=4).get(name, [""])
     return values[0][:MAX_TOKEN_CHARS]
-
-
-def token_authenticator(token: str, principal: str) -> Authenticate:
-    """The API's check, for the one token of a home: ``principal`` for it, None otherwise."""
-    expected = token.encode()
-
-    async def authenticate(presented: str) -> str | None:
-        return principal if secrets.compare_digest(presented.encode(), expected) else None
-
-    return authenticate
