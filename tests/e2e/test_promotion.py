@@ -126,7 +126,7 @@ def test_a_gate_refuses_with_every_reason_and_nothing_changes(kiln: KilnHarness)
     assert result.returncode == 0, result.stdout + result.stderr
 
     dry = kiln.cli("promote", "cart", "--from", "dev", "--to", "staging", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 8, dry.stdout + dry.stderr  # it would be refused
     assert "✗ soak" in dry.stdout and "✗ approval" in dry.stdout and "✓ serving" in dry.stdout
 
     refused = kiln.cli("promote", "cart", "--from", "dev", "--to", "staging")

@@ -75,7 +75,8 @@ def promote(
     overrides in kiln.yaml differ — rolled out with --to's strategy (a canary there is a
     canary). Gates are checked first and every failing one is listed: the source serves and
     is healthy, its rollout (and analysis) passed, it soaked `min_soak`, and an approval when
-    the target requires one (`kiln approve`). Exit 8 when a gate refuses; nothing changes.
+    the target requires one (`kiln approve`). Exit 8 when a gate refuses (--dry-run too:
+    it only shows what would happen); nothing changes.
     Already there: a no-op (exit 0).
 
     [bold]A rollout step[/] (no --from/--to): move a canary to its next step (--full: all
@@ -110,6 +111,9 @@ def promote(
             context.print_json(result.model_dump(mode="json"))
         else:
             _print_promotion(result)
+        if dry_run and not result.passed:
+            # A CI step can ask "would it go?" and act on the answer.
+            raise typer.Exit(ExitCode.GATE_REFUSED)
         return
     if not as_json:
         _print_promotion(result)
