@@ -33,6 +33,7 @@ from kiln.api.errors import ErrorOutDoc, install_error_handlers
 from kiln.api.limits import RequestGuard
 from kiln.api.routes_access import access_router
 from kiln.api.routes_apps import apps_router
+from kiln.api.routes_drift import drift_router
 from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
@@ -131,6 +132,7 @@ def create_app(
     protected.include_router(promotion_router(service))
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
+    protected.include_router(drift_router(service))
 
     @protected.get(
         "/v1/schema",

@@ -5,6 +5,8 @@ from kiln.client.errors import NotThisKiln, ServerUnreachable
 from kiln.client.models import (
     AppStatus,
     DeployResult,
+    DriftFinding,
+    DriftReport,
     Event,
     Group,
     Health,
@@ -23,6 +25,8 @@ __all__ = [
     "Approval",
     "DeployResult",
     "Diff",
+    "DriftFinding",
+    "DriftReport",
     "Endpoint",
     "Event",
     "FieldChange",

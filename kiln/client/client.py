@@ -36,6 +36,7 @@ from kiln.client.models import (
     AppStatus,
     AuditEntry,
     DeployResult,
+    DriftReport,
     Event,
     Health,
     Identity,
@@ -280,6 +281,11 @@ class KilnClient:
         return self._get_list(f"{_app_path(key)}/releases", Release)
 
     # --- rollouts -------------------------------------------------------------------------
+
+    def drift(self, key: AppKey | None = None) -> DriftReport:
+        """Check the instances of ``key`` (or of every app) against their releases now."""
+        path = f"{_app_path(key)}/drift" if key is not None else "/v1/drift"
+        return self._get_model(path, DriftReport)
 
     def rollout_status(self, key: AppKey) -> RolloutView:
         """The rollout in progress, else the latest one (``rollout`` None: never deployed)."""

@@ -218,3 +218,20 @@ class AuditEntry(_Model):
     outcome: str
     release: int | None = None
     detail: str = ""
+
+
+class DriftFinding(_AppScoped):
+    """One instance (or app) that differs from its release, as ``GET /v1/drift`` says."""
+
+    kind: str  # drifted | unowned | missing
+    instance: str | None = None
+    release: int | None = None
+    container_id: str | None = None
+    details: list[str] = Field(default_factory=list)
+    action: str  # replace | report | remove | start
+
+
+class DriftReport(_Model):
+    checked_at: datetime
+    checked: int
+    findings: list[DriftFinding] = Field(default_factory=list)

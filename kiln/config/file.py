@@ -203,6 +203,15 @@ class EventsSettings(_Section):
     webhooks: tuple[WebhookSettings, ...] = ()
 
 
+class DriftSettings(_Section):
+    """Drift checks: every ``interval`` seconds each running instance is compared with its
+    release (one inspect, plus a ``docker diff`` when its root filesystem is writable), at
+    most ``concurrency`` at a time. ``interval: 0`` checks only on demand (``kiln drift``)."""
+
+    interval: float = Field(default=30.0, ge=0, le=86_400)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+
 class FileSettings(_Section):
     """The whole file. A missing file is ``FileSettings()``: every default."""
 
@@ -212,6 +221,7 @@ class FileSettings(_Section):
     logs: LogsSettings = LogsSettings()
     events: EventsSettings = EventsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    drift: DriftSettings = DriftSettings()
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

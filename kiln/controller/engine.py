@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from kiln.controller import commands, observability, promotion, reads, rollouts
+from kiln.controller.drift import DriftChecker, DriftReport
 from kiln.controller.executor import Executor
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.routes import sync_routes
@@ -36,6 +37,8 @@ class Engine:
         self.plane = plane
         self.executor = executor
         self.supervisors = Supervisors(plane)
+        self.drift_checker = DriftChecker(plane)
+        self._drift_task: asyncio.Task[None] | None = None
         self.shutdown_requested = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -61,11 +64,16 @@ class Engine:
             plane.sampler.start()
         if plane.logs is not None:
             plane.logs.start()
+        self._drift_task = asyncio.create_task(self.drift_checker.run(), name="drift checks")
 
     async def close(self) -> None:
         """Stop the control plane (not NGINX, not the apps: they keep serving)."""
         plane = self.plane
         await self.supervisors.close()
+        if self._drift_task is not None:
+            self._drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drift_task
         await plane.loops.close()
         await self.executor.drain_background()
         await plane.health.close()
@@ -181,6 +189,11 @@ class Engine:
 
     async def status(self, key: AppKey) -> AppStatus:
         return reads.app_status(self.plane, key)
+
+    async def drift(self, key: AppKey | None) -> DriftReport:
+        if key is not None:
+            self.plane.require_app(key)
+        return await self.drift_checker.check(key)
 
     async def list_status(self) -> list[AppStatus]:
         return reads.list_app_status(self.plane)

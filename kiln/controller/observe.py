@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -64,6 +64,7 @@ class Observer:
         now: datetime,
         in_flight: dict[str, int] | None = None,
         traffic: dict[int, ReleaseTraffic] | None = None,
+        drifted: Mapping[str, str] | None = None,
     ) -> tuple[ObservedApp, list[Instance]]:
         """``in_flight``: requests per instance as the router counts them (None: unknown);
         ``traffic``: the router's cumulative counters per release (None: unknown)."""
@@ -108,6 +109,7 @@ class Observer:
                     in_router=instance.id in routed_ids,
                     retiring_since=memory.retiring_since.get(instance.id),
                     in_flight=None if in_flight is None else in_flight.get(instance.id, 0),
+                    drift=(drifted or {}).get(instance.id),
                 )
             )
         # Forget instances that are gone for good.

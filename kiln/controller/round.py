@@ -15,11 +15,20 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
+from kiln.controller.drift import remember_started, report_strangers
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import KilnError
-from kiln.model import AppKey, EventKind, HealthStatus, Instance, ReleaseTraffic, Severity
+from kiln.model import (
+    AppKey,
+    EventKind,
+    HealthStatus,
+    Instance,
+    ReleaseTraffic,
+    Severity,
+    StartInstance,
+)
 from kiln.planning import DesiredApp, Plan, plan
 
 log = logging.getLogger("kiln.engine")
@@ -38,6 +47,8 @@ class ReconcileRound:
         log.debug("reconcile %s", key)
         desired = desired_app(plane, key)
         instances = adoptable(plane, key, await plane.driver.list_instances(key))
+        report_missing(plane, key, plane.last_instances.get(key), instances)
+        report_strangers(plane, key, instances)
         plane.last_instances[key] = instances
         if plane.logs is not None:
             for instance in instances:
@@ -60,6 +71,7 @@ class ReconcileRound:
             now=now,
             in_flight=await _in_flight(plane, key),
             traffic=await _traffic(plane, key) if analysing or desired.rollout else None,
+            drifted=plane.drifted,
         )
         for instance in crashed:
             if instance.running:  # liveness failure: the plan retires and replaces it
@@ -78,6 +90,12 @@ class ReconcileRound:
             log.debug("plan %s: %s", key, ", ".join(type(a).__name__ for a in result.actions))
         plane.last_plans[key] = result
         announce_backoff(plane, key, result, observed.crashes.consecutive)
+        remember_started(
+            plane,
+            key,
+            {i.id for i in instances},
+            {a.spec.id for a in result.actions if isinstance(a, StartInstance)},
+        )
         await self._executor.execute(key, result, memory)
         if result.window_closed:
             memory.window_start, memory.window_started_at = observed.traffic, now
@@ -95,6 +113,33 @@ class ReconcileRound:
             return None
         waits = [w.until for w in result.waits if w.until is not None]
         return min(waits) if waits else None
+
+
+def report_missing(
+    plane: ControlPlane, key: AppKey, before: Sequence[Instance] | None, now: Sequence[Instance]
+) -> None:
+    """A running instance whose container vanished without kiln stopping it was removed by
+    hand: drift, reported as such (the plan then starts its replacement)."""
+    if before is None:
+        return
+    memory = plane.observer.memory[key]
+    present = {i.id for i in now}
+    for gone in before:
+        if (
+            gone.running
+            and gone.id not in present
+            and gone.id not in memory.stopping
+            and gone.id not in memory.retiring_since
+        ):
+            plane.events.record(
+                key,
+                EventKind.DRIFT_DETECTED,
+                f"{gone.id} of release {gone.release} is missing: its container "
+                f"{gone.container_id[:12]} was removed outside kiln; starting a replacement",
+                severity=Severity.WARNING,
+                release=gone.release,
+                instance=gone.id,
+            )
 
 
 def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -> list[Instance]:

@@ -69,6 +69,14 @@ class ControlPlane:
     sampler: StatsSampler | None = None
     # Instance output kept past the instances' life, NGINX's logs rotated.
     logs: LogKeeper | None = None
+    # Instances that drifted from their release under ``drift: replace`` → what drifted. The
+    # drift checker fills it; the round hands it to the planner, which replaces them.
+    drifted: dict[str, str] = field(default_factory=dict)
+    # Instance ids each app's rounds know: adopted at its first round, or started by a plan.
+    # Another one appearing was started outside kiln.
+    known_instances: dict[AppKey, set[str]] = field(default_factory=dict)
+    # What drift was reported for each container (an event once per difference).
+    drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from kiln.controller.drift import DriftReport
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
 from kiln.drivers.base import InstanceStats
@@ -99,6 +100,10 @@ class Service(Protocol):
         """``NotFound`` for an unknown app."""
 
     async def list_status(self) -> list[AppStatus]: ...
+
+    async def drift(self, key: AppKey | None) -> DriftReport:
+        """Check every running instance (of ``key``, or of every app) against its release
+        now: drifted, unowned and missing ones. ``NotFound`` for an unknown app."""
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         """Oldest first. ``NotFound`` for an unknown app."""

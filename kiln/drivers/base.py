@@ -92,6 +92,13 @@ class Driver(Protocol):
         """Remove a container (force). Already gone is fine. Another installation's container
         raises ``Conflict`` and is left alone."""
 
+    async def drift(self, container_id: str, expected: InstanceSpec) -> list[str]:
+        """How a running instance differs from what ``start_instance(expected)`` creates: its
+        image, configuration (env, command, user, mounts, limits, capabilities, kiln's labels)
+        and files changed outside ``expected.tmpfs`` (a read-only root filesystem is not
+        looked at). One line per difference, naming it without echoing values (env values
+        may be secret); empty when it is as released. ``NotFound`` when it is gone."""
+
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         """Run a command inside a running instance; its exit code (a timeout raises TimeoutError)."""
 

@@ -251,6 +251,7 @@ class DockerDriver:
         self._details: dict[str, _StateDetails] = {}
         # container id → instance id, for containers that are ours or legacy (labels never change)
         self._instance_ids: dict[str, str] = {}
+        self._image_configs: dict[str, dict[str, Any]] = {}
         self._closed = False
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
@@ -463,7 +464,9 @@ class DockerDriver:
         """The name ``spec``'s container has on the engine."""
         return engine_container_name(self.installation_id, spec.name)
 
-    def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
+    def _create_kwargs(self, spec: InstanceSpec, *, host_port: int | None = None) -> dict[str, Any]:
+        """What ``create_container`` is given for ``spec``; ``host_port``: the port a host-network
+        instance got (default: a free one now)."""
         api = self._client.api
         labels = {
             **spec.labels,
@@ -477,7 +480,10 @@ class DockerDriver:
         env = dict(spec.env)
         if spec.port is not None:
             env["PORT"] = str(spec.port)
-        host_port = _free_host_port() if spec.host_network and spec.port is not None else None
+        if spec.host_network and spec.port is not None and host_port is None:
+            host_port = _free_host_port()
+        elif not spec.host_network or spec.port is None:
+            host_port = None
         if host_port is not None:
             # Host networking: no network namespace to build (starts ~0.2 s faster); the app
             # listens where kiln says, on loopback only.
@@ -646,6 +652,83 @@ class DockerDriver:
             # Two removals racing: the second hears "removal already in progress".
             if _status_code(exc) != 409 or "in progress" not in str(exc.explanation):
                 raise
+
+    async def drift(self, container_id: str, expected: InstanceSpec) -> list[str]:
+        return await self._call(
+            f"check container {container_id[:12]} for drift",
+            lambda: self._drift(container_id, expected),
+        )
+
+    def _drift(self, container_id: str, spec: InstanceSpec) -> list[str]:
+        api = self._client.api
+        info: dict[str, Any] = api.inspect_container(container_id)
+        config = info.get("Config") or {}
+        host = info.get("HostConfig") or {}
+        labels = config.get("Labels") or {}
+        if owner(labels, self.installation_id) is Owner.OTHER:
+            raise NotFound(f"container {container_id[:12]} is not this installation's")
+        port_label = labels.get(LABEL_HOST_PORT, "")
+        want = self._create_kwargs(
+            spec, host_port=int(port_label) if port_label.isdigit() else None
+        )
+        want_host = want["host_config"]
+        image = self._image_config(info.get("Image", ""))
+        found: list[str] = []
+        if config.get("Image") != want["image"] or (
+            want["image"].startswith("sha256:") and info.get("Image") != want["image"]
+        ):
+            found.append(
+                f"image: runs {_short(info.get('Image'))}, the release has {_short(want['image'])}"
+            )
+        found += _env_drift(config.get("Env") or [], want["environment"], image.get("Env") or [])
+        command = want["command"] if want["command"] is not None else image.get("Cmd")
+        if (config.get("Cmd") or None) != (command or None):
+            found.append("command differs from the release's")
+        if (config.get("Entrypoint") or None) != (image.get("Entrypoint") or None):
+            found.append("entrypoint differs from the image's")
+        if (config.get("User") or "") != (want["user"] or image.get("User") or ""):
+            found.append(f"user: {config.get('User') or '(image default)'!s}, not the release's")
+        image_labels = image.get("Labels") or {}
+        for name, value in want["labels"].items():
+            if labels.get(name) != value:
+                found.append(f"label {name} differs from the release's")
+        for name, value in labels.items():
+            if name not in want["labels"] and image_labels.get(name) != value:
+                found.append(f"label {name} is not in the release")
+        writable = {path.partition(":")[0].rstrip("/") for path in spec.tmpfs}
+        declared = {*(image.get("Volumes") or {}), *writable}
+        for mount in info.get("Mounts") or []:
+            if mount.get("Destination", "").rstrip("/") not in declared:
+                found.append(
+                    f"mount {mount.get('Destination')} ({mount.get('Type')}) is not in the release"
+                )
+        if sorted(host.get("Tmpfs") or {}) != sorted(want_host.get("Tmpfs") or {}):
+            found.append("tmpfs mounts differ from the release's")
+        for field, label in _HOST_FIELDS.items():
+            if _norm(host.get(field)) != _norm(want_host.get(field)):
+                found.append(
+                    f"{label}: {_norm(host.get(field))!s}, the release says {_norm(want_host.get(field))!s}"
+                )
+        if host.get("Privileged"):
+            found.append("runs privileged")
+        if not spec.read_only:
+            # Mount points (tmpfs, volumes, the engine's init) are made in the container's own
+            # layer; what is mounted there is not the root filesystem.
+            mounted = {m.get("Destination", "").rstrip("/") for m in info.get("Mounts") or []}
+            found += _file_drift(api.diff(container_id) or [], writable | mounted | {_INIT_PATH})
+        return found
+
+    def _image_config(self, image_id: str) -> dict[str, Any]:
+        """The image's own config (env, cmd, entrypoint, user, volumes), cached: an image id
+        names immutable content."""
+        cached = self._image_configs.get(image_id)
+        if cached is None:
+            try:
+                cached = self._client.api.inspect_image(image_id).get("Config") or {}
+            except docker.errors.NotFound:
+                cached = {}
+            self._image_configs[image_id] = cached
+        return cached
 
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         what = f"exec {list(command)!r} in {container_id[:12]}"
@@ -1032,6 +1115,72 @@ def _pull_failed(reference: str, said: str) -> KilnError:
             " deploy an image that exists (`kiln images` lists them)"
         )
     return TemporaryFailure(f"pulling {reference} failed: {said.strip()}")
+
+
+_HOST_FIELDS = {
+    "ReadonlyRootfs": "read-only root filesystem",
+    "NanoCpus": "cpus (nano)",
+    "Memory": "memory limit",
+    "MemorySwap": "memory+swap limit",
+    "PidsLimit": "pids limit",
+    "CapAdd": "added capabilities",
+    "CapDrop": "dropped capabilities",
+    "SecurityOpt": "security options",
+    "Binds": "bind mounts",
+    "Init": "init",
+}
+_MAX_FILES_SHOWN = 10
+_INIT_PATH = "/sbin/docker-init"  # where the engine mounts its init (``init=True``)
+_DIFF_KINDS = {0: "C", 1: "A", 2: "D"}
+
+
+def _norm(value: Any) -> Any:
+    """Engine values as created vs as inspected: unset limits read back as 0 (or -1), empty
+    lists as None."""
+    if value in (None, 0, -1, False, [], {}):
+        return None
+    if isinstance(value, list):  # capabilities come back with or without CAP_
+        return sorted(str(v).upper().removeprefix("CAP_") for v in value)
+    return value
+
+
+def _short(image: object) -> str:
+    text = str(image or "?")
+    return text[:19] if text.startswith("sha256:") else text
+
+
+def _env_drift(actual: list[str], expected: dict[str, str], image_env: list[str]) -> list[str]:
+    """Differences by name only: a value may be a secret, so it is never echoed."""
+    have = dict(item.partition("=")[::2] for item in actual)
+    from_image = dict(item.partition("=")[::2] for item in image_env)
+    found = []
+    for name, value in expected.items():
+        if name not in have:
+            found.append(f"env {name} is missing")
+        elif have[name] != value:
+            found.append(f"env {name} differs from the release")
+    for name, value in have.items():
+        if name not in expected and from_image.get(name) != value:
+            found.append(f"env {name} is not in the release")
+    return found
+
+
+def _file_drift(changes: list[dict[str, Any]], writable: set[str]) -> list[str]:
+    """Files changed, added or deleted outside the writable paths. A directory reported only
+    because something below it changed is left out (``C /www`` for ``A /www/x``)."""
+    paths = [c.get("Path", "") for c in changes]
+    kept = []
+    for change in changes:
+        path = change.get("Path", "")
+        if any(path == w or path.startswith(w + "/") or w.startswith(path + "/") for w in writable):
+            continue
+        if change.get("Kind") == 0 and any(p.startswith(path + "/") for p in paths):
+            continue
+        kept.append(f"{_DIFF_KINDS.get(change.get('Kind', 0), '?')} {path}")
+    if not kept:
+        return []
+    more = f" (and {len(kept) - _MAX_FILES_SHOWN} more)" if len(kept) > _MAX_FILES_SHOWN else ""
+    return [f"files changed outside the writable paths: {', '.join(kept[:_MAX_FILES_SHOWN])}{more}"]
 
 
 def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:

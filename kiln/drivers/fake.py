@@ -91,6 +91,8 @@ class FakeDriver:
         self._start_failures: list[BaseException] = []
         self._exec_results: dict[str, int | BaseException] = {}
         self._watchers: list[asyncio.Queue[DriverEvent | None]] = []
+        self.tampered: dict[str, list[str]] = {}  # container id → differences ``drift`` reports
+        self.drift_checks = 0
         self._log_waiters: list[asyncio.Event] = []
         self.remote: dict[str, str] = {}  # "host/repo@sha256:…" → the image id it holds
         self.labels: dict[str, dict[str, str]] = {}  # image id → labels
@@ -109,6 +111,10 @@ class FakeDriver:
         self.images[reference] = digest
         self.images[digest] = digest
         return digest
+
+    def tamper(self, container_id: str, *differences: str) -> None:
+        """Make ``drift`` report ``differences`` for the container (someone changed it)."""
+        self.tampered.setdefault(container_id, []).extend(differences)
 
     def plant(
         self, spec: InstanceSpec, *, installation: str | None, running: bool = True
@@ -277,6 +283,12 @@ class FakeDriver:
     async def network_notes(self) -> list[str]:
         self._check_up()
         return list(self.notes)
+
+    async def drift(self, container_id: str, expected: InstanceSpec) -> list[str]:
+        self._check_up()
+        self._get(container_id)
+        self.drift_checks += 1
+        return list(self.tampered.get(container_id, []))
 
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         self._check_up()

@@ -36,6 +36,9 @@ class ObservedInstance:
     # Requests the router is sending it right now (None: the router cannot tell). A retiring
     # instance is stopped when this reaches 0, or at the drain timeout.
     in_flight: int | None = None
+    # What differs from its release (``drift: replace``): it is replaced like a rolling update
+    # replaces an old instance, serving until its replacement is ready. None: as released.
+    drift: str | None = None
 
     @property
     def id(self) -> str:

@@ -122,6 +122,11 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
         if not i.health.live and i.id not in committed
     }
     alive = [i for i in running if i.id not in committed and i.id not in unhealthy]
+    # Drifted instances (``drift: replace``) outside a rollout are replaced the way a rolling
+    # update replaces old ones: the strategy does not count them, so it starts replacements,
+    # and each keeps serving until its release has its size in ready, untouched instances.
+    drifted = [i for i in alive if i.drift is not None] if desired.rollout is None else []
+    alive = [i for i in alive if i not in drifted]
 
     ready_by_release = Counter(i.release for i in alive if i.health.ready)
     decision = decide(
@@ -150,6 +155,13 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
         selection, starts = select_groups(movable, decision.groups, target=target_no)
     keep = (*selection.keep, *kept_fixed)
     retire = {**committed, **unhealthy, **selection.retire}
+    if drifted:
+        sizes = {g.number: g.size for g in decision.groups if g.size is not None}
+        if decision.shared_pool and pool_target is not None:
+            sizes[pool_target] = wanted
+        kept_drifted, drift_retired = _drift_replacement(drifted, keep, sizes)
+        keep = (*keep, *kept_drifted)
+        retire.update(drift_retired)
 
     # Peers: kept, ready, with an address, in a group that takes (or is one switch away from
     # taking) traffic. In a shared pool only the pool's releases are peers.
@@ -252,6 +264,24 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
         waits=tuple(waits),
         window_closed=decision.window_closed,
     )
+
+
+def _drift_replacement(
+    drifted: Sequence[ObservedInstance],
+    keep: Sequence[ObservedInstance],
+    sizes: dict[int, int],
+) -> tuple[list[ObservedInstance], dict[str, str]]:
+    """Which drifted instances still serve (their release lacks ready, untouched instances)
+    and which retire now, with what drifted as the reason."""
+    kept: list[ObservedInstance] = []
+    retire: dict[str, str] = {}
+    for instance in sorted(drifted, key=by_age):
+        ready = sum(1 for i in keep if i.release == instance.release and i.health.ready)
+        if ready < sizes.get(instance.release, 0):
+            kept.append(instance)
+        else:
+            retire[instance.id] = f"drifted from release {instance.release}: {instance.drift}"
+    return kept, retire
 
 
 def select_groups(

@@ -18,6 +18,7 @@ What maps (see the README's "Docker Compose" section for the whole table):
 | ``environment`` (list or mapping), ``env_file`` | ``env`` (``environment`` wins) |
 | ``ports`` (one container port; the host port is not published) | ``port`` + default route |
 | labels ``kiln.route.host``, ``kiln.route.path`` (comma-separated), ``kiln.port`` | ``routes``, which port |
+| label ``kiln.drift`` (a writable root filesystem without it: ``report``) | ``drift`` |
 | ``healthcheck`` (test, interval, timeout, retries, start_period) | ``health`` (a command probe) |
 | ``deploy.replicas`` / ``scale`` | ``instances`` |
 | ``deploy.update_config`` order + parallelism | ``deploy`` strategy, surge, unavailable |
@@ -50,7 +51,8 @@ from kiln.spec.safe_yaml import YamlRefused, load_yaml
 ROUTE_HOST_LABEL = "kiln.route.host"
 ROUTE_PATH_LABEL = "kiln.route.path"
 PORT_LABEL = "kiln.port"
-KILN_LABELS = frozenset({ROUTE_HOST_LABEL, ROUTE_PATH_LABEL, PORT_LABEL})
+DRIFT_LABEL = "kiln.drift"
+KILN_LABELS = frozenset({ROUTE_HOST_LABEL, ROUTE_PATH_LABEL, PORT_LABEL, DRIFT_LABEL})
 """The labels kiln reads from a Compose service; any other ``kiln.*`` label is a problem."""
 
 ReadEnvFile = Callable[[str], str | None]
@@ -527,6 +529,8 @@ class _Converter:
         if s.stop_grace_period is not None:
             spec["stop_grace"] = s.stop_grace_period
         spec["security"] = self._security(s, base)
+        if (drift := self._drift(labels, s, base)) is not None:
+            spec["drift"] = drift
         if (network := self._network(s.network_mode, (*base, "network_mode"))) is not None:
             spec["network"] = network
         if s.init is False:
@@ -824,6 +828,27 @@ class _Converter:
         if s.tmpfs is not None:
             security["tmpfs"] = [s.tmpfs] if isinstance(s.tmpfs, str) else s.tmpfs
         return security
+
+    def _drift(
+        self, labels: Mapping[str, str], s: Service, base: tuple[str | int, ...]
+    ) -> str | None:
+        given = labels.get(DRIFT_LABEL)
+        if given is not None:
+            if given not in ("replace", "report"):
+                self.problems.append(
+                    f"{_path((*base, 'labels', DRIFT_LABEL))}: replace or report, got {shown(given)}"
+                )
+            return given
+        if s.read_only:
+            return None
+        # An app that writes to its root filesystem would be replaced at every drift check.
+        self.warnings.append(
+            f"{_path(base)}: its root filesystem is writable (no read_only: true), so kiln only"
+            f" reports files it changes (drift: report); set read_only: true with tmpfs: for the"
+            f" paths it writes, or label {DRIFT_LABEL}: replace, to have changed instances"
+            " replaced"
+        )
+        return "report"
 
     def _network(self, mode: str | None, where: tuple[str | int, ...]) -> str | None:
         if mode is None or mode in ("bridge", "default"):

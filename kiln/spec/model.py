@@ -201,6 +201,11 @@ class Network(StrEnum):
     HOST = "host"
 
 
+class DriftAction(StrEnum):
+    REPLACE = "replace"
+    REPORT = "report"
+
+
 class Strategy(StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue-green"
@@ -668,6 +673,14 @@ class AppSpec(_Strict):
         description="per-environment overrides of "
         + ", ".join(OVERRIDABLE)
         + "; deploying to an environment applies its entry (the image is never overridden)",
+    )
+    drift: DriftAction = Field(
+        default=DriftAction.REPLACE,
+        description=(
+            "an instance that differs from its release (image, env, command, mounts, limits,"
+            " labels, or files changed outside tmpfs): replace it through the normal drain"
+            " path, or only report it (an event and `kiln drift`)"
+        ),
     )
     network: Network = Field(
         default=Network.BRIDGE,

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from kiln.controller.drift import DriftFinding, DriftReport
 from kiln.controller.views import (
     AppStatus,
     DeployResult,
@@ -90,6 +91,7 @@ class FakeService:
         self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
         self.counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}  # the router's, cumulative
         self.stats: dict[str, InstanceStats] = {}  # by container id, as the metrics sampler
+        self.drift_findings: list[DriftFinding] = []  # what drift reports
         self._rollout_ids = 0
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
@@ -311,6 +313,16 @@ class FakeService:
 
     async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         return {key: dict(counters) for key, counters in self.counters.items()}
+
+    async def drift(self, key: AppKey | None) -> DriftReport:
+        """What ``drift_findings`` holds (of ``key``, or all): the fake checks nothing."""
+        self._check_failure()
+        if key is not None:
+            self._app(key)
+        found = [f for f in self.drift_findings if key is None or f.key == key]
+        return DriftReport(
+            checked_at=datetime.now(UTC), checked=len(self.apps), findings=tuple(found)
+        )
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
         app = self._app(key)

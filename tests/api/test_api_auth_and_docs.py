@@ -74,6 +74,8 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
         ("GET", "/v1/event-kinds"),
         ("GET", "/metrics"),
         ("GET", "/v1/apps/{env}/{app}/logs"),
+        ("GET", "/v1/drift"),
+        ("GET", "/v1/apps/{env}/{app}/drift"),
         ("GET", "/v1/schema"),
         ("POST", "/v1/shutdown"),
         ("POST", "/v1/tokens"),

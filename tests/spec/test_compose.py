@@ -163,6 +163,7 @@ def test_the_web_worker_cache_stack_becomes_three_apps() -> None:
     assert worker.env["QUEUE"] == "default" and worker.env["WORKER_CONCURRENCY"] == "2"
     assert worker.deploy.strategy == "recreate"  # stop-first, parallelism ≥ replicas
     assert not worker.security.read_only  # Compose's default: a writable root filesystem
+    assert worker.drift == "report" and web.drift == "replace"  # a writable root: report only
 
     assert cache.port == 8080 and cache.resources.memory == 32 * 1024**2
     assert cache.security.cap_add == ["NET_BIND_SERVICE"] and cache.stop_grace == 5.0
@@ -269,6 +270,14 @@ services:
     assert (spec.health.interval, spec.health.timeout) == (90.0, 10.0)
     assert spec.network == "host" and spec.user == "1000"
     assert (spec.resources.cpus, spec.resources.pids) == (1.5, 100)
+
+
+def test_the_drift_label_chooses_what_a_changed_instance_gets() -> None:
+    spec = one("services: {web: {image: x, labels: {kiln.drift: replace}}}")
+    assert spec.drift == "replace" and not spec.security.read_only
+    assert problems("services: {web: {image: x, labels: {kiln.drift: ignore}}}") == [
+        "services.web.labels.kiln.drift: replace or report, got 'ignore'"
+    ]
 
 
 def test_port_equal_to_the_environment_port_is_dropped() -> None:

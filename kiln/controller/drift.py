@@ -1,0 +1,253 @@
+"""Drift: every running instance checked against its release, on a schedule and on demand.
+
+    every drift.interval (and `kiln drift`)
+      driver.list_instances ──▶ per running instance (at most drift.concurrency at a time):
+        no app or no release owns it ───────────▶ unowned: event; its loop removes it
+        driver.drift(container, instance_spec) ─▶ differences (image, config, files)
+            drift: replace ──▶ plane.drifted[id] = what; wake its loop: the planner replaces
+                               it like a rolling update (it serves until its replacement is ready)
+            drift: report  ──▶ event only
+      apps short of instances (outside a rollout) ──▶ missing: reported (the loop starts them)
+
+Each difference is an event once (``drift.detected``), and ``drift.corrected`` when a
+replaced instance is gone. Containers removed by hand are noticed by the round that lists
+them (``round.py``) and reported with the same kind. The checks run in the driver's threads:
+the event loop only waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from kiln.controller.runtime import ControlPlane
+from kiln.errors import KilnError, NotFound
+from kiln.model import AppKey, EventKind, Instance, Severity
+from kiln.planning.instances import instance_spec
+from kiln.spec import DriftAction
+
+log = logging.getLogger("kiln.drift")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftFinding:
+    key: AppKey
+    kind: str  # drifted | unowned | missing
+    instance: str | None
+    release: int | None
+    container_id: str | None
+    details: tuple[str, ...]
+    action: str  # replace | report | remove | start
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftReport:
+    checked_at: datetime
+    checked: int  # instances compared with their release
+    findings: tuple[DriftFinding, ...]
+
+
+def report_drift(
+    plane: ControlPlane, instance: Instance, details: tuple[str, ...], reason: str
+) -> None:
+    """A ``drift.detected`` event, once per container and set of differences."""
+    if plane.drift_reported.get(instance.container_id) == details:
+        return
+    plane.drift_reported[instance.container_id] = details
+    plane.events.record(
+        instance.key,
+        EventKind.DRIFT_DETECTED,
+        reason,
+        severity=Severity.WARNING,
+        release=instance.release,
+        instance=instance.id,
+    )
+
+
+def unowned(instance: Instance) -> tuple[str, ...]:
+    return (
+        f"container {instance.container_id[:12]} has this kiln's labels for release "
+        f"{instance.release} of {instance.key}, but no release owns it",
+    )
+
+
+def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Instance]) -> None:
+    """Instances this app's rounds neither adopted nor started: someone started a container
+    with kiln's labels. One of a known release is replaced like a drifted instance (whatever
+    it runs, kiln did not make it from the release); one that no release owns is removed by
+    the plan (it is in no group)."""
+    if plane.driver.placement != "instances":
+        return  # an orchestrator starts instances itself: kiln never knows their ids first
+    known = plane.known_instances.get(key)
+    if known is None:
+        plane.known_instances[key] = {i.id for i in instances}  # adopted as they are
+        return
+    for instance in instances:
+        if instance.id in known or instance.legacy:
+            continue
+        if plane.store.get_app(key) is None or plane.release_or_none(key, instance.release) is None:
+            details = unowned(instance)
+            then = "removing it (kiln runs only what a release says)"
+        else:
+            details = (
+                f"container {instance.container_id[:12]} was started outside kiln with the labels"
+                f" of release {instance.release}",
+            )
+            plane.drifted[instance.id] = details[0]
+            then = "replacing it from its release"
+        report_drift(plane, instance, details, f"{instance.id}: {details[0]}; {then}")
+
+
+def remember_started(
+    plane: ControlPlane, key: AppKey, present: set[str], started: set[str]
+) -> None:
+    known = plane.known_instances.setdefault(key, set())
+    known &= present
+    known |= started
+
+
+class DriftChecker:
+    def __init__(self, plane: ControlPlane) -> None:
+        self._plane = plane
+        self._replacing: dict[str, tuple[AppKey, int, str]] = {}  # instance id → key, release, what
+
+    async def run(self) -> None:
+        """Check every app every ``drift.interval`` seconds until cancelled (0: never)."""
+        interval = self._plane.settings.file.drift.interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except KilnError as exc:
+                log.warning("drift check failed (next in %gs): %s", interval, exc.message)
+            except Exception:
+                log.exception("drift check failed")
+
+    async def check(self, key: AppKey | None = None) -> DriftReport:
+        plane = self._plane
+        now = plane.clock()
+        instances = await plane.driver.list_instances(key)
+        running = [i for i in instances if i.running and not i.legacy]
+        limit = asyncio.Semaphore(plane.settings.file.drift.concurrency)
+        results = await asyncio.gather(*(self._check_one(i, limit) for i in running))
+        findings = [f for f in results if f is not None]
+        findings += self._missing(key, instances)
+        self._forget_gone(key, {i.id for i in instances}, {i.container_id for i in instances})
+        return DriftReport(checked_at=now, checked=len(running), findings=tuple(findings))
+
+    async def _check_one(self, instance: Instance, limit: asyncio.Semaphore) -> DriftFinding | None:
+        plane = self._plane
+        key = instance.key
+        release = plane.release_or_none(key, instance.release)
+        if plane.store.get_app(key) is None or release is None:
+            details = unowned(instance)
+            report_drift(
+                plane,
+                instance,
+                details,
+                f"{instance.id}: {details[0]}; removing it (kiln runs only what a release says)",
+            )
+            plane.loops.wake(key)
+            return self._finding(instance, "unowned", details, "remove")
+        async with limit:
+            try:
+                details = tuple(
+                    await plane.driver.drift(
+                        instance.container_id, instance_spec(release, instance.id)
+                    )
+                )
+            except NotFound:
+                return None  # gone meanwhile: the round reports it if nobody stopped it
+        if not details:
+            if instance.id not in plane.known_instances.get(key, {instance.id}):
+                return None  # started outside kiln: the round reported it
+            plane.drifted.pop(instance.id, None)
+            return None
+        what = "; ".join(details)
+        action = release.spec.drift
+        if action is DriftAction.REPLACE:
+            plane.drifted[instance.id] = what
+            self._replacing[instance.id] = (key, instance.release, what)
+            plane.loops.wake(key)
+            then = "replacing it (drift: replace)"
+        else:
+            then = "left running (drift: report); `kiln deploy` or `kiln rollback` replaces it"
+        report_drift(
+            plane,
+            instance,
+            details,
+            f"{instance.id} of release {instance.release} drifted from its release: {what}; {then}",
+        )
+        return self._finding(instance, "drifted", details, action.value)
+
+    def _missing(self, key: AppKey | None, instances: list[Instance]) -> list[DriftFinding]:
+        plane = self._plane
+        apps = [plane.store.get_app(key)] if key is not None else plane.store.list_apps()
+        found = []
+        for app in apps:
+            if app is None or app.stopped or app.target_release is None:
+                continue
+            if app.target_release != app.stable_release or plane.store.active_rollout(app.key):
+                continue  # a rollout places instances as it goes
+            have = sum(
+                1
+                for i in instances
+                if i.key == app.key and i.release == app.target_release and i.running
+            )
+            if have < app.scale:
+                found.append(
+                    DriftFinding(
+                        key=app.key,
+                        kind="missing",
+                        instance=None,
+                        release=app.target_release,
+                        container_id=None,
+                        details=(
+                            f"{app.scale - have} of {app.scale} instances of release "
+                            f"{app.target_release} are not running",
+                        ),
+                        action="start",
+                    )
+                )
+        return found
+
+    def _forget_gone(self, key: AppKey | None, present: set[str], containers: set[str]) -> None:
+        plane = self._plane
+        for instance_id, (app, release, what) in list(self._replacing.items()):
+            if instance_id in present or (key is not None and app != key):
+                continue
+            del self._replacing[instance_id]
+            plane.drifted.pop(instance_id, None)
+            plane.events.record(
+                app,
+                EventKind.DRIFT_CORRECTED,
+                f"{instance_id} of release {release} (drifted: {what}) was replaced from its "
+                "release",
+                release=release,
+                instance=instance_id,
+            )
+        if key is None:
+            for container_id in set(plane.drift_reported) - containers:
+                del plane.drift_reported[container_id]
+            for instance_id in set(plane.drifted) - present:
+                del plane.drifted[instance_id]
+
+    @staticmethod
+    def _finding(
+        instance: Instance, kind: str, details: tuple[str, ...], action: str
+    ) -> DriftFinding:
+        return DriftFinding(
+            key=instance.key,
+            kind=kind,
+            instance=instance.id,
+            release=instance.release,
+            container_id=instance.container_id,
+            details=details,
+            action=action,
+        )
