@@ -101,11 +101,40 @@ def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Instance]
 
 
 def remember_started(
-    plane: ControlPlane, key: AppKey, present: set[str], started: set[str]
+    plane: ControlPlane, key: AppKey, started: set[str], removed: set[str]
 ) -> None:
+    """What this round's plan starts (instance ids) and stops or removes (container ids)."""
     known = plane.known_instances.setdefault(key, set())
-    known &= present
-    known |= started
+    known |= started  # a start may still be under way: forgotten only once seen gone
+    plane.removed_by_kiln |= removed
+
+
+def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container_id: str) -> None:
+    """A container of an instance this app's rounds knew is gone, and no plan stopped or
+    removed it: someone removed it by hand (the round then starts a replacement). Called on
+    the engine's destroy event and by the round that no longer lists it."""
+    if container_id in plane.removed_by_kiln:
+        return
+    if plane.driver.placement != "instances" or instance_id not in plane.known_instances.get(
+        key, set()
+    ):
+        return  # an orchestrator's own doing, or a stranger kiln removed already
+    details = (f"container {container_id[:12]} was removed outside kiln",)
+    if plane.drift_reported.get(container_id) == details:
+        return
+    plane.drift_reported[container_id] = details
+    release = next(
+        (i.release for i in plane.last_instances.get(key, []) if i.id == instance_id), None
+    )
+    of_release = f" of release {release}" if release is not None else ""
+    plane.events.record(
+        key,
+        EventKind.DRIFT_DETECTED,
+        f"{instance_id}{of_release} is missing: {details[0]}; starting a replacement",
+        severity=Severity.WARNING,
+        release=release,
+        instance=instance_id,
+    )
 
 
 class DriftChecker:
@@ -237,6 +266,7 @@ class DriftChecker:
                 del plane.drift_reported[container_id]
             for instance_id in set(plane.drifted) - present:
                 del plane.drifted[instance_id]
+            plane.removed_by_kiln &= containers
 
     @staticmethod
     def _finding(

@@ -142,8 +142,19 @@ class Executor:
             action.instance_id in memory.stopping or action.instance_id in memory.retiring_since
         )
         self._health.untrack(action.instance_id)
-        await self._driver.remove_instance(action.container_id)
-        if not planned:
+        removed = await self._driver.remove_instance(action.container_id)
+        if not removed and not planned:
+            # It died and was gone before kiln came to remove it: removed by hand (drift).
+            self._events.record(
+                key,
+                EventKind.DRIFT_DETECTED,
+                f"{action.instance_id} of release {action.release} is missing: its container "
+                f"{action.container_id[:12]} was removed outside kiln; starting a replacement",
+                severity=Severity.WARNING,
+                release=action.release,
+                instance=action.instance_id,
+            )
+        elif not planned:
             self._events.record(
                 key,
                 EventKind.INSTANCE_EXITED,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from kiln.controller.drift import remember_started, report_strangers
+from kiln.controller.drift import remember_started, report_removed, report_strangers
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
@@ -26,8 +26,10 @@ from kiln.model import (
     HealthStatus,
     Instance,
     ReleaseTraffic,
+    RemoveInstance,
     Severity,
     StartInstance,
+    StopInstance,
 )
 from kiln.planning import DesiredApp, Plan, plan
 
@@ -93,8 +95,12 @@ class ReconcileRound:
         remember_started(
             plane,
             key,
-            {i.id for i in instances},
             {a.spec.id for a in result.actions if isinstance(a, StartInstance)},
+            {
+                a.container_id
+                for a in result.actions
+                if isinstance(a, StopInstance | RemoveInstance)
+            },
         )
         await self._executor.execute(key, result, memory)
         if result.window_closed:
@@ -131,15 +137,10 @@ def report_missing(
             and gone.id not in memory.stopping
             and gone.id not in memory.retiring_since
         ):
-            plane.events.record(
-                key,
-                EventKind.DRIFT_DETECTED,
-                f"{gone.id} of release {gone.release} is missing: its container "
-                f"{gone.container_id[:12]} was removed outside kiln; starting a replacement",
-                severity=Severity.WARNING,
-                release=gone.release,
-                instance=gone.id,
-            )
+            report_removed(plane, key, gone.id, gone.container_id)
+    known = plane.known_instances.get(key)
+    if known is not None:
+        known -= {gone.id for gone in before} - present
 
 
 def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -> list[Instance]:

@@ -77,6 +77,8 @@ class ControlPlane:
     known_instances: dict[AppKey, set[str]] = field(default_factory=dict)
     # What drift was reported for each container (an event once per difference).
     drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Containers a plan stopped or removed (by container id): their destroy is no drift.
+    removed_by_kiln: set[str] = field(default_factory=set)
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""

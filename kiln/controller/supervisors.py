@@ -14,6 +14,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from kiln.controller.drift import report_removed
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import DriverUnavailable, KilnError, TemporaryFailure
@@ -60,6 +61,8 @@ class Supervisors:
                         "driver event %s %s of %s", event.action, event.instance_id, event.key
                     )
                     plane.loops.wake(event.key)
+                    if event.action == "destroy":
+                        report_removed(plane, event.key, event.instance_id, event.container_id)
                     if event.action in _EXIT_ACTIONS:
                         # Docker announces a death a moment before its container list shows
                         # the container as exited: look again shortly after.

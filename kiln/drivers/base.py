@@ -88,9 +88,10 @@ class Driver(Protocol):
         """SIGTERM, SIGKILL after ``grace`` seconds, then remove. Already gone is fine.
         Another installation's container raises ``Conflict`` and is left alone."""
 
-    async def remove_instance(self, container_id: str) -> None:
-        """Remove a container (force). Already gone is fine. Another installation's container
-        raises ``Conflict`` and is left alone."""
+    async def remove_instance(self, container_id: str) -> bool:
+        """Remove a container (force). Already gone is fine: False then (someone else removed
+        it), True when this call removed it. Another installation's container raises
+        ``Conflict`` and is left alone."""
 
     async def drift(self, container_id: str, expected: InstanceSpec) -> list[str]:
         """How a running instance differs from what ``start_instance(expected)`` creates: its

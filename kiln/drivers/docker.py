@@ -610,13 +610,16 @@ class DockerDriver:
         await self._call(f"stop container {container_id[:12]}", stop)
         self._forget(container_id)
 
-    async def remove_instance(self, container_id: str) -> None:
-        def remove() -> None:
-            if self._may_touch(container_id, "remove"):
-                self._remove_quietly(container_id)
+    async def remove_instance(self, container_id: str) -> bool:
+        def remove() -> bool:
+            if not self._may_touch(container_id, "remove"):
+                return False
+            self._remove_quietly(container_id)
+            return True
 
-        await self._call(f"remove container {container_id[:12]}", remove)
+        removed = await self._call(f"remove container {container_id[:12]}", remove)
         self._forget(container_id)
+        return removed
 
     def _may_touch(self, container_id: str, verb: str) -> bool:
         """True for a container of ours or a legacy one; False when it is gone already.

@@ -258,15 +258,16 @@ class FakeDriver:
             self._emit(container, "die", 143)  # SIGTERM honoured
         self._emit(container, "destroy")
 
-    async def remove_instance(self, container_id: str) -> None:
+    async def remove_instance(self, container_id: str) -> bool:
         self._check_up()
         container = self._take(container_id, "remove")
         if container is None:
-            return
+            return False
         self.removed.append(container_id)
         if container.instance.running:
             self._emit(container, "die", 137)
         self._emit(container, "destroy")
+        return True
 
     async def other_installations(self) -> set[str]:
         self._check_up()
