@@ -19,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -35,6 +38,7 @@ from kiln.api.app import create_app
 from kiln.api.auth import load_or_create_token
 from kiln.api.peer import PeerCredentialsProtocol
 from kiln.config import Settings, make_state_private, read_or_create_installation_id
+from kiln.config.file import TlsSettings
 from kiln.errors import InvalidInput, KilnError
 from kiln.logs.structured import use_json_lines
 from kiln.router.nginx import NginxRouter
@@ -255,6 +259,18 @@ class _Server(uvicorn.Server):
             self.on_started()
 
 
+def check_tls(tls: TlsSettings) -> None:
+    """``InvalidInput`` naming the problem when the certificate and key cannot be used."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"the settings file's api.tls cannot be used: certificate {tls.cert}, key "
+            f"{tls.key}: {exc}. Give a PEM certificate and its unencrypted PEM key"
+        ) from exc
+
+
 async def serve(
     app: FastAPI,
     sock: socket.socket,
@@ -262,28 +278,49 @@ async def serve(
     *,
     more_sockets: Sequence[socket.socket] = (),
     on_started: Callable[[], None] | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve ``app`` on ``sock`` (and ``more_sockets``) until ``stop`` is set, then stop
-    accepting and drain. ``on_started`` runs once every socket accepts requests."""
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
-        backlog=BACKLOG,
-        # Requests on the unix socket carry the kernel's word on who connected (SO_PEERCRED).
-        http=PeerCredentialsProtocol,
-    )
-    server = _Server(config)
-    server.on_started = on_started
+    accepting and drain. ``on_started`` runs once every socket accepts requests. With ``tls``
+    the ``more_sockets`` (TCP) speak HTTPS; ``sock`` (the unix socket) stays plain, so they
+    are two uvicorn servers over the one app."""
+
+    def config(**extra: Any) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            log_level="warning",
+            timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+            backlog=BACKLOG,
+            # Requests on the unix socket carry the kernel's word on who connected.
+            http=PeerCredentialsProtocol,
+            **extra,
+        )
+
+    plain_sockets = [sock, *more_sockets] if tls is None else [sock]
+    servers: list[tuple[_Server, list[socket.socket]]] = [
+        (_Server(config(lifespan="on")), plain_sockets)
+    ]
+    if tls is not None and more_sockets:
+        secure = config(lifespan="off", ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key))
+        servers.append((_Server(secure), list(more_sockets)))
+    started: list[_Server] = []
+
+    def one_started(server: _Server) -> None:
+        started.append(server)
+        if len(started) == len(servers) and on_started is not None:
+            on_started()
+
+    for server, _ in servers:
+        server.on_started = functools.partial(one_started, server)
 
     async def stop_when_asked() -> None:
         await stop.wait()
-        server.should_exit = True
+        for server, _ in servers:
+            server.should_exit = True
 
     watcher = asyncio.create_task(stop_when_asked())
     try:
-        await server.serve(sockets=[sock, *more_sockets])
+        await asyncio.gather(*(server.serve(sockets=socks) for server, socks in servers))
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -292,6 +329,8 @@ async def serve(
 
 async def run(settings: Settings) -> int:
     try:
+        if settings.file.api.tls is not None:
+            check_tls(settings.file.api.tls)  # before anything is claimed or started
         held = claim(settings)
     except Clash as exc:
         log.error("kiln cannot start:\n%s", exc)
@@ -358,6 +397,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
                 stop,
                 more_sockets=held.sockets[1:],
                 on_started=serving,
+                tls=settings.file.api.tls,
             )
         finally:
             notifier.stopping()

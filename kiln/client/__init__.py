@@ -1,7 +1,7 @@
 """The typed HTTP client of the kiln API — the CLI's only way to the server."""
 
 from kiln.client.client import Endpoint, KilnClient, read_token
-from kiln.client.errors import NotThisKiln, ServerUnreachable
+from kiln.client.errors import NotThisKiln, ServerUnreachable, UntrustedCertificate
 from kiln.client.models import (
     AppStatus,
     DeployResult,
@@ -44,5 +44,6 @@ __all__ = [
     "Rollout",
     "RolloutView",
     "ServerUnreachable",
+    "UntrustedCertificate",
     "read_token",
 ]

@@ -20,6 +20,7 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,12 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kiln.client.errors import NotThisKiln, ServerUnreachable, error_from_body
+from kiln.client.errors import (
+    NotThisKiln,
+    ServerUnreachable,
+    UntrustedCertificate,
+    error_from_body,
+)
 from kiln.client.models import (
     AppStatus,
     AuditEntry,
@@ -51,7 +57,7 @@ from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import parse_sse
 from kiln.client.unix import UnixSocketTransport
 from kiln.config import Settings, identity_proof, refuse_unless_private, token_id
-from kiln.errors import KilnError, TemporaryFailure, Unauthorized
+from kiln.errors import InvalidInput, KilnError, TemporaryFailure, Unauthorized
 from kiln.model import AppKey
 
 M = TypeVar("M", bound=BaseModel)
@@ -83,13 +89,14 @@ class Endpoint:
 
     url: str
     socket_path: Path | None = None
+    ca_file: Path | None = None  # KILN_CA: trusted for an https URL (else the system's CAs)
 
     @classmethod
     def of(cls, settings: Settings) -> Endpoint:
         if settings.client_api_url:
-            return cls(url=settings.client_api_url)
+            return cls(url=settings.client_api_url, ca_file=settings.client_ca)
         if settings.api_tcp:
-            return cls(url=settings.api_url)
+            return cls(url=settings.api_url, ca_file=settings.client_ca)
         return cls(url=SOCKET_BASE_URL, socket_path=settings.api_socket_path)
 
     @property
@@ -123,10 +130,13 @@ class KilnClient:
         actor: str,
         timeout: float = 30,
         transport: httpx.BaseTransport | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         """``socket_path``: talk HTTP over this unix socket (``base_url`` is then unused).
-        ``transport`` replaces the network, e.g. ``httpx.MockTransport`` in tests."""
-        self.endpoint = Endpoint(url=base_url.rstrip("/"), socket_path=socket_path)
+        ``transport`` replaces the network, e.g. ``httpx.MockTransport`` in tests.
+        ``ca_file``: the CA (PEM) an https server's certificate must chain to; default the
+        system's CAs."""
+        self.endpoint = Endpoint(url=base_url.rstrip("/"), socket_path=socket_path, ca_file=ca_file)
         self.base_url = self.endpoint.url
         if transport is None and socket_path is not None:
             transport = UnixSocketTransport(socket_path)
@@ -144,6 +154,7 @@ class KilnClient:
             # wherever a redirect points.
             trust_env=False,
             follow_redirects=False,
+            verify=_tls_verification(ca_file),
         )
 
     @classmethod
@@ -157,6 +168,7 @@ class KilnClient:
             token=read_token(settings),
             actor=actor,
             timeout=timeout,
+            ca_file=endpoint.ca_file,
         )
 
     def close(self) -> None:
@@ -599,6 +611,8 @@ class KilnClient:
         try:
             yield
         except httpx.ConnectError as exc:
+            if (why := _certificate_problem(exc)) is not None:
+                raise UntrustedCertificate(self.base_url, why) from exc
             raise ServerUnreachable(
                 self.base_url if self.endpoint.socket_path is None else where
             ) from exc
@@ -606,6 +620,29 @@ class KilnClient:
             raise TemporaryFailure(f"kiln on {where} did not answer in time") from exc
         except httpx.TransportError as exc:
             raise TemporaryFailure(f"lost the connection to kiln on {where}: {exc}") from exc
+
+
+def _tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"KILN_CA={ca_file} cannot be used as a CA file: {exc}; give a PEM certificate"
+        ) from exc
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is why the connection failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _raise_for_error(response: httpx.Response) -> None:

@@ -49,6 +49,19 @@ class NotThisKiln(ServerUnreachable):
         )
 
 
+class UntrustedCertificate(NotThisKiln):
+    """An https server whose certificate this client does not trust: the token was not sent."""
+
+    def __init__(self, url: str, why: str) -> None:
+        TemporaryFailure.__init__(
+            self,
+            f"the kiln API at {url} presented a certificate this client does not trust "
+            f"({why}); the token was not sent. If kiln uses a private CA or a self-signed "
+            "certificate, set KILN_CA to that CA's certificate file (PEM), e.g. the file "
+            "api.tls.cert names in kiln's settings.yaml",
+        )
+
+
 def _error_classes() -> dict[str, type[KilnError]]:
     classes = {
         wire_name(obj): obj

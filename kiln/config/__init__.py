@@ -12,6 +12,8 @@ machine. ``Settings.from_env()`` is the only place that reads the environment.
 | ``KILN_API_PORT``         | ``7070``                                 |                                             |
 | ``KILN_API_URL``          | unset                                    | the CLI talks to this TCP URL instead of    |
 |                           |                                          | the socket (e.g. ``http://127.0.0.1:7070``) |
+| ``KILN_CA``               | unset                                    | the CLI trusts this CA file (PEM) for an    |
+|                           |                                          | https API (private CA, self-signed cert)    |
 | ``KILN_HTTP_HOST``        | ``127.0.0.1``                            | where NGINX listens for app traffic         |
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
@@ -100,6 +102,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 7070
     client_api_url: str | None = None  # KILN_API_URL: the CLI goes there (TCP), not the socket
+    client_ca: Path | None = None  # KILN_CA: the CA file the CLI trusts for an https API
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     nginx_binary: str = "nginx"
@@ -130,6 +133,7 @@ class Settings:
                 api_host=env.get("KILN_API_HOST", defaults.api_host),
                 api_port=int(env.get("KILN_API_PORT", defaults.api_port)),
                 client_api_url=_http_url(env.get("KILN_API_URL", "")),
+                client_ca=Path(env["KILN_CA"]).expanduser() if env.get("KILN_CA") else None,
                 http_host=env.get("KILN_HTTP_HOST", defaults.http_host),
                 http_port=int(env.get("KILN_HTTP_PORT", defaults.http_port)),
                 nginx_binary=env.get("KILN_NGINX", defaults.nginx_binary),
@@ -237,7 +241,9 @@ class Settings:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
+        """The opt-in TCP listener's URL: https when the settings file names a certificate."""
+        scheme = "https" if self.file.api.tls is not None else "http"
+        return f"{scheme}://{self.api_host}:{self.api_port}"
 
 
 # --- files under KILN_HOME that only their owner may read ---------------------------------

@@ -149,8 +149,20 @@ class EnvironmentsSettings(_Section):
         return self.order[index - 1] if index > 0 else None
 
 
+class TlsSettings(_Section):
+    """A certificate (PEM, its chain after it) and its private key (PEM, unencrypted)."""
+
+    cert: Path
+    key: Path
+
+
 class ApiSettings(_Section):
-    """The API listener (TLS for the opt-in TCP listener)."""
+    """The API listener. ``tls: {cert: PATH, key: PATH}``: the opt-in TCP listener speaks
+    HTTPS with this certificate (the unix socket stays plain: only its owner can open it).
+    Clients verify it against the system's CAs, or ``KILN_CA`` for a private CA or a
+    self-signed certificate."""
+
+    tls: TlsSettings | None = None
 
 
 class LogsSettings(_Section):
