@@ -187,12 +187,6 @@ class _InstanceCollector(Collector):
             "Health probes run on the instance, by result.",
             labels=[*labels, "result"],
         )
-        restarts = CounterMetricFamily(
-            "kiln_instance_restarts",
-            "Restarts in place of the instance: always 0, kiln replaces instead (see "
-            "kiln_restarts_total for replacements and their reasons).",
-            labels=labels,
-        )
         states: dict[tuple[str, str, str, str], int] = {}
         for sample in samples:
             inst = sample.instance
@@ -208,7 +202,6 @@ class _InstanceCollector(Collector):
             passed, failed = sample.checks
             checks.add_metric([*values, "pass"], passed)
             checks.add_metric([*values, "fail"], failed)
-            restarts.add_metric(values, 0)
             if inst.started_at is not None:
                 up_since.add_metric(values, inst.started_at.timestamp())
             if sample.stats is not None:
@@ -221,7 +214,7 @@ class _InstanceCollector(Collector):
         )
         for group, count in sorted(states.items()):
             by_state.add_metric(list(group), count)
-        yield from (cpu, memory, ready, live, up_since, checks, restarts, by_state)
+        yield from (cpu, memory, ready, live, up_since, checks, by_state)
         age = self._metrics.snapshot.stats_age
         if age is not None:
             yield GaugeMetricFamily(
