@@ -37,6 +37,7 @@ from kiln.api.routes_drift import drift_router
 from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
+from kiln.api.routes_secrets import secrets_router
 from kiln.api.routes_streams import streams_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
 from kiln.api.ui import access_authenticator, create_ui_app
@@ -130,6 +131,7 @@ def create_app(
     protected.include_router(apps_router(service))
     protected.include_router(rollouts_router(service))
     protected.include_router(promotion_router(service))
+    protected.include_router(secrets_router(service))
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
     protected.include_router(drift_router(service))

@@ -195,6 +195,10 @@ class ReleaseOut(_Out):
     result: str = Field(default="", description="current | succeeded | failed | superseded ...")
     result_reason: str = ""
     spec: dict[str, Any]
+    secrets: dict[str, int] = Field(
+        default_factory=dict,
+        description="the version of each secret this release pins (never a value)",
+    )
 
 
 class DeployResultOut(_Out):
@@ -302,6 +306,7 @@ def release_out(release: Release, *, result: str = "", result_reason: str = "") 
         result=result,
         result_reason=result_reason,
         spec=release.spec.model_dump(mode="json"),
+        secrets=dict(release.secret_versions),
     )
 
 

@@ -24,6 +24,7 @@ from kiln.cli.commands import (
     manage,
     promotion,
     rollout,
+    secret,
     server,
     top,
 )
@@ -142,6 +143,14 @@ for _name, _command in (("create", access.create), ("ls", access.ls), ("revoke",
     token_group.command(_name)(handles_errors(_command))
 app.add_typer(token_group, rich_help_panel="Access")
 app.command(rich_help_panel="Access")(handles_errors(access.audit))
+secret_group = typer.Typer(
+    name="secret", help=secret.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
+)
+secret_group.command("set")(handles_errors(secret.set_))
+secret_group.command("ls")(handles_errors(secret.ls))
+secret_group.command("rm")(handles_errors(secret.rm))
+secret_group.command("rotate-key")(handles_errors(secret.rotate_key))
+app.add_typer(secret_group, rich_help_panel="Secrets and volumes")
 
 
 if __name__ == "__main__":

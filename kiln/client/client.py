@@ -47,10 +47,13 @@ from kiln.client.models import (
     Health,
     Identity,
     IdentityAnswer,
+    KeyRotation,
     LogLine,
     NewToken,
     Release,
     RolloutView,
+    Secret,
+    SecretSet,
     Token,
 )
 from kiln.client.promotion_models import Approval, Diff, Promotion
@@ -291,6 +294,33 @@ class KilnClient:
 
     def releases(self, key: AppKey) -> list[Release]:
         return self._get_list(f"{_app_path(key)}/releases", Release)
+
+    # --- secrets ----------------------------------------------------------------------------
+
+    def set_secret(
+        self, key: AppKey, name: str, value: bytes, *, deploy: bool = False
+    ) -> SecretSet:
+        """A new version (the value goes in the body, never in the URL or a log)."""
+        headers = {**self._auth(), "Content-Type": "application/octet-stream"}
+        with self._mapped_errors():
+            response = self._http.request(
+                "PUT",
+                f"{_app_path(key)}/secrets/{name}",
+                content=value,
+                params={"deploy": "true"} if deploy else None,
+                headers=headers,
+            )
+        _raise_for_error(response)
+        return SecretSet.model_validate(response.json())
+
+    def list_secrets(self, key: AppKey) -> list[Secret]:
+        return self._get_list(f"{_app_path(key)}/secrets", Secret)
+
+    def remove_secret(self, key: AppKey, name: str) -> None:
+        self._json("DELETE", f"{_app_path(key)}/secrets/{name}")
+
+    def rotate_master_key(self) -> KeyRotation:
+        return KeyRotation.model_validate(self._json("POST", "/v1/secrets/rotate-key"))
 
     # --- rollouts -------------------------------------------------------------------------
 

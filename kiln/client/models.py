@@ -117,6 +117,7 @@ class Release(_AppScoped):
     result: str = ""
     result_reason: str = ""
     spec: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, int] = Field(default_factory=dict)  # name → pinned version
 
 
 class DeployResult(_Model):
@@ -124,6 +125,30 @@ class DeployResult(_Model):
     rollout: Rollout | None = None
     changed: bool
     message: str = ""
+
+
+class Secret(_Model):
+    name: str
+    version: int
+    versions: int
+    created_at: datetime
+    created_by: str
+    in_use: int | None = None
+
+
+class SecretSet(_Model):
+    name: str
+    version: int
+    changed: bool
+    deploy: DeployResult | None = None
+    message: str = ""
+
+
+class KeyRotation(_Model):
+    key_id: str
+    reencrypted: int
+    retired: list[str] = Field(default_factory=list)
+    unused_env_keys: list[str] = Field(default_factory=list)
 
 
 class Event(_Model):

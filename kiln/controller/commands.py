@@ -16,6 +16,7 @@ from kiln.controller.images import pin_image
 from kiln.controller.reads import app_status
 from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
+from kiln.controller.secrets import resolve_versions
 from kiln.controller.views import AppStatus, DeployResult
 from kiln.errors import Conflict, KilnError, SpecInvalid
 from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutKind, RolloutState
@@ -39,6 +40,7 @@ async def deploy(
     base = base_for(written, environment or written.environment)
     spec = for_environment(base)
     key = AppKey(spec.environment, spec.app)
+    versions = resolve_versions(plane, key, spec)
     digest = (await pin_image(plane, spec.image, key=key, who=who)).reference
     return await create_release(
         plane,
@@ -50,6 +52,32 @@ async def deploy(
         who=who,
         origin=ReleaseOrigin.DEPLOY,
         rollback_of=None,
+        secret_versions=versions,
+    )
+
+
+async def redeploy_secret(plane: ControlPlane, key: AppKey, name: str, *, who: str) -> DeployResult:
+    """The target release again with the secret versions of now (``kiln secret set --deploy``)."""
+    app = plane.require_app(key)
+    if app.target_release is None:
+        raise Conflict(f"{key} has no release to deploy the secret with: `kiln deploy` it")
+    current = plane.store.get_release(key, app.target_release)
+    if not any(use.name == name for use in current.spec.secrets):
+        raise Conflict(
+            f"release {current.number} of {key} does not use secret {name}: name it under"
+            " secrets: in kiln.yaml and `kiln deploy`"
+        )
+    spec = current.spec.model_copy(update={"instances": app.scale})
+    return await create_release(
+        plane,
+        spec,
+        image=current.image,
+        digest=current.digest,
+        message=f"secret {name} changed",
+        who=who,
+        origin=ReleaseOrigin.DEPLOY,
+        rollback_of=None,
+        secret_versions=resolve_versions(plane, key, spec),
     )
 
 
@@ -86,6 +114,7 @@ async def rollback(
         and not app.stopped
         and current_release.digest == choice.digest
         and current_release.spec_hash == choice.spec_hash
+        and current_release.secret_versions == choice.secret_versions
     ):
         raise Conflict(
             f"{key} already runs release {current}, identical to release {choice.number}"
@@ -102,6 +131,8 @@ async def rollback(
         origin=ReleaseOrigin.ROLLBACK,
         rollback_of=choice.number,
         base_spec=choice.base_spec,
+        # The versions that release ran with: a rollback brings the old secret values back.
+        secret_versions=dict(choice.secret_versions),
     )
 
 
@@ -144,9 +175,14 @@ async def create_release(
     origin: ReleaseOrigin,
     rollback_of: int | None,
     base_spec: AppSpec | None = None,
+    secret_versions: dict[str, int] | None = None,
 ) -> DeployResult:
     store, events = plane.store, plane.events
     key = AppKey(spec.environment, spec.app)
+    if secret_versions is None:
+        # A promotion: the secrets of the environment it goes to, by name (never another
+        # environment's values).
+        secret_versions = resolve_versions(plane, key, spec)
     hashed = spec_hash(spec)
     app = store.get_app(key)
     if app is not None and app.target_release is not None and not app.stopped:
@@ -154,6 +190,7 @@ async def create_release(
         if (
             current.digest == digest
             and current.spec_hash == hashed
+            and current.secret_versions == secret_versions
             and origin is ReleaseOrigin.DEPLOY
             # Another environment's overrides changed: a new release, so that its promotion
             # carries them (a release keeps the spec as written).
@@ -170,7 +207,7 @@ async def create_release(
                 release=current,
                 rollout=store.active_rollout(key),
                 changed=False,
-                message=f"release {current.number} already runs this image and spec",
+                message=f"release {current.number} already runs this image, spec and secrets",
             )
     # A spec this engine's host can never run is refused now, not retried until its deadline.
     problems = check_runnable(spec, await plane.driver.host_limits())
@@ -192,8 +229,11 @@ async def create_release(
         deadline_seconds=spec.deploy.deadline,
         now=plane.clock(),
         base_spec=base_spec,
+        secret_versions=secret_versions,
     )
     what = f"rollback to release {rollback_of}" if rollback_of else f"image {image}"
+    if secret_versions:
+        what += ", secrets " + ", ".join(f"{n} v{v}" for n, v in sorted(secret_versions.items()))
     events.record(
         key,
         EventKind.RELEASE_CREATED,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from kiln.controller import commands, observability, promotion, reads, rollouts
+from kiln.controller import commands, observability, promotion, reads, rollouts, secrets
 from kiln.controller.drift import DriftChecker, DriftReport
 from kiln.controller.executor import Executor
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
@@ -25,7 +25,16 @@ from kiln.controller.supervisors import (
     note_other_installations,
     wake_known_apps,
 )
-from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
+from kiln.controller.views import (
+    AppStatus,
+    DeployResult,
+    KeyRotation,
+    LogRequest,
+    ReleaseView,
+    RolloutView,
+    SecretSetResult,
+    SecretView,
+)
 from kiln.drivers.base import InstanceStats
 from kiln.errors import RouterUnavailable
 from kiln.logs import ArchivedLine
@@ -118,6 +127,30 @@ class Engine:
 
     async def destroy(self, key: AppKey, *, who: str) -> None:
         await commands.destroy(self.plane, key, who=who)
+
+    async def set_secret(
+        self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str
+    ) -> SecretSetResult:
+        result = await secrets.set_secret(self.plane, key, name, value, who=who)
+        if not deploy:
+            return result
+        deployed = await commands.redeploy_secret(self.plane, key, name, who=who)
+        return SecretSetResult(
+            name=result.name,
+            version=result.version,
+            changed=result.changed,
+            deploy=deployed,
+            message=deployed.message,
+        )
+
+    async def list_secrets(self, key: AppKey) -> list[SecretView]:
+        return secrets.list_secrets(self.plane, key)
+
+    async def remove_secret(self, key: AppKey, name: str, *, who: str) -> None:
+        secrets.remove_secret(self.plane, key, name, who=who)
+
+    async def rotate_master_key(self, *, who: str) -> KeyRotation:
+        return await secrets.rotate_master_key(self.plane, who=who)
 
     async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
         return rollouts.promote(self.plane, key, full=full, who=who)

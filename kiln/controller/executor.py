@@ -20,13 +20,14 @@ from datetime import datetime
 from kiln.controller.events import EventBus
 from kiln.controller.observe import AppMemory
 from kiln.drivers.base import Driver
-from kiln.errors import Conflict, ImageNotFound, KilnError
+from kiln.errors import Conflict, ImageNotFound, KilnError, PermanentFailure
 from kiln.health.monitor import HealthMonitor
 from kiln.model import (
     AppKey,
     EventKind,
     FinishRollout,
     Instance,
+    InstanceSpec,
     RemoveInstance,
     RolloutState,
     ScaleGroup,
@@ -56,6 +57,7 @@ class Executor:
         track: Callable[[Instance], None],
         wake: Callable[[AppKey], None],
         pull: Callable[[AppKey, str, int], Awaitable[bool]] | None = None,
+        reveal: Callable[[AppKey, str, int], bytes] | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -67,6 +69,7 @@ class Executor:
         self._wake = wake
         # Pulls a release's pinned image the engine lacks (images.Puller); None: never pulls.
         self._pull = pull
+        self._reveal = reveal
         self._background: set[asyncio.Task[None]] = set()
 
     async def execute(self, key: AppKey, plan: Plan, memory: AppMemory) -> None:
@@ -109,14 +112,17 @@ class Executor:
     async def _start(self, key: AppKey, action: StartInstance) -> None:
         spec = action.spec
         try:
+            # The plan names secret versions; their values are opened here, held in memory
+            # for this start only, and handed to the driver alone.
+            values = await asyncio.to_thread(self._secret_values, spec) if spec.secrets else {}
             try:
-                instance = await self._driver.start_instance(spec)
+                instance = await self._driver.start_instance(spec, secrets=values)
             except ImageNotFound:
                 # A release pins its image in the registry: an engine that never saw it pulls
                 # it by digest, then starts the instance.
                 if self._pull is None or not await self._pull(key, spec.image, spec.release):
                     raise
-                instance = await self._driver.start_instance(spec)
+                instance = await self._driver.start_instance(spec, secrets=values)
         except KilnError as exc:
             self._events.record(
                 key,
@@ -136,6 +142,11 @@ class Executor:
             release=spec.release,
             instance=spec.id,
         )
+
+    def _secret_values(self, spec: InstanceSpec) -> dict[str, bytes]:
+        if self._reveal is None:
+            raise PermanentFailure(f"{spec.key} uses secrets, but this kiln has no secret vault")
+        return {ref.name: self._reveal(spec.key, ref.name, ref.version) for ref in spec.secrets}
 
     async def _remove(self, key: AppKey, action: RemoveInstance, memory: AppMemory) -> None:
         planned = (

@@ -38,6 +38,7 @@ from kiln.model import AppKey, Event
 from kiln.registry.base import Credentials, Registry
 from kiln.router.base import Router
 from kiln.store.base import Store
+from kiln.store.vault import SecretVault
 
 # The container engines kiln can run on. Docker is the only one today; a new driver is one
 # more entry here (and a ``Settings`` field naming it), nothing else changes.
@@ -119,6 +120,7 @@ def assemble_engine(
     clock: Callable[[], datetime] = utc_now,
     health: HealthMonitor | None = None,
     registry: Registry | None = None,
+    vault: SecretVault | None = None,
 ) -> Engine:
     """The controller over these ports (tests pass fakes)."""
 
@@ -144,6 +146,7 @@ def assemble_engine(
         loops=AppLoops(reconcile, resync_seconds=settings.resync_seconds, clock=clock),
         observer=Observer(),
         registry=registry,
+        vault=vault or SecretVault(store, home=settings.home),
     )
     executor = Executor(
         store=store,
@@ -155,6 +158,7 @@ def assemble_engine(
         track=functools.partial(track_instance, plane),
         wake=plane.loops.wake,
         pull=Puller(plane).ensure,
+        reveal=plane.vault.reveal,
     )
     reconcile_round = ReconcileRound(plane, executor)
     _wire_webhooks(plane)

@@ -29,6 +29,7 @@ from kiln.planning import Plan
 from kiln.registry.base import Registry
 from kiln.router.base import Router
 from kiln.store.base import Store
+from kiln.store.vault import SecretVault
 
 
 def utc_now() -> datetime:
@@ -46,6 +47,7 @@ class ControlPlane:
     events: EventBus
     loops: AppLoops
     observer: Observer
+    vault: SecretVault  # sealed secrets; plaintext only on the way to the driver
     # Which app each probed instance belongs to, so a health flip wakes the right loop.
     instance_keys: dict[str, AppKey] = field(default_factory=dict)
     # What each app's last round planned and saw: the read views report from these.

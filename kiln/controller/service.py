@@ -12,7 +12,16 @@ from typing import Protocol
 
 from kiln.controller.drift import DriftReport
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
-from kiln.controller.views import AppStatus, DeployResult, LogRequest, ReleaseView, RolloutView
+from kiln.controller.views import (
+    AppStatus,
+    DeployResult,
+    KeyRotation,
+    LogRequest,
+    ReleaseView,
+    RolloutView,
+    SecretSetResult,
+    SecretView,
+)
 from kiln.drivers.base import InstanceStats
 from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
@@ -43,6 +52,21 @@ class Service(Protocol):
 
     async def destroy(self, key: AppKey, *, who: str) -> None:
         """Stop every instance, drop the routes, forget the app."""
+
+    async def set_secret(
+        self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str
+    ) -> SecretSetResult:
+        """A new version of the secret (none when the value equals the newest). No running
+        instance changes; with ``deploy`` the target release is released again with it."""
+
+    async def list_secrets(self, key: AppKey) -> list[SecretView]:
+        """Names, newest versions, who set them when; never a value."""
+
+    async def remove_secret(self, key: AppKey, name: str, *, who: str) -> None:
+        """Every version goes. ``Conflict`` while a serving release pins it."""
+
+    async def rotate_master_key(self, *, who: str) -> KeyRotation:
+        """Re-encrypt every secret under a new master key; running instances are untouched."""
 
     async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
         """Canary: the next step (``full``: all traffic now); blue-green: switch all traffic.

@@ -100,3 +100,32 @@ class LogRequest:
     since: datetime | None = None
     grep: str | None = None
     router: bool = False  # NGINX's access lines of the app instead of its instances' output
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretView:
+    """One secret of an app, never its value: its newest version and who set it when."""
+
+    name: str
+    version: int  # the newest
+    versions: int  # how many are kept
+    created_at: datetime
+    created_by: str
+    in_use: int | None  # the version the app's target release pins (None: not used)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretSetResult:
+    name: str
+    version: int
+    changed: bool  # False: the value equals the newest version, nothing stored
+    deploy: DeployResult | None = None  # with --deploy: the release that brings it
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRotation:
+    key_id: str
+    reencrypted: int
+    retired: list[str]
+    unused_env_keys: list[str]

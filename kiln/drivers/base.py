@@ -14,7 +14,7 @@ returned, stopped or removed (ARCHITECTURE.md, invariant 9).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -81,8 +81,15 @@ class Driver(Protocol):
         """This installation's containers and legacy ones (``Instance.legacy``), running or
         not; only ``key``'s when given. Never another installation's."""
 
-    async def start_instance(self, spec: InstanceSpec) -> Instance:
-        """Create and start one container; return it running, with its address when it has a port."""
+    async def start_instance(
+        self, spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
+    ) -> Instance:
+        """Create and start one container; return it running, with its address when it has a port.
+
+        ``secrets`` holds the plaintext of each of ``spec.secrets`` by name: a file secret is
+        delivered as ``/run/secrets/NAME`` on a tmpfs (mode 0400, owned by the instance's
+        user), an env one as a variable. The driver keeps no copy once the instance is gone, and
+        never puts a value in a label, a log line or an error."""
 
     async def stop_instance(self, container_id: str, *, grace: float) -> None:
         """SIGTERM, SIGKILL after ``grace`` seconds, then remove. Already gone is fine.

@@ -46,9 +46,10 @@ import os
 import random
 import re
 import socket
+import tarfile
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +64,8 @@ import requests.exceptions
 from docker.types import LogConfig
 
 from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement
+from kiln.drivers.secret_files import MOUNT_POINT as SECRETS_MOUNT
+from kiln.drivers.secret_files import SecretFiles
 from kiln.errors import (
     Conflict,
     DriverUnavailable,
@@ -88,7 +91,7 @@ from kiln.model import (
     ScaleGroup,
 )
 from kiln.model.image import LocalImage
-from kiln.model.instance import LABEL_HOST_PORT
+from kiln.model.instance import LABEL_HOST_PORT, LABEL_VOLUME
 from kiln.spec import HostLimits
 
 log = logging.getLogger(__name__)
@@ -226,6 +229,7 @@ class DockerDriver:
         base_url: str | None = None,
         timeout: float = 30,
         bridge_path: str = "auto",
+        secrets_root: Path | None = None,
     ) -> None:
         if not _INSTALLATION_ID.match(installation_id):
             raise InvalidInput(
@@ -253,6 +257,10 @@ class DockerDriver:
         self._instance_ids: dict[str, str] = {}
         self._image_configs: dict[str, dict[str, Any]] = {}
         self._closed = False
+        # Secret files: one directory per instance on a memory file system (see secret_files).
+        self._secret_files = SecretFiles(
+            secrets_root or Path("/dev/shm") / f"kiln-{installation_id}"
+        )
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         options: dict[str, Any] = {
@@ -448,8 +456,14 @@ class DockerDriver:
             legacy=ownership is Owner.LEGACY,
         )
 
-    async def start_instance(self, spec: InstanceSpec) -> Instance:
-        info = await self._call(f"start instance {spec.id}", lambda: self._start(spec))
+    async def start_instance(
+        self, spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
+    ) -> Instance:
+        values = dict(secrets or {})
+        missing = [ref.name for ref in spec.secrets if ref.name not in values]
+        if missing:
+            raise PermanentFailure(f"instance {spec.id}: no value given for secret(s) {missing}")
+        info = await self._call(f"start instance {spec.id}", lambda: self._start(spec, values))
         details = self._details_from_inspect(info)
         self._details[info["Id"]] = details
         config = info.get("Config") or {}
@@ -464,10 +478,20 @@ class DockerDriver:
         """The name ``spec``'s container has on the engine."""
         return engine_container_name(self.installation_id, spec.name)
 
-    def _create_kwargs(self, spec: InstanceSpec, *, host_port: int | None = None) -> dict[str, Any]:
+    def _create_kwargs(
+        self,
+        spec: InstanceSpec,
+        values: Mapping[str, bytes] | None = None,
+        *,
+        host_port: int | None = None,
+    ) -> dict[str, Any]:
         """What ``create_container`` is given for ``spec``; ``host_port``: the port a host-network
-        instance got (default: a free one now)."""
+        instance got (default: a free one now); ``values``: the secrets' plaintext (file secrets
+        are written to the instance's directory on a memory file system)."""
         api = self._client.api
+        # values None: describe only (the drift check) — no secret is written or expected.
+        describe = values is None
+        values = values or {}
         labels = {
             **spec.labels,
             LABEL_MANAGED: "true",
@@ -490,6 +514,24 @@ class DockerDriver:
             env["PORT"] = str(host_port)
             env["HOST"] = "127.0.0.1"
             labels[LABEL_HOST_PORT] = str(host_port)
+        binds: dict[str, dict[str, str]] = {}
+        for ref in spec.secrets:
+            if ref.as_env and not describe:
+                env[ref.name] = _env_value(ref.name, values[ref.name])
+        files = {ref.name: values.get(ref.name, b"") for ref in spec.secrets if not ref.as_env}
+        if files and describe:
+            directory = self._secret_files.directory(self.container_name(spec))
+            binds[str(directory)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
+        elif files:
+            if not self.base_url.startswith("unix://"):
+                raise PermanentFailure(
+                    f"file secrets need the Docker engine on kiln's own host, and {self.base_url}"
+                    " is not a local socket: use `as: env` for these secrets, or run kiln there"
+                )
+            directory = self._secret_files.write(self.container_name(spec), files)
+            binds[str(directory)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
+        for volume in spec.volumes:
+            binds[self.volume_name(spec.key, volume.name)] = {"bind": volume.path, "mode": "rw"}
         tmpfs = {}
         for entry in spec.tmpfs:
             path, _, options = entry.partition(":")
@@ -514,6 +556,7 @@ class DockerDriver:
                 else None
             ),
             network_mode="host" if spec.host_network else None,
+            binds=binds or None,
         )
         return {
             "image": spec.image,
@@ -530,26 +573,121 @@ class DockerDriver:
             "hostname": spec.id if _HOSTNAME.match(spec.id) else None,
         }
 
-    def _start(self, spec: InstanceSpec) -> dict[str, Any]:
+    def _start(self, spec: InstanceSpec, values: Mapping[str, bytes]) -> dict[str, Any]:
         api = self._client.api
-        kwargs = self._create_kwargs(spec)
+        name = self.container_name(spec)
         try:
-            created = api.create_container(**kwargs)
-        except docker.errors.APIError as exc:
-            if _status_code(exc) != 409:
-                raise
-            self._remove_stale(kwargs["name"], exc)
-            created = api.create_container(**kwargs)
+            self._ensure_volumes(spec)
+            kwargs = self._create_kwargs(spec, values)
+            try:
+                created = api.create_container(**kwargs)
+            except docker.errors.APIError as exc:
+                if _status_code(exc) != 409:
+                    raise
+                self._remove_stale(kwargs["name"], exc)
+                created = api.create_container(**kwargs)
+        except BaseException:
+            self._secret_files.remove(name)
+            raise
         container_id = created["Id"]
         try:
+            if any(not ref.as_env for ref in spec.secrets):
+                uid, gid = self._instance_user(container_id, spec)
+                SecretFiles.hand_over(self._secret_files.directory(name), uid, gid)
             self._start_created(container_id)
             info: dict[str, Any] = api.inspect_container(container_id)
         except BaseException:
             # A container that never started would look like a crash to the next reconcile.
             with contextlib.suppress(Exception):
                 api.remove_container(container_id, force=True, v=True)
+            self._secret_files.remove(name)
             raise
         return info
+
+    # --- volumes ----------------------------------------------------------------------------
+
+    def volume_name(self, key: AppKey, volume: str) -> str:
+        """A volume's name on the engine: installation, environment, app and volume."""
+        return (
+            f"kiln-{self.installation_id[:NAME_PREFIX_LENGTH]}-{key.environment}-{key.app}-{volume}"
+        )
+
+    def _ensure_volumes(self, spec: InstanceSpec) -> None:
+        """Create the app's volumes that do not exist yet, labelled as this installation's."""
+        api = self._client.api
+        for volume in spec.volumes:
+            name = self.volume_name(spec.key, volume.name)
+            try:
+                info = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                api.create_volume(name, labels=self._volume_labels(spec.key, volume.name))
+                continue
+            labels = info.get("Labels") or {}
+            if labels.get(LABEL_INSTALLATION) != self.installation_id:
+                raise Conflict(
+                    f"volume {name} exists but this kiln installation did not make it; kiln"
+                    " never uses another's volume: remove or rename it"
+                )
+
+    def _volume_labels(self, key: AppKey, volume: str) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_INSTALLATION: self.installation_id,
+            LABEL_ENV: key.environment,
+            LABEL_APP: key.app,
+            LABEL_VOLUME: volume,
+        }
+
+    def _instance_user(self, container_id: str, spec: InstanceSpec) -> tuple[int, int]:
+        """The uid and gid the instance runs as: the spec's user, else the image's, else root;
+        names are looked up in the image's /etc/passwd and /etc/group."""
+        user = spec.user
+        if not user:
+            image = self._client.api.inspect_image(spec.image)
+            user = (image.get("Config") or {}).get("User") or "0"
+        name, _, group = user.partition(":")
+        passwd = (
+            self._image_table(container_id, "/etc/passwd")
+            if not (name.isdigit() and group.isdigit())
+            else []
+        )
+        uid = gid = None
+        for row in passwd:
+            if len(row) > 3 and (row[0] == name or row[2] == name):
+                uid, gid = int(row[2]), int(row[3])
+                break
+        if uid is None:
+            if not name.isdigit():
+                raise PermanentFailure(
+                    f"instance {spec.id} runs as user {name!r}, which the image's /etc/passwd"
+                    " does not name: its secret files cannot be given to it; use a numeric uid"
+                )
+            uid, gid = int(name), gid if gid is not None else 0
+        if group:
+            if group.isdigit():
+                gid = int(group)
+            else:
+                rows = self._image_table(container_id, "/etc/group")
+                found = [int(r[2]) for r in rows if len(r) > 2 and r[0] == group]
+                if not found:
+                    raise PermanentFailure(
+                        f"instance {spec.id} runs as group {group!r}, which the image's"
+                        " /etc/group does not name; use a numeric gid"
+                    )
+                gid = found[0]
+        return uid, gid if gid is not None else 0
+
+    def _image_table(self, container_id: str, path: str) -> list[list[str]]:
+        """The rows of a colon-separated file of the (created, not started) container."""
+        try:
+            stream, _ = self._client.api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return []
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            handle = archive.extractfile(member) if member is not None else None
+            text = handle.read().decode(errors="replace") if handle is not None else ""
+        return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
     def _start_created(self, container_id: str) -> None:
         """Start a created container, again when no published port could be bound.
@@ -601,27 +739,31 @@ class DockerDriver:
 
     async def stop_instance(self, container_id: str, *, grace: float) -> None:
         def stop() -> None:
-            if not self._may_touch(container_id, "stop"):
+            name = self._may_touch(container_id, "stop")
+            if not name:
                 return
             with contextlib.suppress(docker.errors.NotFound):
                 self._client.api.stop(container_id, timeout=math.ceil(grace))
             self._remove_quietly(container_id)
+            self._secret_files.remove(name)
 
         await self._call(f"stop container {container_id[:12]}", stop)
         self._forget(container_id)
 
     async def remove_instance(self, container_id: str) -> bool:
         def remove() -> bool:
-            if not self._may_touch(container_id, "remove"):
+            name = self._may_touch(container_id, "remove")
+            if not name:
                 return False
             self._remove_quietly(container_id)
+            self._secret_files.remove(name)
             return True
 
         removed = await self._call(f"remove container {container_id[:12]}", remove)
         self._forget(container_id)
         return removed
 
-    def _may_touch(self, container_id: str, verb: str) -> bool:
+    def _may_touch(self, container_id: str, verb: str) -> str | None:
         """True for a container of ours or a legacy one; False when it is gone already.
 
         Asks the engine, not a cache: labels never change, and a stop is rare enough that one
@@ -630,7 +772,7 @@ class DockerDriver:
         try:
             info = self._client.api.inspect_container(container_id)
         except docker.errors.NotFound:
-            return False
+            return None
         labels = (info.get("Config") or {}).get("Labels")
         if owner(labels, self.installation_id) is Owner.OTHER:
             whose = (labels or {}).get(LABEL_INSTALLATION)
@@ -639,7 +781,7 @@ class DockerDriver:
                 + (f"another kiln installation ({whose})" if whose else "no kiln installation")
                 + "; kiln touches only the containers its own installation made"
             )
-        return True
+        return str(info.get("Name") or container_id).lstrip("/")
 
     def _forget(self, container_id: str) -> None:
         # On the event loop only: the caches are read there without a lock.
@@ -683,7 +825,10 @@ class DockerDriver:
             found.append(
                 f"image: runs {_short(info.get('Image'))}, the release has {_short(want['image'])}"
             )
-        found += _env_drift(config.get("Env") or [], want["environment"], image.get("Env") or [])
+        # Env secrets: kiln holds no plaintext here to compare, so their names are left out.
+        secret_env = {ref.name for ref in spec.secrets if ref.as_env}
+        actual_env = [e for e in config.get("Env") or [] if e.partition("=")[0] not in secret_env]
+        found += _env_drift(actual_env, want["environment"], image.get("Env") or [])
         command = want["command"] if want["command"] is not None else image.get("Cmd")
         if (config.get("Cmd") or None) != (command or None):
             found.append("command differs from the release's")
@@ -699,7 +844,9 @@ class DockerDriver:
             if name not in want["labels"] and image_labels.get(name) != value:
                 found.append(f"label {name} is not in the release")
         writable = {path.partition(":")[0].rstrip("/") for path in spec.tmpfs}
-        declared = {*(image.get("Volumes") or {}), *writable}
+        declared = {*(image.get("Volumes") or {}), *writable, *(v.path for v in spec.volumes)}
+        if any(not ref.as_env for ref in spec.secrets):
+            declared.add(SECRETS_MOUNT)
         for mount in info.get("Mounts") or []:
             if mount.get("Destination", "").rstrip("/") not in declared:
                 found.append(
@@ -1196,6 +1343,19 @@ def _identity(labels: dict[str, str] | None) -> tuple[str, AppKey, int] | None:
         )
     except (KeyError, ValueError):
         return None
+
+
+def _env_value(name: str, value: bytes) -> str:
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise PermanentFailure(
+            f"secret {name} is delivered as an environment variable, which holds UTF-8 text"
+            " without NUL characters: deliver it as a file (as: file)"
+        )
+    return text
 
 
 def _port_taken(exc: docker.errors.APIError) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -82,6 +82,7 @@ class FakeDriver:
         self.images: dict[str, str] = {}  # reference (tag or digest) → digest
         self.containers: dict[str, FakeContainer] = {}  # container id → container
         self.started: list[InstanceSpec] = []
+        self.secrets_of: dict[str, dict[str, bytes]] = {}  # container id → secret values
         self.stopped: list[str] = []  # container ids, in the order kiln stopped them
         self.removed: list[str] = []
         self.exec_calls: list[tuple[str, tuple[str, ...]]] = []
@@ -214,7 +215,9 @@ class FakeDriver:
             if self._visible(c) and (key is None or c.instance.key == key)
         ]
 
-    async def start_instance(self, spec: InstanceSpec) -> Instance:
+    async def start_instance(
+        self, spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
+    ) -> Instance:
         self._check_up()
         if self._start_failures:
             raise self._start_failures.pop(0)
@@ -244,6 +247,8 @@ class FakeDriver:
         container = FakeContainer(spec=spec, instance=instance, installation=self.installation_id)
         self.containers[container_id] = container
         self.started.append(spec)
+        # What the instance would find in /run/secrets or its environment (tests read it).
+        self.secrets_of[container_id] = dict(secrets or {})
         self._emit(container, "create")
         self._emit(container, "start")
         return instance

@@ -26,11 +26,14 @@ from kiln.model.instance import (
     Instance,
     InstanceSpec,
     InstanceStatus,
+    SecretRef,
+    VolumeMount,
 )
 from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
 from kiln.model.release import Release, ReleaseOrigin
 from kiln.model.rollout import AWAITS_PROMOTE, Rollout, RolloutKind, RolloutProgress, RolloutState
 from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
+from kiln.model.secret import SealedSecret, SecretVersion
 
 __all__ = [
     "AWAITS_PROMOTE",
@@ -69,12 +72,16 @@ __all__ = [
     "RolloutState",
     "RouteEntry",
     "ScaleGroup",
+    "SealedSecret",
+    "SecretRef",
+    "SecretVersion",
     "SetPeers",
     "Severity",
     "StartInstance",
     "StopInstance",
     "TrafficPolicy",
     "UpdateRollout",
+    "VolumeMount",
     "Wait",
     "event_categories",
     "kinds_matching",

@@ -79,6 +79,10 @@ class EventKind(StrEnum):
     IMAGE_PULL_FAILED = "image.pull_failed"
     IMAGE_BUILT = "image.built"
     IMAGE_PRUNED = "image.pruned"
+    # secrets (names and versions, never values)
+    SECRET_SET = "secret.set"
+    SECRET_REMOVED = "secret.removed"
+    SECRET_KEY_ROTATED = "secret.key_rotated"
     # access
     AUTH_FAILED = "auth.failed"
     # kiln itself

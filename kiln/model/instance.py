@@ -14,6 +14,7 @@ LABEL_ENV = f"{LABEL_PREFIX}.environment"
 LABEL_APP = f"{LABEL_PREFIX}.app"
 LABEL_RELEASE = f"{LABEL_PREFIX}.release"
 LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
+LABEL_VOLUME = f"{LABEL_PREFIX}.volume"  # on volumes: the name the spec gives it
 LABEL_HOST_PORT = f"{LABEL_PREFIX}.host-port"  # host networking: the port kiln gave the app
 # Which kiln installation (home) made the object: its id from ``config.read_or_create_installation_id``.
 # A kiln lists, watches, stops and removes only objects with its own id; a kiln-managed container
@@ -61,6 +62,24 @@ class Instance:
         return self.status is InstanceStatus.RUNNING
 
 
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret an instance gets: which version, and how. Never its value — the planner that
+    builds these is pure and sees no plaintext; only the driver gets the value, at start."""
+
+    name: str
+    version: int
+    as_env: bool = False  # False: the file /run/secrets/NAME
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A named volume of the app, mounted at ``path``."""
+
+    name: str
+    path: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class InstanceSpec:
     """Everything the driver needs to start one instance. Built by a pure function from a release."""
@@ -85,3 +104,5 @@ class InstanceSpec:
     stop_grace: float = 10.0
     host_network: bool = False  # share the host's network: the app listens on 127.0.0.1:$PORT
     extra: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[SecretRef, ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()

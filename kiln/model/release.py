@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -34,6 +34,9 @@ class Release:
     message: str
     origin: ReleaseOrigin = ReleaseOrigin.DEPLOY
     rollback_of: int | None = None
+    # The version of each secret the spec names, pinned when the release was made: a secret
+    # changes only through a new release, and a rollback brings the old versions back.
+    secret_versions: dict[str, int] = field(default_factory=dict, hash=False)
     # The spec as written, before the environment's overrides (``kiln.spec.for_environment``):
     # a promotion applies the next environment's overrides to it. None for a release made
     # before kiln knew environments (its ``spec`` is its base too).

@@ -15,6 +15,8 @@ from kiln.model import (
     AppKey,
     InstanceSpec,
     Release,
+    SecretRef,
+    VolumeMount,
 )
 from kiln.spec import Network
 
@@ -76,4 +78,10 @@ def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
         cap_add=tuple(spec.security.cap_add),
         stop_grace=spec.stop_grace,
         host_network=spec.network is Network.HOST,
+        # Names and versions only: the value reaches the driver, never a plan.
+        secrets=tuple(
+            SecretRef(use.name, release.secret_versions.get(use.name, 0), use.delivery == "env")
+            for use in spec.secrets
+        ),
+        volumes=tuple(VolumeMount(v.name, v.path) for v in spec.volumes),
     )

@@ -35,6 +35,7 @@ from kiln.spec.model import (
 )
 from kiln.spec.parse import parse_spec, spec_hash, spec_json_schema, validate_spec
 from kiln.spec.runnable import HostLimits, check_runnable
+from kiln.spec.stateful import MAX_SECRET_BYTES, SecretUse, Volume, secret_name_problem
 
 __all__ = [
     "DEFAULT_CANARY_STEPS",
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_ENV_VALUE_BYTES",
     "MAX_INSTANCES",
     "MAX_ROUTES",
+    "MAX_SECRET_BYTES",
     "MAX_SPEC_BYTES",
     "Analysis",
     "AppSpec",
@@ -59,12 +61,15 @@ __all__ = [
     "Probe",
     "Resources",
     "Route",
+    "SecretUse",
     "Security",
     "Strategy",
+    "Volume",
     "base_for",
     "check_runnable",
     "for_environment",
     "parse_spec",
+    "secret_name_problem",
     "spec_changes",
     "spec_hash",
     "spec_json_schema",

@@ -51,6 +51,7 @@ from kiln.spec.limits import (
     MAX_TMPFS,
 )
 from kiln.spec.problems import Loc, raise_problems, shown
+from kiln.spec.stateful import MAX_SECRETS, MAX_VOLUMES, SecretUse, Volume, secret_use
 from kiln.spec.units import (
     DURATION_PATTERN,
     MAX_INT64,
@@ -668,6 +669,17 @@ class AppSpec(_Strict):
     deploy: Deploy = Field(default_factory=Deploy)
     stop_grace: Seconds = Field(default=10.0, description="SIGTERM, then SIGKILL after this")
     security: Security = Field(default_factory=Security)
+    secrets: list[Annotated[SecretUse, BeforeValidator(secret_use)]] = Field(
+        default_factory=list,
+        max_length=MAX_SECRETS,
+        description="secrets the instances get, by name (values: `kiln secret set`); a release"
+        " pins the version of each",
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        max_length=MAX_VOLUMES,
+        description="named volumes that outlive instances and releases",
+    )
     environments: dict[EnvironmentName, EnvironmentOverride] | None = Field(
         default=None,
         description="per-environment overrides of "
@@ -825,6 +837,51 @@ class AppSpec(_Strict):
         if problems:
             raise_problems("AppSpec", problems)
         return self
+
+    @model_validator(mode="after")
+    def _secrets_and_volumes(self) -> AppSpec:
+        problems: list[tuple[Loc, str]] = []
+        seen: set[str] = set()
+        for i, use in enumerate(self.secrets):
+            if use.name in seen:
+                problems.append((("secrets", i), f"{use.name} is named twice"))
+            seen.add(use.name)
+            if use.delivery == "env" and (
+                use.name in self.env or use.name in ("PORT", "HOST") or use.name.startswith("KILN_")
+            ):
+                problems.append(
+                    (("secrets", i), f"{use.name} is also set by env: or by kiln; rename one")
+                )
+            if use.from_file is not None and use.from_env is not None:
+                problems.append((("secrets", i), "from_file or from_env, not both"))
+        names: set[str] = set()
+        paths: set[str] = set()
+        for i, volume in enumerate(self.volumes):
+            if volume.name in names:
+                problems.append((("volumes", i), f"{volume.name} is given twice"))
+            if volume.path in paths:
+                problems.append((("volumes", i), f"{volume.path} is mounted twice"))
+            names.add(volume.name)
+            paths.add(volume.path)
+            if not volume.shared and self.deploy.strategy in (
+                Strategy.CANARY,
+                Strategy.BLUE_GREEN,
+            ):
+                problems.append(
+                    (
+                        ("volumes", i),
+                        f"{volume.name} is not shared, so two releases can never write it at"
+                        f" once: {self.deploy.strategy} runs both; deploy with recreate or"
+                        " rolling (kiln stops the old instance first), or set shared: true",
+                    )
+                )
+        if problems:
+            raise_problems("AppSpec", problems)
+        return self
+
+    def single_writer(self) -> bool:
+        """A volume that is not shared: never two instances at once (recreate semantics)."""
+        return any(not v.shared for v in self.volumes)
 
     @model_validator(mode="after")
     def _what_needs_a_port(self) -> AppSpec:

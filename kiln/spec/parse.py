@@ -145,6 +145,10 @@ def _part(loc: str | int) -> str:
 def spec_hash(spec: AppSpec) -> str:
     """A stable hash of everything in the spec that defines a release (not ``instances``)."""
     payload = spec.model_dump(mode="json", exclude=set(_NOT_IN_RELEASE))
+    # Added later: left out while empty, so a release made before they existed keeps its hash.
+    for added in ("secrets", "volumes"):
+        if not payload.get(added):
+            payload.pop(added, None)
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

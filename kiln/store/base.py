@@ -6,7 +6,7 @@ short; every write is one transaction, so a crash leaves either the old or the n
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -23,6 +23,8 @@ from kiln.model import (
     RolloutKind,
     RolloutProgress,
     RolloutState,
+    SealedSecret,
+    SecretVersion,
 )
 from kiln.spec import AppSpec, Strategy
 from kiln.store.catalogue import ImageCatalogue
@@ -61,6 +63,7 @@ class Store(Protocol):
         deadline_seconds: float,
         now: datetime,
         base_spec: AppSpec | None = None,
+        secret_versions: dict[str, int] | None = None,
     ) -> tuple[Release, Rollout]:
         """In one transaction: append release N+1, point the app's target at it, set its scale,
         un-stop it, mark an in-progress rollout SUPERSEDED, and open a rollout from the app's
@@ -133,6 +136,35 @@ class Store(Protocol):
 
     def list_approvals(self, key: AppKey) -> list[Approval]:
         """Approvals of promotions into ``key``, oldest first; ``[]`` for an unknown app."""
+
+    # --- secrets (sealed; see kiln.store.vault) -------------------------------------------
+    def add_secret_version(
+        self,
+        key: AppKey,
+        name: str,
+        *,
+        seal: Callable[[int], tuple[str, bytes, bytes]],
+        created_by: str,
+        now: datetime,
+    ) -> SecretVersion:
+        """Append version N+1 of a secret; ``seal(N+1)`` gives (key id, nonce, ciphertext)."""
+
+    def secret_versions(self, key: AppKey, name: str | None = None) -> list[SecretVersion]: ...
+
+    def sealed_secret(self, key: AppKey, name: str, version: int) -> SealedSecret:
+        """Raises ``NotFound``."""
+
+    def delete_secret(self, key: AppKey, name: str) -> int:
+        """Every version goes. Raises ``NotFound`` when there is none."""
+
+    def sealed_secrets_not_under(self, key_id: str, *, limit: int) -> list[SealedSecret]: ...
+
+    def reseal_secret(
+        self, old: SealedSecret, *, key_id: str, nonce: bytes, ciphertext: bytes
+    ) -> bool:
+        """Compare and swap one version's ciphertext; False when it changed meanwhile."""
+
+    def secret_key_ids(self) -> set[str]: ...
 
     # --- events -------------------------------------------------------------------------
     def append_event(self, event: NewEvent, *, now: datetime) -> Event: ...

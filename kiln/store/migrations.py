@@ -270,7 +270,36 @@ _V5: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+# Secrets: each release pins the secret versions it uses (JSON name → version); every version of
+# every secret, sealed (AES-256-GCM) under the master key named by key_id. A version never
+# changes but for re-encryption under a new master key (kiln secret rotate-key).
+_V6: Migration = (
+    "ALTER TABLE releases ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'",
+    """
+    CREATE TABLE secrets (
+        environment  TEXT NOT NULL,
+        app          TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        version      INTEGER NOT NULL CHECK (version >= 1),
+        key_id       TEXT NOT NULL,
+        nonce        BLOB NOT NULL,
+        ciphertext   BLOB NOT NULL,
+        created_at   TEXT NOT NULL,
+        created_by   TEXT NOT NULL,
+        PRIMARY KEY (environment, app, name, version)
+    )
+    """,
+    "CREATE INDEX secrets_by_key ON secrets (key_id)",
+    """
+    CREATE TRIGGER secrets_versions_immutable
+    BEFORE UPDATE OF environment, app, name, version, created_at, created_by ON secrets
+    BEGIN
+        SELECT RAISE(ABORT, 'a secret version is immutable: set a new version instead');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

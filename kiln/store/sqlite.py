@@ -55,6 +55,7 @@ from kiln.model import (
 from kiln.spec import AppSpec, Strategy
 from kiln.store.catalogue import ImageCatalogue
 from kiln.store.migrations import migrate
+from kiln.store.secret_rows import SecretRows
 
 BUSY_TIMEOUT_MS = 5_000
 """How long a write waits for another process (a second kiln, a CLI reading) to release the file."""
@@ -65,7 +66,7 @@ _APP_COLUMNS = (
 )
 _RELEASE_COLUMNS = (
     "environment, app, number, image, digest, spec, spec_hash, created_at, created_by, message, "
-    "origin, rollback_of, base_spec"
+    "origin, rollback_of, base_spec, secrets"
 )
 _APPROVAL_COLUMNS = (
     "id, environment, app, source_environment, source_release, digest, spec_hash, approved_by, "
@@ -78,7 +79,7 @@ _ROLLOUT_COLUMNS = (
 _EVENT_COLUMNS = "id, at, environment, app, kind, reason, severity, release, instance"
 
 
-class SqliteStore:
+class SqliteStore(SecretRows):
     """The ``Store`` protocol on one SQLite file. See the module docstring for the guarantees."""
 
     def __init__(self, path: Path) -> None:
@@ -247,6 +248,7 @@ class SqliteStore:
         deadline_seconds: float,
         now: datetime,
         base_spec: AppSpec | None = None,
+        secret_versions: dict[str, int] | None = None,
     ) -> tuple[Release, Rollout]:
         if spec.key != str(key):
             raise InvalidInput(f"the spec describes app {spec.key}, not {key}")
@@ -300,6 +302,7 @@ class SqliteStore:
                     origin=ReleaseOrigin(origin),
                     rollback_of=rollback_of,
                     base_spec=base_spec,
+                    secret_versions=dict(secret_versions or {}),
                 )
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from exc
@@ -320,6 +323,7 @@ class SqliteStore:
                     release.origin.value,
                     rollback_of,
                     base_json,
+                    json.dumps(release.secret_versions, sort_keys=True),
                 ),
             )
             # A new deploy ends the previous rollback window and the held failed release.
@@ -418,6 +422,7 @@ class SqliteStore:
     def _release(self, row: sqlite3.Row | tuple[Any, ...]) -> Release:
         (environment, app, number, image, digest, spec) = row[:6]
         (spec_hash, created_at, created_by, message, origin, rollback_of, base) = row[6:13]
+        secrets = row[13]
         cached = self._releases.get((AppKey(environment, app), number))
         if cached is not None:
             return cached
@@ -442,6 +447,7 @@ class SqliteStore:
             origin=ReleaseOrigin(origin),
             rollback_of=rollback_of,
             base_spec=base_spec,
+            secret_versions={str(k): int(v) for k, v in json.loads(secrets).items()},
         )
         return release
 

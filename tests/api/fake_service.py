@@ -34,10 +34,13 @@ from kiln.controller.views import (
     DeployResult,
     GroupView,
     InstanceView,
+    KeyRotation,
     LogRequest,
     ReleaseTrafficView,
     ReleaseView,
     RolloutView,
+    SecretSetResult,
+    SecretView,
 )
 from kiln.drivers.base import InstanceStats, LogLine
 from kiln.errors import Conflict, NotFound
@@ -96,6 +99,8 @@ class FakeService:
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
         self.log_requests: list[LogRequest | None] = []
+        # (key, name) → every value set, oldest first (a version is its index + 1)
+        self.secret_values: dict[tuple[AppKey, str], list[bytes]] = {}
 
     # --- test helpers ---------------------------------------------------------------------
 
@@ -130,6 +135,44 @@ class FakeService:
             raise NotFound(f"no app {key}; `kiln status` lists the apps") from None
 
     # --- writes ---------------------------------------------------------------------------
+
+    async def set_secret(
+        self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str
+    ) -> SecretSetResult:
+        self._check_failure()
+        self.calls.append(("set_secret", who))
+        values = self.secret_values.setdefault((key, name), [])
+        changed = not values or values[-1] != value
+        if changed:
+            values.append(value)
+            self.record(key, "secret.set", f"{who} set secret {name}: version {len(values)}")
+        return SecretSetResult(name=name, version=len(values), changed=changed)
+
+    async def list_secrets(self, key: AppKey) -> list[SecretView]:
+        self._check_failure()
+        now = datetime.now(UTC)
+        return [
+            SecretView(
+                name=name,
+                version=len(values),
+                versions=len(values),
+                created_at=now,
+                created_by="fake",
+                in_use=None,
+            )
+            for (k, name), values in sorted(self.secret_values.items(), key=lambda kv: kv[0][1])
+            if k == key
+        ]
+
+    async def remove_secret(self, key: AppKey, name: str, *, who: str) -> None:
+        self._check_failure()
+        if self.secret_values.pop((key, name), None) is None:
+            raise NotFound(f"{key} has no secret {name}")
+
+    async def rotate_master_key(self, *, who: str) -> KeyRotation:
+        self._check_failure()
+        count = sum(len(v) for v in self.secret_values.values())
+        return KeyRotation(key_id="0" * 16, reencrypted=count, retired=[], unused_env_keys=[])
 
     async def deploy(
         self, spec_text: str, *, message: str, who: str, environment: str | None = None

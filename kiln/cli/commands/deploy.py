@@ -11,6 +11,7 @@ from kiln.cli import context
 from kiln.cli.commands import compose
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.progress import watch_rollout
+from kiln.cli.secret_values import set_from_spec
 from kiln.client import DeployResult, KilnClient
 from kiln.errors import InvalidInput, SpecInvalid
 from kiln.model import AppKey
@@ -61,6 +62,8 @@ def deploy(
         # The key is only known once the server parsed the spec; until then, events of every
         # app are skipped by starting after the newest one.
         after = kiln.last_event_id()
+        # Secrets the spec reads from a file or a variable here become versions first.
+        set_from_spec(kiln, text)
         result = kiln.deploy(text, message=message, environment=environment)
     except SpecInvalid as exc:
         raise SpecInvalid(exc.problems, source=str(file)) from None
