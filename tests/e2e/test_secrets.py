@@ -60,7 +60,7 @@ def set_secret_from_stdin(kiln: KilnHarness, name: str, value: str, *args: str) 
 def secret_in_instances(kiln: KilnHarness, release: int) -> set[str]:
     values = set()
     for container in kiln.containers(APP):
-        if container.labels.get("io.kiln.release") != str(release):
+        if container.labels.get("io.kiln.release") != str(release) or container.status != "running":
             continue
         result = kiln.docker.containers.get(container.id).exec_run(
             ["/bin/busybox", "cat", "/run/secrets/DB_PASSWORD"]
@@ -85,12 +85,14 @@ def test_a_secret_is_pinned_by_releases_rolled_back_and_never_leaks(kiln: KilnHa
     changed = set_secret_from_stdin(kiln, "DB_PASSWORD", SECOND, "--deploy")
     assert "version 2" in changed
     kiln.wait_ready(APP, 2, release=2)
-    assert secret_in_instances(kiln, 2) == {SECOND}
+    found = secret_in_instances(kiln, 2)
+    assert found == {SECOND}, (found, kiln.containers(APP), kiln.status(APP))
 
     back = kiln.cli("rollback", APP)
     assert back.returncode == 0, back.stdout + back.stderr
     kiln.wait_ready(APP, 2, release=3)
-    assert secret_in_instances(kiln, 3) == {FIRST}
+    found = secret_in_instances(kiln, 3)
+    assert found == {FIRST}, (found, kiln.containers(APP), kiln.status(APP))
 
     listing = kiln.cli_json("secret", "ls", APP)
     assert [(s["name"], s["version"], s["in_use"]) for s in listing] == [
