@@ -24,10 +24,11 @@ from kiln.config.file import EnvironmentsSettings
 from kiln.controller import commands
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView, ReleaseRef
 from kiln.controller.runtime import ControlPlane
+from kiln.controller.secrets import resolve_versions
 from kiln.errors import GateRefused, InvalidInput, NotFound
 from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutState
 from kiln.planning.promotion import ApprovalFact, GateRules, SourceFacts, check_gates
-from kiln.spec import AppSpec, for_environment, spec_changes, spec_hash
+from kiln.spec import AppSpec, FieldChange, for_environment, spec_changes, spec_hash
 
 _TROUBLE_KINDS = frozenset({EventKind.INSTANCE_EXITED, EventKind.INSTANCE_UNHEALTHY})
 _TROUBLE_SCAN = 1000  # events of the source app looked at for its last crash
@@ -144,14 +145,25 @@ def _ref(release: Release) -> ReleaseRef:
 
 
 def _diff(
-    left: ReleaseRef, left_spec: AppSpec | None, right: ReleaseRef, right_spec: AppSpec
+    left: ReleaseRef,
+    left_spec: AppSpec | None,
+    right: ReleaseRef,
+    right_spec: AppSpec,
+    secrets: tuple[dict[str, int], dict[str, int]] = ({}, {}),
 ) -> DiffView:
     before = left_spec if left_spec is not None else right_spec
+    old, new = secrets
     return DiffView(
         left=left,
         right=right,
         digest_changed=left.digest != right.digest,
         changes=spec_changes(before, right_spec) if left_spec is not None else [],
+        # Versions only, never values: which secrets a release would bring in another version.
+        secrets=[
+            FieldChange(path=name, before=old.get(name), after=new.get(name))
+            for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)
+        ],
     )
 
 
@@ -186,8 +198,16 @@ async def promote(
         key=target_key, number=None, image=source.image, digest=source.digest, spec_hash=hashed
     )
     empty = ReleaseRef(key=target_key, number=None, image="", digest="", spec_hash="")
+    try:
+        incoming = resolve_versions(plane, target_key, spec)
+    except InvalidInput:
+        incoming = {}  # a secret not set there yet: the promotion itself says so
     diff = _diff(
-        _ref(current) if current else empty, current.spec if current else None, new_ref, spec
+        _ref(current) if current else empty,
+        current.spec if current else None,
+        new_ref,
+        spec,
+        (current.secret_versions if current else {}, incoming),
     )
     what = f"{source_key} release {source.number}"
     if current is not None and current.digest == source.digest and current.spec_hash == hashed:
@@ -323,7 +343,7 @@ def diff_releases(plane: ControlPlane, key: AppKey, left: int, right: int) -> Di
     plane.require_app(key)
     a = plane.store.get_release(key, left)
     b = plane.store.get_release(key, right)
-    return _diff(_ref(a), a.spec, _ref(b), b.spec)
+    return _diff(_ref(a), a.spec, _ref(b), b.spec, (a.secret_versions, b.secret_versions))
 
 
 def diff_environments(plane: ControlPlane, app: str, left: str, right: str) -> DiffView:
@@ -337,4 +357,4 @@ def diff_environments(plane: ControlPlane, app: str, left: str, right: str) -> D
             raise NotFound(f"{key} runs no release (stopped, or never deployed)")
         releases.append(current)
     a, b = releases
-    return _diff(_ref(a), a.spec, _ref(b), b.spec)
+    return _diff(_ref(a), a.spec, _ref(b), b.spec, (a.secret_versions, b.secret_versions))

@@ -82,6 +82,10 @@ async def test_a_release_pins_versions_and_a_rollback_restores_the_old_value(
     again = await engine.deploy(SPEC, message="", who="ann")
     assert not again.changed
 
+    diff = await engine.diff_releases(WEB, 1, 2)
+    assert [(c.path, c.before, c.after) for c in diff.secrets] == [("DB_PASSWORD", 1, 2)]
+    assert not diff.changes and not diff.digest_changed
+
     back = await engine.rollback(WEB, to=None, message="", who="ann")
     assert back.release.secret_versions == {"DB_PASSWORD": 1, "API_TOKEN": 1}
     await settled(world, 3)
