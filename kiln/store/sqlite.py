@@ -308,7 +308,7 @@ class SqliteStore(SecretRows):
                 raise InvalidInput(str(exc)) from exc
             conn.execute(
                 f"INSERT INTO releases ({_RELEASE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.environment,
                     key.app,
