@@ -13,11 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from kiln.api.access import requires
 from kiln.api.deps import Actor, Key
 from kiln.api.schemas import DeployResultOut, deploy_result_out
 from kiln.controller.service import Service
 from kiln.controller.views import SecretSetResult
 from kiln.errors import InvalidInput
+from kiln.model.access import Permission
 from kiln.spec import MAX_SECRET_BYTES
 from kiln.spec.stateful import SECRET_NAME_PATTERN
 
@@ -66,10 +68,18 @@ def _set_out(result: SecretSetResult) -> SecretSetOut:
     )
 
 
+_SECRETS = [requires(Permission.SECRETS)]
+
+
 def secrets_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["secrets"])
 
-    @router.get("/apps/{env}/{app}/secrets", summary="An app's secrets: names and versions only")
+    # Secrets of an environment: only a token that holds SECRETS there (the path's {env}).
+    @router.get(
+        "/apps/{env}/{app}/secrets",
+        summary="An app's secrets: names and versions only",
+        dependencies=_SECRETS,
+    )
     async def list_secrets(key: Key) -> list[SecretOut]:
         return [
             SecretOut(
@@ -86,6 +96,7 @@ def secrets_router(service: Service) -> APIRouter:
     @router.put(
         "/apps/{env}/{app}/secrets/{name}",
         summary="Set a secret: the request body is the value (bytes); a new version",
+        dependencies=_SECRETS,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -116,6 +127,7 @@ def secrets_router(service: Service) -> APIRouter:
     @router.delete(
         "/apps/{env}/{app}/secrets/{name}",
         summary="Remove every version of a secret (refused while a serving release pins it)",
+        dependencies=_SECRETS,
         status_code=status.HTTP_204_NO_CONTENT,
     )
     async def remove_secret(key: Key, name: SecretName, who: Actor) -> Response:
@@ -125,6 +137,7 @@ def secrets_router(service: Service) -> APIRouter:
     @router.post(
         "/secrets/rotate-key",
         summary="Re-encrypt every secret under a new master key (no instance changes)",
+        dependencies=[requires(Permission.ADMIN)],
     )
     async def rotate_key(who: Actor) -> KeyRotationOut:
         rotation = await service.rotate_master_key(who=who)
