@@ -65,6 +65,7 @@ async def test_file_secrets_are_on_a_tmpfs_owned_by_the_user_and_absent_from_ins
     assert f"API_TOKEN={ENV_VALUE.decode()}" in environment
     inspected = json.dumps(docker_client.api.inspect_container(cid)).encode()
     assert VALUE not in inspected  # the file secret; the env one is there, as documented
+    assert await driver.drift(cid, spec) == []  # secrets are no drift; and no value is needed
     host_dir = driver._secret_files.directory(driver.container_name(spec))
     assert host_dir.is_dir()
     await driver.stop_instance(cid, grace=1)
