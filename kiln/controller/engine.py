@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from kiln.controller import commands, observability, promotion, reads, rollouts, secrets
@@ -38,7 +39,9 @@ from kiln.controller.views import (
 from kiln.drivers.base import InstanceStats
 from kiln.errors import RouterUnavailable
 from kiln.logs import ArchivedLine
-from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
+from kiln.model import AppKey, Event, EventKind, ReleaseTraffic, Severity
+
+AUTH_EVENT_EVERY = 10.0
 
 
 class Engine:
@@ -49,6 +52,8 @@ class Engine:
         self.drift_checker = DriftChecker(plane)
         self._drift_task: asyncio.Task[None] | None = None
         self.shutdown_requested = asyncio.Event()
+        self._auth_refusals = 0
+        self._auth_event_at = -AUTH_EVENT_EVERY
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -259,6 +264,25 @@ class Engine:
     def observe_api_request(self, route: str, method: str, status: int, seconds: float) -> None:
         if self.plane.metrics is not None:
             self.plane.metrics.api_requests.labels(route, method, str(status)).observe(seconds)
+        if status in (401, 403):
+            self._auth_failed(route, method, status)
+
+    def _auth_failed(self, route: str, method: str, status: int) -> None:
+        """One ``auth.failed`` event per AUTH_EVENT_EVERY seconds at most (a client retrying
+        a bad token must not flood the event log); the audit log has every refusal."""
+        now = time.monotonic()
+        self._auth_refusals += 1
+        if now - self._auth_event_at < AUTH_EVENT_EVERY:
+            return
+        count, self._auth_refusals, self._auth_event_at = self._auth_refusals, 0, now
+        what = "no valid token" if status == 401 else "the token's role or environments"
+        more = f" ({count} refused calls since the last such event)" if count > 1 else ""
+        self.plane.events.record(
+            None,
+            EventKind.AUTH_FAILED,
+            f"refused {method} {route} ({status}: {what}){more}; `kiln audit` has each one",
+            severity=Severity.WARNING,
+        )
 
     def follow_events(
         self, *, key: AppKey | None, after_id: int, kinds: frozenset[EventKind] | None = None

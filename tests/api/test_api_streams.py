@@ -233,3 +233,12 @@ def test_event_stream_filters_by_type(live_url: str, service: FakeService) -> No
         service.record(WEB, "rollout.failed", "wanted again")
         second = next(stream)
     assert [first["data"]["reason"], second["data"]["reason"]] == ["wanted", "wanted again"]
+
+
+async def test_every_request_is_timed_by_its_route_template_refusals_too(
+    client: httpx.AsyncClient, service: FakeService
+) -> None:
+    await client.get("/v1/events", params={"app": "web"})
+    await client.get("/v1/events", headers={"Authorization": "Bearer wrong"})
+    assert ("/v1/events", "GET", 200) in service.api_requests
+    assert ("/v1/events", "GET", 401) in service.api_requests

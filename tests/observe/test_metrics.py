@@ -102,3 +102,15 @@ async def test_replacements_are_counted_with_their_reason(world: World) -> None:
         if name == "kiln_restarts_total" and v > 0
     }
     assert reasons and reasons <= {"oom", "crashed"}
+
+
+async def test_refused_calls_make_one_rate_limited_auth_failed_event(world: World) -> None:
+    for _ in range(5):
+        world.engine.observe_api_request("/v1/apps", "GET", 401, 0.001)
+    world.engine.observe_api_request("/v1/apps", "GET", 200, 0.001)
+    failed = [e for e in world.store.list_events() if e.kind == "auth.failed"]
+    assert len(failed) == 1
+    assert "refused GET /v1/apps (401" in failed[0].reason
+    found = samples(await world.engine.metrics())
+    assert value(found, "kiln_api_request_duration_seconds_count", status="401") == 5
+    assert value(found, "kiln_events_total", kind="auth.failed") == 1
