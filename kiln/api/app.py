@@ -34,6 +34,7 @@ from kiln.api.limits import RequestGuard
 from kiln.api.routes_access import access_router
 from kiln.api.routes_apps import apps_router
 from kiln.api.routes_drift import drift_router
+from kiln.api.routes_images import images_router
 from kiln.api.routes_metrics import RequestTiming, metrics_router
 from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
@@ -135,6 +136,7 @@ def create_app(
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
     protected.include_router(drift_router(service))
+    protected.include_router(images_router(service))
 
     @protected.get(
         "/v1/schema",

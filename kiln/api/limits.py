@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln.api.errors import error_response
+from kiln.api.routes_images import BUILD_PATH, MAX_BUILD_CONTEXT_BYTES
 from kiln.api.schemas import MAX_ID
 from kiln.spec import MAX_SPEC_BYTES
 
@@ -81,6 +82,9 @@ class RequestGuard:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        # A build context is a tar of any size up to its own limit, not JSON: not scanned.
+        is_build = scope.get("path") == BUILD_PATH
+        limit = MAX_BUILD_CONTEXT_BYTES if is_build else MAX_BODY_BYTES
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.isascii() or not declared.isdigit() or len(declared) > 18:
@@ -88,7 +92,7 @@ class RequestGuard:
                     scope, receive, send
                 )
                 return
-            if int(declared) > MAX_BODY_BYTES:
+            if int(declared) > limit:
                 await error_response(413, "invalid_input", too_large_message(int(declared)))(
                     scope, receive, send
                 )
@@ -101,7 +105,7 @@ class RequestGuard:
                 return  # the client left; nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
+            if size > limit:
                 await error_response(413, "invalid_input", too_large_message(None))(
                     scope, receive, send
                 )
@@ -110,6 +114,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if is_build:
+            await self.app(scope, _replay(body, receive), send)
+            return
         # A big body takes tens of milliseconds to scan: not on the event loop.
         if len(body) > _SCAN_INLINE_BYTES:
             problem = await anyio.to_thread.run_sync(json_problem, body)

@@ -20,6 +20,7 @@ from kiln.cli.commands import (
     compose,
     deploy,
     drift,
+    images,
     inspect,
     manage,
     promotion,
@@ -94,6 +95,7 @@ _PANELS: list[tuple[str, list[Callable[..., None]]]] = [
         [
             deploy.deploy,
             deploy.rollback,
+            images.build,
             manage.scale,
             manage.stop,
             manage.destroy,
@@ -107,6 +109,7 @@ _PANELS: list[tuple[str, list[Callable[..., None]]]] = [
             inspect.ps,
             inspect.releases,
             drift.drift,
+            images.images,
             inspect.logs,
             inspect.events,
             top.top,

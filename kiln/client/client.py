@@ -41,15 +41,18 @@ from kiln.client.errors import (
 from kiln.client.models import (
     AppStatus,
     AuditEntry,
+    BuiltImage,
     DeployResult,
     DriftReport,
     Event,
     Health,
     Identity,
     IdentityAnswer,
+    ImageEntry,
     KeyRotation,
     LogLine,
     NewToken,
+    PruneReport,
     Release,
     RolloutView,
     Secret,
@@ -548,6 +551,46 @@ class KilnClient:
                 yield LogLine.model_validate(data)
 
     # --- plumbing -------------------------------------------------------------------------
+
+    # --- images ------------------------------------------------------------------------------
+
+    def build_image(
+        self,
+        context: bytes,
+        *,
+        repository: str,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str = "Dockerfile",
+        timeout: float = 1800,
+    ) -> BuiltImage:
+        """Upload the build context (a tar); the server builds, pushes and pins it."""
+        params: dict[str, Any] = {
+            "repository": repository,
+            "tag": tag,
+            "dockerfile": dockerfile,
+            "label": [f"{k}={v}" for k, v in sorted(labels.items())],
+        }
+        headers = {**self._auth(), "Content-Type": "application/x-tar"}
+        with self._mapped_errors():
+            response = self._http.post(
+                "/v1/images/build",
+                content=context,
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(30, read=timeout),
+            )
+        _raise_for_error(response)
+        return BuiltImage.model_validate(response.json())
+
+    def images(self, repository: str | None = None) -> list[ImageEntry]:
+        params = {"repository": repository} if repository else None
+        return self._get_list("/v1/images", ImageEntry, params)
+
+    def prune_images(self, *, dry_run: bool = False) -> PruneReport:
+        return PruneReport.model_validate(
+            self._json("POST", "/v1/images/prune", json={"dry_run": dry_run})
+        )
 
     def _ensure_trusted(self) -> None:
         """Before the token leaves this process for the first time: is this our kiln?"""

@@ -260,3 +260,40 @@ class DriftReport(_Model):
     checked_at: datetime
     checked: int
     findings: list[DriftFinding] = Field(default_factory=list)
+
+
+class BuiltImage(_Model):
+    """``POST /v1/images/build``: the pushed image, pinned."""
+
+    reference: str
+    repository: str
+    tag: str
+    digest: str
+    image_id: str
+    size: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    cached: bool = False
+    pushed: bool = False
+
+
+class ImageEntry(_Model):
+    """One tag of kiln's image catalogue (``GET /v1/images``)."""
+
+    repository: str
+    tag: str
+    digest: str
+    reference: str
+    size: int | None = None
+    image_id: str = ""
+    provenance: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    created_by: str = ""
+    releases: list[str] = Field(default_factory=list)
+    running: list[str] = Field(default_factory=list)
+
+
+class PruneReport(_Model):
+    removed: list[ImageEntry]
+    kept: list[ImageEntry]
+    collected: str
+    dry_run: bool

@@ -14,9 +14,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from kiln.controller import commands, observability, promotion, reads, rollouts, secrets
+from kiln.controller import (
+    commands,
+    images,
+    observability,
+    promotion,
+    reads,
+    rollouts,
+    secrets,
+)
 from kiln.controller.drift import DriftChecker, DriftReport
 from kiln.controller.executor import Executor
+from kiln.controller.images import BuildResult, ImageView, PruneResult
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
@@ -171,6 +180,32 @@ class Engine:
 
     async def retry(self, key: AppKey, *, who: str) -> RolloutView:
         return rollouts.retry(self.plane, key, who=who)
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        repository: str,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str,
+        who: str,
+    ) -> BuildResult:
+        return await images.build_image(
+            self.plane,
+            context,
+            repository=repository,
+            tag=tag,
+            labels=labels,
+            dockerfile=dockerfile,
+            who=who,
+        )
+
+    async def list_images(self, repository: str | None) -> list[ImageView]:
+        return await images.list_images(self.plane, repository)
+
+    async def prune_images(self, *, dry_run: bool, who: str) -> PruneResult:
+        return await images.prune_images(self.plane, dry_run=dry_run, who=who)
 
     async def rollout_status(self, key: AppKey) -> RolloutView:
         return rollouts.rollout_view(self.plane, key)

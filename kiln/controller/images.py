@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import ImageNotFound, InvalidInput
 from kiln.model import AppKey, EventKind, Severity
-from kiln.model.image import MOVING_TAG, CatalogueEntry, LocalImage
+from kiln.model.image import LABEL_SOURCE_HASH, MOVING_TAG, CatalogueEntry, LocalImage
 from kiln.registry.base import Registry
 from kiln.registry.reference import ImageReference, parse_reference, pinned_parts
 from kiln.store.catalogue import tag_conflict
@@ -157,3 +158,199 @@ class Puller:
             f"pulled {reference} ({done} layer(s) downloaded)",
             release=release,
         )
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    reference: str  # host/repository@sha256:… — what a spec's image: can say
+    repository: str
+    tag: str
+    digest: str
+    image_id: str
+    size: int | None
+    labels: dict[str, str]
+    cached: bool  # the same source was built and pushed before: nothing was built
+    pushed: bool
+
+
+async def build_image(
+    plane: ControlPlane,
+    context: bytes,
+    *,
+    repository: str,
+    tag: str,
+    labels: dict[str, str],
+    dockerfile: str,
+    who: str,
+) -> BuildResult:
+    """Build the uploaded context on the engine, push it, record its tag.
+
+    The same source (``LABEL_SOURCE_HASH``: the client's hash of the context, the Dockerfile
+    name and the labels) under a tag already recorded is the same image: kiln answers the
+    recorded digest at once, without building (what makes a rebuild of unchanged input near
+    instant). A recorded tag with another source is refused before anything is built.
+    """
+    registry = plane.registry
+    if registry is None:
+        raise InvalidInput("this kiln has no registry to push builds to")
+    ref = parse_reference(f"{repository}:{tag}")
+    if ref is None or ref.host is not None:
+        raise InvalidInput(
+            f"{repository}:{tag} is not an image name kiln can push: lowercase repository"
+            " (letters, digits, . _ - /), tag of letters, digits, . _ -"
+        )
+    source = labels.get(LABEL_SOURCE_HASH)
+    known = plane.store.images.get(repository, tag)
+    if known is not None and source is not None:
+        if known.labels.get(LABEL_SOURCE_HASH) == source:
+            if await registry.manifest_digest(repository, known.digest) is not None:
+                return _result(registry.host, known, cached=True, pushed=False)
+        elif tag != MOVING_TAG:
+            raise tag_conflict(known, f"a build of other source ({source})")
+    image_id = await plane.driver.build_image(
+        context, tag=f"{repository}:{tag}", labels=labels, dockerfile=dockerfile
+    )
+    plane.events.record(None, EventKind.IMAGE_BUILT, f"{who} built {repository}:{tag} ({image_id})")
+    pinned = await pin_image(plane, f"{repository}:{tag}", key=None, who=who)
+    entry = plane.store.images.get(repository, tag)
+    assert entry is not None  # pin_image recorded it
+    return _result(registry.host, entry, cached=False, pushed=pinned.pushed)
+
+
+def _result(host: str, entry: CatalogueEntry, *, cached: bool, pushed: bool) -> BuildResult:
+    return BuildResult(
+        reference=f"{host}/{entry.repository}@{entry.digest}",
+        repository=entry.repository,
+        tag=entry.tag,
+        digest=entry.digest,
+        image_id=entry.image_id,
+        size=entry.size,
+        labels=entry.labels,
+        cached=cached,
+        pushed=pushed,
+    )
+
+
+@dataclass(frozen=True)
+class ImageView:
+    repository: str
+    tag: str
+    digest: str
+    reference: str
+    size: int | None
+    image_id: str
+    provenance: dict[str, str]
+    created_at: datetime
+    created_by: str
+    releases: list[str]  # "env/app#N" of every release pinned to this digest
+    running: list[str]  # "env/app#N: K running" where instances of it run now
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[ImageView]
+    kept: list[ImageView]
+    collected: str  # the garbage collector's summary ("" on a dry run)
+    dry_run: bool
+
+
+def _release_label(key: AppKey, number: int) -> str:
+    return f"{key}#{number}"
+
+
+async def _usage(plane: ControlPlane) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Pinned reference → the releases pinned to it, and → where instances of it run."""
+    releases: dict[str, list[str]] = {}
+    running: dict[str, list[str]] = {}
+    instances = await plane.driver.list_instances()
+    for app in plane.store.list_apps():
+        by_number = {r.number: r for r in plane.store.list_releases(app.key)}
+        for release in by_number.values():
+            releases.setdefault(release.digest, []).append(_release_label(app.key, release.number))
+        counts: dict[int, int] = {}
+        for instance in instances:
+            if instance.key == app.key and instance.running:
+                counts[instance.release] = counts.get(instance.release, 0) + 1
+        for number, count in sorted(counts.items()):
+            if number in by_number:
+                running.setdefault(by_number[number].digest, []).append(
+                    f"{_release_label(app.key, number)}: {count} running"
+                )
+    return releases, running
+
+
+async def list_images(plane: ControlPlane, repository: str | None) -> list[ImageView]:
+    registry = plane.registry
+    host = registry.host if registry is not None else ""
+    releases, running = await _usage(plane)
+    views = []
+    for entry in plane.store.images.list(repository):
+        reference = f"{host}/{entry.repository}@{entry.digest}"
+        views.append(
+            ImageView(
+                repository=entry.repository,
+                tag=entry.tag,
+                digest=entry.digest,
+                reference=reference,
+                size=entry.size,
+                image_id=entry.image_id,
+                provenance=entry.provenance(),
+                created_at=entry.created_at,
+                created_by=entry.created_by,
+                releases=releases.get(reference, []),
+                running=running.get(reference, []),
+            )
+        )
+    return views
+
+
+async def needed_references(plane: ControlPlane) -> set[str]:
+    """What prune keeps: the last ``retain_releases`` releases of each app and environment,
+    the releases kiln converges to, keeps stable, keeps warm (a rollback window) or holds,
+    and every release with an instance on the engine."""
+    keep = plane.settings.file.registry.retain_releases
+    needed: set[str] = set()
+    instances = await plane.driver.list_instances()
+    for app in plane.store.list_apps():
+        history = plane.store.list_releases(app.key)
+        pinned = {
+            app.target_release,
+            app.stable_release,
+            app.warm_release,
+            app.held_release,
+            *(i.release for i in instances if i.key == app.key),
+        }
+        for index, release in enumerate(history):
+            if index >= len(history) - keep or release.number in pinned:
+                needed.add(release.digest)
+    return needed
+
+
+async def prune_images(plane: ControlPlane, *, dry_run: bool, who: str) -> PruneResult:
+    registry = plane.registry
+    if registry is None:
+        raise InvalidInput("this kiln has no registry to prune")
+    needed = await needed_references(plane)
+    removed: list[ImageView] = []
+    kept: list[ImageView] = []
+    for view in await list_images(plane, None):
+        (kept if view.reference in needed else removed).append(view)
+    # A digest is deleted once, whichever of its tags listed it; a digest also kept under
+    # another tag is never deleted.
+    kept_digests = {(v.repository, v.digest) for v in kept}
+    removed = [v for v in removed if (v.repository, v.digest) not in kept_digests]
+    if dry_run:
+        return PruneResult(removed=removed, kept=kept, collected="", dry_run=True)
+    for repository, digest in sorted({(v.repository, v.digest) for v in removed}):
+        await registry.delete_manifest(repository, digest)
+        plane.store.images.forget(repository, digest)
+    collected = await registry.garbage_collect() if removed else "nothing removed"
+    if removed:
+        names = ", ".join(sorted({f"{v.repository}:{v.tag}" for v in removed}))
+        plane.events.record(
+            None,
+            EventKind.IMAGE_PRUNED,
+            f"{who} pruned {len(removed)} image tag(s) no release inside retention needs:"
+            f" {names}; {collected}",
+        )
+    return PruneResult(removed=removed, kept=kept, collected=collected, dry_run=False)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from kiln.controller.drift import DriftReport
+from kiln.controller.images import BuildResult, ImageView, PruneResult
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
 from kiln.controller.views import (
     AppStatus,
@@ -175,3 +176,24 @@ class Service(Protocol):
 
     async def request_shutdown(self) -> None:
         """Stop the server gracefully (NGINX and the apps keep serving)."""
+
+    # --- images (kiln build, kiln images) -------------------------------------------------
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        repository: str,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str,
+        who: str,
+    ) -> BuildResult:
+        """Build the tar ``context`` on the engine, push it to the registry, record its tag
+        (``Conflict`` when the tag already means another image)."""
+
+    async def list_images(self, repository: str | None) -> list[ImageView]:
+        """kiln's catalogue: tags, digests, sizes, provenance, releases and instances."""
+
+    async def prune_images(self, *, dry_run: bool, who: str) -> PruneResult:
+        """Delete what no release inside retention and no instance needs; collect garbage."""

@@ -1200,22 +1200,30 @@ class DockerDriver:
 
         def build() -> str:
             client = self._streams()  # a build may take longer than any request timeout
-            stream = client.api.build(
-                fileobj=io.BytesIO(context),
-                custom_context=True,
-                dockerfile=dockerfile,
-                tag=tag,
-                labels=labels,
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    raise InvalidInput(f"the build of {tag} failed: {str(chunk['error']).strip()}")
-                line = str(chunk.get("stream") or "").rstrip()
-                if line and progress is not None:
-                    loop.call_soon_threadsafe(progress, line)
+            try:
+                stream = client.api.build(
+                    fileobj=io.BytesIO(context),
+                    custom_context=True,
+                    dockerfile=dockerfile,
+                    tag=tag,
+                    labels=labels,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+                for chunk in stream:
+                    if "error" in chunk:
+                        said = str(chunk["error"]).strip()
+                        raise InvalidInput(f"the build of {tag} failed: {said}")
+                    line = str(chunk.get("stream") or "").rstrip()
+                    if line and progress is not None:
+                        loop.call_soon_threadsafe(progress, line)
+            except docker.errors.APIError as exc:
+                if _status_code(exc) in (400, 500):  # a context that is no tar, no Dockerfile
+                    raise InvalidInput(
+                        f"the engine refused the build of {tag}: {exc.explanation or exc}"
+                    ) from exc
+                raise
             image_id: str = client.api.inspect_image(tag)["Id"]
             return image_id
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from kiln.controller.drift import DriftFinding, DriftReport
+from kiln.controller.images import BuildResult, ImageView, PruneResult
 from kiln.controller.views import (
     AppStatus,
     DeployResult,
@@ -43,7 +44,7 @@ from kiln.controller.views import (
     SecretView,
 )
 from kiln.drivers.base import InstanceStats, LogLine
-from kiln.errors import Conflict, NotFound
+from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.logs import ArchivedLine
 from kiln.model import (
     AppKey,
@@ -239,6 +240,17 @@ class FakeService:
 
     async def request_shutdown(self) -> None:
         self.shutdown_requested.set()
+
+    # --- images: this fake has no engine to build on and no registry ----------------------
+
+    async def build_image(self, context: bytes, **_: object) -> BuildResult:
+        raise InvalidInput("the fake service builds nothing")
+
+    async def list_images(self, repository: str | None) -> list[ImageView]:
+        return []
+
+    async def prune_images(self, *, dry_run: bool, who: str) -> PruneResult:
+        return PruneResult(removed=[], kept=[], collected="", dry_run=dry_run)
 
     # --- steering a rollout ---------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kiln.config import Settings
+from kiln.config.file import FileSettings, RegistrySettings
 from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
@@ -169,3 +171,31 @@ async def test_deploying_a_digest_the_registry_does_not_hold_is_refused(
     with pytest.raises(ImageNotFound, match=r"has no registry\.fake:5000/web@sha256:abab"):
         await pinned.engine.deploy(spec(missing), message="", who="ann")
     assert pinned.store.get_app(WEB) is None
+
+
+async def test_prune_keeps_the_retained_releases_and_whatever_still_runs(tmp_path: Path) -> None:
+    w = pinned_world(tmp_path)
+    w.settings = Settings(
+        home=tmp_path,
+        resync_seconds=0.2,
+        file=FileSettings(registry=RegistrySettings(retain_releases=1)),
+    )
+    w.driver.add_image("web:v3")
+    w.engine = w.new_engine()
+    await w.engine.start()
+    try:
+        refs = []
+        for tag in ("web:v1", "web:v2", "web:v3"):
+            refs.append((await w.engine.deploy(spec(tag), message="", who="ann")).release.digest)
+            await eventually(lambda: {i.release for i in w.running()} == {len(refs)})
+        # An instance of release 1 that still runs (a legacy container kiln left alone).
+        started = next(s for s in w.driver.started if s.release == 1)
+        w.driver.plant(started, installation=None)
+        result = await w.engine.prune_images(dry_run=False, who="ann")
+        assert [v.tag for v in result.removed] == ["v2"]
+        assert ("web", refs[1].split("@")[1]) not in w.registry.manifests
+        assert ("web", refs[0].split("@")[1]) in w.registry.manifests
+        assert w.registry.collected == 1
+        assert w.store.images.get("web", "v2") is None
+    finally:
+        await w.engine.close()

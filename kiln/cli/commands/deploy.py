@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kiln.cli import context
-from kiln.cli.commands import compose
+from kiln.cli.commands import compose, images
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.progress import watch_rollout
 from kiln.cli.secret_values import set_from_spec
@@ -58,6 +58,9 @@ def deploy(
         compose.deploy_compose(file, text, message=message, wait=wait, as_json=as_json)
         return
     kiln = context.client()
+    # `build: PATH` instead of `image:`: the source is built and pushed first, and the
+    # release pins what was built.
+    text = images.spec_with_build(kiln, text, spec_file=file) or text
     try:
         # The key is only known once the server parsed the spec; until then, events of every
         # app are skipped by starting after the newest one.
