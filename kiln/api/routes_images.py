@@ -1,7 +1,7 @@
 """Routes of kiln's images: build (the client uploads the context), the catalogue, prune.
 
     POST /v1/images/build?repository=web&tag=1.4[&dockerfile=…][&label=k=v…]
-         body: the build context as a tar (application/x-tar); the engine kiln runs on builds
+         body: the build context as a tar (application/octet-stream); the engine kiln runs on builds
          it, kiln pushes it to its registry and answers the pinned reference
     GET  /v1/images[?repository=web]       tags, digests, sizes, provenance, releases, instances
     POST /v1/images/prune {"dry_run": false}
@@ -111,7 +111,7 @@ def images_router(service: Service) -> APIRouter:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
                 },
             }
         },

@@ -571,7 +571,7 @@ class KilnClient:
             "dockerfile": dockerfile,
             "label": [f"{k}={v}" for k, v in sorted(labels.items())],
         }
-        headers = {**self._auth(), "Content-Type": "application/x-tar"}
+        headers = {**self._auth(), "Content-Type": "application/octet-stream"}
         with self._mapped_errors():
             response = self._http.post(
                 "/v1/images/build",

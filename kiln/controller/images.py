@@ -328,8 +328,8 @@ async def needed_references(plane: ControlPlane) -> set[str]:
 
 async def prune_images(plane: ControlPlane, *, dry_run: bool, who: str) -> PruneResult:
     registry = plane.registry
-    if registry is None:
-        raise InvalidInput("this kiln has no registry to prune")
+    if registry is None:  # releases pin engine-local ids: nothing of kiln's to prune
+        return PruneResult(removed=[], kept=[], collected="no registry", dry_run=dry_run)
     needed = await needed_references(plane)
     removed: list[ImageView] = []
     kept: list[ImageView] = []

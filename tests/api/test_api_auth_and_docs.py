@@ -86,6 +86,9 @@ async def test_openapi_document_lists_every_endpoint_with_a_summary(
         ("GET", "/v1/tokens"),
         ("DELETE", "/v1/tokens/{name}"),
         ("GET", "/v1/audit"),
+        ("POST", "/v1/images/build"),
+        ("GET", "/v1/images"),
+        ("POST", "/v1/images/prune"),
     }
     assert set(operations) == expected
     assert all(op.get("summary") for op in operations.values())
