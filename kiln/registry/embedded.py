@@ -31,7 +31,7 @@ from kiln.registry.base import Credentials
 from kiln.registry.client import RegistryClient
 
 DEFAULT_BINARY = "/usr/bin/docker-registry"
-_READY_TIMEOUT = 15.0
+_READY_TIMEOUT = 30.0
 _POLL = 0.02
 _EXIT_POLL = 0.05
 
@@ -75,6 +75,11 @@ def _alive(pid: int, marker: str) -> bool:
     except OSError:
         return False
     state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
+    # An exiting process has no cmdline any more but may still hold its listening socket:
+    # alive until it is gone (or a zombie), so a restart never races it for the port.
+    comm = stat.partition("(")[2].rpartition(")")[0]
+    if not cmdline:
+        return state not in ("Z", "X") and comm == Path(DEFAULT_BINARY).name[:15]
     return state not in ("Z", "X") and marker.encode() in cmdline
 
 
