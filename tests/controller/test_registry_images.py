@@ -19,11 +19,27 @@ from tests.controller.test_engine import WEB, World, eventually, spec
 
 
 class RegistryWorld(World):
-    def __init__(self, tmp_path: Path) -> None:
+    """``linked``: the engine pushes into the fake registry; ``retain``: prune's retention.
+    Both are applied before the one engine is built (an engine built and thrown away would
+    leave its wiring on the shared fakes)."""
+
+    def __init__(self, tmp_path: Path, *, linked: bool = False, retain: int = 10) -> None:
         self.registry = FakeRegistry()
+        self.linked = linked
+        self.retain = retain
         super().__init__(tmp_path)
 
     def new_engine(self) -> Engine:
+        if self.linked and not isinstance(self.driver, LinkedDriver):
+            linked = LinkedDriver(self.registry)
+            linked.images.update(self.driver.images)
+            self.driver = linked
+        if self.settings.file.registry.retain_releases != self.retain:
+            self.settings = Settings(
+                home=self.settings.home,
+                resync_seconds=self.settings.resync_seconds,
+                file=FileSettings(registry=RegistrySettings(retain_releases=self.retain)),
+            )
         engine = assemble_engine(
             settings=self.settings,
             store=self.store,
@@ -74,13 +90,8 @@ class LinkedDriver(FakeDriver):
         return digest
 
 
-def pinned_world(tmp_path: Path) -> RegistryWorld:
-    w = RegistryWorld(tmp_path)
-    w.driver = LinkedDriver(w.registry)
-    for tag in ("web:v1", "web:v2"):
-        w.driver.add_image(tag)
-    w.engine = w.new_engine()
-    return w
+def pinned_world(tmp_path: Path, *, retain: int = 10) -> RegistryWorld:
+    return RegistryWorld(tmp_path, linked=True, retain=retain)
 
 
 @pytest.fixture
@@ -174,14 +185,8 @@ async def test_deploying_a_digest_the_registry_does_not_hold_is_refused(
 
 
 async def test_prune_keeps_the_retained_releases_and_whatever_still_runs(tmp_path: Path) -> None:
-    w = pinned_world(tmp_path)
-    w.settings = Settings(
-        home=tmp_path,
-        resync_seconds=0.2,
-        file=FileSettings(registry=RegistrySettings(retain_releases=1)),
-    )
+    w = pinned_world(tmp_path, retain=1)
     w.driver.add_image("web:v3")
-    w.engine = w.new_engine()
     await w.engine.start()
     try:
         refs = []
