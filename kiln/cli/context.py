@@ -1,4 +1,9 @@
-"""What every command needs: settings, a client, consoles, and ``APP`` → ``AppKey``."""
+"""What every command needs: settings, a client, consoles, and ``APP`` → ``AppKey``.
+
+Imported by every command module, so it imports nothing heavy at module level: the client
+(httpx, pydantic, the models), settings and Rich are imported by the function that needs them
+(see "Start-up" in kiln/cli/README.md).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,18 @@ import os
 import re
 import socket
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from kiln.client import KilnClient
-from kiln.config import Settings
 from kiln.errors import InvalidInput
-from kiln.model import AppKey
-from kiln.spec.model import NAME_PATTERN
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kiln.client import KilnClient
+    from kiln.config import Settings
+    from kiln.model import AppKey
 
 DEFAULT_ENV = "dev"
 
@@ -37,6 +44,8 @@ JsonOption = Annotated[
 
 
 def settings() -> Settings:
+    from kiln.config import Settings
+
     return Settings.from_env()
 
 
@@ -54,6 +63,8 @@ _open_clients: list[KilnClient] = []
 
 def client(*, timeout: float = 30) -> KilnClient:
     """A client for this command; closed by ``close_clients`` when the command ends."""
+    from kiln.client import KilnClient
+
     kiln = KilnClient.from_settings(settings(), actor=actor(), timeout=timeout)
     _open_clients.append(kiln)
     return kiln
@@ -66,10 +77,14 @@ def close_clients() -> None:
 
 def out() -> Console:
     # Made per call: test runners swap sys.stdout between invocations.
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=_width(sys.stdout))
 
 
 def err() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, highlight=False, width=_width(sys.stderr))
 
 
@@ -88,6 +103,9 @@ def print_json(data: Any) -> None:
 
 def resolve_app(app: str, env: str | None) -> AppKey:
     """``ENV/APP``, or ``APP`` in ``--env`` (default ``$KILN_ENV``, else ``dev``)."""
+    from kiln.model import AppKey
+    from kiln.spec.model import NAME_PATTERN
+
     if "/" in app:
         prefix, _, name = app.partition("/")
         if env is not None and env != prefix:

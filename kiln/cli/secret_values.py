@@ -6,14 +6,17 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kiln.client import KilnClient
 from kiln.errors import InvalidInput, KilnError
-from kiln.model import AppKey
-from kiln.spec import MAX_SECRET_BYTES, parse_spec
+
+if TYPE_CHECKING:
+    from kiln.client import KilnClient
 
 
 def read_value(from_file: Path | None, name: str) -> bytes:
+    from kiln.spec import MAX_SECRET_BYTES
+
     if from_file is not None:
         try:
             with from_file.open("rb") as stream:
@@ -36,6 +39,9 @@ def read_value(from_file: Path | None, name: str) -> bytes:
 def set_from_spec(kiln: KilnClient, text: str) -> list[str]:
     """Secrets a spec takes from a file or an environment variable at deploy time: each is
     stored as a new version when its value changed. Returns the names that changed."""
+    from kiln.model import AppKey
+    from kiln.spec import parse_spec
+
     try:
         spec = parse_spec(text)
     except KilnError:

@@ -1,24 +1,59 @@
-"""The typed HTTP client of the kiln API — the CLI's only way to the server."""
+"""The typed HTTP client of the kiln API — the CLI's only way to the server.
 
-from kiln.client.client import Endpoint, KilnClient, read_token
-from kiln.client.errors import NotThisKiln, ServerUnreachable, UntrustedCertificate
-from kiln.client.models import (
-    AppStatus,
-    DeployResult,
-    DriftFinding,
-    DriftReport,
-    Event,
-    Group,
-    Health,
-    Identity,
-    Instance,
-    LogLine,
-    Release,
-    ReleaseTraffic,
-    Rollout,
-    RolloutView,
-)
-from kiln.client.promotion_models import Approval, Diff, FieldChange, Gate, Promotion
+The names below are loaded on first use (PEP 562 ``__getattr__``): ``from kiln.client import
+ServerUnreachable`` costs only ``kiln.client.errors``, not httpx and the pydantic answer models,
+so the CLI starts quickly (kiln/cli/README.md, "Start-up"). Type checkers read the imports
+under ``TYPE_CHECKING``; ``_HOMES`` says where each name lives at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.client.client import Endpoint, KilnClient, read_token
+    from kiln.client.errors import NotThisKiln, ServerUnreachable, UntrustedCertificate
+    from kiln.client.models import (
+        AppStatus,
+        DeployResult,
+        DriftFinding,
+        DriftReport,
+        Event,
+        Group,
+        Health,
+        Identity,
+        Instance,
+        LogLine,
+        Release,
+        ReleaseTraffic,
+        Rollout,
+        RolloutView,
+    )
+    from kiln.client.promotion_models import Approval, Diff, FieldChange, Gate, Promotion
+
+_HOMES = {
+    "kiln.client.client": ("Endpoint", "KilnClient", "read_token"),
+    "kiln.client.errors": ("NotThisKiln", "ServerUnreachable", "UntrustedCertificate"),
+    "kiln.client.models": (
+        "AppStatus",
+        "DeployResult",
+        "DriftFinding",
+        "DriftReport",
+        "Event",
+        "Group",
+        "Health",
+        "Identity",
+        "Instance",
+        "LogLine",
+        "Release",
+        "ReleaseTraffic",
+        "Rollout",
+        "RolloutView",
+    ),
+    "kiln.client.promotion_models": ("Approval", "Diff", "FieldChange", "Gate", "Promotion"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "AppStatus",
@@ -47,3 +82,16 @@ __all__ = [
     "UntrustedCertificate",
     "read_token",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kiln.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -10,13 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from kiln.cli import context
-from kiln.cli.render import ago
 from kiln.errors import InvalidInput
-from kiln.spec.units import parse_duration
 
 HELP = """Manage API tokens: admin (everything), deployer (deploy, steer, secrets), viewer (read).
 
@@ -75,6 +71,11 @@ def ls(
     if as_json:
         context.print_json([t.model_dump(mode="json") for t in tokens])
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    from kiln.cli.render import ago
+
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "ROLE", "ENVIRONMENTS", "CREATED", "BY", "REVOKED"):
         table.add_column(column)
@@ -126,6 +127,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     if value.endswith("d") and value[:-1].isdigit():
         seconds = int(value[:-1]) * 86_400.0
     else:
+        from kiln.spec.units import parse_duration
+
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
@@ -171,6 +174,9 @@ def audit(
     if as_json:
         context.print_json([e.model_dump(mode="json") for e in entries])
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False)
     for column in ("WHEN", "TOKEN", "FROM", "CALL", "APP", "STATUS", "RELEASE", "DETAIL"):
         table.add_column(column)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kiln.cli import context
 from kiln.errors import InvalidInput, SpecInvalid
-from kiln.spec.compose import Conversion, convert_compose, is_compose, load_document, render_spec
-from kiln.spec.envfile import EnvFileError, parse_env_file
+
+if TYPE_CHECKING:
+    from kiln.spec.compose import Conversion
 
 _MAX_ENV_FILE_BYTES = 1024 * 1024
 
@@ -24,6 +25,8 @@ _MAX_ENV_FILE_BYTES = 1024 * 1024
 def looks_like_compose(text: str, *, source: str) -> bool:
     """True for a Compose file (``services:`` at the top), False for a kiln.yaml or bad YAML
     (which the server then refuses with its usual problems)."""
+    from kiln.spec.compose import is_compose, load_document
+
     try:
         return is_compose(load_document(text, source=source))
     except SpecInvalid:
@@ -32,6 +35,8 @@ def looks_like_compose(text: str, *, source: str) -> bool:
 
 def load_compose(file: Path, text: str, environment: str) -> Conversion:
     """Convert ``text`` (read from ``file``); warnings go to stderr, problems raise."""
+    from kiln.spec.compose import convert_compose
+
     folder = file.parent
     variables = {**_dot_env(folder), **os.environ}
     conversion = convert_compose(
@@ -68,6 +73,8 @@ def _dot_env(folder: Path) -> dict[str, str]:
     text = _read_small(folder / ".env")
     if text is None:
         return {}
+    from kiln.spec.envfile import EnvFileError, parse_env_file
+
     try:
         return parse_env_file(text, dict(os.environ))
     except EnvFileError as exc:
@@ -117,6 +124,7 @@ def convert(
     Examples:  kiln convert compose.yaml          kiln convert compose.yaml -o kiln/
     """
     from kiln.cli.commands.deploy import read_spec_file
+    from kiln.spec.compose import render_spec
 
     text = read_spec_file(file)
     conversion = load_compose(file, text, env or context.DEFAULT_ENV)
@@ -140,6 +148,7 @@ def deploy_compose(file: Path, text: str, *, message: str, wait: bool, as_json: 
     """``kiln deploy -f compose.yaml``: one release per service, in file order, each watched
     (with --wait) before the next; the exit code is the worst of them."""
     from kiln.cli.commands.deploy import finish
+    from kiln.spec.compose import render_spec
 
     environment = os.environ.get("KILN_ENV") or context.DEFAULT_ENV
     conversion = load_compose(file, text, environment)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kiln.cli import context
 from kiln.cli.commands import compose, images
 from kiln.cli.exit_codes import ExitCode
-from kiln.cli.progress import watch_rollout
 from kiln.cli.secret_values import set_from_spec
-from kiln.client import DeployResult, KilnClient
 from kiln.errors import InvalidInput, SpecInvalid
-from kiln.model import AppKey
-from kiln.spec import MAX_SPEC_BYTES
+
+if TYPE_CHECKING:
+    from kiln.client import DeployResult, KilnClient
 
 WaitOption = Annotated[
     bool,
@@ -75,6 +74,8 @@ def deploy(
 
 def read_spec_file(file: Path) -> str:
     """The spec's text; ``InvalidInput`` (exit 2) for anything the server would refuse unread."""
+    from kiln.spec import MAX_SPEC_BYTES
+
     try:
         with file.open("rb") as stream:
             # One byte past the limit is enough to know; a huge file is never read whole.
@@ -131,6 +132,9 @@ def finish(
     as_json: bool,
     verb: str,
 ) -> None:
+    from kiln.cli.progress import watch_rollout
+    from kiln.model import AppKey
+
     release = result.release
     key = AppKey(release.environment, release.app)
     out, err = context.out(), context.err()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from kiln.cli import context
 from kiln.cli.exit_codes import ExitCode
@@ -44,6 +43,8 @@ def drift(
             f"no drift: {report.checked} running instance(s) of {where} match their releases"
         )
     else:
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
         for column in ("APP", "KIND", "INSTANCE", "RELEASE", "ACTION", "WHAT"):
             table.add_column(column, overflow="fold")

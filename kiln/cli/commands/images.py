@@ -19,23 +19,19 @@ import subprocess
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 import kiln
 from kiln.cli import context
-from kiln.client import KilnClient
-from kiln.client.models import BuiltImage, ImageEntry
 from kiln.errors import InvalidInput
-from kiln.model.image import (
-    LABEL_BUILDER,
-    LABEL_CREATED,
-    LABEL_SOURCE_COMMIT,
-    LABEL_SOURCE_DIRTY,
-    LABEL_SOURCE_HASH,
-)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kiln.client import KilnClient
+    from kiln.client.models import BuiltImage, ImageEntry
 
 MAX_CONTEXT_BYTES = 512 * 1024 * 1024
 _ALWAYS_IGNORED = (".git", ".git/*")
@@ -100,6 +96,14 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def provenance(root: Path, context_tar: bytes, newest: float, dockerfile: str) -> dict[str, str]:
+    from kiln.model.image import (
+        LABEL_BUILDER,
+        LABEL_CREATED,
+        LABEL_SOURCE_COMMIT,
+        LABEL_SOURCE_DIRTY,
+        LABEL_SOURCE_HASH,
+    )
+
     commit = _git(root, "rev-parse", "HEAD")
     dirty = commit is None or bool(_git(root, "status", "--porcelain", "--", "."))
     source = hashlib.sha256(context_tar + b"\0" + dockerfile.encode()).hexdigest()
@@ -124,6 +128,8 @@ def _name_and_tag(tag: str | None, root: Path, labels: dict[str, str]) -> tuple[
     else:
         repository, version = _NAME.sub("-", root.resolve().name.lower()).strip("-._"), ""
     if not version:
+        from kiln.model.image import LABEL_SOURCE_COMMIT, LABEL_SOURCE_DIRTY, LABEL_SOURCE_HASH
+
         commit = labels[LABEL_SOURCE_COMMIT]
         clean = labels[LABEL_SOURCE_DIRTY] == "false"
         source = labels[LABEL_SOURCE_HASH].removeprefix("sha256:")
@@ -197,6 +203,10 @@ def _size(value: int | None) -> str:
 
 
 def _table(entries: list[ImageEntry]) -> Table:
+    from rich.table import Table
+
+    from kiln.model.image import LABEL_CREATED, LABEL_SOURCE_COMMIT, LABEL_SOURCE_DIRTY
+
     table = Table(box=None, pad_edge=False)
     for column in ("IMAGE", "DIGEST", "SIZE", "COMMIT", "CREATED", "RELEASES", "RUNNING"):
         table.add_column(column, no_wrap=column in ("IMAGE", "DIGEST"))

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 import kiln
 from kiln.cli import context
-from kiln.cli.render import (
-    STEERED_STRATEGIES,
-    app_details,
-    apps_table,
-    event_text,
-    instances_table,
-    releases_table,
-)
-from kiln.client import Event, Identity, NotThisKiln
 from kiln.errors import InvalidInput, KilnError
-from kiln.spec import spec_json_schema
+
+if TYPE_CHECKING:
+    from kiln.client import Event, Identity
 
 OptionalApp = Annotated[
     str | None, typer.Argument(help="APP or ENV/APP; omit for every app.", show_default=False)
@@ -49,6 +42,8 @@ def status(
                 }
             )
         elif apps:
+            from kiln.cli.render import apps_table
+
             context.out().print(apps_table(apps))
         else:
             context.out().print("no apps yet — deploy one with `kiln deploy -f kiln.yaml`")
@@ -58,6 +53,8 @@ def status(
         installation = kiln.server_identity().installation_id
         context.print_json({**one.model_dump(mode="json"), "installation_id": installation})
     else:
+        from kiln.cli.render import STEERED_STRATEGIES, app_details
+
         # A canary or blue-green rollout in progress: its step and weights, as the server says.
         r = one.rollout
         steered = r is not None and not r.finished and r.strategy in STEERED_STRATEGIES
@@ -78,6 +75,8 @@ def ps(
     if as_json:
         context.print_json([{"app": key, **i.model_dump(mode="json")} for key, i in rows])
     elif rows:
+        from kiln.cli.render import instances_table
+
         context.out().print(instances_table(rows, with_app=True))
     else:
         context.out().print("no instances")
@@ -94,6 +93,8 @@ def releases(
     if as_json:
         context.print_json([r.model_dump(mode="json") for r in found])
     else:
+        from kiln.cli.render import releases_table
+
         context.out().print(releases_table(found))
 
 
@@ -152,6 +153,8 @@ def _print_event(event: Event, as_json: bool) -> None:
         sys.stdout.write(event.model_dump_json() + "\n")
         sys.stdout.flush()
     else:
+        from kiln.cli.render import event_text
+
         context.out().print(event_text(event))
 
 
@@ -213,6 +216,8 @@ def schema() -> None:
 
     Example:  kiln schema > kiln.schema.json
     """
+    from kiln.spec import spec_json_schema
+
     context.print_json(spec_json_schema())
 
 
@@ -221,6 +226,8 @@ def version(as_json: context.JsonOption = False) -> None:
 
     Example:  kiln version
     """
+    from kiln.client import NotThisKiln
+
     mine = kiln.version()
     client = context.client(timeout=2)
     where = client.endpoint.description

@@ -10,17 +10,17 @@ and ``kiln diff``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kiln.cli import context
 from kiln.cli.commands import rollout
 from kiln.cli.exit_codes import ExitCode
-from kiln.cli.progress import watch_rollout
-from kiln.client import Diff, FieldChange, Gate, Promotion
 from kiln.errors import InvalidInput
-from kiln.model import AppKey
+
+if TYPE_CHECKING:
+    from kiln.client import Diff, FieldChange, Gate, Promotion
 
 _APP = Annotated[str, typer.Argument(help="APP (or ENV/APP).", show_default=False)]
 
@@ -101,6 +101,9 @@ def promote(
     name, source = _app_and_source(app, source, env)
     if target is None:
         raise InvalidInput(f"give the environment to promote to: --to (after {source})")
+    from kiln.cli.progress import watch_rollout
+    from kiln.model import AppKey
+
     kiln = context.client()
     after = kiln.last_event_id(AppKey(target, name)) if wait and not dry_run else 0
     result = kiln.promote_release(

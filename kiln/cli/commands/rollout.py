@@ -8,16 +8,16 @@ round moves the traffic. ``kiln rollout status APP -f`` watches it happen.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kiln.cli import context
 from kiln.cli.exit_codes import ExitCode
-from kiln.cli.progress import follow_rollout
-from kiln.cli.render import rollout_details, steps_text
-from kiln.client import Rollout, RolloutView
 from kiln.errors import PermanentFailure
+
+if TYPE_CHECKING:
+    from kiln.client import Rollout, RolloutView
 
 AppArgument = Annotated[str, typer.Argument(help="APP or ENV/APP.", show_default=False)]
 
@@ -88,12 +88,16 @@ def status(
         if as_json:
             context.print_json(view.model_dump(mode="json"))
         else:
+            from kiln.cli.render import rollout_details
+
             context.out().print(rollout_details(view))
         return
 
     def json_line(view: RolloutView) -> None:
         sys.stdout.write(view.model_dump_json() + "\n")
         sys.stdout.flush()
+
+    from kiln.cli.progress import follow_rollout
 
     out, err = context.out(), context.err()
     end = follow_rollout(
@@ -167,6 +171,8 @@ def pause(
     key = context.resolve_app(app, env)
     view = context.client().pause(key)
     rollout = _steered(view)
+    from kiln.cli.render import steps_text
+
     at = steps_text(view).plain
     where = f" at {at}" if at else ""
     _emit(

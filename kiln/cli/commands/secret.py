@@ -15,10 +15,8 @@ import typer
 
 from kiln.cli import context
 from kiln.cli.commands.deploy import finish
-from kiln.cli.render import ago
 from kiln.cli.secret_values import read_value
 from kiln.errors import InvalidInput
-from kiln.spec import secret_name_problem
 
 HELP = (
     "An app's secrets: encrypted at rest (AES-256-GCM), versioned, pinned by each release, and"
@@ -56,6 +54,8 @@ def set_(
     Examples:  printf %s "$PW" | kiln secret set web DB_PASSWORD
                kiln secret set staging/web TLS_KEY --from-file key.pem --deploy
     """
+    from kiln.spec import secret_name_problem
+
     key = context.resolve_app(app, env)
     if problem := secret_name_problem(name):
         raise InvalidInput(problem)
@@ -102,6 +102,8 @@ def ls(
     if not secrets:
         out.print(f"{key}: no secrets (set one with `kiln secret set {key} NAME`)")
         return
+    from kiln.cli.render import ago
+
     out.print(f"{'NAME':<24} {'VERSION':>7} {'IN USE':>6} {'VERSIONS':>8}  SET")
     for s in secrets:
         in_use = str(s.in_use) if s.in_use is not None else "-"

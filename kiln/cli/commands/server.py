@@ -17,13 +17,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kiln.cli import context
 from kiln.cli.exit_codes import ExitCode
-from kiln.client import KilnClient
 from kiln.config import Settings
 from kiln.supervisor import systemd
 from kiln.supervisor.control import (
@@ -35,6 +34,9 @@ from kiln.supervisor.control import (
     wait_released,
 )
 from kiln.supervisor.exits import SupervisorExit
+
+if TYPE_CHECKING:
+    from kiln.client import KilnClient
 
 START_SECONDS = 60.0
 STOP_SECONDS = 60.0

@@ -9,16 +9,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from kiln.cli import context
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -33,6 +31,8 @@ class Scrape:
 
 
 def parse(text: str, at: float) -> Scrape:
+    from prometheus_client.parser import text_string_to_metric_families
+
     scrape = Scrape(at=at)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -68,6 +68,10 @@ def _num(value: float | None, fmt: str = "{:.1f}") -> str:
 
 
 def render(now: Scrape, before: Scrape | None, app_filter: str | None = None) -> Group:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     releases = Table(title="releases", expand=True)
     for column in ("app", "release", "instances", "ready", "req/s", "5xx/s", "error %", "requests"):
         releases.add_column(column, justify="left" if column == "app" else "right")
@@ -151,6 +155,8 @@ def top(
 
     Examples:  kiln top          kiln top web -i 5          kiln top --once
     """
+    from rich.live import Live
+
     client = context.client()
     before = parse(client.metrics_text(), time.monotonic())
     console = context.out()

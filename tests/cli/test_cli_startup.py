@@ -1,0 +1,126 @@
+"""The CLI starts quickly: a read does not import what only other commands need.
+
+No timing here (bench/cli_start.py measures the wall time); these tests look at which modules a
+fresh interpreter has loaded, which is what start-up time is made of. When one fails, a
+module-level import brought a heavy library back: import it inside the function that needs it
+(kiln/cli/README.md, "Start-up").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.core import TyperGroup
+from typer.testing import CliRunner
+
+from kiln.cli.main import app as kiln_app
+
+from .conftest import Kiln
+
+# What `kiln status --json` must not import, and why each one is someone else's cost. (Rich
+# is not listed: httpx imports its own command line, httpx._main, which imports rich.console
+# whenever click and rich are installed — and typer brings both.)
+NOT_FOR_A_JSON_READ = {
+    "prometheus_client": "parses /metrics for `kiln top` only",
+    "kiln.cli.render": "the tables of the human-readable output (needs Rich)",
+    "kiln.cli.progress": "the live rollout view of deploy/rollback/promote --wait",
+    "kiln.spec.compose": "Compose conversion: `kiln convert` and deploy of a compose.yaml",
+    "kiln.supervisor.parent": "the supervisor process itself, started by `kiln up`",
+}
+
+# What `import kiln.cli.main` (paid by every command, `--help` included) must not import on
+# top of that: the HTTP client and its pydantic answer models load when a command asks for a
+# client, not when the command line is parsed.
+NOT_AT_IMPORT = {
+    **NOT_FOR_A_JSON_READ,
+    "rich": "tables, colours and live views: loaded when a command prints through Rich",
+    "pygments": "Rich's syntax highlighting, pulled in by rich.console",
+    "httpx": "the HTTP client library: only commands that talk to the server",
+    "kiln.client.client": "KilnClient: loaded by context.client()",
+    "kiln.client.models": "the API's answer models (pydantic): loaded with the client",
+    "kiln.model": "kiln's vocabulary, which loads the spec models (pydantic): with the client",
+}
+
+# Prints the modules loaded after running the command line in argv (none: only the import),
+# as one JSON list on stderr's last line (stdout keeps the command's own output).
+PROBE = """
+import json, sys
+from kiln.cli.main import app
+code = 0
+if sys.argv[1:]:
+    try:
+        app(sys.argv[1:], prog_name="kiln")
+    except SystemExit as exc:
+        code = exc.code
+sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n")
+sys.exit(code)
+"""
+
+
+def loaded_after(args: list[str], env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """Modules a fresh interpreter has loaded after ``kiln ARGS``; and the command's stdout."""
+    run_env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stderr.splitlines()[-1])), result.stdout
+
+
+def present(modules: set[str], forbidden: dict[str, str]) -> dict[str, str]:
+    return {
+        name: why
+        for name, why in forbidden.items()
+        if name in modules or any(m.startswith(name + ".") for m in modules)
+    }
+
+
+def test_importing_the_cli_loads_no_client_and_no_rich() -> None:
+    modules, _ = loaded_after([])  # only the import: what every command pays before it runs
+    assert present(modules, NOT_AT_IMPORT) == {}
+
+
+def test_status_json_loads_only_what_it_needs(kiln: Kiln, spec_file: Path) -> None:
+    assert kiln.run("deploy", "-f", str(spec_file), "--no-wait").exit_code == 0
+    for args in (["status", "--json"], ["status", "web", "--json"]):
+        modules, stdout = loaded_after(args, env=kiln.env)
+        assert json.loads(stdout)["installation_id"]  # the read really ran
+        assert present(modules, NOT_FOR_A_JSON_READ) == {}, args
+
+
+def every_command(group: TyperGroup, prefix: list[str]) -> list[list[str]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append([*prefix, name])
+        if isinstance(command, TyperGroup):
+            found += every_command(command, [*prefix, name])
+    return found
+
+
+COMMANDS = every_command(typer.main.get_group(kiln_app), [])
+
+
+def test_every_command_is_found() -> None:
+    assert {"status", "deploy", "top", "rollout status", "token create"} <= {
+        " ".join(c) for c in COMMANDS
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_of_every_command_works(command: list[str]) -> None:
+    # The imports moved into the commands must not have taken anything --help shows.
+    result = CliRunner().invoke(kiln_app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--help" in result.output
