@@ -755,6 +755,12 @@ class DockerDriver:
             name = self._may_touch(container_id, "remove")
             if not name:
                 return False
+            try:
+                info = self._client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return False
+            if (info.get("State") or {}).get("Status") == "removing":
+                return False  # someone else's `docker rm` is under way: not kiln's removal
             self._remove_quietly(container_id)
             self._secret_files.remove(name)
             return True
