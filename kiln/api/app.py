@@ -40,6 +40,7 @@ from kiln.api.routes_promotion import promotion_router
 from kiln.api.routes_rollouts import rollouts_router
 from kiln.api.routes_secrets import secrets_router
 from kiln.api.routes_streams import streams_router
+from kiln.api.routes_volumes import volumes_router
 from kiln.api.schemas import HealthOut, IdentifyRequest, IdentityOut
 from kiln.api.ui import access_authenticator, create_ui_app
 from kiln.config import identity_proof_from_hash, token_hash, token_id
@@ -133,6 +134,7 @@ def create_app(
     protected.include_router(rollouts_router(service))
     protected.include_router(promotion_router(service))
     protected.include_router(secrets_router(service))
+    protected.include_router(volumes_router(service))
     protected.include_router(streams_router(service))
     protected.include_router(metrics_router(service))
     protected.include_router(drift_router(service))

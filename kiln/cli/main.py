@@ -28,6 +28,7 @@ from kiln.cli.commands import (
     secret,
     server,
     top,
+    volume,
 )
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
@@ -154,6 +155,18 @@ secret_group.command("ls")(handles_errors(secret.ls))
 secret_group.command("rm")(handles_errors(secret.rm))
 secret_group.command("rotate-key")(handles_errors(secret.rotate_key))
 app.add_typer(secret_group, rich_help_panel="Secrets and volumes")
+volume_group = typer.Typer(
+    name="volume", help=volume.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
+)
+for _name, _command in (
+    ("ls", volume.ls),
+    ("inspect", volume.inspect),
+    ("rm", volume.rm),
+    ("snapshot", volume.snapshot),
+    ("restore", volume.restore),
+):
+    volume_group.command(_name)(handles_errors(_command))
+app.add_typer(volume_group, rich_help_panel="Secrets and volumes")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from kiln.client.models import (
     AppStatus,
     AuditEntry,
     BuiltImage,
+    CopyProgress,
     DeployResult,
     DriftReport,
     Event,
@@ -58,6 +59,8 @@ from kiln.client.models import (
     Secret,
     SecretSet,
     Token,
+    Volume,
+    VolumeSnapshot,
 )
 from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import parse_sse
@@ -324,6 +327,52 @@ class KilnClient:
 
     def rotate_master_key(self) -> KeyRotation:
         return KeyRotation.model_validate(self._json("POST", "/v1/secrets/rotate-key"))
+
+    # --- volumes ----------------------------------------------------------------------------
+
+    def list_volumes(self, key: AppKey | None = None) -> list[Volume]:
+        if key is None:
+            return self._get_list("/v1/volumes", Volume)
+        return self._get_list(f"{_app_path(key)}/volumes", Volume)
+
+    def inspect_volume(self, key: AppKey, name: str) -> Volume:
+        return self._get_model(f"{_app_path(key)}/volumes/{name}", Volume)
+
+    def remove_volume(self, key: AppKey, name: str) -> None:
+        self._json("DELETE", f"{_app_path(key)}/volumes/{name}")
+
+    def snapshot_volume(self, key: AppKey, name: str) -> Iterator[CopyProgress | VolumeSnapshot]:
+        """Progress now and then, then the snapshot (an error line raises its error)."""
+        yield from self._copy(f"{_app_path(key)}/volumes/{name}/snapshots", None)
+
+    def restore_volume(
+        self, key: AppKey, name: str, snapshot: str
+    ) -> Iterator[CopyProgress | VolumeSnapshot]:
+        yield from self._copy(f"{_app_path(key)}/volumes/{name}/restore", {"snapshot": snapshot})
+
+    def _copy(
+        self, path: str, body: dict[str, Any] | None
+    ) -> Iterator[CopyProgress | VolumeSnapshot]:
+        headers = {**self._auth()}
+        # A copy of a large volume takes minutes: progress lines come every quarter second.
+        timeout = httpx.Timeout(self._http.timeout.connect, read=600.0)
+        with (
+            self._mapped_errors(),
+            self._http.stream("POST", path, json=body, timeout=timeout, headers=headers) as answer,
+        ):
+            if answer.is_error:
+                answer.read()
+                _raise_for_error(answer)
+            for line in answer.iter_lines():
+                if not line.strip():
+                    continue
+                data = json.loads(line)
+                if "error" in data:
+                    raise error_from_body(500, data)
+                if "progress" in data:
+                    yield CopyProgress.model_validate(data["progress"])
+                elif "snapshot" in data:
+                    yield VolumeSnapshot.model_validate(data["snapshot"])
 
     # --- rollouts -------------------------------------------------------------------------
 

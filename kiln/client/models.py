@@ -297,3 +297,27 @@ class PruneReport(_Model):
     kept: list[ImageEntry]
     collected: str
     dry_run: bool
+
+
+class VolumeSnapshot(_Model):
+    id: str
+    volume: str
+    created_at: datetime
+    size: int
+    sha256: str
+    consistency: str
+
+
+class Volume(_Model):
+    environment: str
+    app: str
+    name: str
+    engine_name: str
+    created_at: datetime | None = None
+    used_by: list[int] = Field(default_factory=list)
+    snapshots: list[VolumeSnapshot] = Field(default_factory=list)
+
+
+class CopyProgress(_Model):
+    bytes: int
+    total: int | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from kiln.controller import (
     commands,
@@ -22,6 +22,7 @@ from kiln.controller import (
     reads,
     rollouts,
     secrets,
+    volumes,
 )
 from kiln.controller.drift import DriftChecker, DriftReport
 from kiln.controller.executor import Executor
@@ -44,11 +45,12 @@ from kiln.controller.views import (
     RolloutView,
     SecretSetResult,
     SecretView,
+    VolumeView,
 )
 from kiln.drivers.base import InstanceStats
 from kiln.errors import RouterUnavailable
 from kiln.logs import ArchivedLine
-from kiln.model import AppKey, Event, EventKind, ReleaseTraffic, Severity
+from kiln.model import AppKey, Event, EventKind, ReleaseTraffic, Severity, Snapshot
 
 AUTH_EVENT_EVERY = 10.0
 
@@ -165,6 +167,33 @@ class Engine:
 
     async def rotate_master_key(self, *, who: str) -> KeyRotation:
         return await secrets.rotate_master_key(self.plane, who=who)
+
+    async def list_volumes(self, key: AppKey | None) -> list[VolumeView]:
+        return [
+            VolumeView(info=v, used_by=volumes.used_by(self.plane, v.key, v.name))
+            for v in await volumes.list_volumes(self.plane, key)
+        ]
+
+    async def inspect_volume(self, key: AppKey, name: str) -> VolumeView:
+        info = await volumes.require_volume(self.plane, key, name)
+        return VolumeView(
+            info=info,
+            used_by=volumes.used_by(self.plane, key, name),
+            snapshots=volumes.list_snapshots(self.plane, key, name),
+        )
+
+    async def remove_volume(self, key: AppKey, name: str, *, who: str) -> None:
+        await volumes.remove_volume(self.plane, key, name, who=who)
+
+    async def snapshot_volume(
+        self, key: AppKey, name: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        return await volumes.snapshot(self.plane, key, name, who=who, progress=progress)
+
+    async def restore_volume(
+        self, key: AppKey, name: str, snapshot: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        return await volumes.restore(self.plane, key, name, snapshot, who=who, progress=progress)
 
     async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
         return rollouts.promote(self.plane, key, full=full, who=who)

@@ -7,7 +7,7 @@ wake the app's loop; reads combine the store with what the loops last observed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from kiln.controller.drift import DriftReport
@@ -22,10 +22,11 @@ from kiln.controller.views import (
     RolloutView,
     SecretSetResult,
     SecretView,
+    VolumeView,
 )
 from kiln.drivers.base import InstanceStats
 from kiln.logs import ArchivedLine
-from kiln.model import AppKey, Event, EventKind, ReleaseTraffic
+from kiln.model import AppKey, Event, EventKind, ReleaseTraffic, Snapshot
 
 
 class Service(Protocol):
@@ -68,6 +69,27 @@ class Service(Protocol):
 
     async def rotate_master_key(self, *, who: str) -> KeyRotation:
         """Re-encrypt every secret under a new master key; running instances are untouched."""
+
+    async def list_volumes(self, key: AppKey | None) -> list[VolumeView]:
+        """This installation's volumes (one app's with ``key``) and the releases using each."""
+
+    async def inspect_volume(self, key: AppKey, name: str) -> VolumeView:
+        """One volume with its snapshots. ``NotFound``."""
+
+    async def remove_volume(self, key: AppKey, name: str, *, who: str) -> None:
+        """Delete it and its data. ``Conflict`` while a release the app may run mounts it."""
+
+    async def snapshot_volume(
+        self, key: AppKey, name: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        """A consistent copy under $KILN_HOME/snapshots (the app stopped, or the volume's
+        pre_snapshot command run first; else ``Conflict``); ``progress(bytes)`` as it goes."""
+
+    async def restore_volume(
+        self, key: AppKey, name: str, snapshot: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        """Replace the volume's files with a snapshot (checksum checked first). The app must
+        be stopped (``Conflict``); a corrupted snapshot is ``InvalidInput``."""
 
     async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
         """Canary: the next step (``full``: all traffic now); blue-green: switch all traffic.

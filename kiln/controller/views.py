@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kiln.model import AppKey, Release, Rollout
+from kiln.model import AppKey, Release, Rollout, Snapshot, VolumeInfo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,3 +129,10 @@ class KeyRotation:
     reencrypted: int
     retired: list[str]
     unused_env_keys: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeView:
+    info: VolumeInfo
+    used_by: list[int]  # releases the app may run that mount it
+    snapshots: list[Snapshot] = field(default_factory=list)

@@ -17,11 +17,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, Protocol
 
-from kiln.model import AppKey, Instance, InstanceSpec, ScaleGroup
+from kiln.model import AppKey, Instance, InstanceSpec, ScaleGroup, VolumeInfo
 from kiln.model.image import LocalImage
 from kiln.spec import HostLimits
+
+Progress = Callable[[int], None]
+"""Called from a worker thread with the bytes copied so far."""
 
 Placement = Literal["instances", "groups"]
 """Who places instances: ``instances`` — kiln starts and stops each one (Docker); ``groups`` —
@@ -167,5 +171,25 @@ class Driver(Protocol):
     async def network_notes(self) -> list[str]:
         """What the operator should fix in the engine's network for instances to be reachable
         reliably (said once, at start); empty when nothing."""
+
+    # --- volumes (named, per installation, app and environment; labelled as kiln's) -----------
+
+    async def list_volumes(self, key: AppKey | None = None) -> list[VolumeInfo]:
+        """This installation's volumes (of ``key`` when given); never another's."""
+
+    async def remove_volume(self, key: AppKey, name: str) -> None:
+        """``NotFound`` when there is none; ``Conflict`` while a container uses it."""
+
+    async def export_volume(
+        self, key: AppKey, name: str, *, image: str, into: Path, progress: Progress
+    ) -> tuple[int, str]:
+        """Write the volume's files to ``into`` as a tar; (bytes, sha256 hex). ``image`` is an
+        image on the engine for the helper container (created, never started)."""
+
+    async def import_volume(
+        self, key: AppKey, name: str, *, image: str, source: Path, progress: Progress
+    ) -> None:
+        """Replace the volume's files with the tar ``source`` (the volume is made anew, so
+        nothing of the old content stays). ``Conflict`` while a container uses it."""
 
     async def close(self) -> None: ...

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -49,7 +50,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,7 +64,7 @@ import psutil
 import requests.exceptions
 from docker.types import LogConfig
 
-from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement
+from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement, Progress
 from kiln.drivers.secret_files import MOUNT_POINT as SECRETS_MOUNT
 from kiln.drivers.secret_files import SecretFiles
 from kiln.errors import (
@@ -89,6 +90,7 @@ from kiln.model import (
     InstanceSpec,
     InstanceStatus,
     ScaleGroup,
+    VolumeInfo,
 )
 from kiln.model.image import LocalImage
 from kiln.model.instance import LABEL_HOST_PORT, LABEL_VOLUME
@@ -106,6 +108,8 @@ ItemT = TypeVar("ItemT")
 API_VERSION = "1.41"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
+VOLUME_COPY_PATH = "/kiln-volume"  # where a helper container mounts a volume to copy it
+COPY_CHUNK = 1024 * 1024
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 WORKERS = 32
 # How NGINX and health checks reach an instance on a bridge network: "direct" at the container's
@@ -628,6 +632,129 @@ class DockerDriver:
                     f"volume {name} exists but this kiln installation did not make it; kiln"
                     " never uses another's volume: remove or rename it"
                 )
+
+    async def list_volumes(self, key: AppKey | None = None) -> list[VolumeInfo]:
+        def read() -> list[VolumeInfo]:
+            filters = [f"{LABEL_INSTALLATION}={self.installation_id}", f"{LABEL_MANAGED}=true"]
+            if key is not None:
+                filters += [f"{LABEL_ENV}={key.environment}", f"{LABEL_APP}={key.app}"]
+            answer = self._client.api.volumes(filters={"label": filters}) or {}
+            found = []
+            for raw in answer.get("Volumes") or []:
+                labels = raw.get("Labels") or {}
+                if labels.get(LABEL_INSTALLATION) != self.installation_id:
+                    continue  # the engine filters; belt and braces for invariant 9
+                found.append(
+                    VolumeInfo(
+                        key=AppKey(labels.get(LABEL_ENV, ""), labels.get(LABEL_APP, "")),
+                        name=labels.get(LABEL_VOLUME, raw["Name"]),
+                        engine_name=raw["Name"],
+                        created_at=parse_docker_time(raw.get("CreatedAt")),
+                    )
+                )
+            return sorted(found, key=lambda v: (str(v.key), v.name))
+
+        return await self._call("list volumes", read)
+
+    def _our_volume(self, key: AppKey, name: str) -> str:
+        engine_name = self.volume_name(key, name)
+        try:
+            info = self._client.api.inspect_volume(engine_name)
+        except docker.errors.NotFound:
+            raise NotFound(
+                f"{key} has no volume {name} on the engine (`kiln volume ls {key}`)"
+            ) from None
+        if (info.get("Labels") or {}).get(LABEL_INSTALLATION) != self.installation_id:
+            raise Conflict(f"volume {engine_name} is not this kiln installation's; kiln leaves it")
+        return engine_name
+
+    async def remove_volume(self, key: AppKey, name: str) -> None:
+        def remove() -> None:
+            engine_name = self._our_volume(key, name)
+            try:
+                self._client.api.remove_volume(engine_name)
+            except docker.errors.APIError as exc:
+                if _status_code(exc) == 409:
+                    raise Conflict(
+                        f"volume {name} of {key} is in use by a container: stop the app first"
+                    ) from exc
+                raise
+
+        await self._call(f"remove volume {name} of {key}", remove)
+
+    def _helper(self, key: AppKey, engine_name: str, image: str) -> str:
+        """A container that is created and never started: Docker mounts its volumes for
+        archive copies, so nothing runs while the files are copied."""
+        created = self._client.api.create_container(
+            image,
+            command=["kiln-volume-copy"],  # never run
+            # Not io.kiln.managed: it is no instance, and lives only for the copy.
+            labels={LABEL_INSTALLATION: self.installation_id, LABEL_VOLUME: engine_name},
+            host_config=self._client.api.create_host_config(
+                binds={engine_name: {"bind": VOLUME_COPY_PATH, "mode": "rw"}},
+                network_mode="none",
+            ),
+        )
+        return str(created["Id"])
+
+    async def export_volume(
+        self, key: AppKey, name: str, *, image: str, into: Path, progress: Progress
+    ) -> tuple[int, str]:
+        def export() -> tuple[int, str]:
+            engine_name = self._our_volume(key, name)
+            helper = self._helper(key, engine_name, image)
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                stream, _ = self._client.api.get_archive(
+                    helper, VOLUME_COPY_PATH + "/.", chunk_size=COPY_CHUNK
+                )
+                with into.open("wb") as out:
+                    for chunk in stream:
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        progress(size)
+                    out.flush()
+                    os.fsync(out.fileno())
+            finally:
+                self._remove_quietly(helper)
+            return size, digest.hexdigest()
+
+        return await self._call(f"copy volume {name} of {key}", export)
+
+    async def import_volume(
+        self, key: AppKey, name: str, *, image: str, source: Path, progress: Progress
+    ) -> None:
+        def restore() -> None:
+            api = self._client.api
+            engine_name = self._our_volume(key, name)
+            try:
+                api.remove_volume(engine_name)  # a fresh volume: nothing old survives
+            except docker.errors.APIError as exc:
+                if _status_code(exc) == 409:
+                    raise Conflict(
+                        f"volume {name} of {key} is in use by a container: stop the app first"
+                    ) from exc
+                raise
+            api.create_volume(engine_name, labels=self._volume_labels(key, name))
+            helper = self._helper(key, engine_name, image)
+
+            def chunks() -> Iterator[bytes]:
+                done = 0
+                with source.open("rb") as handle:
+                    while chunk := handle.read(COPY_CHUNK):
+                        done += len(chunk)
+                        progress(done)
+                        yield chunk
+
+            try:
+                # The archive holds the volume's top directory as "./": extract it there.
+                api.put_archive(helper, VOLUME_COPY_PATH, chunks())
+            finally:
+                self._remove_quietly(helper)
+
+        await self._call(f"restore volume {name} of {key}", restore)
 
     def _volume_labels(self, key: AppKey, volume: str) -> dict[str, str]:
         return {

@@ -32,11 +32,20 @@ import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
-from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement
+from kiln.drivers.base import DriverEvent, InstanceStats, LogLine, Placement, Progress
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound, NotFound, PermanentFailure
-from kiln.model import Address, AppKey, Instance, InstanceSpec, InstanceStatus, ScaleGroup
+from kiln.model import (
+    Address,
+    AppKey,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    ScaleGroup,
+    VolumeInfo,
+)
 from kiln.model.image import LocalImage
 from kiln.spec import HostLimits
 
@@ -83,6 +92,7 @@ class FakeDriver:
         self.containers: dict[str, FakeContainer] = {}  # container id → container
         self.started: list[InstanceSpec] = []
         self.secrets_of: dict[str, dict[str, bytes]] = {}  # container id → secret values
+        self.volumes: dict[tuple[AppKey, str], dict[str, bytes]] = {}  # (app, volume) → files
         self.stopped: list[str] = []  # container ids, in the order kiln stopped them
         self.removed: list[str] = []
         self.exec_calls: list[tuple[str, tuple[str, ...]]] = []
@@ -249,6 +259,8 @@ class FakeDriver:
         self.started.append(spec)
         # What the instance would find in /run/secrets or its environment (tests read it).
         self.secrets_of[container_id] = dict(secrets or {})
+        for volume in spec.volumes:  # the engine makes a named volume on first use
+            self.volumes.setdefault((spec.key, volume.name), {})
         self._emit(container, "create")
         self._emit(container, "start")
         return instance
@@ -429,6 +441,53 @@ class FakeDriver:
                 ),
             )
         return found
+
+    # --- volumes: a volume is a dict of file name → bytes ---------------------------------
+
+    def _volume_users(self, key: AppKey, name: str) -> list[str]:
+        return [
+            c.instance.id
+            for c in self.containers.values()
+            if c.instance.running
+            and c.spec.key == key
+            and any(v.name == name for v in c.spec.volumes)
+        ]
+
+    async def list_volumes(self, key: AppKey | None = None) -> list[VolumeInfo]:
+        for container in self.containers.values():  # a started instance creates its volumes
+            for volume in container.spec.volumes:
+                self.volumes.setdefault((container.spec.key, volume.name), {})
+        return [
+            VolumeInfo(key=k, name=n, engine_name=f"fake-{k.environment}-{k.app}-{n}")
+            for (k, n) in sorted(self.volumes, key=lambda kn: (str(kn[0]), kn[1]))
+            if key is None or k == key
+        ]
+
+    async def remove_volume(self, key: AppKey, name: str) -> None:
+        if (key, name) not in self.volumes:
+            raise NotFound(f"{key} has no volume {name}")
+        if self._volume_users(key, name):
+            raise Conflict(f"volume {name} of {key} is in use: stop the app first")
+        del self.volumes[key, name]
+
+    async def export_volume(
+        self, key: AppKey, name: str, *, image: str, into: Path, progress: Progress
+    ) -> tuple[int, str]:
+        if (key, name) not in self.volumes:
+            raise NotFound(f"{key} has no volume {name}")
+        data = json.dumps({k: v.hex() for k, v in sorted(self.volumes[key, name].items())}).encode()
+        await asyncio.to_thread(into.write_bytes, data)
+        progress(len(data))
+        return len(data), hashlib.sha256(data).hexdigest()
+
+    async def import_volume(
+        self, key: AppKey, name: str, *, image: str, source: Path, progress: Progress
+    ) -> None:
+        if self._volume_users(key, name):
+            raise Conflict(f"volume {name} of {key} is in use: stop the app first")
+        data = await asyncio.to_thread(source.read_bytes)
+        self.volumes[key, name] = {k: bytes.fromhex(v) for k, v in json.loads(data).items()}
+        progress(len(data))
 
     async def close(self) -> None:
         for queue in self._watchers:

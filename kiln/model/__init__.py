@@ -34,6 +34,7 @@ from kiln.model.release import Release, ReleaseOrigin
 from kiln.model.rollout import AWAITS_PROMOTE, Rollout, RolloutKind, RolloutProgress, RolloutState
 from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
 from kiln.model.secret import SealedSecret, SecretVersion
+from kiln.model.volume import Snapshot, VolumeInfo
 
 __all__ = [
     "AWAITS_PROMOTE",
@@ -77,10 +78,12 @@ __all__ = [
     "SecretVersion",
     "SetPeers",
     "Severity",
+    "Snapshot",
     "StartInstance",
     "StopInstance",
     "TrafficPolicy",
     "UpdateRollout",
+    "VolumeInfo",
     "VolumeMount",
     "Wait",
     "event_categories",

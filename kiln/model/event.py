@@ -83,6 +83,10 @@ class EventKind(StrEnum):
     SECRET_SET = "secret.set"
     SECRET_REMOVED = "secret.removed"
     SECRET_KEY_ROTATED = "secret.key_rotated"
+    # volumes
+    VOLUME_SNAPSHOT = "volume.snapshot"
+    VOLUME_RESTORED = "volume.restored"
+    VOLUME_REMOVED = "volume.removed"
     # access
     AUTH_FAILED = "auth.failed"
     # kiln itself

@@ -53,6 +53,7 @@ from kiln.planning.recreate import select_recreate
 from kiln.planning.rolling import select_rolling
 from kiln.planning.rollout import SHARED_STRATEGIES, RolloutDecision, decide
 from kiln.planning.selection import Selection, by_age
+from kiln.planning.single_writer import has_single_writer, one_writer
 from kiln.spec import Deploy, Strategy
 
 CRASH_LOOP_FAILS_ROLLOUT_AFTER = 3
@@ -90,6 +91,10 @@ class Plan:
 
 
 def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
+    # A volume that is not shared: recreate, one instance, and nothing starts while any
+    # instance (of any release, even a retiring or unhealthy one) still runs.
+    single_writer = has_single_writer(desired.target) or has_single_writer(desired.stable)
+    desired = one_writer(desired)
     release = desired.target or desired.stable
     deploy = release.spec.deploy if release else _DEFAULT_DEPLOY
     target_no = desired.target.number if desired.target else None
@@ -147,7 +152,9 @@ def plan(desired: DesiredApp, observed: ObservedApp, now: datetime) -> Plan:
         stopping = sum(
             1
             for i in running
-            if i.release != pool_target and i not in alive and i.release not in kept_as_is
+            if (single_writer or i.release != pool_target)
+            and i not in alive
+            and i.release not in kept_as_is
         )
         selection = _select(desired, deploy, movable, pool_target, wanted, stopping)
         starts = {pool_target: selection.start} if pool_target is not None else {}

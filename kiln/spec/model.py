@@ -863,6 +863,14 @@ class AppSpec(_Strict):
                 problems.append((("volumes", i), f"{volume.path} is mounted twice"))
             names.add(volume.name)
             paths.add(volume.path)
+            if not volume.shared and self.instances > 1:
+                problems.append(
+                    (
+                        ("volumes", i),
+                        f"{volume.name} is not shared, so it has one writer: instances must be 0"
+                        f" or 1 (got {self.instances}), or set shared: true",
+                    )
+                )
             if not volume.shared and self.deploy.strategy in (
                 Strategy.CANARY,
                 Strategy.BLUE_GREEN,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +42,7 @@ from kiln.controller.views import (
     RolloutView,
     SecretSetResult,
     SecretView,
+    VolumeView,
 )
 from kiln.drivers.base import InstanceStats, LogLine
 from kiln.errors import Conflict, InvalidInput, NotFound
@@ -58,6 +59,7 @@ from kiln.model import (
     RolloutProgress,
     RolloutState,
     Severity,
+    Snapshot,
 )
 from kiln.planning.params import rollout_params
 from kiln.spec import AppSpec, Strategy, parse_spec, spec_hash
@@ -174,6 +176,30 @@ class FakeService:
         self._check_failure()
         count = sum(len(v) for v in self.secret_values.values())
         return KeyRotation(key_id="0" * 16, reencrypted=count, retired=[], unused_env_keys=[])
+
+    # Volumes: none exist in the fake (an app's volumes are the engine's business).
+    async def list_volumes(self, key: AppKey | None) -> list[VolumeView]:
+        self._check_failure()
+        return []
+
+    async def inspect_volume(self, key: AppKey, name: str) -> VolumeView:
+        self._check_failure()
+        raise NotFound(f"{key} has no volume {name}")
+
+    async def remove_volume(self, key: AppKey, name: str, *, who: str) -> None:
+        await self.inspect_volume(key, name)
+
+    async def snapshot_volume(
+        self, key: AppKey, name: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        await self.inspect_volume(key, name)
+        raise AssertionError("unreachable")
+
+    async def restore_volume(
+        self, key: AppKey, name: str, snapshot: str, *, who: str, progress: Callable[[int], None]
+    ) -> Snapshot:
+        await self.inspect_volume(key, name)
+        raise AssertionError("unreachable")
 
     async def deploy(
         self, spec_text: str, *, message: str, who: str, environment: str | None = None
