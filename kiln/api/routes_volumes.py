@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln.api.access import Grant, requires
-from kiln.api.deps import Actor, Key, OptionalKey
+from kiln.api.deps import Actor, Key
 from kiln.api.errors import error_body
 from kiln.controller.service import Service
 from kiln.controller.views import VolumeView
@@ -132,10 +132,8 @@ def volumes_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["volumes"])
 
     @router.get("/volumes", summary="Every volume of this kiln installation")
-    async def all_volumes(
-        key: OptionalKey, grant: Annotated[Grant, requires(Permission.READ)]
-    ) -> list[VolumeOut]:
-        views = await service.list_volumes(key)
+    async def all_volumes(grant: Annotated[Grant, requires(Permission.READ)]) -> list[VolumeOut]:
+        views = await service.list_volumes(None)
         return [volume_out(v) for v in views if grant.sees(v.info.key.environment)]
 
     @router.get("/apps/{env}/{app}/volumes", summary="An app's volumes", dependencies=_READ)
