@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from kiln.cli import context
-from kiln.cli.render import ago
-from kiln.client.models import CopyProgress, VolumeSnapshot
 from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.client.models import CopyProgress, VolumeSnapshot
 
 HELP = (
     "Named volumes: data that outlives instances and releases, scoped to an app and environment;"
@@ -37,6 +37,8 @@ def ls(
     if as_json:
         context.print_json([v.model_dump(mode="json") for v in volumes])
         return
+    from kiln.cli.render import ago
+
     out = context.out()
     if not volumes:
         out.print("no volumes")
@@ -65,6 +67,8 @@ def inspect(
     if as_json:
         context.print_json(v.model_dump(mode="json"))
         return
+    from kiln.cli.render import ago
+
     out = context.out()
     out.print(f"{key} volume {v.name} (engine: {v.engine_name})", markup=False)
     out.print(f"used by release(s): {', '.join(map(str, v.used_by)) or 'none'}")
@@ -135,6 +139,10 @@ def restore(
 def _follow(
     stream: Iterator[CopyProgress | VolumeSnapshot], what: str, *, quiet: bool
 ) -> VolumeSnapshot:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from kiln.client.models import CopyProgress
+
     started = time.monotonic()
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(f"{what}", *columns, console=context.err(), transient=True, disable=quiet) as bar:
