@@ -37,9 +37,14 @@ class AppLoops:
         self._wakeups: dict[AppKey, asyncio.Event] = {}
         self._tasks: dict[AppKey, asyncio.Task[None]] = {}
         self.last_error: dict[AppKey, str] = {}
+        self._closed = False
 
     def wake(self, key: AppKey) -> None:
-        """Reconcile ``key`` soon; starts its loop if it has none."""
+        """Reconcile ``key`` soon; starts its loop if it has none. Nothing once closed: what
+        still reports in while kiln stops (a health check, a finished stop) must not start a
+        loop nobody will stop."""
+        if self._closed:
+            return
         event = self._wakeups.get(key)
         if event is None:
             event = self._wakeups[key] = asyncio.Event()
@@ -58,6 +63,7 @@ class AppLoops:
                 await task
 
     async def close(self) -> None:
+        self._closed = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
         self._wakeups.clear()
