@@ -20,19 +20,21 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import signal
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln.errors import InvalidInput, PermanentFailure, RegistryUnavailable
+from kiln.errors import InvalidInput, PermanentFailure, RegistryUnavailable, TemporaryFailure
 from kiln.registry.base import Credentials
 from kiln.registry.client import RegistryClient
 
 DEFAULT_BINARY = "/usr/bin/docker-registry"
 _READY_TIMEOUT = 30.0
 _POLL = 0.02
+_PORT_FREE_TIMEOUT = 2.0  # a registry that just exited lets go of its port within this
 _EXIT_POLL = 0.05
 
 
@@ -60,10 +62,23 @@ def _config_text(*, data_dir: Path, port: int, read_only: bool) -> str:
     )
 
 
+# Below the kernel's ephemeral ports (32768-60999 by default): a port from that range can be
+# any outgoing connection's local port at the moment the registry restarts (after a garbage
+# collection, or when it died), and the bind then fails. Clear of the host-network instance
+# ports too (kiln.drivers.docker.HOST_PORT_RANGE, 20000-29999).
+PORT_RANGE = (30000, 32767)
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise TemporaryFailure(f"no free port in {PORT_RANGE} for the embedded registry")
 
 
 def _alive(pid: int, marker: str) -> bool:
@@ -155,17 +170,7 @@ class EmbeddedRegistry:
                 f"{self.binary} is missing: apt-get install docker-registry, or set registry.url"
                 " in the settings file to use another registry"
             )
-        with socket.socket() as probe:
-            # As the registry binds (Go sets SO_REUSEADDR): our own pings' TIME_WAIT is no clash.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError as exc:
-                raise InvalidInput(
-                    f"the embedded registry's port 127.0.0.1:{self.port} is taken by another"
-                    f" process ({exc.strerror}); free it or set registry.port in the settings"
-                    " file"
-                ) from exc
+        await self._until_port_free()
         # Double fork through sh: the registry is re-parented to init, never a zombie of kiln,
         # and keeps running (like NGINX) while kiln restarts.
         proc = await asyncio.create_subprocess_exec(
@@ -181,6 +186,27 @@ class EmbeddedRegistry:
         )
         await proc.wait()
         await self._wait_ready()
+
+    async def _until_port_free(self) -> None:
+        """Wait (briefly) until the port can be bound as the registry binds it. A registry that
+        just exited may hold its listening socket a moment longer: the kernel reports the
+        process gone while its other threads still close its files."""
+        deadline = time.monotonic() + _PORT_FREE_TIMEOUT
+        while True:
+            with socket.socket() as probe:
+                # As the registry binds (Go sets SO_REUSEADDR): TIME_WAIT is no clash.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                    return
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise InvalidInput(
+                            f"the embedded registry's port 127.0.0.1:{self.port} is taken by"
+                            f" another process ({exc.strerror}); free it or set registry.port"
+                            " in the settings file"
+                        ) from exc
+            await asyncio.sleep(_POLL)
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT

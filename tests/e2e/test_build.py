@@ -153,8 +153,8 @@ def test_prune_keeps_what_releases_inside_retention_and_running_instances_need(
         return sorted(e["tag"] for e in entries if e["repository"] == "pruned")
 
     assert ours(dry["removed"]) == ["p1", "p3"]
-    # Built by the other tests and never released: they go too; what runs stays.
-    assert {e["repository"] for e in dry["removed"]} == {"pruned", "changing"}
+    # Images the module's other tests built and never released go too; what runs stays.
+    assert "built" not in {e["repository"] for e in dry["removed"]}
     assert all(manifest_exists(kiln, "pruned", r.split("@")[1]) for r in references)
 
     report = kiln.cli_json("images", "prune")

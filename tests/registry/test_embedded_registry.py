@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kiln.errors import InvalidInput
-from kiln.registry.embedded import EmbeddedRegistry
+from kiln.registry.embedded import PORT_RANGE, EmbeddedRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,14 @@ async def test_garbage_collection_restarts_it_and_it_serves_after(
     assert "nothing to collect" in summary
     assert await registry.is_running()
     assert "enabled: false" in registry.config_path.read_text().split("readonly:")[1]
+
+
+def test_its_port_is_chosen_below_the_kernels_ephemeral_ports_and_kept(tmp_path: Path) -> None:
+    # An ephemeral port can be an outgoing connection's local port when the registry restarts.
+    first, last = (
+        int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    chosen = EmbeddedRegistry(tmp_path / "registry").port
+    assert PORT_RANGE[0] <= chosen <= PORT_RANGE[1]
+    assert not first <= chosen <= last
+    assert EmbeddedRegistry(tmp_path / "registry").port == chosen
