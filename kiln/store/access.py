@@ -1,10 +1,10 @@
 """The access store: API tokens (as hashes, with roles) and the append-only audit log.
 
 ``SqliteAccessStore`` keeps both in kiln's SQLite file (tables ``tokens`` and ``audit``,
-migration 3), on its own connection: the API checks a token on every request and appends an
-audit entry after every change, without waiting behind the controller's store lock. The
-triggers of migration 3 enforce what this code promises: a token is never deleted or changed,
-only revoked once; an audit entry is never updated or deleted. ``FakeAccessStore`` is the
+migration 5), on its own connection (opened as the main store opens its: connection.py): the
+API checks a token on every request and appends an audit entry after every change, without
+waiting behind the controller's store lock. The triggers of migration 5 enforce what this code
+promises: a token is never deleted or changed, only revoked once; an audit entry is never updated or deleted. ``FakeAccessStore`` is the
 in-memory stand-in for tests of the layers above.
 """
 
@@ -19,11 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from kiln.errors import Conflict, InvalidInput, NotFound, PermanentFailure, TemporaryFailure
+from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.model.access import AuditEntry, NewAuditEntry, Role, TokenRecord
-from kiln.store.migrations import migrate
-
-BUSY_TIMEOUT_MS = 5_000
+from kiln.store.connection import mapped_errors, open_connection
 
 
 class AccessStore(Protocol):
@@ -95,39 +93,11 @@ class SqliteAccessStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-        except sqlite3.Error as exc:
-            raise PermanentFailure(f"cannot open the kiln store {self.path}: {exc}") from exc
-        try:
-            with self._mapped("open"):
-                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                migrate(self._conn, self.path)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @contextmanager
-    def _mapped(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"the kiln store refused to {doing}: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(f"the kiln store {self.path} could not {doing}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise PermanentFailure(f"the kiln store {self.path} could not {doing}: {exc}") from exc
+        self._conn = open_connection(self.path)
 
     @contextmanager
     def _tx(self, doing: str, *, write: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._mapped(doing):
+        with self._lock, mapped_errors(self.path, doing):
             self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield self._conn

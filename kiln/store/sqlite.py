@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from kiln.errors import (
     InvalidInput,
     NotFound,
     PermanentFailure,
-    TemporaryFailure,
 )
 from kiln.model import (
     AppKey,
@@ -54,10 +53,9 @@ from kiln.model import (
 )
 from kiln.spec import AppSpec, Strategy
 from kiln.store.catalogue import ImageCatalogue
-from kiln.store.migrations import migrate
+from kiln.store.connection import BUSY_TIMEOUT_MS, mapped_errors, open_connection
 from kiln.store.secret_rows import SecretRows
 
-BUSY_TIMEOUT_MS = 5_000
 """How long a write waits for another process (a second kiln, a CLI reading) to release the file."""
 
 _APP_COLUMNS = (
@@ -90,55 +88,12 @@ class SqliteStore(SecretRows):
         # controller reads the target and stable release of every app every round.
         self._releases: dict[tuple[AppKey, int], Release] = {}
         self.images = ImageCatalogue(self)
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PermanentFailure(
-                f"cannot create the directory of the kiln store {self.path.parent}: {exc.strerror}"
-            ) from exc
-        try:
-            # isolation_level=None: no implicit transactions; every write below says BEGIN
-            # IMMEDIATE itself, so the write lock is taken up front and reads inside the
-            # transaction (the next release number) cannot go stale.
-            self._conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-        except sqlite3.Error as exc:
-            raise PermanentFailure(f"cannot open the kiln store {self.path}: {exc}") from exc
-        try:
-            with self._mapped("open"):
-                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise PermanentFailure(
-                        f"the kiln store {self.path} cannot use write-ahead logging "
-                        f"(journal mode stayed {mode!r}); put KILN_HOME on a local disk"
-                    )
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._conn.execute("PRAGMA foreign_keys = ON")
-                migrate(self._conn, self.path)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = open_connection(self.path)
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _mapped(self, doing: str) -> Iterator[None]:
-        """Turn sqlite3 errors into kiln errors that say what the store was doing."""
-        try:
-            yield
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"the kiln store refused to {doing}: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(
-                f"the kiln store {self.path} could not {doing}: {exc}; kiln retries"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise PermanentFailure(f"the kiln store {self.path} could not {doing}: {exc}") from exc
+    def _mapped(self, doing: str) -> AbstractContextManager[None]:
+        return mapped_errors(self.path, doing)
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
