@@ -4,8 +4,8 @@
 migration 5), on its own connection (opened as the main store opens its: connection.py): the
 API checks a token on every request and appends an audit entry after every change, without
 waiting behind the controller's store lock. The triggers of migration 5 enforce what this code
-promises: a token is never deleted or changed, only revoked once; an audit entry is never updated or deleted. ``FakeAccessStore`` is the
-in-memory stand-in for tests of the layers above.
+promises: a token is never deleted or changed, only revoked once; an audit entry is never
+updated or deleted. ``FakeAccessStore`` is the in-memory stand-in for tests of the layers above.
 """
 
 from __future__ import annotations
