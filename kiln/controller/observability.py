@@ -13,7 +13,7 @@ import logging
 
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import KilnError, NotFound
-from kiln.metrics import InstanceSample, KilnMetrics, Snapshot, StatsSampler
+from kiln.metrics import InstanceSample, KilnMetrics, LoopLagSampler, Snapshot, StatsSampler
 from kiln.model import AppKey, Event, EventKind
 
 log = logging.getLogger("kiln.metrics")
@@ -40,7 +40,12 @@ def attach_metrics(plane: ControlPlane) -> None:
             if i.running
         ]
 
-    plane.sampler = StatsSampler(plane.driver, container_ids, interval=section.sample_interval)
+    plane.sampler = StatsSampler(
+        plane.driver,
+        container_ids,
+        interval=section.sample_interval,
+        loop_lag=LoopLagSampler(metrics.event_loop_lag.observe),
+    )
 
     def on_event(event: Event) -> None:
         metrics.on_event(event)

@@ -38,6 +38,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _ROUND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROLLOUT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Event-loop lag: fine at the low end (a healthy loop wakes within a millisecond or two).
+_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 _API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -122,6 +126,13 @@ class KilnMetrics:
             "kiln_metrics_scrape_duration_seconds",
             "Time to build one /metrics answer.",
             buckets=_ROUND_BUCKETS,
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "kiln_event_loop_lag_seconds",
+            "How late the server's event loop woke a task from a short sleep (LoopLagSampler):"
+            " the time anything ready to run waited for the loop.",
+            buckets=_LAG_BUCKETS,
             registry=r,
         )
         self.snapshot = Snapshot()

@@ -3,6 +3,10 @@
 One ``driver.stats(ids)`` call per round for all instances (the Docker driver reads their
 cgroups, no engine call), every ``interval`` seconds; a scrape only reads the last result, so
 its cost does not grow with a call per instance.
+
+It also starts and stops the event loop's ``LoopLagSampler`` when given one: the metrics'
+background tasks live and end together, started and closed where the engine starts and
+closes this sampler.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from kiln.drivers.base import Driver, InstanceStats
 from kiln.errors import KilnError
+from kiln.metrics.loop_lag import LoopLagSampler
 
 log = logging.getLogger("kiln.metrics")
 
@@ -26,6 +31,7 @@ class StatsSampler:
         container_ids: Callable[[], Sequence[str]],
         *,
         interval: float = 5.0,
+        loop_lag: LoopLagSampler | None = None,
     ) -> None:
         self._driver = driver
         self._container_ids = container_ids
@@ -33,6 +39,7 @@ class StatsSampler:
         self.latest: dict[str, InstanceStats] = {}
         self.sampled_at: float | None = None  # time.monotonic() of the last round
         self._task: asyncio.Task[None] | None = None
+        self.loop_lag = loop_lag
 
     @property
     def age(self) -> float | None:
@@ -50,8 +57,12 @@ class StatsSampler:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="kiln-stats-sampler")
+        if self.loop_lag is not None:
+            self.loop_lag.start()
 
     async def close(self) -> None:
+        if self.loop_lag is not None:
+            await self.loop_lag.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
