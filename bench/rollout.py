@@ -41,13 +41,24 @@ def deploy_api(kiln: KilnHarness, spec: str) -> None:
     response.raise_for_status()
 
 
-def wait_rollout_done(kiln: KilnHarness, app: str, release: int) -> None:
-    kiln.wait_ready(app, 3, release=release, timeout=60)
+def wait_rollout_done(
+    kiln: KilnHarness, app: str, release: int, *, instances: int = 3, timeout: float = 60
+) -> None:
+    kiln.wait_ready(app, instances, release=release, timeout=timeout)
 
 
 def measure_deploys(
-    kiln: KilnHarness, app: str, network: str, count: int
+    kiln: KilnHarness,
+    app: str,
+    network: str,
+    count: int,
+    *,
+    instances: int = 3,
+    release: int = 1,
+    timeout: float = 60,
 ) -> tuple[list[float], int, int]:
+    """``count`` rolling deploys of ``app`` (at ``release``, running kiln-hello:v1) alternating
+    v2 and v1 under the two load clients: deploy → 100 % new for each, failures, requests."""
     durations: list[float] = []
     failures = 0
     requests = 0
@@ -70,15 +81,16 @@ def measure_deploys(
         max_requests=2_000_000,
         rate=LOAD_RPS,
     )
-    release = 1
     with fresh, kept:
         kept.wait_for_requests(50)
         for n in range(count):
             new, old = tags[n % 2], tags[(n + 1) % 2]
             started = time.monotonic()
-            deploy_api(kiln, hello_spec(app, f"kiln-hello:{new}", network=network))
+            deploy_api(
+                kiln, hello_spec(app, f"kiln-hello:{new}", instances=instances, network=network)
+            )
             release += 1
-            wait_rollout_done(kiln, app, release)
+            wait_rollout_done(kiln, app, release, instances=instances, timeout=timeout)
             kept.wait_for_requests(kept.report.requests + 20)
             last_old = kept.report.last_seen.get(old, started)
             durations.append(max(0.0, last_old - started))

@@ -117,20 +117,21 @@ def bridge_mac(gateway: ipaddress.IPv4Interface) -> str:
     return "02:6b:" + ":".join(f"{octet:02x}" for octet in gateway.ip.packed)
 
 
-def create_bridge(name: str) -> ipaddress.IPv4Interface:
-    """Create bridge ``name`` with the gateway address of a free 10.213.X.0/24."""
+def create_bridge(name: str, prefix: int = 24) -> ipaddress.IPv4Interface:
+    """Create bridge ``name`` with the gateway address of a free 10.213.X.0/``prefix`` (a /24
+    holds 253 containers; a benchmark with more asks for a shorter prefix)."""
     _LOCK_PATH.touch(exist_ok=True)
     with _LOCK_PATH.open("r+") as lock:
         # Two runs choosing at the same time would otherwise pick the same free subnet.
         fcntl.flock(lock, fcntl.LOCK_EX)
         used = _used_networks()
-        subnets = list(_SUBNET_POOL.subnets(new_prefix=24))[1:-1]
+        subnets = list(_SUBNET_POOL.subnets(new_prefix=prefix))[1:-1]
         start = os.getpid() % len(subnets)
         for offset in range(len(subnets)):
             subnet = subnets[(start + offset) % len(subnets)]
             if any(subnet.overlaps(u) for u in used if u.prefixlen > 0):
                 continue
-            gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/24")
+            gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/{prefix}")
             # An address of its own: a bridge without one takes the lowest MAC of its ports,
             # which changes whenever a container starts or stops; containers then send their
             # replies to the host's old address and connections stall for seconds (what
@@ -143,7 +144,7 @@ def create_bridge(name: str) -> ipaddress.IPv4Interface:
                 delete_bridge(name)
                 raise
             return gateway
-    raise DockerdError(f"no free /24 left in {_SUBNET_POOL} for a private Docker bridge")
+    raise DockerdError(f"no free /{prefix} left in {_SUBNET_POOL} for a private Docker bridge")
 
 
 def delete_bridge(name: str) -> None:
@@ -189,6 +190,7 @@ class PrivateDockerd:
         start_timeout: float = 30.0,
         live_restore: bool = False,
         keep_data: bool = False,
+        subnet_prefix: int = 24,
     ) -> None:
         if directory is None:
             # Short path: a unix socket path must stay under 108 bytes.
@@ -208,6 +210,7 @@ class PrivateDockerd:
         self.start_timeout = start_timeout
         self.live_restore = live_restore
         self.keep_data = keep_data
+        self.subnet_prefix = subnet_prefix
         self.bridge = _next_name()
         self.gateway: ipaddress.IPv4Interface | None = None
         self.startup_seconds: float | None = None
@@ -253,7 +256,7 @@ class PrivateDockerd:
             raise DockerdError("a private dockerd needs root (it creates a bridge and mounts)")
         began = time.monotonic()
         if self.gateway is None:
-            self.gateway = create_bridge(self.bridge)
+            self.gateway = create_bridge(self.bridge, self.subnet_prefix)
         env = dict(os.environ, DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
         env.pop("DOCKER_HOST", None)
         log = (self.dir / "dockerd.log").open("ab")

@@ -1,0 +1,645 @@
+"""Scale benchmark (issue 10): many apps of the demo app on one kiln, per instance network.
+
+For each network (``--networks host,bridge``), on a fresh private dockerd, kiln and NGINX:
+
+  rolling_alone             deploy → 100 % new of one app (bench.rollout's measure_deploys, its
+                            two load clients) with no other app
+  deploy_all_cli            the other APPS-1 apps by ``kiln deploy --no-wait``, one process after
+                            the other from a script: time until the last command returned and until
+                            every instance is ready and in NGINX; the event loop's lag meanwhile
+  idle                      kiln's CPU over IDLE s (% of one core; /proc via psutil), NGINX's
+                            (master + workers) and dockerd's (+ containerd) for context; loop lag
+  api                       GET /v1/apps p50/p99 ms, ``kiln status --json`` wall time
+  rolling_with_others       the same app's deploys again, with the APPS-1 others idle; ratio
+  kill                      ``kill -9`` of one instance in each of 10 apps at once → all replaced
+  route_churn               a deploy of every app that changes its routes (an extra host; kiln
+                            reloads NGINX when the route table changes), through the API, 8 at a
+                            time; NGINX reloads counted from kiln_nginx_reloads_total
+  destroy_all               DELETE of every app, in parallel through the API
+  deploy_all_api            every app again, in parallel through the API; destroy_all_again
+  rss_mb                    kiln's and NGINX's RSS at: start, deployed, before and after the
+                            route churn, 30 s later, after the destroy
+
+Every wait has a deadline; a phase that fails or times out is reported with ``error`` and what it
+measured so far, and the next phase runs. Everything is cleaned up (containers, dockerd, NGINX),
+also on failure or SIGTERM. ``--py-spy BIN`` profiles the server at idle and during the CLI
+deploy-all (raw stacks into ``--profile-dir``, top functions into the JSON line).
+
+Prints one JSON line; exits 0. Run small while changing it: ``--apps 10 --idle-seconds 10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import docker
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.rollout import deploy_api, measure_deploys
+from kiln.config import Settings
+from tests.e2e.conftest import hello_spec
+from tests.e2e.harness import KilnHarness
+from tests.harness.dockerd import PrivateDockerd
+from tests.harness.images import build_hello_image
+
+Json = dict[str, Any]
+SOLO = "s000"  # the app of the rolling deploys; the others are s001 ...
+PARALLEL = 32  # API calls in flight at once for "in parallel through the API"
+CHURN_PARALLEL = 8
+PY_SPY_RATE = (
+    50  # samples/s  # route-changing deploys at once: most of them get reloads of their own
+)
+
+
+DEFAULT_RESYNC_SECONDS = dataclasses.fields(Settings)[
+    [f.name for f in dataclasses.fields(Settings)].index("resync_seconds")
+].default
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+def app_names(count: int) -> list[str]:
+    return [f"s{n:03d}" for n in range(count)]
+
+
+def spec_of(app: str, tag: str, args: argparse.Namespace, network: str, alt: bool = False) -> str:
+    spec = hello_spec(app, tag, instances=args.instances, network=network)
+    if alt:
+        # Another host: two route changes (old and new hosts while both releases serve, then
+        # the new one alone), each an NGINX reload.
+        spec = spec.replace(f"  - host: {app}.test\n", f"  - host: {app}-alt.test\n")
+    return spec
+
+
+def round3(value: float) -> float:
+    return round(value, 3)
+
+
+def quantile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+# --- what kiln says -------------------------------------------------------------------------
+
+
+def list_apps(kiln: KilnHarness) -> list[Json]:
+    response = kiln.api("GET", "/v1/apps", timeout=30)
+    response.raise_for_status()
+    return list(response.json())
+
+
+def settled(status: Json, instances: int) -> bool:
+    """Its rollout is over and exactly ``instances`` of its target release serve."""
+    rows = status["instances"]
+    return (
+        status["rollout"] is None
+        and len(rows) == instances
+        and all(
+            i["ready"] and i["in_router"] and i["release"] == status["target_release"] for i in rows
+        )
+    )
+
+
+def wait_all(
+    kiln: KilnHarness,
+    apps: list[str],
+    condition: Callable[[Json], bool],
+    deadline: float,
+    what: str,
+    out: Json | None = None,
+) -> float:
+    """Poll GET /v1/apps until ``condition`` holds for every app in ``apps``; the time it did."""
+    wanted = set(apps)
+    done: set[str] = set()
+    while True:
+        try:
+            rows = {s["app"]: s for s in list_apps(kiln)}
+        except Exception as exc:  # a slow or restarting API: try again until the deadline
+            print(f"GET /v1/apps: {exc}", file=sys.stderr)
+            rows = {}
+        done = {a for a in wanted if a in rows and condition(rows[a])}
+        if out is not None:
+            out["apps_done"] = len(done)
+        if done == wanted:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            missing = sorted(wanted - done)
+            raise PhaseTimeout(f"{what}: {len(done)}/{len(wanted)} apps; e.g. not {missing[:5]}")
+        time.sleep(0.5)
+
+
+def metrics(kiln: KilnHarness) -> str:
+    response = kiln.api("GET", "/metrics", timeout=30)
+    response.raise_for_status()
+    return response.text
+
+
+def lag_buckets(text: str) -> dict[float, float]:
+    """kiln_event_loop_lag_seconds's cumulative buckets (le → count); empty on an older kiln."""
+    found: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "kiln_event_loop_lag_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    found[float(sample.labels["le"])] = sample.value
+    return found
+
+
+def lag_between(before: dict[float, float], after: dict[float, float]) -> Json:
+    """p99 and max of the loop lag between two scrapes, as the histogram's bucket bounds (the
+    lag was at most that)."""
+    if not after:
+        return {"lag": "no kiln_event_loop_lag_seconds on this kiln"}
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return {"lag_samples": 0}
+    p99 = next(b for b, c in zip(bounds, counts, strict=True) if c >= 0.99 * total)
+    worst = next(b for b, c in zip(bounds, counts, strict=True) if c >= total)
+    return {"lag_samples": int(total), "lag_p99_le_s": p99, "lag_max_le_s": worst}
+
+
+def reloads(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == "kiln_nginx_reloads":
+            return sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("result") == "ok"
+            )
+    return 0.0
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+class Processes:
+    """kiln's server, NGINX (master + workers), dockerd (+ its containerd)."""
+
+    def __init__(self, kiln: KilnHarness, dockerd_pid: int | None) -> None:
+        assert kiln.process is not None
+        self.server = psutil.Process(kiln.process.pid)
+        self.nginx_pid_file = kiln.settings.nginx_dir / "nginx.pid"
+        self.dockerd = psutil.Process(dockerd_pid) if dockerd_pid else None
+
+    def nginx(self) -> list[psutil.Process]:
+        try:
+            master = psutil.Process(int(self.nginx_pid_file.read_text().strip()))
+            return [master, *master.children()]
+        except (OSError, ValueError, psutil.Error):
+            return []
+
+    def engine(self) -> list[psutil.Process]:
+        if self.dockerd is None:
+            return []
+        try:
+            # containerd is dockerd's child; the shims (one per container) are not counted
+            return [self.dockerd, *(c for c in self.dockerd.children() if "shim" not in c.name())]
+        except psutil.Error:
+            return []
+
+    @staticmethod
+    def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
+        times = {}
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                times[proc.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return times
+
+    @staticmethod
+    def _rss(procs: list[psutil.Process]) -> float:
+        total = 0
+        for proc in procs:
+            with suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return round(total / 2**20, 1)
+
+    def rss(self) -> Json:
+        return {"kiln": self._rss([self.server]), "nginx": self._rss(self.nginx())}
+
+    def cpu_over(self, seconds: float) -> Json:
+        """% of one core each used over ``seconds`` (processes present at both ends)."""
+        groups = {"kiln": lambda: [self.server], "nginx": self.nginx, "dockerd": self.engine}
+        before = {name: self._cpu(get()) for name, get in groups.items()}
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = {name: self._cpu(get()) for name, get in groups.items()}
+        elapsed = time.monotonic() - started
+        result: Json = {"window_s": round(elapsed, 1)}
+        for name in groups:
+            used = sum(
+                after[name][pid] - before[name][pid] for pid in after[name] if pid in before[name]
+            )
+            result[f"{name}_pct_core"] = round(used / elapsed * 100, 2)
+        return result
+
+
+# --- py-spy ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def profiled(args: argparse.Namespace, pid: int, name: str, out: Json) -> Iterator[None]:
+    """py-spy on the server for the block's duration (when --py-spy is given)."""
+    if not args.py_spy:
+        yield
+        return
+    path = Path(args.profile_dir) / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            args.py_spy,
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            str(PY_SPY_RATE),
+            "-f",
+            "raw",
+            "-o",
+            str(path),
+            "--nonblocking",
+            "--gil",  # only samples holding the GIL: where the CPU goes, not waits
+            "-d",
+            "3600",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        elapsed = time.monotonic() - started
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if path.exists():
+            top = top_frames(path)
+            # samples are taken 50 times a second, only while a thread holds the GIL
+            top["gil_held_pct"] = round(100 * top["samples"] / (elapsed * PY_SPY_RATE), 1)
+            out[f"profile_{name}"] = top
+
+
+def top_frames(path: Path, count: int = 10) -> Json:
+    """From py-spy's raw (collapsed) stacks (GIL holders only): the functions most often on
+    top of the stack (self), and kiln's functions most often anywhere on it (inclusive; not
+    the ones on nearly every stack, like the server's main)."""
+    leaf: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        samples = int(n)
+        total += samples
+        frames = stack.split(";")
+        leaf[frames[-1]] += samples
+        for frame in set(frames):
+            if "kiln/" in frame:
+                inclusive[frame] += samples
+    if not total:
+        return {"samples": 0}
+
+    inclusive = collections.Counter(
+        {frame: n for frame, n in inclusive.items() if n < 0.95 * total}
+    )
+
+    def pct(counter: collections.Counter[str]) -> list[list[object]]:
+        return [[frame, round(100 * n / total, 1)] for frame, n in counter.most_common(count)]
+
+    return {"samples": total, "self_pct": pct(leaf), "kiln_inclusive_pct": pct(inclusive)}
+
+
+# --- phases ---------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(
+        self, kiln: KilnHarness, procs: Processes, args: argparse.Namespace, network: str, out: Json
+    ) -> None:
+        self.kiln, self.procs, self.args, self.network = kiln, procs, args, network
+        self.result = out
+        out["rss_mb"] = {}
+        self.apps = app_names(args.apps)
+        self.others = self.apps[1:]
+        self.solo_release = 1
+        self.rolling_alone: list[float] = []
+
+    def phase(self, name: str, body: Callable[[Json, float], None]) -> None:
+        out: Json = {}
+        self.result[name] = out
+        started = time.monotonic()
+        print(f"[scale {self.network}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            body(out, started + self.args.phase_timeout)
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc(file=sys.stderr)
+        out.setdefault("phase_s", round3(time.monotonic() - started))
+        print(f"[scale {self.network}] {name}: {json.dumps(out)}", file=sys.stderr, flush=True)
+
+    def rss(self, when: str) -> None:
+        self.result["rss_mb"][when] = self.procs.rss()
+
+    def settled(self, status: Json) -> bool:
+        return settled(status, self.args.instances)
+
+    # rolling deploys of one app: alone, then with the others idle
+    def rolling(self, out: Json, deadline: float) -> None:
+        durations, failures, requests = measure_deploys(
+            self.kiln,
+            SOLO,
+            self.network,
+            self.args.rolling_deploys,
+            instances=self.args.instances,
+            release=self.solo_release,
+            timeout=max(10.0, deadline - time.monotonic()),
+        )
+        self.solo_release += len(durations)
+        out.update(
+            {
+                "deploy_to_all_new_s": [round3(d) for d in durations],
+                "deploy_to_all_new_s_median": round3(statistics.median(durations)),
+                "failed_requests": failures,
+                "requests": requests,
+            }
+        )
+
+    def solo_first(self, out: Json, deadline: float) -> None:
+        deploy_api(self.kiln, spec_of(SOLO, "kiln-hello:v1", self.args, self.network))
+        wait_all(self.kiln, [SOLO], self.settled, deadline, "the first app")
+        self.rolling(out, deadline)
+        self.rolling_alone = out["deploy_to_all_new_s"]
+
+    def deploy_all_cli(self, out: Json, deadline: float) -> None:
+        before = lag_buckets(metrics(self.kiln))
+        specs = self.kiln.home / "specs"
+        specs.mkdir(exist_ok=True)
+        started = time.monotonic()
+        with profiled(self.args, self.procs.server.pid, f"{self.network}-deploy-all", out):
+            for n, app in enumerate(self.others):
+                path = specs / f"{app}.yaml"
+                path.write_text(spec_of(app, "kiln-hello:v1", self.args, self.network))
+                result = self.kiln.cli("deploy", "-f", str(path), "--no-wait", timeout=120)
+                if result.returncode != 0:
+                    raise RuntimeError(f"kiln deploy {app}: {result.stdout}{result.stderr}")
+                out["commands_done"] = n + 1
+                if time.monotonic() > deadline:
+                    raise PhaseTimeout(f"{n + 1} of {len(self.others)} deploys in the time")
+            out["commands_s"] = round3(time.monotonic() - started)
+            done = wait_all(self.kiln, self.apps, self.settled, deadline, "all serving", out)
+        out["all_serving_s"] = round3(done - started)
+        out.update(lag_between(before, lag_buckets(metrics(self.kiln))))
+
+    def idle(self, out: Json, deadline: float) -> None:
+        time.sleep(5)  # the deploys' tail (last probes, events) settles first
+        before = lag_buckets(metrics(self.kiln))
+        out.update(self.procs.cpu_over(self.args.idle_seconds))
+        out.update(lag_between(before, lag_buckets(metrics(self.kiln))))
+        # profiled after the measure: py-spy's own sampling is not on the machine meanwhile
+        with profiled(self.args, self.procs.server.pid, f"{self.network}-idle", out):
+            time.sleep(min(30.0, self.args.idle_seconds))
+
+    def api(self, out: Json, deadline: float) -> None:
+        times = []
+        for _ in range(self.args.api_requests):
+            started = time.perf_counter()
+            list_apps(self.kiln)
+            times.append(time.perf_counter() - started)
+            if time.monotonic() > deadline:
+                break
+        out["apps_get_p50_ms"] = round(quantile(times, 0.5) * 1000, 1)
+        out["apps_get_p99_ms"] = round(quantile(times, 0.99) * 1000, 1)
+        out["apps_get_requests"] = len(times)
+        walls = []
+        for _ in range(self.args.status_runs):
+            started = time.perf_counter()
+            result = self.kiln.cli("status", "--json", timeout=120)
+            walls.append(time.perf_counter() - started)
+            if result.returncode != 0:
+                raise RuntimeError(f"kiln status --json: {result.stderr}")
+        out["status_json_wall_s_median"] = round3(statistics.median(walls))
+        out["status_json_wall_s_max"] = round3(max(walls))
+
+    def rolling_with_others(self, out: Json, deadline: float) -> None:
+        self.rolling(out, deadline)
+        if self.rolling_alone:
+            out["vs_alone"] = round(
+                out["deploy_to_all_new_s_median"] / statistics.median(self.rolling_alone), 2
+            )
+
+    def kill(self, out: Json, deadline: float) -> None:
+        victims = self.others[: self.args.kills]
+        rows = {s["app"]: s for s in list_apps(self.kiln)}
+        killed: dict[str, str] = {}  # app → instance id
+        containers = []
+        for app in victims:
+            instance = min(rows[app]["instances"], key=lambda i: i["started_at"] or "")
+            killed[app] = instance["id"]
+            containers.append(instance["container_id"])
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(containers) or 1) as pool:
+            list(pool.map(lambda c: self.kiln.docker.api.kill(c, "SIGKILL"), containers))
+        out["killed"] = len(containers)
+
+        def replaced(status: Json) -> bool:
+            gone = killed[status["app"]]
+            return self.settled(status) and all(i["id"] != gone for i in status["instances"])
+
+        done = wait_all(self.kiln, victims, replaced, deadline, "replacements", out)
+        out["all_replaced_s"] = round3(done - started)
+
+    def route_churn(self, out: Json, deadline: float) -> None:
+        before = reloads(metrics(self.kiln))
+        started = time.monotonic()
+
+        def one(app: str) -> None:
+            deploy_api(self.kiln, spec_of(app, "kiln-hello:v1", self.args, self.network, alt=True))
+            wait_all(self.kiln, [app], self.settled, deadline, f"{app}'s new routes")
+
+        with ThreadPoolExecutor(CHURN_PARALLEL) as pool:
+            list(pool.map(one, self.apps))
+        out["deploys"] = len(self.apps)
+        out["all_new_s"] = round3(time.monotonic() - started)
+        out["nginx_reloads"] = int(reloads(metrics(self.kiln)) - before)
+
+    def destroy_all(self, out: Json, deadline: float) -> None:
+        started = time.monotonic()
+        calls: list[float] = []
+
+        def one(app: str) -> None:
+            began = time.monotonic()
+            self.kiln.api("DELETE", f"/v1/apps/dev/{app}", timeout=300).raise_for_status()
+            calls.append(time.monotonic() - began)
+
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(one, self.apps))
+        out["calls_done_s"] = round3(time.monotonic() - started)
+        out["call_s_median"] = round3(statistics.median(calls))
+        while containers_of_installation(self.kiln):
+            if time.monotonic() > deadline:
+                raise PhaseTimeout("containers left after the destroy")
+            time.sleep(0.5)
+        out["no_container_left_s"] = round3(time.monotonic() - started)
+
+    def deploy_all_api(self, out: Json, deadline: float) -> None:
+        before = lag_buckets(metrics(self.kiln))
+        started = time.monotonic()
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(
+                pool.map(
+                    lambda app: deploy_api(
+                        self.kiln, spec_of(app, "kiln-hello:v1", self.args, self.network)
+                    ),
+                    self.apps,
+                )
+            )
+        out["calls_done_s"] = round3(time.monotonic() - started)
+        done = wait_all(self.kiln, self.apps, self.settled, deadline, "all serving", out)
+        out["all_serving_s"] = round3(done - started)
+        out.update(lag_between(before, lag_buckets(metrics(self.kiln))))
+
+    def run(self) -> None:
+        self.rss("start")
+        self.phase("rolling_alone", self.solo_first)
+        self.phase("deploy_all_cli", self.deploy_all_cli)
+        self.rss("deployed")
+        self.phase("idle", self.idle)
+        self.phase("api", self.api)
+        self.phase("rolling_with_others", self.rolling_with_others)
+        self.phase("kill", self.kill)
+        self.rss("before_route_churn")
+        self.phase("route_churn", self.route_churn)
+        self.rss("after_route_churn")
+        time.sleep(30)
+        self.rss("30s_later")
+        self.phase("destroy_all", self.destroy_all)
+        self.rss("destroyed")
+        if not self.args.skip_api_deploy:
+            self.phase("deploy_all_api", self.deploy_all_api)
+            self.phase("destroy_all_again", self.destroy_all)
+            self.rss("destroyed_again")
+
+
+def containers_of_installation(kiln: KilnHarness) -> list[str]:
+    rows = kiln.docker.api.containers(
+        all=True, filters={"label": f"io.kiln.installation={kiln.installation_id}"}
+    )
+    return [row["Id"] for row in rows]
+
+
+def measure_network(network: str, args: argparse.Namespace, workdir: Path, out: Json) -> None:
+    """Fills ``out`` phase by phase: what was measured stays there if a later step fails."""
+    # A /24 bridge holds 253 containers; a rolling deploy needs room for old and new.
+    need = args.apps * args.instances + 2 * CHURN_PARALLEL * args.instances + 16
+    prefix = 24
+    while network == "bridge" and 2 ** (32 - prefix) - 3 < need:
+        prefix -= 1
+    with PrivateDockerd(subnet_prefix=prefix) as engine:
+        client = docker.DockerClient(base_url=engine.docker_host)
+        for version in ("v1", "v2"):
+            build_hello_image(
+                client, version=version, variant="healthy", tag=f"kiln-hello:{version}"
+            )
+        client.close()
+        home = workdir / network
+        home.mkdir()
+        # kiln's default resync period (the harness's 1 s is for quick tests): idle as a user sees it
+        kiln = KilnHarness(
+            home,
+            engine.docker_host,
+            env={"KILN_RESYNC_SECONDS": f"{DEFAULT_RESYNC_SECONDS:g}"},
+        )
+        try:
+            kiln.start()
+            Run(kiln, Processes(kiln, engine.pid), args, network, out).run()
+        finally:
+            if args.log_tail:
+                out["server_log_tail"] = kiln.server_log()[-600:]
+            kiln.teardown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--networks", default="bridge,host")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--rolling-deploys", type=int, default=4, help="even: v2, v1, ...")
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--api-requests", type=int, default=200)
+    parser.add_argument("--status-runs", type=int, default=5)
+    parser.add_argument("--phase-timeout", type=float, default=0.0, help="s; 0: from the scale")
+    parser.add_argument("--skip-api-deploy", action="store_true", help="no second deploy-all")
+    parser.add_argument("--py-spy", default="", help="py-spy binary: profile the server")
+    parser.add_argument("--profile-dir", default="/tmp/kiln-scale-profiles")
+    parser.add_argument("--log-tail", action="store_true", help="the server log's tail in the JSON")
+    args = parser.parse_args()
+    args.rolling_deploys += args.rolling_deploys % 2  # each round trip ends on v1 again
+    args.kills = min(args.kills, args.apps - 1)
+    if not args.phase_timeout:
+        args.phase_timeout = max(180.0, args.apps * args.instances * 2.0)
+
+    result: Json = {
+        "benchmark": "scale",
+        "apps": args.apps,
+        "instances": args.instances,
+        "idle_seconds": args.idle_seconds,
+        "load_before": round(psutil.getloadavg()[0], 1),
+    }
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # run the finally blocks: containers, dockerd, NGINX
+
+    signal.signal(signal.SIGTERM, on_term)
+    workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-scale-"))
+    try:
+        for network in [n for n in args.networks.split(",") if n]:
+            out: Json = {}
+            result[network] = out
+            try:
+                measure_network(network, args, workdir, out)
+            except Exception as exc:
+                out["error"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc(file=sys.stderr)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        result["load_after"] = round(psutil.getloadavg()[0], 1)
+        print(json.dumps(result))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
