@@ -63,7 +63,7 @@ from kiln.client.models import (
     VolumeSnapshot,
 )
 from kiln.client.promotion_models import Approval, Diff, Promotion
-from kiln.client.sse import parse_sse
+from kiln.client.sse import sse_messages
 from kiln.client.unix import UnixSocketTransport
 from kiln.config import Settings, identity_proof, refuse_unless_private, token_id
 from kiln.errors import InvalidInput, KilnError, TemporaryFailure, Unauthorized
@@ -491,7 +491,7 @@ class KilnClient:
         timeout = httpx.Timeout(self._http.timeout.connect, read=SSE_READ_TIMEOUT)
         headers = {"Accept": "text/event-stream"}
         with self._stream("GET", "/v1/events/stream", params, timeout, headers) as response:
-            for message in parse_sse(response.iter_lines()):
+            for message in sse_messages(response):
                 if message.event == "error":
                     raise error_from_body(500, json.loads(message.data))
                 yield Event.model_validate_json(message.data)

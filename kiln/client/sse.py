@@ -1,40 +1,29 @@
-"""A Server-Sent Events parser over lines of text (the ``text/event-stream`` format).
+"""The events of a Server-Sent Events response (``text/event-stream``), parsed by httpx-sse.
 
-": ping"            a comment (heartbeat): ignored
-"id: 42"            the event's id: ignored, each event's JSON carries its own id
+What kiln's ``/v1/events/stream`` sends, and what becomes of it here:
+
+": ping"            a comment (heartbeat): dropped by httpx-sse
+"id: 42"            the event's id: each event's JSON carries it too, which is what
+                    ``follow_events`` resumes after (``after=``)
 "event: error"      the event's type (default "message")
 "data: {...}"       payload; several data lines join with "\\n"
 ""                  end of one event
+
+A block without data (a heartbeat after an event: httpx-sse repeats the last id for it) is no
+event and is skipped, as the SSE rules say. A stream cut mid-event drops that event. A 200
+answer that is not an event stream raises ``httpx_sse.SSEError``, an ``httpx.TransportError``,
+which the client maps like a lost connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
 
 
-@dataclass(frozen=True)
-class SseMessage:
-    event: str
-    data: str
-
-
-def parse_sse(lines: Iterable[str]) -> Iterator[SseMessage]:
-    event = ""
-    data: list[str] = []
-    for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield SseMessage(event=event or "message", data="\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    # A stream cut mid-event drops that event, as the SSE rules say.
+def sse_messages(response: httpx.Response) -> Iterator[ServerSentEvent]:
+    for message in EventSource(response).iter_sse():
+        if message.data:
+            yield message
