@@ -62,10 +62,9 @@ from tests.harness.images import build_hello_image
 Json = dict[str, Any]
 SOLO = "s000"  # the app of the rolling deploys; the others are s001 ...
 PARALLEL = 32  # API calls in flight at once for "in parallel through the API"
-CHURN_PARALLEL = 8
-PY_SPY_RATE = (
-    50  # samples/s  # route-changing deploys at once: most of them get reloads of their own
-)
+CHURN_PARALLEL = 8  # route-changing deploys at once: most of them get reloads of their own
+PY_SPY_RATE = 50  # samples/s
+CLI_ATTEMPTS = 3
 
 
 DEFAULT_RESYNC_SECONDS = dataclasses.fields(Settings)[
@@ -145,7 +144,7 @@ def wait_all(
         if time.monotonic() > deadline:
             missing = sorted(wanted - done)
             raise PhaseTimeout(f"{what}: {len(done)}/{len(wanted)} apps; e.g. not {missing[:5]}")
-        time.sleep(0.5)
+        time.sleep(1.0)  # each poll costs kiln a full status of every app: not too often
 
 
 def metrics(kiln: KilnHarness) -> str:
@@ -180,15 +179,20 @@ def lag_between(before: dict[float, float], after: dict[float, float]) -> Json:
     return {"lag_samples": int(total), "lag_p99_le_s": p99, "lag_max_le_s": worst}
 
 
-def reloads(text: str) -> float:
+def counter(text: str, family_name: str, **labels: str) -> float:
+    """The sum of a counter's samples with ``labels`` (0 when the family is missing)."""
     for family in text_string_to_metric_families(text):
-        if family.name == "kiln_nginx_reloads":
+        if family.name == family_name:
             return sum(
                 s.value
                 for s in family.samples
-                if s.name.endswith("_total") and s.labels.get("result") == "ok"
+                if s.name.endswith("_total") and labels.items() <= s.labels.items()
             )
     return 0.0
+
+
+def reloads(text: str) -> float:
+    return counter(text, "kiln_nginx_reloads", result="ok")
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -354,7 +358,7 @@ class Run:
         self.rolling_alone: list[float] = []
 
     def phase(self, name: str, body: Callable[[Json, float], None]) -> None:
-        out: Json = {}
+        out: Json = {"load": round(psutil.getloadavg()[0], 1)}  # the machine's, 1 min average
         self.result[name] = out
         started = time.monotonic()
         print(f"[scale {self.network}] {name} ...", file=sys.stderr, flush=True)
@@ -408,8 +412,14 @@ class Run:
             for n, app in enumerate(self.others):
                 path = specs / f"{app}.yaml"
                 path.write_text(spec_of(app, "kiln-hello:v1", self.args, self.network))
-                result = self.kiln.cli("deploy", "-f", str(path), "--no-wait", timeout=120)
-                if result.returncode != 0:
+                for _attempt in range(CLI_ATTEMPTS):
+                    result = self.kiln.cli("deploy", "-f", str(path), "--no-wait", timeout=120)
+                    if result.returncode == 0:
+                        break
+                    # as a script would: try again (a deploy that did land answers unchanged)
+                    out["cli_failures"] = out.get("cli_failures", 0) + 1
+                    out.setdefault("cli_first_failure", (result.stdout + result.stderr)[-300:])
+                else:
                     raise RuntimeError(f"kiln deploy {app}: {result.stdout}{result.stderr}")
                 out["commands_done"] = n + 1
                 if time.monotonic() > deadline:
@@ -421,9 +431,15 @@ class Run:
 
     def idle(self, out: Json, deadline: float) -> None:
         time.sleep(5)  # the deploys' tail (last probes, events) settles first
-        before = lag_buckets(metrics(self.kiln))
+        text = metrics(self.kiln)
+        before = lag_buckets(text)
+        restarts, events = counter(text, "kiln_restarts"), counter(text, "kiln_events")
         out.update(self.procs.cpu_over(self.args.idle_seconds))
-        out.update(lag_between(before, lag_buckets(metrics(self.kiln))))
+        text = metrics(self.kiln)
+        out.update(lag_between(before, lag_buckets(text)))
+        # not idle after all when instances were replaced meanwhile (e.g. probes timing out)
+        out["restarts"] = int(counter(text, "kiln_restarts") - restarts)
+        out["events"] = int(counter(text, "kiln_events") - events)
         # profiled after the measure: py-spy's own sampling is not on the machine meanwhile
         with profiled(self.args, self.procs.server.pid, f"{self.network}-idle", out):
             time.sleep(min(30.0, self.args.idle_seconds))
@@ -608,7 +624,7 @@ def main() -> None:
     args.rolling_deploys += args.rolling_deploys % 2  # each round trip ends on v1 again
     args.kills = min(args.kills, args.apps - 1)
     if not args.phase_timeout:
-        args.phase_timeout = max(180.0, args.apps * args.instances * 2.0)
+        args.phase_timeout = max(300.0, args.apps * args.instances * 3.0)
 
     result: Json = {
         "benchmark": "scale",
