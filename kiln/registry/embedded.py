@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from kiln.errors import InvalidInput, PermanentFailure, RegistryUnavailable, TemporaryFailure
 from kiln.registry.base import Credentials
 from kiln.registry.client import RegistryClient
@@ -81,21 +83,31 @@ def _free_port() -> int:
     raise TemporaryFailure(f"no free port in {PORT_RANGE} for the embedded registry")
 
 
-def _alive(pid: int, marker: str) -> bool:
-    """``pid`` runs, is not a zombie, and is the registry serving ``marker`` (a config path):
-    a recycled pid is never taken for ours."""
+def _ours(pid: int, marker: str) -> psutil.Process | None:
+    """The process ``pid`` if it runs, is not a zombie, and is the registry serving ``marker``
+    (a config path): a recycled pid is never taken for ours. The ``psutil.Process`` remembers
+    the start time of what it found, so later looks at it (still running? a signal) never
+    reach a process that took the pid over since."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+        name = process.name()
+    except psutil.Error:  # gone, a zombie, or not ours to look at
+        return None
+    if _exited(process):
+        return None
     # An exiting process has no cmdline any more but may still hold its listening socket:
     # alive until it is gone (or a zombie), so a restart never races it for the port.
-    comm = stat.partition("(")[2].rpartition(")")[0]
     if not cmdline:
-        return state not in ("Z", "X") and comm == Path(DEFAULT_BINARY).name[:15]
-    return state not in ("Z", "X") and marker.encode() in cmdline
+        return process if name[:15] == Path(DEFAULT_BINARY).name[:15] else None
+    return process if marker in cmdline else None
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 async def _until(
@@ -137,11 +149,15 @@ class EmbeddedRegistry:
         return port
 
     def pid(self) -> int | None:
+        process = self._process()
+        return process.pid if process is not None else None
+
+    def _process(self) -> psutil.Process | None:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid, str(self.config_path)) else None
+        return _ours(pid, str(self.config_path))
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -231,17 +247,19 @@ class EmbeddedRegistry:
         return self.pid() is not None and await self.client.ping()
 
     async def wait_exited(self) -> None:
-        pid = self.pid()
-        if pid is None:
+        process = self._process()
+        if process is None:
             return
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
             pidfd = None
         if pidfd is None:
-            await _until(lambda: not _alive(pid, str(self.config_path)), interval=_EXIT_POLL)
+            await _until(lambda: _exited(process), interval=_EXIT_POLL)
             return
         try:
+            if _exited(process):
+                return  # it exited (and the pid may be reused) before the pidfd was opened
             loop = asyncio.get_running_loop()
             exited: asyncio.Future[None] = loop.create_future()
 
@@ -262,14 +280,13 @@ class EmbeddedRegistry:
             await self._stop_locked()
 
     async def _stop_locked(self) -> None:
-        pid = self.pid()
-        if pid is None:
+        process = self._process()
+        if process is None:
             return
-        marker = str(self.config_path)
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            if await _until(lambda: not _alive(pid, marker), interval=_POLL, timeout=wait):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)  # never to a process that took the pid over
+            if await _until(lambda: _exited(process), interval=_POLL, timeout=wait):
                 break
         self.pid_file.unlink(missing_ok=True)
 

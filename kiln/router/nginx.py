@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from kiln.errors import InvalidInput, RouterConfigRejected, RouterUnavailable
 from kiln.model import AppKey, Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
@@ -130,18 +131,18 @@ class NginxRouter:
         A pidfd (Linux ≥ 5.3) wakes the event loop the moment the master dies, though it is
         not kiln's child; elsewhere the master is polled every 50 ms. Cancel it to stop waiting.
         """
-        pid = self.master_pid()
-        if pid is None:
+        master = self._master()
+        if master is None:
             return
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.pidfd_open(master.pid)
         except (AttributeError, OSError):
             pidfd = None
         if pidfd is None:
-            await _wait_until(lambda: not _is_alive(pid), math.inf, interval=_EXIT_POLL)
+            await _wait_until(lambda: _exited(master), math.inf, interval=_EXIT_POLL)
             return
         try:
-            if self.master_pid() != pid:
+            if _exited(master):
                 return  # it died (and the pid may be reused) before the pidfd was opened
             loop = asyncio.get_running_loop()
             exited: asyncio.Future[None] = loop.create_future()
@@ -153,7 +154,7 @@ class NginxRouter:
             try:
                 loop.add_reader(pidfd, readable)
             except NotImplementedError:  # an event loop without add_reader
-                await _wait_until(lambda: not _is_alive(pid), math.inf, interval=_EXIT_POLL)
+                await _wait_until(lambda: _exited(master), math.inf, interval=_EXIT_POLL)
                 return
             try:
                 await exited
@@ -190,16 +191,15 @@ class NginxRouter:
                     f"nginx -t rejected the new config; the old one keeps serving:\n{problem}"
                 )
             old_routes = _read_text(self.routes_file)
-            pid = self.master_pid()
-            before = await self.status() if pid is not None else None
+            master = self._master()
+            before = await self.status() if master is not None else None
             os.replace(candidate, self.conf_path)
             _write_atomic(self.routes_file, _routes_json(routes))
-            if pid is None or before is None:
+            log_offset = _file_size(self.error_log)
+            if master is None or before is None or not _signal(master, signal.SIGHUP):
                 raise RouterUnavailable(
                     "NGINX is not running; the new routes take effect when it starts"
                 )
-            log_offset = _file_size(self.error_log)
-            os.kill(pid, signal.SIGHUP)
             if not await self._wait_for_generation_after(before.worker_generation):
                 # NGINX kept its old config (a bind failure, say): put the old files back.
                 if old_text is not None:
@@ -266,23 +266,21 @@ class NginxRouter:
         return {"access": self.access_log, "error": self.error_log}
 
     async def reopen_logs(self) -> None:
-        pid = self.master_pid()
-        if pid is None:
-            return  # not running: it opens the files afresh when it starts
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGUSR1)  # nginx -s reopen
+        master = self._master()
+        if master is not None:  # else it opens the files afresh when it starts
+            _signal(master, signal.SIGUSR1)  # nginx -s reopen
 
     async def stop(self) -> None:
         async with self._config_lock:
-            pid = self.master_pid()
-            if pid is not None:
+            master = self._master()
+            if master is not None:
                 for sig, wait in ((signal.SIGQUIT, 10.0), (signal.SIGTERM, 5.0)):
-                    _signal(pid, sig)
-                    if await _wait_until(lambda: not _is_alive(pid), wait):
+                    _signal(master, sig)
+                    if await _wait_until(lambda: _exited(master), wait):
                         break
                 else:
-                    _signal(pid, signal.SIGKILL)
-                    await _wait_until(lambda: not _is_alive(pid), 5.0)
+                    _signal(master, signal.SIGKILL)
+                    await _wait_until(lambda: _exited(master), 5.0)
             await self._stop_orphaned_workers()
         await self.close()
 
@@ -322,25 +320,38 @@ class NginxRouter:
 
     def master_pid(self) -> int | None:
         """The pid in the pid file, if it is a live NGINX master started with our config."""
-        text = _read_text(self.pid_file)
-        if text is None or not text.strip().isdigit():
-            return None  # nginx -t leaves an empty pid file behind
-        pid = int(text.strip())
-        if not _is_alive(pid):
-            return None
-        words = _cmdline(pid).split()
-        if "master" not in words or str(self.conf_path) not in words:
-            return None  # the pid was reused by another process
-        return pid
+        master = self._master()
+        return master.pid if master is not None else None
 
     def worker_pids(self) -> set[int]:
         """The master's live child processes: a reload replaces all of them."""
-        pid = self.master_pid()
-        if pid is None:
+        master = self._master()
+        if master is None:
             return set()
-        return {child for child in _all_pids() if _ppid(child) == pid and _is_alive(child)}
+        with contextlib.suppress(psutil.Error):
+            return {child.pid for child in master.children() if not _exited(child)}
+        return set()  # the master exited meanwhile
 
     # -- internals -----------------------------------------------------------------------
+
+    def _master(self) -> psutil.Process | None:
+        """The live NGINX master started with our config, as the pid file names it.
+
+        A ``psutil.Process`` remembers the start time of the process it found: a signal sent
+        through it later, or a check that it still runs, never reaches a process that took
+        over the pid after the master exited.
+        """
+        text = _read_text(self.pid_file)
+        if text is None or not text.strip().isdigit():
+            return None  # nginx -t leaves an empty pid file behind
+        try:
+            master = psutil.Process(int(text.strip()))
+            words = " ".join(master.cmdline()).split()  # NGINX rewrites its argv: split again
+        except psutil.Error:
+            return None
+        if _exited(master) or "master" not in words or str(self.conf_path) not in words:
+            return None  # gone, or the pid was reused by another process
+        return master
 
     def _render(self, routes: Sequence[RouteEntry]) -> str:
         return render_nginx_conf(
@@ -492,42 +503,44 @@ class NginxRouter:
         orphans = self._orphaned_workers()
         if not orphans:
             return
-        log.warning("retiring workers %s left by a dead NGINX master", sorted(orphans))
-        for pid in orphans:
-            _signal(pid, signal.SIGQUIT)
+        log.warning("retiring workers %s left by a dead NGINX master", _pids(orphans))
+        for worker in orphans:
+            _signal(worker, signal.SIGQUIT)
 
         def port_free() -> bool:
             return not _port_taken(self.listen_host, self.listen_port)
 
         if await _wait_until(port_free, _ORPHAN_GRACE, interval=_FAST_POLL):
             return
-        for pid in orphans:
-            _signal(pid, signal.SIGKILL)
-        await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0)
+        for worker in orphans:
+            _signal(worker, signal.SIGKILL)
+        await _wait_until(lambda: all(_exited(worker) for worker in orphans), 5.0)
 
     async def _stop_orphaned_workers(self) -> None:
         """Workers of a killed master keep the listen sockets; only they know our log files."""
         orphans = self._orphaned_workers()
         if not orphans:
             return
-        log.warning("stopping workers %s left by a dead NGINX master", sorted(orphans))
-        for pid in orphans:
-            _signal(pid, signal.SIGQUIT)
-        if not await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0):
-            for pid in orphans:
-                _signal(pid, signal.SIGKILL)
-            await _wait_until(lambda: not any(_is_alive(p) for p in orphans), 5.0)
+        log.warning("stopping workers %s left by a dead NGINX master", _pids(orphans))
+        for worker in orphans:
+            _signal(worker, signal.SIGQUIT)
+        if not await _wait_until(lambda: all(_exited(worker) for worker in orphans), 5.0):
+            for worker in orphans:
+                _signal(worker, signal.SIGKILL)
+            await _wait_until(lambda: all(_exited(worker) for worker in orphans), 5.0)
 
-    def _orphaned_workers(self) -> set[int]:
+    def _orphaned_workers(self) -> list[psutil.Process]:
+        """NGINX processes with our log files open: workers of a master that was killed."""
         logs = f"{self.prefix / 'logs'}/"
-        found = set()
-        for pid in _all_pids():
-            if not _cmdline(pid).startswith("nginx:") or not _is_alive(pid):
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if not " ".join(process.info["cmdline"] or ()).startswith("nginx:"):
                 continue
-            with contextlib.suppress(OSError):
-                fds = os.listdir(f"/proc/{pid}/fd")
-                if any(_readlink(f"/proc/{pid}/fd/{fd}").startswith(logs) for fd in fds):
-                    found.add(pid)
+            with contextlib.suppress(psutil.Error):
+                if not _exited(process) and any(
+                    opened.path.startswith(logs) for opened in process.open_files()
+                ):
+                    found.append(process)
         return found
 
     async def _get_entries(self) -> dict[AppKey, _Entry]:
@@ -763,48 +776,27 @@ def _emergencies(error_log: Path, offset: int) -> str:
     return "\n".join(lines[-10:]) or "(nothing in the error log)"
 
 
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name, which may itself hold spaces and parens."""
+def _exited(process: psutil.Process) -> bool:
+    """Gone, its pid taken by another process, or a zombie: a daemonized master is reparented
+    to an init that may never reap it."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return []
-    return text[text.rfind(")") + 2 :].split()
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
-def _is_alive(pid: int) -> bool:
-    # A zombie counts as dead: a daemonized master is reparented to an init that may never reap.
-    fields = _stat_fields(pid)
-    return bool(fields) and fields[0] not in ("Z", "X")
-
-
-def _ppid(pid: int) -> int:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if len(fields) > 1 else 0
-
-
-def _cmdline(pid: int) -> str:
+def _signal(process: psutil.Process, sig: signal.Signals) -> bool:
+    """Whether ``sig`` was sent; psutil refuses (NoSuchProcess) when the pid now names a
+    process other than the one found."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        process.send_signal(sig)
+    except psutil.NoSuchProcess:
+        return False
+    return True
 
 
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def _pids(processes: Sequence[psutil.Process]) -> list[int]:
+    return sorted(process.pid for process in processes)
 
 
 def _port_taken(host: str, port: int) -> bool:

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from kiln.config import Settings
 from kiln.errors import KilnError
 from kiln.supervisor.exits import PERMANENT, ServerExit, SupervisorExit
@@ -77,6 +79,12 @@ class ServerProcess:
             self.pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self.pidfd = None
+        try:
+            # Without a pidfd: psutil remembers the process's start time, so a later process
+            # with the same pid is never taken for it (nor signalled).
+            self.process: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            self.process = None
 
     @property
     def adopted(self) -> bool:
@@ -87,14 +95,14 @@ class ServerProcess:
             return True
         if self.pidfd is not None:
             return bool(select.select([self.pidfd], [], [], 0)[0])
-        return not _alive(self.pid)
+        return self.process is None or _exited(self.process)
 
     def send(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
             if self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, sig)
-            elif not self.exited():
-                os.kill(self.pid, sig)
+            elif self.process is not None:
+                self.process.send_signal(sig)
 
     def reap(self) -> int | None:
         """The exit code (negative: killed by that signal); None for an adopted server."""
@@ -377,13 +385,12 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _alive(pid: int) -> bool:
-    # Zombies count as dead: an exited server whose parent is gone may never be reaped here.
+def _exited(process: psutil.Process) -> bool:
+    # Zombies count as exited: an exited server whose parent is gone may never be reaped here.
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def configure_logging(settings: Settings, *, to_stderr: bool) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
 import stat
 from pathlib import Path
 
-_LISTEN = "0A"  # the TCP_LISTEN state in /proc/net/tcp
+import psutil
 
 
 def tcp_port_is_free(host: str, port: int) -> bool:
@@ -30,15 +29,18 @@ def tcp_port_is_free(host: str, port: int) -> bool:
 def tcp_listeners(port: int) -> set[int]:
     """Pids of the processes with a socket listening on TCP ``port`` (best effort: only the
     processes whose file descriptors we may read)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                listening = len(fields) > 9 and fields[3] == _LISTEN
-                if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
-    return _pids_with_sockets(inodes)
+    try:
+        sockets = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # not on Linux, where it skips what it may not read
+        return set()
+    return {
+        found.pid
+        for found in sockets
+        if found.status == psutil.CONN_LISTEN
+        and found.laddr
+        and found.laddr.port == port
+        and found.pid is not None
+    }
 
 
 def describe_pids(pids: set[int]) -> str:
@@ -66,25 +68,8 @@ def unix_socket_state(path: Path) -> str:
     return "live"
 
 
-def _pids_with_sockets(inodes: set[str]) -> set[int]:
-    if not inodes:
-        return set()
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{name}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{name}/fd/{fd}") in wanted:
-                        found.add(int(name))
-                        break
-    return found
-
-
 def _comm(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+        return str(psutil.Process(pid).name())
+    except psutil.Error:
         return "?"
