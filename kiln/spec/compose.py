@@ -13,7 +13,8 @@ What maps (see the README's "Docker Compose" section for the whole table):
 
 | Compose | kiln.yaml |
 |---|---|
-| ``image`` (``build`` alone: a problem until kiln builds) | ``image`` |
+| ``image``; ``build`` (context, dockerfile), tagged as ``image`` when both | ``image``; ``build`` |
+| ``volumes`` (named volumes only), top-level ``volumes`` | ``volumes`` (one app each) |
 | ``command`` (a string is split like a shell would, no shell runs) | ``command`` |
 | ``environment`` (list or mapping), ``env_file`` | ``env`` (``environment`` wins) |
 | ``ports`` (one container port; the host port is not published) | ``port`` + default route |
@@ -23,7 +24,7 @@ What maps (see the README's "Docker Compose" section for the whole table):
 | ``deploy.replicas`` / ``scale`` | ``instances`` |
 | ``deploy.update_config`` order + parallelism | ``deploy`` strategy, surge, unavailable |
 | ``deploy.resources.limits`` (cpus, memory, pids) / ``cpus``, ``mem_limit``, ``pids_limit`` | ``resources`` |
-| ``read_only`` (Compose's default: writable), ``cap_add``, ``tmpfs`` | ``security`` |
+| ``read_only`` (Compose's default: writable), ``cap_add``, ``tmpfs``, ``type: tmpfs`` mounts | ``security`` |
 | ``user``, ``stop_grace_period``, ``network_mode: host`` | ``user``, ``stop_grace``, ``network`` |
 """
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -60,11 +61,36 @@ ReadEnvFile = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
+class Build:
+    """A service's ``build:``: what ``kiln deploy`` builds (on kiln's engine) before it deploys.
+
+    ``context`` is as written in the Compose file (relative to its folder); ``dockerfile`` is
+    inside the context. ``image`` is the Compose ``image:`` given with it: the build is tagged
+    with that name, as Compose does; without it kiln names the build after the app.
+    """
+
+    context: str
+    dockerfile: str = "Dockerfile"
+    image: str | None = None
+
+    def as_spec(self) -> str | dict[str, str]:
+        """The kiln.yaml ``build:`` value: the path, or context and dockerfile."""
+        if self.dockerfile == "Dockerfile":
+            return self.context
+        return {"context": self.context, "dockerfile": self.dockerfile}
+
+
+@dataclass(frozen=True)
 class Conversion:
-    """The specs of a Compose file (in file order) and what kiln left out of them."""
+    """The specs of a Compose file (in file order) and what kiln left out of them.
+
+    A service with ``build:`` has its entry in ``builds`` (by app name); until it is built its
+    spec's ``image`` is the Compose ``image:`` or, without one, the service's name.
+    """
 
     specs: tuple[AppSpec, ...]
     warnings: tuple[str, ...]
+    builds: Mapping[str, Build] = field(default_factory=dict)
 
 
 def is_compose(data: object) -> bool:
@@ -100,12 +126,24 @@ def convert_compose(
             more = len(problems) - MAX_PROBLEMS
             problems = [*problems[:MAX_PROBLEMS], f"… and {more} more"]
         raise SpecInvalid(problems, source=source)
-    return Conversion(tuple(specs), tuple(converter.warnings))
+    return Conversion(tuple(specs), tuple(converter.warnings), dict(converter.builds))
 
 
-def render_spec(spec: AppSpec, *, comment: str = "") -> str:
-    """The spec as a kiln.yaml document: only what differs from kiln's defaults."""
+def render_spec(spec: AppSpec, *, comment: str = "", build: Build | None = None) -> str:
+    """The spec as a kiln.yaml document: only what differs from kiln's defaults. With a
+    ``build``, ``build:`` comes where ``image:`` was (and ``image:`` stays when the Compose file
+    named the image: ``kiln deploy`` then tags the build with it)."""
     data = spec.model_dump(mode="json", exclude_defaults=True)
+    if build is not None:
+        ordered: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "image":
+                if build.image:
+                    ordered["image"] = build.image
+                ordered["build"] = build.as_spec()
+            else:
+                ordered[key] = value
+        data = ordered
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     return (f"# {comment}\n" if comment else "") + body
 
@@ -207,11 +245,36 @@ class EnvFileIn(_Compose):
     format: Literal["raw"] | None = None
 
 
+class BuildIn(_Compose):
+    context: str = "."
+    dockerfile: str | None = None
+
+
+class VolumeOptionsIn(_Compose):
+    nocopy: bool | None = None
+
+
+class TmpfsOptionsIn(_Compose):
+    size: ByteSize | None = None
+    mode: int | None = Field(default=None, ge=0, le=0o7777)
+
+
+class MountIn(_Compose):
+    """The long syntax of one service ``volumes:`` entry."""
+
+    type: Literal["volume", "bind", "tmpfs", "npipe", "cluster", "image"]
+    source: str | None = None
+    target: str
+    read_only: bool = False
+    volume: VolumeOptionsIn | None = None
+    tmpfs: TmpfsOptionsIn | None = None
+
+
 class Service(_Compose):
     """One Compose service, restricted to the keys kiln maps (the others are sorted out before)."""
 
     image: str | None = None
-    build: str | dict[str, Any] | None = None
+    build: str | BuildIn | None = None
     command: str | list[str | int] | None = None
     environment: dict[str, Scalar] | list[str] | None = None
     env_file: str | list[str | EnvFileIn] | None = None
@@ -232,21 +295,26 @@ class Service(_Compose):
     pids_limit: int | None = Field(default=None, ge=1)
     init: bool | None = None
     profiles: list[str] | None = None
+    volumes: list[str | MountIn | None] | None = None  # None: a bind mount, already refused
 
 
 # --- what kiln does not map, and why ----------------------------------------------------------
 
-_NO_VOLUMES = (
-    "kiln has no volumes yet: an instance is replaced, never patched, so its files go with it;"
-    " keep state in a database or object store the app reaches over the network (tmpfs: gives"
-    " scratch space)"
+_NO_BINDS = (
+    "kiln mounts no host paths: an instance is immutable and may start on another engine; bake"
+    " the files into the image (COPY in its Dockerfile), keep data in a named volume"
+    " (NAME:/path, declared under the top-level volumes:), or pass a file as a secret"
+    " (kiln secret set APP NAME --from-file FILE)"
 )
 _ERROR, _WARN = "error", "warning"
 _Note = tuple[str, str]
 
 _SERVICE_NOTES: dict[str, _Note] = {
-    "volumes": (_ERROR, _NO_VOLUMES),
-    "secrets": (_ERROR, "kiln has no secrets yet: pass them in environment or env_file"),
+    "secrets": (
+        _ERROR,
+        "kiln keeps secrets itself: store each with `kiln secret set APP NAME --from-file FILE`"
+        " and list it under secrets: in the app's kiln.yaml (or pass it in environment)",
+    ),
     "configs": (_ERROR, "kiln has no configs: bake the file into the image"),
     "entrypoint": (
         _ERROR,
@@ -261,7 +329,11 @@ _SERVICE_NOTES: dict[str, _Note] = {
     "pid": (_ERROR, "kiln instances share no PID namespace"),
     "userns_mode": (_ERROR, "kiln runs in the engine's user namespace"),
     "sysctls": (_ERROR, "kiln sets no sysctls"),
-    "volumes_from": (_ERROR, _NO_VOLUMES),
+    "volumes_from": (
+        _ERROR,
+        "kiln gives each app its own volumes: name the volume in this service's volumes: (the"
+        " data is this app's alone; another app reaches it over that app's route)",
+    ),
     "depends_on": (
         _WARN,
         "kiln starts each app on its own and in no order: make the service retry until what it"
@@ -319,6 +391,55 @@ _RESOURCES_NOTES: dict[str, _Note] = {
 _LIMITS_NOTES: dict[str, _Note] = {
     "devices": (_ERROR, "kiln instances get no host devices"),
 }
+_BUILD_NOTES: dict[str, _Note] = {
+    "args": (
+        _ERROR,
+        "kiln's build passes no build arguments: give them as ARG defaults in the Dockerfile, or"
+        " build the image yourself and give image:",
+    ),
+    "target": (
+        _ERROR,
+        "kiln builds the Dockerfile's last stage: make the stage you want the last one (or a"
+        " Dockerfile of its own), or build the image yourself and give image:",
+    ),
+    "dockerfile_inline": (_ERROR, "kiln builds a Dockerfile file: write it into the context"),
+    "additional_contexts": (_ERROR, "kiln uploads one context: put what the build needs in it"),
+    "secrets": (_ERROR, "kiln's build takes no secrets: build the image yourself, give image:"),
+    "ssh": (_ERROR, "kiln's build forwards no SSH agent: build the image yourself, give image:"),
+    "privileged": (_ERROR, "kiln never builds privileged"),
+    "entitlements": (_ERROR, "kiln never builds privileged"),
+    "tags": (_ERROR, "kiln tags a build once, with image: (a tag means one image forever)"),
+    "platforms": (_ERROR, "kiln builds for its engine's platform only"),
+    "labels": (
+        _WARN,
+        "kiln labels each build with its provenance (source commit, dirty or not, build time)",
+    ),
+    "no_cache": (_WARN, "kiln builds again only when the source changed"),
+    "pull": (_WARN, "kiln never pulls: the base image must be on its engine"),
+    "cache_from": (_WARN, "kiln builds with its engine's local cache"),
+    "cache_to": (_WARN, "kiln builds with its engine's local cache"),
+    "network": (_WARN, "kiln builds on its engine's default network"),
+    "extra_hosts": (_WARN, "kiln's build adds no host entries"),
+    "shm_size": (_WARN, "kiln's build keeps the engine's /dev/shm size"),
+    "ulimits": (_WARN, "kiln's build keeps the engine's ulimits"),
+    "isolation": (_WARN, "kiln's build uses the engine's default isolation"),
+}
+_MOUNT_NOTES: dict[str, _Note] = {
+    "bind": (_ERROR, _NO_BINDS),
+    "consistency": (_WARN, "only for Docker Desktop's file sharing"),
+}
+_VOLUME_OPTION_NOTES: dict[str, _Note] = {
+    "subpath": (_ERROR, "kiln mounts a whole volume: mount it, and let the app use the subpath"),
+}
+_NO_EXTERNAL = (
+    "kiln touches only volumes it created (two kilns never share one): let kiln create it, and"
+    " copy the data in with `kiln volume restore`"
+)
+_TOP_VOLUME_NOTES: dict[str, _Note] = {
+    "driver_opts": (_ERROR, "kiln creates plain local volumes, without driver options"),
+    "name": (_WARN, "kiln names the volume kiln-<installation>-<env>-<app>-<volume>"),
+    "labels": (_WARN, "kiln labels its volumes as its own"),
+}
 _HEALTH_NOTES: dict[str, _Note] = {
     "start_interval": (_WARN, "kiln checks at interval from the start"),
 }
@@ -326,8 +447,7 @@ _TOP_NOTES: dict[str, _Note] = {
     "version": (_WARN, "obsolete in Compose, ignored"),
     "name": (_WARN, "kiln names apps after their services; the project name is not used"),
     "networks": (_WARN, _SERVICE_NOTES["networks"][1]),
-    "volumes": (_WARN, "not used: " + _NO_VOLUMES),
-    "secrets": (_WARN, "not used: kiln has no secrets yet"),
+    "secrets": (_WARN, "not used: kiln keeps secrets itself (kiln secret set)"),
     "configs": (_WARN, "not used: kiln has no configs"),
     "include": (_ERROR, "kiln reads one file: put the included services in it"),
 }
@@ -342,6 +462,9 @@ class _Converter:
         self.environment = environment
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.builds: dict[str, Build] = {}
+        self.declared_volumes: set[str] = set()
+        self.volume_users: dict[str, list[str]] = {}
         self.interpolate = Interpolator(variables)
 
     # -- the whole file ----------------------------------------------------------------------
@@ -358,7 +481,8 @@ class _Converter:
         data = dict(self._interpolated(data, ()))
         for name in self.interpolate.unset:
             self.warnings.append(f"variable {name} is not set: an empty string is used")
-        top = self._sorted(data, (), {"services"}, _TOP_NOTES)
+        top = self._sorted(data, (), {"services", "volumes"}, _TOP_NOTES)
+        self._declare_volumes(top.get("volumes"))
         services = top.get("services")
         if not isinstance(services, Mapping) or not services:
             self.problems.append("services: give at least one service (a mapping of name: {…})")
@@ -368,7 +492,42 @@ class _Converter:
             spec = self._service(str(name), raw)
             if spec is not None:
                 specs.append(spec)
+        for volume, users in self.volume_users.items():
+            if len(users) > 1:
+                self.problems.append(
+                    f"volumes.{volume}: used by {' and '.join(users)}, but a kiln volume belongs"
+                    " to one app (each would get its own, empty one): let one service own the"
+                    " data and serve it to the others over its route"
+                )
         return specs
+
+    def _declare_volumes(self, declared: object) -> None:
+        if declared is None:
+            return
+        if not isinstance(declared, Mapping):
+            self.problems.append(
+                f"volumes: must be a mapping of name: {{…}}, got {shown(declared)}"
+            )
+            return
+        for name, options in declared.items():
+            where = ("volumes", str(name))
+            self.declared_volumes.add(str(name))
+            if options is None:
+                continue
+            if not isinstance(options, Mapping):
+                self.problems.append(f"{_path(where)}: must be a mapping, got {shown(options)}")
+                continue
+            kept = self._sorted(options, where, {"driver", "external"}, _TOP_VOLUME_NOTES)
+            if kept.get("external") not in (None, False):
+                self.problems.append(
+                    f"{_path((*where, 'external'))}: not supported: {_NO_EXTERNAL}"
+                )
+            driver = kept.get("driver")
+            if driver not in (None, "local"):
+                self.problems.append(
+                    f"{_path((*where, 'driver'))}: {shown(driver)} is not supported: kiln creates"
+                    " local volumes on its engine (driver: local)"
+                )
 
     def _interpolated(self, value: Any, path: tuple[str | int, ...]) -> Any:
         # Values only, never keys (the Compose specification's rule).
@@ -487,15 +646,44 @@ class _Converter:
                     )
                 deploy["resources"] = resources
             data["deploy"] = deploy
+        build = data.get("build")
+        if isinstance(build, Mapping):
+            data["build"] = self._sorted(
+                build, (*base, "build"), set(BuildIn.model_fields), _BUILD_NOTES
+            )
+        volumes = data.get("volumes")
+        if isinstance(volumes, list):
+            mounts = [
+                self._sorted_mount(entry, (*base, "volumes", i))
+                if isinstance(entry, Mapping)
+                else entry
+                for i, entry in enumerate(volumes)
+            ]
+            data["volumes"] = mounts  # a bind mount stays as None: the indexes are the paths
         health = data.get("healthcheck")
         if isinstance(health, Mapping):
             data["healthcheck"] = self._sorted(
                 health, (*base, "healthcheck"), set(Healthcheck.model_fields), _HEALTH_NOTES
             )
 
+    def _sorted_mount(
+        self, entry: Mapping[str, Any], where: tuple[str | int, ...]
+    ) -> dict[str, Any] | None:
+        """A long-syntax mount with its keys sorted; None (and a problem) for a bind mount."""
+        if entry.get("type") == "bind":
+            self.problems.append(f"{_path(where)}: a bind mount is not supported: {_NO_BINDS}")
+            return None
+        mount = self._sorted(entry, where, set(MountIn.model_fields), _MOUNT_NOTES)
+        options = mount.get("volume")
+        if isinstance(options, Mapping):
+            mount["volume"] = self._sorted(
+                options, (*where, "volume"), set(VolumeOptionsIn.model_fields), _VOLUME_OPTION_NOTES
+            )
+        return mount
+
     def _spec_data(self, name: str, s: Service, base: tuple[str | int, ...]) -> dict[str, Any]:
         spec: dict[str, Any] = {"app": name, "environment": self.environment}
-        spec["image"] = self._image(s, base)
+        spec["image"] = self._image(name, s, base)
         if s.command is not None:
             spec["command"] = self._command(s.command, (*base, "command"))
         env = self._env(s, base)
@@ -528,7 +716,16 @@ class _Converter:
             spec["deploy"] = deploy
         if s.stop_grace_period is not None:
             spec["stop_grace"] = s.stop_grace_period
+        volumes, tmpfs_mounts = self._volumes(name, s, instances, base)
+        if volumes:
+            spec["volumes"] = volumes
         spec["security"] = self._security(s, base)
+        if tmpfs_mounts:
+            given = spec["security"].get("tmpfs", ["/tmp"])
+            paths = {entry.partition(":")[0] for entry in given}
+            spec["security"]["tmpfs"] = given + [
+                t for t in tmpfs_mounts if t.partition(":")[0] not in paths
+            ]
         if (drift := self._drift(labels, s, base)) is not None:
             spec["drift"] = drift
         if (network := self._network(s.network_mode, (*base, "network_mode"))) is not None:
@@ -545,22 +742,52 @@ class _Converter:
             )
         return spec
 
-    def _image(self, s: Service, base: tuple[str | int, ...]) -> str:
-        if s.image:
-            if s.build is not None:
-                self.warnings.append(
-                    f"{_path((*base, 'build'))}: ignored: kiln does not build; it deploys image"
-                    f" {s.image}, so build it first (docker compose build)"
+    def _image(self, name: str, s: Service, base: tuple[str | int, ...]) -> str:
+        if s.build is None:
+            if not s.image:
+                self.problems.append(
+                    f"{_path(base)}: give image: (the image the service runs) or build:"
                 )
-            return s.image
-        if s.build is not None:
+            return s.image or ""
+        where = (*base, "build")
+        given = BuildIn(context=s.build) if isinstance(s.build, str) else s.build
+        context, dockerfile = given.context, given.dockerfile or "Dockerfile"
+        if "://" in context or context.startswith("git@") or context.endswith(".git"):
             self.problems.append(
-                f"{_path((*base, 'build'))}: kiln does not build images: build it (docker compose"
-                " build, or docker build -t NAME) and give image: NAME"
+                f"{_path(where)}: {shown(context)} is not supported: kiln builds a directory next"
+                " to the Compose file; clone the repository and give its path"
             )
-        else:
-            self.problems.append(f"{_path(base)}: give image: (the image the service runs)")
-        return ""
+        elif not context:
+            self.problems.append(f"{_path(where)}: give the build context (a directory)")
+        parts = dockerfile.replace("\\", "/").split("/")
+        if dockerfile.startswith("/") or ".." in parts:
+            self.problems.append(
+                f"{_path((*where, 'dockerfile'))}: {shown(dockerfile)} is outside the context:"
+                " kiln uploads only the context, so the Dockerfile must be inside it"
+            )
+        image = s.image
+        if image:
+            image = self._build_tag(image, (*base, "image"))
+        self.builds[name] = Build(context=context, dockerfile=dockerfile, image=image or None)
+        # The spec needs an image to validate; kiln deploy puts the built digest in its place.
+        return image or name
+
+    def _build_tag(self, image: str, where: tuple[str | int, ...]) -> str:
+        """Compose tags a build with ``image:``; kiln tags it in its own registry."""
+        if "@" in image:
+            self.problems.append(
+                f"{_path(where)}: {shown(image)} is a digest, which names an image already built:"
+                " give a name (and tag) for the build, or drop build:"
+            )
+            return image
+        first, slash, rest = image.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            self.warnings.append(
+                f"{_path(where)}: the build goes to kiln's registry as {rest}, not to {first}"
+                " (kiln deploys from its own registry)"
+            )
+            return rest
+        return image
 
     def _command(self, command: str | list[str | int], where: tuple[str | int, ...]) -> list[str]:
         if isinstance(command, list):
@@ -741,15 +968,15 @@ class _Converter:
             "pids": (limits.pids if limits else None, s.pids_limit, "pids_limit"),
         }
         resources: dict[str, Any] = {}
-        for field, (in_deploy, legacy, legacy_key) in given.items():
+        for limit, (in_deploy, legacy, legacy_key) in given.items():
             if in_deploy is not None and legacy is not None and in_deploy != legacy:
                 self.problems.append(
                     f"{_path((*base, legacy_key))}: differs from deploy.resources.limits."
-                    f"{field}: give one"
+                    f"{limit}: give one"
                 )
             value = in_deploy if in_deploy is not None else legacy
             if value is not None:
-                resources[field] = value
+                resources[limit] = value
         return resources or None
 
     def _health(
@@ -813,6 +1040,125 @@ class _Converter:
         if parallelism == 0 or parallelism >= size:
             return {"strategy": "recreate"}
         return {"strategy": "rolling", "max_surge": 0, "max_unavailable": parallelism}
+
+    def _volumes(
+        self, name: str, s: Service, instances: int | None, base: tuple[str | int, ...]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Named volumes as kiln volumes, ``type: tmpfs`` mounts as tmpfs entries."""
+        volumes: list[dict[str, Any]] = []
+        tmpfs: list[str] = []
+        update = s.deploy.update_config if s.deploy else None
+        # Every replica of a Compose service mounts the same volume, and start-first runs the
+        # old and the new container at once: that is kiln's shared volume. One replica that
+        # stops before its successor starts is a single writer, which kiln can promise.
+        replicas = instances if instances is not None else 1
+        shared = replicas > 1 or (update is not None and update.order == "start-first")
+        for i, entry in enumerate(s.volumes or []):
+            where = (*base, "volumes", i)
+            mount = self._mount(entry, where) if entry is not None else None
+            if mount is None:
+                continue
+            kind, source, target = mount
+            if kind == "tmpfs":
+                tmpfs.append(target)
+                continue
+            if source not in self.declared_volumes:
+                self.problems.append(
+                    f"{_path(where)}: volume {source} is not declared: add it under the top-level"
+                    f" volumes: ({source}: {{}})"
+                )
+                continue
+            users = self.volume_users.setdefault(source, [])
+            if name not in users:
+                users.append(name)
+            kiln_name = source.lower().replace("_", "-").replace(".", "-")
+            if kiln_name != source:
+                self.warnings.append(
+                    f"{_path(where)}: volume {source} is named {kiln_name} in kiln (a volume name"
+                    " is a lowercase DNS label)"
+                )
+            volume: dict[str, Any] = {"name": kiln_name, "path": target}
+            if shared:
+                volume["shared"] = True
+                self.warnings.append(
+                    f"{_path(where)}: {kiln_name} is shared: true, because"
+                    + (
+                        f" {replicas} replicas"
+                        if replicas > 1
+                        else " update_config order start-first runs two releases"
+                    )
+                    + " write it at once, as under Compose; the app must allow that"
+                )
+            volumes.append(volume)
+        return volumes, tmpfs
+
+    def _mount(
+        self, entry: str | MountIn, where: tuple[str | int, ...]
+    ) -> tuple[str, str, str] | None:
+        """(kind, source, target) of one mount; None after a problem or a warning says why."""
+        if isinstance(entry, str):
+            parts = entry.split(":")
+            if len(parts) == 1:
+                self.problems.append(
+                    f"{_path(where)}: {shown(entry)} is an anonymous volume: kiln keeps only named"
+                    " volumes; name it (NAME:/path) and declare it under the top-level volumes:"
+                )
+                return None
+            if len(parts) > 3:
+                self.problems.append(
+                    f"{_path(where)}: expected NAME:/PATH[:ro], got {shown(entry)}"
+                )
+                return None
+            source, target, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+            if source.startswith((".", "/", "~")) or "/" in source or "\\" in source:
+                self.problems.append(
+                    f"{_path(where)}: {shown(source)} is a host path, and a bind mount is not"
+                    f" supported: {_NO_BINDS}"
+                )
+                return None
+            options = [o for o in mode.split(",") if o]
+            unknown = [o for o in options if o not in ("ro", "rw", "z", "Z", "nocopy")]
+            if unknown:
+                self.problems.append(
+                    f"{_path(where)}: {', '.join(unknown)} is not a mode kiln knows (ro or rw)"
+                )
+                return None
+            if "ro" in options:
+                self._read_write(source, where)
+            return "volume", source, target
+        if entry.type == "tmpfs":
+            options = []
+            if entry.tmpfs is not None and entry.tmpfs.size is not None:
+                options.append(f"size={entry.tmpfs.size}")
+            if entry.tmpfs is not None and entry.tmpfs.mode is not None:
+                options.append(f"mode={entry.tmpfs.mode:o}")
+            return "tmpfs", "", entry.target + (":" + ",".join(options) if options else "")
+        if entry.type != "volume":
+            self.problems.append(
+                f"{_path((*where, 'type'))}: {entry.type} is not supported: kiln mounts named"
+                " volumes (type: volume) and tmpfs"
+            )
+            return None
+        if not entry.source:
+            self.problems.append(
+                f"{_path(where)}: an anonymous volume: kiln keeps only named volumes; give it a"
+                " source and declare it under the top-level volumes:"
+            )
+            return None
+        if entry.read_only:
+            self._read_write(entry.source, (*where, "read_only"))
+        if entry.volume is not None and entry.volume.nocopy:
+            self.warnings.append(
+                f"{_path((*where, 'volume', 'nocopy'))}: ignored: the engine copies the image's"
+                " files at the path into a new, empty volume"
+            )
+        return "volume", entry.source, entry.target
+
+    def _read_write(self, source: str, where: tuple[str | int, ...]) -> None:
+        self.warnings.append(
+            f"{_path(where)}: {source} is mounted read-write: a kiln volume belongs to this one"
+            " app, which is its writer"
+        )
 
     def _security(self, s: Service, base: tuple[str | int, ...]) -> dict[str, Any]:
         # Compose runs a writable root filesystem unless read_only: true; so does the spec, or

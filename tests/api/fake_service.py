@@ -45,7 +45,7 @@ from kiln.controller.views import (
     VolumeView,
 )
 from kiln.drivers.base import InstanceStats, LogLine
-from kiln.errors import Conflict, InvalidInput, NotFound
+from kiln.errors import Conflict, NotFound
 from kiln.logs import ArchivedLine
 from kiln.model import (
     AppKey,
@@ -94,6 +94,7 @@ class FakeService:
         self.shutdown_requested = threading.Event()
         self.fail_with: Exception | None = None  # raised by the next call, once
         self.calls: list[tuple[str, str]] = []  # (method, who) of every write
+        self.builds: list[tuple[str, str, str]] = []  # (repository, tag, dockerfile) built
         self.traffic: dict[AppKey, list[ReleaseTrafficView]] = {}  # what rollout_status shows
         self.counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}  # the router's, cumulative
         self.stats: dict[str, InstanceStats] = {}  # by container id, as the metrics sampler
@@ -269,8 +270,32 @@ class FakeService:
 
     # --- images: this fake has no engine to build on and no registry ----------------------
 
-    async def build_image(self, context: bytes, **_: object) -> BuildResult:
-        raise InvalidInput("the fake service builds nothing")
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        repository: str,
+        tag: str,
+        labels: dict[str, str],
+        dockerfile: str,
+        who: str,
+    ) -> BuildResult:
+        """Builds nothing: the digest is the hash of the context and the Dockerfile's name, so
+        the same source is the same digest (what the CLI relies on), and the call is recorded."""
+        self.calls.append(("build_image", who))
+        self.builds.append((repository, tag, dockerfile))
+        digest = "sha256:" + hashlib.sha256(context + b"\0" + dockerfile.encode()).hexdigest()
+        return BuildResult(
+            reference=f"registry.fake/{repository}@{digest}",
+            repository=repository,
+            tag=tag,
+            digest=digest,
+            image_id=digest,
+            size=len(context),
+            labels=labels,
+            cached=False,
+            pushed=True,
+        )
 
     async def list_images(self, repository: str | None) -> list[ImageView]:
         return []

@@ -1,5 +1,6 @@
 """A Compose file deploys on the real engine and NGINX: the web + worker + cache stack of
-examples/compose converts, every service runs as an app, and what kiln cannot run is named."""
+examples/compose converts, web is built from its source first, every service runs as an app, the
+cache keeps its named volume across releases, and what kiln cannot run is named."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def test_the_web_worker_cache_stack_converts_and_deploys(kiln: KilnHarness, tmp_
 
     result = kiln.cli("deploy", "-f", str(folder / "compose.yaml"), "-m", "compose import")
     assert result.returncode == 0, result.stdout + result.stderr + kiln.server_log()
+    assert "build: web:src-" in result.stderr  # built on kiln's engine before anything deployed
 
     kiln.wait_ready("web", 2, release=1)
     kiln.wait_ready("cache", 1, release=1)
@@ -33,7 +35,12 @@ def test_the_web_worker_cache_stack_converts_and_deploys(kiln: KilnHarness, tmp_
         what="the web app through its kiln.route.host label",
     )
     assert "hello from kiln demo v1" in answer.text
-    assert kiln.get("cache.dev.localhost", "/version").text.strip() == "v1"
+    # The page web/Dockerfile added: the release runs what was built, pinned by digest.
+    assert kiln.get("shop.localhost", "/shop.html").text.strip() == "welcome to the shop"
+    [web_release] = kiln.cli_json("releases", "web")
+    assert "/web@sha256:" in web_release["image"]
+    assert web_release["digest"] in web_release["image"]
+    assert kiln.get("cache.dev.localhost", "/starts").text == "start\n"
 
     def worker_runs() -> bool:
         return [c.status for c in kiln.containers("worker")] == ["running"]
@@ -53,6 +60,23 @@ def test_the_web_worker_cache_stack_converts_and_deploys(kiln: KilnHarness, tmp_
     worker = kiln.docker.containers.get(kiln.containers("worker")[0].id)
     assert worker.attrs["HostConfig"]["ReadonlyRootfs"] is False
 
+    # A new release of the cache (one more variable) starts on the same volume; web's source
+    # did not change, so its build is the recorded image and its release stays.
+    compose = folder / "compose.yaml"
+    compose.write_text(
+        compose.read_text().replace(
+            "    cap_add: [NET_BIND_SERVICE]",
+            "    cap_add: [NET_BIND_SERVICE]\n    environment: {GEN: '2'}",
+        )
+    )
+    again = kiln.cli("deploy", "-f", str(compose), "-m", "cache generation 2")
+    assert again.returncode == 0, again.stdout + again.stderr + kiln.server_log()
+    assert "(unchanged source)" in again.stderr and "dev/web: unchanged" in again.stdout
+    kiln.wait_ready("cache", 1, release=2)
+    assert kiln.get("cache.dev.localhost", "/starts").text == "start\nstart\n"
+    [volume] = kiln.cli_json("volume", "ls", "cache")
+    assert volume["name"] == "cache-data"
+
 
 def test_an_unsupported_key_is_named_and_nothing_is_deployed(
     kiln: KilnHarness, tmp_path: Path
@@ -62,7 +86,7 @@ def test_an_unsupported_key_is_named_and_nothing_is_deployed(
         "services:\n"
         "  db:\n"
         "    image: kiln-hello:v1\n"
-        "    volumes: [pgdata:/var/lib/postgresql/data]\n"
+        "    volumes: [./pgdata:/var/lib/postgresql/data]\n"
         "  api:\n"
         "    image: kiln-hello:v1\n"
         "    ports: ['8080']\n"
@@ -71,6 +95,8 @@ def test_an_unsupported_key_is_named_and_nothing_is_deployed(
     )
     result = kiln.cli("deploy", "-f", str(compose))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "services.db.volumes: not supported: kiln has no volumes yet" in result.stderr
+    assert "services.db.volumes.0: './pgdata' is a host path, and a bind mount is not" in (
+        result.stderr
+    )
     assert kiln.api("GET", "/v1/apps/dev/api").status_code == 404
     assert kiln.containers("db") == [] and kiln.containers("api") == []

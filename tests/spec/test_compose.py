@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kiln.errors import SpecInvalid
 from kiln.spec import AppSpec, parse_spec
-from kiln.spec.compose import Conversion, convert_compose, is_compose, render_spec
+from kiln.spec.compose import Build, Conversion, convert_compose, is_compose, render_spec
 from kiln.spec.envfile import EnvFileError, parse_env_file
 from kiln.spec.interpolate import InterpolationError, Interpolator
 
@@ -136,9 +137,12 @@ def example() -> Conversion:
 
 
 def test_the_web_worker_cache_stack_becomes_three_apps() -> None:
-    web, worker, cache = example().specs
+    conversion = example()
+    web, worker, cache = conversion.specs
     assert [s.app for s in (web, worker, cache)] == ["web", "worker", "cache"]
-    assert web.image == "kiln-hello:v1"
+    assert conversion.builds == {"web": Build(context="./web")}
+    assert web.image == "web"  # until kiln deploy builds it and pins the digest
+    assert worker.image == cache.image == "kiln-hello:v1"
     assert web.port == 8080 and web.instances == 2
     assert [(r.host, r.path) for r in web.effective_routes()] == [("shop.localhost", "/")]
     assert web.env["DATABASE_URL"] == "postgres://shop:s3cret@db.internal:5432/shop"
@@ -167,6 +171,7 @@ def test_the_web_worker_cache_stack_becomes_three_apps() -> None:
 
     assert cache.port == 8080 and cache.resources.memory == 32 * 1024**2
     assert cache.security.cap_add == ["NET_BIND_SERVICE"] and cache.stop_grace == 5.0
+    assert [(v.name, v.path, v.shared) for v in cache.volumes] == [("cache-data", "/data", False)]
 
 
 def test_the_stack_warns_about_what_kiln_leaves_out() -> None:
@@ -180,6 +185,18 @@ def test_the_stack_warns_about_what_kiln_leaves_out() -> None:
 def test_each_rendered_document_parses_back_to_the_same_spec() -> None:
     for spec in example().specs:
         assert parse_spec(render_spec(spec, comment="x")) == spec
+
+
+def test_a_rendered_build_takes_the_place_of_the_image() -> None:
+    conversion = example()
+    web = conversion.specs[0]
+    document = yaml.safe_load(render_spec(web, build=conversion.builds["web"]))
+    assert "image" not in document and document["build"] == "./web"
+    assert list(document)[:2] == ["app", "build"]  # where image: was
+    tagged = render_spec(web, build=Build(context=".", dockerfile="web.Dockerfile", image="web:2"))
+    document = yaml.safe_load(tagged)
+    assert document["image"] == "web:2"
+    assert document["build"] == {"context": ".", "dockerfile": "web.Dockerfile"}
 
 
 def test_a_compose_file_is_told_from_a_kiln_yaml() -> None:
@@ -291,7 +308,7 @@ UNSUPPORTED = """
 services:
   web:
     image: x
-    volumes: [data:/var/lib/data]
+    volumes: [./data:/var/lib/data]
     entrypoint: [/init]
     network_mode: "service:db"
     ports: ["53:53/udp"]
@@ -301,7 +318,7 @@ services:
       mode: global
       resources: {limits: {memory: lots}}
   Bad_Name:
-    build: .
+    build: {context: ., args: {VERSION: 1}}
   worker:
     image: y
     environment: {A: "${REQUIRED:?set REQUIRED first}"}
@@ -313,12 +330,13 @@ volumes:
 def test_every_unsupported_or_unknown_key_is_named_at_once() -> None:
     found = problems(UNSUPPORTED)
     expected = [
-        "services.web.volumes: not supported: kiln has no volumes yet",
+        "services.web.volumes.0: './data' is a host path, and a bind mount is not supported:"
+        " kiln mounts no host paths",
         "services.web.entrypoint: not supported: kiln sets only the command",
         "services.web.imagee: is not a Compose key kiln knows",
         "services.web.deploy.resources.limits.memory: ",
         "services.Bad_Name: the service's name becomes the app's name",
-        "services.Bad_Name.build: kiln does not build images",
+        "services.Bad_Name.build.args: not supported: kiln's build passes no build arguments",
         "services.worker.environment.A: required variable REQUIRED: set REQUIRED first",
         "services.web.network_mode: 'service:db' is not supported",
         "services.web.ports.0: udp is not supported",
@@ -373,3 +391,165 @@ def test_yaml_limits_apply_as_to_a_kiln_yaml() -> None:
     )
     with pytest.raises(SpecInvalid):
         convert(bomb + "services: {web: {image: x}}\n")
+
+
+# --- build: ------------------------------------------------------------------------------------
+
+
+def test_build_alone_builds_and_names_the_image_after_the_service() -> None:
+    conversion = convert("services: {web: {build: ./src, ports: ['8080']}}")
+    assert conversion.builds == {"web": Build(context="./src")}
+    assert conversion.specs[0].image == "web"
+
+
+def test_build_with_context_and_dockerfile() -> None:
+    conversion = convert(
+        "services: {web: {build: {context: src, dockerfile: docker/web.Dockerfile}}}"
+    )
+    assert conversion.builds["web"] == Build(context="src", dockerfile="docker/web.Dockerfile")
+    assert conversion.builds["web"].as_spec() == {
+        "context": "src",
+        "dockerfile": "docker/web.Dockerfile",
+    }
+
+
+def test_image_and_build_tag_the_build_with_the_image_as_compose_does() -> None:
+    conversion = convert("services: {web: {image: 'shop/web:1.4', build: .}}")
+    assert conversion.builds["web"] == Build(context=".", image="shop/web:1.4")
+    assert conversion.specs[0].image == "shop/web:1.4"
+
+
+def test_a_registry_host_in_the_image_of_a_build_is_left_to_kilns_registry() -> None:
+    conversion = convert(
+        "services: {web: {image: 'registry.example.com:5000/shop/web:2', build: .}}"
+    )
+    assert conversion.builds["web"].image == "shop/web:2"
+    assert any(
+        "services.web.image: the build goes to kiln's registry as shop/web:2" in w
+        for w in conversion.warnings
+    )
+
+
+def test_what_kilns_build_cannot_do_is_named_with_why() -> None:
+    found = problems(
+        """
+services:
+  web:
+    image: web@sha256:0123456789012345678901234567890123456789012345678901234567890123
+    build:
+      context: https://github.com/example/web.git
+      dockerfile: ../Dockerfile
+      args: [VERSION=1]
+      target: prod
+      dockerfile_inline: FROM scratch
+      imagee: x
+"""
+    )
+    for start in (
+        "services.web.build.args: not supported: kiln's build passes no build arguments",
+        "services.web.build.target: not supported: kiln builds the Dockerfile's last stage",
+        "services.web.build.dockerfile_inline: not supported",
+        "services.web.build.imagee: is not a Compose key kiln knows",
+        "services.web.build: 'https://github.com/example/web.git' is not supported: kiln builds a"
+        " directory",
+        "services.web.build.dockerfile: '../Dockerfile' is outside the context",
+        "services.web.image: 'web@sha256:",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)
+
+
+def test_build_options_kiln_has_no_use_for_are_warnings() -> None:
+    conversion = convert("services: {web: {build: {context: ., no_cache: true, labels: {a: b}}}}")
+    assert any(w.startswith("services.web.build.no_cache: ignored") for w in conversion.warnings)
+    assert any(w.startswith("services.web.build.labels: ignored") for w in conversion.warnings)
+
+
+# --- volumes: ----------------------------------------------------------------------------------
+
+
+def test_named_volumes_in_both_syntaxes_become_kiln_volumes() -> None:
+    spec = one(
+        """
+services:
+  db:
+    image: postgres:16
+    volumes:
+      - pg_data:/var/lib/postgresql/data
+      - {type: volume, source: backups, target: /backups, read_only: true}
+      - {type: tmpfs, target: /run/pg, tmpfs: {size: 16m, mode: 01777}}
+volumes:
+  pg_data: {driver: local, name: shop_pg, labels: {a: b}}
+  backups:
+"""
+    )
+    assert [(v.name, v.path, v.shared) for v in spec.volumes] == [
+        ("pg-data", "/var/lib/postgresql/data", False),
+        ("backups", "/backups", False),
+    ]
+    assert spec.security.tmpfs == ["/tmp", f"/run/pg:size={16 * 1024**2},mode=1777"]
+
+
+def test_volume_renames_and_read_only_mounts_are_warned_about() -> None:
+    warnings = convert(
+        "services: {db: {image: x, volumes: ['pg_data:/data:ro']}}\nvolumes: {pg_data: {}}"
+    ).warnings
+    assert any("volume pg_data is named pg-data in kiln" in w for w in warnings)
+    assert any(
+        w.startswith("services.db.volumes.0: pg_data is mounted read-write") for w in warnings
+    )
+
+
+def test_replicas_or_start_first_share_the_volume_as_compose_does() -> None:
+    replicas = one(
+        "services: {web: {image: x, deploy: {replicas: 3}, volumes: ['up:/up']}}\nvolumes: {up: {}}"
+    )
+    assert replicas.volumes[0].shared and replicas.instances == 3
+    start_first = one(
+        "services: {web: {image: x, deploy: {update_config: {order: start-first}},"
+        " volumes: ['up:/up']}}\nvolumes: {up: {}}"
+    )
+    assert start_first.volumes[0].shared
+
+
+def test_what_kiln_cannot_mount_is_named_with_why() -> None:
+    found = problems(
+        """
+services:
+  web:
+    image: x
+    volumes:
+      - ./static:/srv/static
+      - /var/run/docker.sock:/var/run/docker.sock
+      - /data
+      - {type: bind, source: ., target: /src}
+      - {type: volume, target: /anonymous}
+      - {type: npipe, source: x, target: /x}
+      - {type: volume, source: shared, target: /s, volume: {subpath: a}}
+      - undeclared:/u
+      - shared:/s2:rx
+  other:
+    image: y
+    volumes: [shared:/s]
+volumes:
+  shared: {}
+  outside: {external: true}
+  fancy: {driver: nfs, driver_opts: {type: nfs}}
+"""
+    )
+    for start in (
+        "services.web.volumes.0: './static' is a host path, and a bind mount is not supported:"
+        " kiln mounts no host paths: an instance is immutable",
+        "services.web.volumes.1: '/var/run/docker.sock' is a host path",
+        "services.web.volumes.2: '/data' is an anonymous volume",
+        "services.web.volumes.3: a bind mount is not supported",
+        "services.web.volumes.4: an anonymous volume",
+        "services.web.volumes.5.type: npipe is not supported",
+        "services.web.volumes.6.volume.subpath: not supported",
+        "services.web.volumes.7: volume undeclared is not declared",
+        "services.web.volumes.8: rx is not a mode kiln knows",
+        "volumes.shared: used by web and other, but a kiln volume belongs to one app",
+        "volumes.outside.external: not supported: kiln touches only volumes it created",
+        "volumes.fancy.driver: 'nfs' is not supported",
+        "volumes.fancy.driver_opts: not supported",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)

@@ -1,11 +1,13 @@
 """``kiln convert compose.yaml`` and ``kiln deploy -f compose.yaml``: Compose files as kiln apps.
 
 The conversion is ``kiln.spec.compose`` (pure); this module does its I/O: the project's ``.env``
-and the shell's environment for ``${VAR}``, ``env_file:`` paths relative to the Compose file.
+and the shell's environment for ``${VAR}``, ``env_file:`` paths and build contexts relative to
+the Compose file, and the builds ``kiln deploy`` runs before it deploys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -114,12 +116,14 @@ def convert(
 ) -> None:
     """Print the kiln.yaml of every service in a Docker Compose file (works without a server).
 
-    Each service becomes an app: image, command, environment and env_file, ports (the
-    container port, routed through NGINX), healthcheck, deploy (replicas, update_config,
-    resources), read_only, cap_add, tmpfs, user, stop_grace_period. Labels kiln.route.host,
+    Each service becomes an app: image or build (context, dockerfile; kiln deploy builds
+    it), command, environment and env_file, ports (the container port, routed through
+    NGINX), healthcheck, deploy (replicas, update_config, resources), named volumes,
+    read_only, cap_add, tmpfs, user, stop_grace_period. Labels kiln.route.host,
     kiln.route.path (comma-separated) set the routes, kiln.port picks the port when there
-    are several. What kiln leaves out is a warning on stderr; what it cannot run (volumes,
-    entrypoint, network_mode: service:…) is an error (exit 2) naming each key and why.
+    are several. What kiln leaves out is a warning on stderr; what it cannot run (bind
+    mounts, build args, entrypoint, network_mode: service:…) is an error (exit 2) naming
+    each key and why. Build contexts stay relative to the Compose file (with -o: to DIR).
 
     Examples:  kiln convert compose.yaml          kiln convert compose.yaml -o kiln/
     """
@@ -128,9 +132,15 @@ def convert(
 
     text = read_spec_file(file)
     conversion = load_compose(file, text, env or context.DEFAULT_ENV)
-    documents = [
-        render_spec(spec, comment=f"service {spec.app} of {file.name}") for spec in conversion.specs
-    ]
+    documents = []
+    for spec in conversion.specs:
+        build = conversion.builds.get(spec.app)
+        if build is not None and out_dir is not None:
+            # The kiln.yaml's build: is relative to its own folder.
+            where = os.path.relpath((file.parent / build.context).resolve(), out_dir.resolve())
+            build = dataclasses.replace(build, context=Path(where).as_posix())
+        comment = f"service {spec.app} of {file.name}"
+        documents.append(render_spec(spec, comment=comment, build=build))
     if out_dir is None:
         context.out().print("---\n".join(documents), end="", markup=False)
         return
@@ -144,23 +154,39 @@ def convert(
         raise InvalidInput(f"cannot write into {out_dir}: {exc.strerror or exc}") from exc
 
 
-def deploy_compose(file: Path, text: str, *, message: str, wait: bool, as_json: bool) -> None:
-    """``kiln deploy -f compose.yaml``: one release per service, in file order, each watched
+def deploy_compose(
+    file: Path,
+    text: str,
+    *,
+    message: str,
+    wait: bool,
+    as_json: bool,
+    environment: str | None = None,
+) -> None:
+    """``kiln deploy -f compose.yaml [-e ENV]``: every ``build:`` first (as Compose builds
+    before it starts anything), then one release per service, in file order, each watched
     (with --wait) before the next; the exit code is the worst of them."""
     from kiln.cli.commands.deploy import finish
+    from kiln.cli.commands.images import spec_with_build
     from kiln.spec.compose import render_spec
 
-    environment = os.environ.get("KILN_ENV") or context.DEFAULT_ENV
+    environment = environment or os.environ.get("KILN_ENV") or context.DEFAULT_ENV
     conversion = load_compose(file, text, environment)
     kiln = context.client()
-    worst = 0
+    documents = []
     for spec in conversion.specs:
-        document = render_spec(spec, comment=f"service {spec.app} of {file.name}")
+        build = conversion.builds.get(spec.app)
+        document = render_spec(spec, comment=f"service {spec.app} of {file.name}", build=build)
+        if build is not None:
+            document = spec_with_build(kiln, document, spec_file=file) or document
+        documents.append((spec.app, document))
+    worst = 0
+    for app, document in documents:
         after = kiln.last_event_id()
         try:
             result = kiln.deploy(document, message=message)
         except SpecInvalid as exc:
-            raise SpecInvalid(exc.problems, source=f"{file} (service {spec.app})") from None
+            raise SpecInvalid(exc.problems, source=f"{file} (service {app})") from None
         try:
             finish(kiln, result, after_event=after, wait=wait, as_json=as_json, verb="deploy")
         except typer.Exit as exc:

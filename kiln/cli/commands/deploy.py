@@ -48,13 +48,16 @@ def deploy(
     Same image and spec as the running release: nothing changes (only the instance count).
     With --wait (the default) the rollout is shown live and the exit code says how it ended:
     0 live, 3 failed and rolled back. A Docker Compose file deploys every service as an app
-    (in $KILN_ENV, default dev); `kiln convert` shows what each becomes.
+    (in -e ENV, else $KILN_ENV, else dev), building each build: first; `kiln convert` shows
+    what each becomes.
 
     Example:  kiln deploy -f kiln.yaml -m "new checkout page"     kiln deploy -e staging
     """
     text = read_spec_file(file)
     if compose.looks_like_compose(text, source=str(file)):
-        compose.deploy_compose(file, text, message=message, wait=wait, as_json=as_json)
+        compose.deploy_compose(
+            file, text, message=message, wait=wait, as_json=as_json, environment=environment
+        )
         return
     kiln = context.client()
     # `build: PATH` instead of `image:`: the source is built and pushed first, and the

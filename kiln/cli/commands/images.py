@@ -275,8 +275,11 @@ def images(
 
 
 def spec_with_build(kiln_client: KilnClient, text: str, *, spec_file: Path) -> str | None:
-    """A spec that says ``build: PATH`` (relative to the spec's directory): build it, and the
-    spec text with ``image:`` set to the built digest. None when the spec has no ``build``."""
+    """A spec that says ``build: PATH`` or ``build: {context: PATH, dockerfile: FILE}`` (PATH
+    relative to the spec's directory, FILE inside PATH): build it, and the spec text with
+    ``image:`` set to the built digest. An ``image:`` given with it names the build (as Compose
+    tags a build with ``image:``); without one the build is named after the app. None when the
+    spec has no ``build``."""
     from kiln.spec.safe_yaml import load_yaml
 
     try:
@@ -286,13 +289,23 @@ def spec_with_build(kiln_client: KilnClient, text: str, *, spec_file: Path) -> s
     if not isinstance(data, dict) or "build" not in data:
         return None
     source = data.pop("build")
-    if "image" in data:
-        raise InvalidInput(f"{spec_file}: give image: or build:, not both")
+    dockerfile: object = "Dockerfile"
+    if isinstance(source, dict):
+        unknown = sorted(str(k) for k in source if k not in ("context", "dockerfile"))
+        if unknown:
+            raise InvalidInput(
+                f"{spec_file}: build: takes context and dockerfile, not {', '.join(unknown)}"
+            )
+        dockerfile = source.get("dockerfile", "Dockerfile")
+        source = source.get("context", ".")
     if not isinstance(source, str) or not source:
         raise InvalidInput(f"{spec_file}: build: must be a directory path (with a Dockerfile)")
+    if not isinstance(dockerfile, str) or not dockerfile:
+        raise InvalidInput(f"{spec_file}: build.dockerfile: must be a file inside the context")
     root = (spec_file.parent / source).resolve()
-    app = data.get("app")
-    result = build_source(kiln_client, root, tag=str(app) if isinstance(app, str) else None)
+    image, app = data.get("image"), data.get("app")
+    tag = image if isinstance(image, str) else app if isinstance(app, str) else None
+    result = build_source(kiln_client, root, tag=tag, dockerfile=dockerfile)
     context.err().print(
         f"build: {result.repository}:{result.tag} → {result.reference}"
         + (" (unchanged source)" if result.cached else ""),
