@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,6 +151,27 @@ def wait_all(
             missing = sorted(wanted - done)
             raise PhaseTimeout(f"{what}: {len(done)}/{len(wanted)} apps; e.g. not {missing[:5]}")
         time.sleep(1.0)  # each poll costs kiln a full status of every app: not too often
+
+
+def deploy_retrying(kiln: KilnHarness, spec: str, out: Json, lock: threading.Lock) -> None:
+    """POST /v1/deploy, tried again (as a script would) when kiln does not answer in time or
+    answers 5xx; a deploy that landed anyway answers unchanged the second time. Counted."""
+    for attempt in range(CLI_ATTEMPTS):
+        try:
+            response = kiln.api(
+                "POST", "/v1/deploy", json={"spec": spec, "message": "bench"}, timeout=120
+            )
+            if response.status_code < 500:
+                response.raise_for_status()
+                return
+            problem = f"{response.status_code}: {response.text[:200]}"
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        with lock:
+            out["api_failures"] = out.get("api_failures", 0) + 1
+            out.setdefault("api_first_failure", problem)
+        if attempt == CLI_ATTEMPTS - 1:
+            raise RuntimeError(f"POST /v1/deploy: {problem}")
 
 
 def metrics(kiln: KilnHarness) -> str:
@@ -510,9 +533,11 @@ class Run:
     def route_churn(self, out: Json, deadline: float) -> None:
         before = reloads(metrics(self.kiln))
         started = time.monotonic()
+        lock = threading.Lock()
 
         def one(app: str) -> None:
-            deploy_api(self.kiln, spec_of(app, "kiln-hello:v1", self.args, self.network, alt=True))
+            spec = spec_of(app, "kiln-hello:v1", self.args, self.network, alt=True)
+            deploy_retrying(self.kiln, spec, out, lock)
             wait_all(self.kiln, [app], self.settled, deadline, f"{app}'s new routes")
 
         with ThreadPoolExecutor(CHURN_PARALLEL) as pool:
@@ -547,10 +572,14 @@ class Run:
         started = time.monotonic()
         with profiled(self.args, self.procs.server.pid, f"{self.network}-deploy-all-api", out):
             with ThreadPoolExecutor(PARALLEL) as pool:
+                lock = threading.Lock()
                 list(
                     pool.map(
-                        lambda app: deploy_api(
-                            self.kiln, spec_of(app, "kiln-hello:v1", self.args, self.network)
+                        lambda app: deploy_retrying(
+                            self.kiln,
+                            spec_of(app, "kiln-hello:v1", self.args, self.network),
+                            out,
+                            lock,
                         ),
                         self.others,
                     )
