@@ -510,8 +510,10 @@ class Run:
             )
 
     def kill(self, out: Json, deadline: float) -> None:
-        victims = self.others[: self.args.kills]
         rows = {s["app"]: s for s in list_apps(self.kiln)}
+        # apps that serve (one the load kept from settling has nothing old enough to kill)
+        victims = [a for a in self.others if a in rows and self.settled(rows[a])]
+        victims = victims[: self.args.kills]
         killed: dict[str, str] = {}  # app → instance id
         containers = []
         for app in victims:
