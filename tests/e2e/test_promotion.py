@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import REPO, KilnHarness, wait_until
+from tests.e2e.load import LoadClient
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +148,62 @@ def test_a_gate_refuses_with_every_reason_and_nothing_changes(kiln: KilnHarness)
 
     skipped = kiln.cli("promote", "cart", "--from", "dev", "--to", "production")
     assert skipped.returncode == 2 and "promote dev → staging first" in skipped.stderr
+
+
+CANARY_IN_PRODUCTION = """\
+    deploy:
+      strategy: canary
+      steps: [{weight: 20, pause: 2s}, {weight: 50, pause: 2s}]
+      deadline: 30s
+      drain: 300ms
+"""
+
+
+def test_a_promotion_into_a_canary_environment_walks_its_steps_on_the_same_digest(
+    kiln: KilnHarness,
+) -> None:
+    app, host = "till", "till.production.localhost"
+
+    def with_canary(image: str) -> str:
+        return spec(app, image) + CANARY_IN_PRODUCTION
+
+    first = kiln.deploy(with_canary("kiln-hello:v1"), "-e", "staging", "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    promoted = kiln.cli("promote", app, "--from", "staging", "--to", "production", "--wait")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr + kiln.server_log()
+    wait_until(
+        lambda: app_status(kiln, f"production/{app}")["ready"] == 2,
+        timeout=30,
+        what="production's first release",
+    )
+
+    second = kiln.deploy(with_canary("kiln-hello:v2"), "-e", "staging", "--wait")
+    assert second.returncode == 0, second.stdout + second.stderr
+    with LoadClient(
+        port=kiln.http_port, host_header=host, keep_alive=True, markers=("v2", "v1"), rate=50
+    ) as load:
+        load.wait_for_requests(20)
+        canary = kiln.cli("promote", app, "--from", "staging", "--to", "production", "--wait")
+        assert canary.returncode == 0, canary.stdout + canary.stderr + kiln.server_log()
+        load.wait_for_requests(load.report.requests + 20)
+
+    # The promoted release is staging's digest, rolled out with production's strategy.
+    staging = releases(kiln, f"staging/{app}")[-1]
+    production = releases(kiln, f"production/{app}")[-1]
+    assert production["number"] == 2 and production["origin"] == "promotion"
+    assert production["digest"] == staging["digest"] and production["image"] == "kiln-hello:v2"
+    assert production["spec"]["deploy"]["strategy"] == "canary"
+    assert staging["spec"]["deploy"]["strategy"] == "rolling"
+
+    events = kiln.cli_json("events", app, "--env", "production", "--limit", "1000")
+    steps = [e for e in events if "canary step" in e["reason"] and e.get("release") == 2]
+    said = " ".join(e["reason"] for e in steps)
+    assert "canary step 1/2" in said and "canary step 2/2" in said, said
+
+    # It reached 100 %: production serves only the promoted release, with both instances.
+    status = app_status(kiln, f"production/{app}")
+    assert status["stable_release"] == 2 and status["target_release"] == 2
+    assert status["rollout"] is None and status["ready"] == 2
+    assert all(kiln.get(host, "/version").text.strip() == "v2" for _ in range(10))
+    assert load.report.failures == 0, load.report.errors
+    assert load.report.bodies["v1"] > 0 and load.report.bodies["v2"] > 0
