@@ -100,6 +100,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drift_task
         await plane.loops.close()
+        await plane.reads.close()
         await self.executor.drain_background()
         await plane.health.close()
         if plane.webhooks is not None:

@@ -29,6 +29,7 @@ from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.round import ReconcileRound, track_instance
 from kiln.controller.runtime import ControlPlane, utc_now
+from kiln.controller.shared import SharedReads
 from kiln.controller.webhooks import Receiver, Webhooks, failure_reason
 from kiln.drivers.base import Driver
 from kiln.errors import InvalidInput
@@ -145,6 +146,7 @@ def assemble_engine(
         events=EventBus(store, clock),
         loops=AppLoops(reconcile, resync_seconds=settings.resync_seconds, clock=clock),
         observer=Observer(),
+        reads=SharedReads(driver, router),
         registry=registry,
         vault=vault or SecretVault(store, home=settings.home),
     )

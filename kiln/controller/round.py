@@ -1,7 +1,8 @@
 """The reconcile round of one app: ``observe → plan → act``.
 
     desired   store: app record, target / stable release, active rollout
-    observe   driver.list_instances + health statuses + the observer's memory
+    observe   the engine's list + NGINX's counters, read once for every round that asks at
+              the same time (shared.py), + health statuses + the observer's memory
     plan      kiln.planning.plan (pure)
     act       Executor (router first, then driver, then store)
 
@@ -48,7 +49,7 @@ class ReconcileRound:
         now = plane.clock()
         log.debug("reconcile %s", key)
         desired = desired_app(plane, key)
-        instances = adoptable(plane, key, await plane.driver.list_instances(key))
+        instances = adoptable(plane, key, await plane.reads.instances_of(key))
         report_missing(plane, key, plane.last_instances.get(key), instances)
         report_strangers(plane, key, instances)
         plane.last_instances[key] = instances
@@ -206,7 +207,7 @@ async def _in_flight(plane: ControlPlane, key: AppKey) -> dict[str, int] | None:
     """Requests in flight per instance of ``key``; None when the router cannot say (a
     retiring instance then drains for the whole drain time)."""
     try:
-        return (await plane.router.in_flight()).get(key, {})
+        return (await plane.reads.in_flight.get()).get(key, {})
     except KilnError as exc:
         log.debug("in-flight counts of %s unavailable: %s", key, exc.message)
         return None
@@ -214,7 +215,7 @@ async def _in_flight(plane: ControlPlane, key: AppKey) -> dict[str, int] | None:
 
 async def _traffic(plane: ControlPlane, key: AppKey) -> dict[int, ReleaseTraffic] | None:
     try:
-        return (await plane.router.traffic()).get(key, {})
+        return (await plane.reads.traffic.get()).get(key, {})
     except KilnError as exc:
         log.debug("traffic counters of %s unavailable: %s", key, exc.message)
         return None

@@ -19,6 +19,7 @@ from kiln.controller.events import EventBus
 from kiln.controller.logkeeper import LogKeeper
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
+from kiln.controller.shared import SharedReads
 from kiln.controller.webhooks import Webhooks
 from kiln.drivers.base import Driver
 from kiln.errors import NotFound
@@ -48,6 +49,8 @@ class ControlPlane:
     loops: AppLoops
     observer: Observer
     vault: SecretVault  # sealed secrets; plaintext only on the way to the driver
+    # The engine list and NGINX's counters, read once for every round that wants them at once.
+    reads: SharedReads
     # Which app each probed instance belongs to, so a health flip wakes the right loop.
     instance_keys: dict[str, AppKey] = field(default_factory=dict)
     # What each app's last round planned and saw: the read views report from these.

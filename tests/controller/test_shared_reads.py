@@ -1,0 +1,144 @@
+"""SharedRead: rounds that ask at the same time share one read, and a round that asks after a
+change always gets a read that started after it asked (so it sees the change)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kiln.controller.shared import SharedRead, SharedReads
+from kiln.drivers.fake import FakeDriver
+from kiln.errors import RouterUnavailable
+from kiln.model import AppKey, InstanceSpec
+from kiln.router.fake import FakeRouter
+
+
+class World:
+    """A value that changes, and a read of it the test holds open until it lets it go."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.reads_started = 0
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def read(self) -> int:
+        self.reads_started += 1
+        seen = self.value  # what the read sees is fixed when it starts
+        self.started.set()
+        await self.release.wait()
+        return seen
+
+
+async def test_callers_of_the_same_moment_share_one_read() -> None:
+    world = World()
+    world.release.set()
+    shared = SharedRead(world.read, name="test")
+
+    results = await asyncio.gather(*(shared.get() for _ in range(100)))
+
+    assert results == [0] * 100
+    assert world.reads_started == 1
+
+
+async def test_a_caller_who_asks_after_a_change_sees_the_change() -> None:
+    world = World()
+    shared = SharedRead(world.read, name="test")
+    early = asyncio.create_task(shared.get())
+    await world.started.wait()  # a read is in flight, it saw value 0
+
+    world.value = 1  # the change happens while that read runs
+    late = asyncio.create_task(shared.get())  # a round that starts after the change
+    await asyncio.sleep(0)
+    world.release.set()
+
+    assert await early == 0
+    assert await late == 1  # it waited for the next read instead of joining the stale one
+    assert world.reads_started == 2
+
+
+async def test_callers_asking_during_one_read_share_the_next() -> None:
+    world = World()
+    shared = SharedRead(world.read, name="test")
+    first = asyncio.create_task(shared.get())
+    await world.started.wait()
+    world.value = 7
+    later = [asyncio.create_task(shared.get()) for _ in range(10)]
+    await asyncio.sleep(0)
+    world.release.set()
+
+    assert await first == 0
+    assert await asyncio.gather(*later) == [7] * 10
+    assert world.reads_started == 2
+
+
+async def test_a_failed_read_fails_its_callers_and_the_next_caller_reads_again() -> None:
+    calls = 0
+
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RouterUnavailable("NGINX's admin socket does not answer")
+        return calls
+
+    shared = SharedRead(flaky, name="test")
+    outcomes = await asyncio.gather(shared.get(), shared.get(), return_exceptions=True)
+    assert all(isinstance(o, RouterUnavailable) for o in outcomes)
+    assert await shared.get() == 2
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_read_of_the_others() -> None:
+    world = World()
+    shared = SharedRead(world.read, name="test")
+    leaving = asyncio.create_task(shared.get())
+    staying = asyncio.create_task(shared.get())
+    await world.started.wait()
+    leaving.cancel()
+    world.release.set()
+
+    assert await staying == 0
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+
+
+async def test_close_cancels_a_read_in_flight() -> None:
+    world = World()
+    shared = SharedRead(world.read, name="test")
+    waiting = asyncio.create_task(shared.get())
+    await world.started.wait()
+
+    await shared.close()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_instances_come_back_by_app_and_a_new_container_is_seen_by_the_next_round() -> None:
+    driver = FakeDriver()
+    driver.add_image("web:v1")
+    reads = SharedReads(driver, FakeRouter())
+    web, api = AppKey("dev", "web"), AppKey("dev", "api")
+    await driver.start_instance(_spec(web, "r1-a"))
+
+    assert [i.id for i in await reads.instances_of(web)] == ["r1-a"]
+    assert await reads.instances_of(api) == []
+
+    await driver.start_instance(_spec(api, "r1-b"))
+    assert [i.id for i in await reads.instances_of(api)] == ["r1-b"]
+    assert reads.instances.reads == 3
+
+
+def _spec(key: AppKey, instance_id: str) -> InstanceSpec:
+    return InstanceSpec(
+        id=instance_id,
+        key=key,
+        release=1,
+        name=f"{key.app}-{instance_id}",
+        image="web:v1",
+        command=None,
+        env={},
+        port=8080,
+        labels={},
+    )
