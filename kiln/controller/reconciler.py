@@ -1,9 +1,14 @@
 """One level-based reconcile loop per app: wake on a key, ``observe → plan → act``, sleep.
 
 The work queue carries keys, never events: a wake-up (driver event, health flip, API write,
-resync timer, a plan's ``Wait.until``) only says "look at this app again". ``sync(key)`` is
-idempotent, so extra wake-ups cost one cheap round and lost ones are caught by the resync.
+the resync ticker, a plan's ``Wait.until``) only says "look at this app again". ``sync(key)``
+is idempotent, so extra wake-ups cost one cheap round and lost ones are caught by the resync.
 A round that fails with a temporary failure is retried with a doubling delay (0.2 s → 10 s).
+
+The resync is one ticker for every loop, not a timer per loop: every ``resync_seconds`` it
+wakes them all at once, so their rounds observe through one shared engine list (shared.py)
+instead of one list per app spread over the period. Plan deadlines, retries and event wakes
+stay per app.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class AppLoops:
         self._clock = clock
         self._wakeups: dict[AppKey, asyncio.Event] = {}
         self._tasks: dict[AppKey, asyncio.Task[None]] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self.last_error: dict[AppKey, str] = {}
         self._closed = False
 
@@ -49,6 +55,8 @@ class AppLoops:
         if event is None:
             event = self._wakeups[key] = asyncio.Event()
             self._tasks[key] = asyncio.create_task(self._run(key, event), name=f"reconcile {key}")
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="reconcile resync")
         event.set()
 
     def keys(self) -> list[AppKey]:
@@ -65,23 +73,33 @@ class AppLoops:
     async def close(self) -> None:
         self._closed = True
         tasks = list(self._tasks.values())
+        if self._ticker is not None:
+            tasks.append(self._ticker)
+            self._ticker = None
         self._tasks.clear()
         self._wakeups.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _tick(self) -> None:
+        """The resync: every loop woken at the same moment, every ``resync_seconds``."""
+        while True:
+            await asyncio.sleep(self._resync)
+            for event in self._wakeups.values():
+                event.set()
+
     async def _run(self, key: AppKey, wakeup: asyncio.Event) -> None:
         retry = _RETRY_FIRST
         while True:
             wakeup.clear()
-            delay = self._resync
+            delay: float | None = None  # until the next wake: an event, a command, the ticker
             try:
                 until = await self._sync(key)
                 retry = _RETRY_FIRST
                 self.last_error.pop(key, None)
                 if until is not None:
-                    delay = min(delay, max(0.0, (until - self._clock()).total_seconds()))
+                    delay = max(0.0, (until - self._clock()).total_seconds())
             except asyncio.CancelledError:
                 raise
             except TemporaryFailure as exc:

@@ -109,7 +109,11 @@ class ReconcileRound:
         elif not result.analysing:
             memory.window_start, memory.window_started_at = None, None
         memory.routes = result.routes
-        await sync_routes(plane)
+        applied = plane.applied_routes
+        if applied is None or applied.get(key, ()) != result.routes:
+            # Only a change of this app's routes: the table of every app is the resync's and
+            # each app's own round's business (so an idle round reads no other app).
+            await sync_routes(plane)
         if (
             desired.target is None
             and desired.stopped

@@ -3,7 +3,11 @@
     watch driver   driver events (start, die, oom ...) ─▶ wake that app's loop
     supervise      every second: NGINX alive? (restart it with the last routes and peers)
                    engine reachable? (event when it goes and comes back, then converge)
-                   every KILN_RESYNC_SECONDS: wake every known app
+                   every KILN_RESYNC_SECONDS: start loops for apps that have none yet (the
+                   loops' own resync ticker wakes the others) and check the route table
+
+Wakes are precise: an event wakes its app only, and nothing here wakes every app except the
+engine coming back (whatever happened meanwhile was not announced).
 
 A failed supervisor round is logged and the next one tries again: supervision never stops.
 """
@@ -18,7 +22,7 @@ from kiln.controller.drift import report_removed
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import DriverUnavailable, KilnError, TemporaryFailure
-from kiln.model import AppKey, EventKind, Instance, Severity
+from kiln.model import AppKey, EventKind, Severity
 
 log = logging.getLogger("kiln.engine")
 
@@ -159,7 +163,15 @@ class Supervisors:
                 log.exception("supervisor round failed")
             if plane.clock() - last_resync >= timedelta(seconds=plane.settings.resync_seconds):
                 last_resync = plane.clock()
-                await wake_known_apps(plane)
+                try:
+                    await wake_new_apps(plane)
+                    # A round syncs the routes when its own app's changed; this is the
+                    # level-based net under that (a table NGINX lost, an app gone from the store).
+                    await sync_routes(plane)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("resync failed")
                 await note_other_installations(plane)
 
     async def supervise_router(self) -> None:
@@ -238,18 +250,24 @@ async def note_other_installations(plane: ControlPlane) -> None:
 async def wake_known_apps(plane: ControlPlane) -> None:
     """Wake every app the store knows and every app a container is labelled with (so the
     containers of unknown apps get removed)."""
-    for key in _known_keys(plane, await _list_instances_or_empty(plane)):
+    for key in _known_keys(plane, await _labelled_keys(plane)):
         plane.loops.wake(key)
 
 
-async def _list_instances_or_empty(plane: ControlPlane) -> list[Instance]:
+async def wake_new_apps(plane: ControlPlane) -> None:
+    """Wake the known apps that have no loop yet (an app whose loop ended, containers of an
+    unknown app); the others are woken by their loops' resync ticker."""
+    running = set(plane.loops.keys())
+    for key in _known_keys(plane, await _labelled_keys(plane)) - running:
+        plane.loops.wake(key)
+
+
+async def _labelled_keys(plane: ControlPlane) -> set[AppKey]:
     try:
-        return await plane.driver.list_instances()
+        return set(await plane.reads.instances.get())
     except TemporaryFailure:
-        return []
+        return set()
 
 
-def _known_keys(plane: ControlPlane, instances: list[Instance]) -> set[AppKey]:
-    keys = {app.key for app in plane.store.list_apps()}
-    keys.update(i.key for i in instances)
-    return keys
+def _known_keys(plane: ControlPlane, labelled: set[AppKey]) -> set[AppKey]:
+    return {app.key for app in plane.store.list_apps()} | labelled
