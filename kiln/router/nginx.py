@@ -104,7 +104,13 @@ class NginxRouter:
             )
         self._peers: dict[AppKey, _Entry] | None = None
         self._config_lock = asyncio.Lock()
-        self._peers_lock = asyncio.Lock()
+        # One peer change per app at a time (its file write and its push stay in order);
+        # different apps change at once and share the file's writes (_persist_peers).
+        self._app_locks: dict[AppKey, asyncio.Lock] = {}
+        self._peers_write_lock = asyncio.Lock()
+        self._peers_version = 0  # bumped on every change of the peer map in memory
+        self._peers_written = 0  # the version peers.json holds
+        self._entry_texts: dict[AppKey, tuple[_Entry, str]] = {}  # each app's part of the file
         # One admin client (and its keep-alive connection) per router and event loop.
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -218,13 +224,14 @@ class NginxRouter:
         entry = _Entry(list(peers), policy)
         body = _entry_json(key, entry)
         path = _peers_path(key)
-        async with self._peers_lock:
+        async with self._app_lock(key):
             current = self._peer_map()
             before = current.get(key)
             if before != entry:
                 # Persisted before the push: a NGINX restarted from here on serves this list.
                 current[key] = entry
-                await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
+                self._peers_version += 1
+                await self._persist_peers()
             response = await self._admin("PUT", path, json_body=body)
             if response.status_code == 400 and before != entry:
                 # Refused: the file goes back to what NGINX still serves.
@@ -232,7 +239,8 @@ class NginxRouter:
                     del current[key]
                 else:
                     current[key] = before
-                await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
+                self._peers_version += 1
+                await self._persist_peers()
         if response.status_code == 400:
             raise InvalidInput(f"NGINX refused the peers of {key}: {_error_of(response)}")
         if response.status_code != 200:
@@ -294,10 +302,11 @@ class NginxRouter:
 
     async def forget_peers(self, key: AppKey) -> None:
         """Drop an app's peer list and counters (a destroyed app); its routes answer 503."""
-        async with self._peers_lock:
+        async with self._app_lock(key):
             current = self._peer_map()
             current.pop(key, None)
-            await asyncio.to_thread(_write_atomic, self.peers_file, _peers_file_json(current))
+            self._peers_version += 1
+            await self._persist_peers()
             response = await self._admin("DELETE", _peers_path(key))
         if response.status_code != 200:
             raise RouterUnavailable(f"DELETE {_peers_path(key)} answered {response.status_code}")
@@ -381,6 +390,40 @@ class NginxRouter:
                 log.warning("ignoring unreadable %s: %s", self.peers_file, exc)
                 self._peers = {}
         return self._peers
+
+    def _app_lock(self, key: AppKey) -> asyncio.Lock:
+        lock = self._app_locks.get(key)
+        if lock is None:
+            lock = self._app_locks[key] = asyncio.Lock()
+        return lock
+
+    async def _persist_peers(self) -> None:
+        """Return once peers.json holds the peer map as it is now, durably. Group commit: the
+        changes several apps make while a write is under way go to disk together in the next
+        one (one write and fsync, not one per app), and a caller whose change an earlier
+        write already carried returns at once."""
+        wanted = self._peers_version
+        async with self._peers_write_lock:
+            if self._peers_written >= wanted:
+                return
+            version = self._peers_version
+            data = self._peers_file_bytes()
+            await asyncio.to_thread(_write_atomic, self.peers_file, data)
+            self._peers_written = max(self._peers_written, version)
+
+    def _peers_file_bytes(self) -> bytes:
+        """peers.json for the current map: one app per line, each app's line rendered once
+        per change of its entry (100 apps: the file is rebuilt from cached lines)."""
+        lines = []
+        texts: dict[AppKey, tuple[_Entry, str]] = {}
+        for key, entry in sorted(self._peer_map().items()):
+            cached = self._entry_texts.get(key)
+            if cached is None or cached[0] is not entry:
+                cached = (entry, json.dumps(str(key)) + ": " + json.dumps(_entry_json(key, entry)))
+            texts[key] = cached
+            lines.append(cached[1])
+        self._entry_texts = texts
+        return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
 
     def _saved_routes(self) -> list[RouteEntry]:
         text = _read_text(self.routes_file)
@@ -658,11 +701,6 @@ def _entry_json(key: AppKey, entry: _Entry) -> dict[str, Any]:
         "peers": [_peer_json(key, p) for p in entry.peers],
         "policy": _policy_json(key, entry.policy),
     }
-
-
-def _peers_file_json(entries: dict[AppKey, _Entry]) -> bytes:
-    data = {str(k): _entry_json(k, v) for k, v in sorted(entries.items())}
-    return (json.dumps(data, indent=1) + "\n").encode()
 
 
 def _parse_entries(data: dict[str, Any]) -> dict[AppKey, _Entry]:

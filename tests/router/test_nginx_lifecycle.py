@@ -8,10 +8,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from kiln.model import AppKey, RouteEntry, TrafficPolicy
+from kiln.router import nginx as nginx_module
 from kiln.router.nginx import NginxRouter
 
 from .conftest import Backends
@@ -41,6 +43,7 @@ KILN_THAT_DIES = """
 import asyncio, os, sys
 from pathlib import Path
 from kiln.model import AppKey, Peer, RouteEntry
+from kiln.router import nginx as nginx_module
 from kiln.router.nginx import NginxRouter
 
 async def main() -> None:
@@ -240,3 +243,35 @@ async def test_a_start_after_the_master_died_does_not_wait_for_requests_orphans_
     backends["blue"].release_held()
     answer = await held
     assert (answer.status, answer.body) == (200, "blue")  # the orphan finished it
+
+
+async def test_peers_of_many_apps_set_at_once_share_file_writes_and_all_survive_a_kill(
+    router: NginxRouter, backends: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apps = [AppKey("dev", f"app{n:02d}") for n in range(30)]
+    await router.apply_routes([RouteEntry(f"{key.app}.test", "/", key) for key in apps])
+    port = backends.start("blue")
+    writes = 0
+    write_atomic = nginx_module._write_atomic
+
+    def counting_write(path: Path, data: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        write_atomic(path, data)
+
+    monkeypatch.setattr(nginx_module, "_write_atomic", counting_write)
+
+    await asyncio.gather(*(router.set_peers(key, [peer("blue", port)]) for key in apps))
+
+    # Each app's set_peers returned only once the file held its list, yet the 30 changes of
+    # one moment went to disk in far fewer writes than 30.
+    assert writes < len(apps) / 2
+    master = router.master_pid()
+    assert master is not None
+    everything = {master, *router.worker_pids()}
+    for pid in everything:
+        os.kill(pid, signal.SIGKILL)
+    await wait_until_gone(everything)
+    await router.start()
+    assert set(await router.get_peers()) == set(apps)
+    assert fetch(router.listen_port, "/", host="app29.test").body == "blue"
