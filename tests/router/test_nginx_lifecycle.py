@@ -188,6 +188,17 @@ async def test_wait_exited_returns_at_once_when_nginx_does_not_run(
     await asyncio.wait_for(make_router().wait_exited(), 10)
 
 
+async def test_a_pid_file_naming_another_process_is_no_master(
+    make_router: Callable[[], NginxRouter],
+) -> None:
+    router = make_router()
+    router.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    router.pid_file.write_text(f"{os.getpid()}\n")  # the master died and its pid was reused
+    assert router.master_pid() is None
+    assert router.worker_pids() == set()
+    await asyncio.wait_for(router.wait_exited(), 10)
+
+
 async def test_a_start_after_the_master_died_restores_routes_peers_and_policy(
     router: NginxRouter, backends: Backends
 ) -> None:
