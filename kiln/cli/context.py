@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import socket
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
@@ -104,7 +103,7 @@ def print_json(data: Any) -> None:
 def resolve_app(app: str, env: str | None) -> AppKey:
     """``ENV/APP``, or ``APP`` in ``--env`` (default ``$KILN_ENV``, else ``dev``)."""
     from kiln.model import AppKey
-    from kiln.spec.model import NAME_PATTERN
+    from kiln.spec.grammar import is_name
 
     if "/" in app:
         prefix, _, name = app.partition("/")
@@ -114,7 +113,7 @@ def resolve_app(app: str, env: str | None) -> AppKey:
     else:
         key = AppKey(env or DEFAULT_ENV, app)
     for kind, value in (("environment", key.environment), ("app", key.app)):
-        if not re.match(NAME_PATTERN, value):
+        if not is_name(value):
             raise InvalidInput(
                 f"{value!r} is not a valid {kind} name: use lowercase letters, digits and -"
             )

@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from kiln.client._httpx import httpx
 from kiln.client.errors import (
     NotThisKiln,
     ServerUnreachable,

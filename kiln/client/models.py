@@ -16,7 +16,9 @@ from kiln.model import AppKey
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # defer_build: a model's validator is built when it first validates, not at import —
+    # a command pays only for the answers it reads (kiln/cli/README.md, "Start-up").
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class _AppScoped(_Model):

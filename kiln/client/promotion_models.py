@@ -11,7 +11,9 @@ from kiln.client.models import Release, Rollout
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # defer_build: a model's validator is built when it first validates, not at import —
+    # a command pays only for the answers it reads (kiln/cli/README.md, "Start-up").
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class FieldChange(_Model):

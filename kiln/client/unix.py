@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpcore
-import httpx
+
+from kiln.client._httpx import httpx
 
 # Most specific first: the first match decides.
 _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (

@@ -1,40 +1,117 @@
-"""kiln's vocabulary as frozen dataclasses: apps, releases, rollouts, instances, peers, events, actions."""
+"""kiln's vocabulary as frozen dataclasses: apps, releases, rollouts, instances, peers, events, actions.
 
-from kiln.model.actions import (
-    Action,
-    FinishRollout,
-    RemoveInstance,
-    ScaleGroup,
-    SetPeers,
-    StartInstance,
-    StopInstance,
-    UpdateRollout,
-    Wait,
-)
-from kiln.model.app import AppKey, AppRecord
-from kiln.model.approval import Approval
-from kiln.model.event import Event, EventKind, NewEvent, Severity, event_categories, kinds_matching
-from kiln.model.group import GroupRole, ReleaseGroup
-from kiln.model.instance import (
-    LABEL_APP,
-    LABEL_ENV,
-    LABEL_INSTALLATION,
-    LABEL_INSTANCE,
-    LABEL_MANAGED,
-    LABEL_RELEASE,
-    Address,
-    Instance,
-    InstanceSpec,
-    InstanceStatus,
-    SecretRef,
-    VolumeMount,
-)
-from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
-from kiln.model.release import Release, ReleaseOrigin
-from kiln.model.rollout import AWAITS_PROMOTE, Rollout, RolloutKind, RolloutProgress, RolloutState
-from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
-from kiln.model.secret import SealedSecret, SecretVersion
-from kiln.model.volume import Snapshot, VolumeInfo
+The names below are loaded on first use (PEP 562 ``__getattr__``): ``from kiln.model import
+AppKey`` loads only ``kiln.model.app``, not the release and rollout models that import the spec
+models (pydantic) — the CLI's reads need only the key (kiln/cli/README.md, "Start-up"). Type
+checkers read the imports under ``TYPE_CHECKING``; ``_HOMES`` says where each name lives.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.model.actions import (
+        Action,
+        FinishRollout,
+        RemoveInstance,
+        ScaleGroup,
+        SetPeers,
+        StartInstance,
+        StopInstance,
+        UpdateRollout,
+        Wait,
+    )
+    from kiln.model.app import AppKey, AppRecord
+    from kiln.model.approval import Approval
+    from kiln.model.event import (
+        Event,
+        EventKind,
+        NewEvent,
+        Severity,
+        event_categories,
+        kinds_matching,
+    )
+    from kiln.model.group import GroupRole, ReleaseGroup
+    from kiln.model.instance import (
+        LABEL_APP,
+        LABEL_ENV,
+        LABEL_INSTALLATION,
+        LABEL_INSTANCE,
+        LABEL_MANAGED,
+        LABEL_RELEASE,
+        Address,
+        Instance,
+        InstanceSpec,
+        InstanceStatus,
+        SecretRef,
+        VolumeMount,
+    )
+    from kiln.model.observed import CrashHistory, HealthStatus, ObservedApp, ObservedInstance
+    from kiln.model.release import Release, ReleaseOrigin
+    from kiln.model.rollout import (
+        AWAITS_PROMOTE,
+        Rollout,
+        RolloutKind,
+        RolloutProgress,
+        RolloutState,
+    )
+    from kiln.model.routing import Peer, ReleaseTraffic, RouteEntry, TrafficPolicy
+    from kiln.model.secret import SealedSecret, SecretVersion
+    from kiln.model.volume import Snapshot, VolumeInfo
+
+_HOMES = {
+    "kiln.model.actions": (
+        "Action",
+        "FinishRollout",
+        "RemoveInstance",
+        "ScaleGroup",
+        "SetPeers",
+        "StartInstance",
+        "StopInstance",
+        "UpdateRollout",
+        "Wait",
+    ),
+    "kiln.model.app": ("AppKey", "AppRecord"),
+    "kiln.model.approval": ("Approval",),
+    "kiln.model.event": (
+        "Event",
+        "EventKind",
+        "NewEvent",
+        "Severity",
+        "event_categories",
+        "kinds_matching",
+    ),
+    "kiln.model.group": ("GroupRole", "ReleaseGroup"),
+    "kiln.model.instance": (
+        "LABEL_APP",
+        "LABEL_ENV",
+        "LABEL_INSTALLATION",
+        "LABEL_INSTANCE",
+        "LABEL_MANAGED",
+        "LABEL_RELEASE",
+        "Address",
+        "Instance",
+        "InstanceSpec",
+        "InstanceStatus",
+        "SecretRef",
+        "VolumeMount",
+    ),
+    "kiln.model.observed": ("CrashHistory", "HealthStatus", "ObservedApp", "ObservedInstance"),
+    "kiln.model.release": ("Release", "ReleaseOrigin"),
+    "kiln.model.rollout": (
+        "AWAITS_PROMOTE",
+        "Rollout",
+        "RolloutKind",
+        "RolloutProgress",
+        "RolloutState",
+    ),
+    "kiln.model.routing": ("Peer", "ReleaseTraffic", "RouteEntry", "TrafficPolicy"),
+    "kiln.model.secret": ("SealedSecret", "SecretVersion"),
+    "kiln.model.volume": ("Snapshot", "VolumeInfo"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "AWAITS_PROMOTE",
@@ -89,3 +166,16 @@ __all__ = [
     "event_categories",
     "kinds_matching",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kiln.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

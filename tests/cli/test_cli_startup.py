@@ -23,15 +23,21 @@ from kiln.cli.main import app as kiln_app
 
 from .conftest import Kiln
 
-# What `kiln status --json` must not import, and why each one is someone else's cost. (Rich
-# is not listed: httpx imports its own command line, httpx._main, which imports rich.console
-# whenever click and rich are installed — and typer brings both.)
+# What the JSON reads (`kiln status --json`, `releases`, `events`, `logs` without -f) must not
+# import, and why each one is someone else's cost.
 NOT_FOR_A_JSON_READ = {
     "prometheus_client": "parses /metrics for `kiln top` only",
     "kiln.cli.render": "the tables of the human-readable output (needs Rich)",
     "kiln.cli.progress": "the live rollout view of deploy/rollback/promote --wait",
     "kiln.spec.compose": "Compose conversion: `kiln convert` and deploy of a compose.yaml",
     "kiln.supervisor.parent": "the supervisor process itself, started by `kiln up`",
+    "rich": "tables, colours and live views: JSON is printed with json.dumps",
+    "pygments": "Rich's syntax highlighting",
+    "click": "typer has its own copy; only httpx's command line imports this one",
+    "httpx._main": "httpx's own command line (click, Rich, Pygments): kiln/client/_httpx.py",
+    "kiln.spec.model": "the spec models (pydantic): a read checks APP with kiln.spec.grammar",
+    "kiln.model.release": "the server's release model (loads the spec models)",
+    "kiln.model.rollout": "the server's rollout model (loads the spec models)",
 }
 
 # What `import kiln.cli.main` (paid by every command, `--help` included) must not import on
@@ -39,12 +45,11 @@ NOT_FOR_A_JSON_READ = {
 # client, not when the command line is parsed.
 NOT_AT_IMPORT = {
     **NOT_FOR_A_JSON_READ,
-    "rich": "tables, colours and live views: loaded when a command prints through Rich",
-    "pygments": "Rich's syntax highlighting, pulled in by rich.console",
     "httpx": "the HTTP client library: only commands that talk to the server",
     "kiln.client.client": "KilnClient: loaded by context.client()",
     "kiln.client.models": "the API's answer models (pydantic): loaded with the client",
-    "kiln.model": "kiln's vocabulary, which loads the spec models (pydantic): with the client",
+    "kiln.model": "kiln's vocabulary: AppKey loads with the client",
+    "kiln.spec": "the spec package: kiln.spec.grammar checks APP when a command parses it",
 }
 
 # Prints the modules loaded after running the command line in argv (none: only the import),
@@ -98,6 +103,27 @@ def test_status_json_loads_only_what_it_needs(kiln: Kiln, spec_file: Path) -> No
         modules, stdout = loaded_after(args, env=kiln.env)
         assert json.loads(stdout)["installation_id"]  # the read really ran
         assert present(modules, NOT_FOR_A_JSON_READ) == {}, args
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["releases", "web", "--json"],
+        ["events", "--json"],
+        ["events", "web", "--json"],
+        ["ps", "--json"],
+        ["logs", "web", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_other_json_reads_load_only_what_they_need(
+    kiln: Kiln, spec_file: Path, args: list[str]
+) -> None:
+    assert kiln.run("deploy", "-f", str(spec_file), "--no-wait").exit_code == 0
+    modules, stdout = loaded_after(args, env=kiln.env)
+    if args[0] != "logs":  # logs print one JSON object a line (none yet from the fake)
+        assert json.loads(stdout) is not None  # the read really ran and printed JSON
+    assert present(modules, NOT_FOR_A_JSON_READ) == {}, args
 
 
 def every_command(group: TyperGroup, prefix: list[str]) -> list[list[str]]:
