@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from kiln.api.access import Grant, requires
@@ -111,12 +111,23 @@ def apps_router(service: Service) -> APIRouter:
 
     @router.delete(
         "/apps/{env}/{app}",
-        summary="Destroy the app: stop its instances, drop its routes, forget it",
+        summary="Destroy the app: forget it and drop its routes now; its instances are stopped "
+        "and removed in the background",
         status_code=status.HTTP_204_NO_CONTENT,
         dependencies=_DEPLOY,
     )
-    async def destroy(key: Key, who: Actor) -> Response:
-        await service.destroy(key, who=who)
+    async def destroy(
+        key: Key,
+        who: Actor,
+        wait: Annotated[
+            bool,
+            Query(
+                description="answer only once every instance is gone too (up to a minute; "
+                "503 after that, and kiln keeps removing them)"
+            ),
+        ] = False,
+    ) -> Response:
+        await service.destroy(key, who=who, wait=wait)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.get(

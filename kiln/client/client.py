@@ -75,7 +75,9 @@ M = TypeVar("M", bound=BaseModel)
 SSE_READ_TIMEOUT = 45.0
 # An identity answer is ~200 bytes; whatever else is on the port gets this much and no more.
 MAX_IDENTITY_BYTES = 64 * 1024
-SOCKET_BASE_URL = "http://kiln"  # httpx wants a URL; on the socket the host part is unused
+SOCKET_BASE_URL = "http://kiln"
+# The server waits up to a minute for a destroyed app's instances to go (``destroy(wait=True)``).
+DESTROY_WAIT_TIMEOUT = 90.0  # httpx wants a URL; on the socket the host part is unused
 
 
 def read_token(settings: Settings) -> str | None:
@@ -295,8 +297,20 @@ class KilnClient:
     def stop(self, key: AppKey) -> AppStatus:
         return AppStatus.model_validate(self._json("POST", f"{_app_path(key)}/stop"))
 
-    def destroy(self, key: AppKey) -> None:
-        self._json("DELETE", _app_path(key))
+    def destroy(self, key: AppKey, *, wait: bool = False) -> None:
+        """Forget the app: its routes are gone when this returns, its instances are stopped
+        and removed in the background. ``wait``: return once they are gone too (the server
+        gives up after a minute with ``TemporaryFailure``; it keeps removing them)."""
+        if not wait:
+            self._json("DELETE", _app_path(key))
+            return
+        headers = self._auth()
+        timeout = httpx.Timeout(self._http.timeout.connect, read=DESTROY_WAIT_TIMEOUT)
+        with self._mapped_errors():
+            response = self._http.request(
+                "DELETE", _app_path(key), params={"wait": "true"}, headers=headers, timeout=timeout
+            )
+        _raise_for_error(response)
 
     def releases(self, key: AppKey) -> list[Release]:
         return self._get_list(f"{_app_path(key)}/releases", Release)

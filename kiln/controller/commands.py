@@ -10,7 +10,6 @@ succeeded and refuses one identical to what runs.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from kiln.controller.images import pin_image
 from kiln.controller.reads import app_status
@@ -18,7 +17,7 @@ from kiln.controller.routes import current_route_table, sync_routes
 from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.secrets import resolve_versions
 from kiln.controller.views import AppStatus, DeployResult
-from kiln.errors import Conflict, KilnError, SpecInvalid
+from kiln.errors import Conflict, KilnError, SpecInvalid, TemporaryFailure
 from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutKind, RolloutState
 from kiln.spec import AppSpec, base_for, check_runnable, for_environment, parse_spec, spec_hash
 
@@ -215,6 +214,10 @@ async def create_release(
         raise SpecInvalid(problems)
     # A route clash is an input error: check it before anything is written.
     current_route_table(plane, with_release=_probe_release(key, spec, digest, hashed))
+    if app is None:
+        # A destroyed app of this name may still be removing its instances: release numbers
+        # start again at 1, so its containers would pass for the new release's.
+        await instances_gone(plane, key)
     release, rollout = store.create_release(
         key,
         spec=spec,
@@ -276,21 +279,37 @@ async def stop(plane: ControlPlane, key: AppKey, *, who: str) -> AppStatus:
     return app_status(plane, key)
 
 
-async def destroy(plane: ControlPlane, key: AppKey, *, who: str) -> None:
+async def destroy(plane: ControlPlane, key: AppKey, *, who: str, wait: bool = False) -> None:
+    """Forget the app and take its routes out of NGINX now, so its traffic stops; its loop
+    drains, stops and removes the instances in the background (level-based: the loop of a key
+    the store no longer knows removes what runs under it, after a restart too), and forgets its
+    peer list once they are gone. ``wait``: also until its instances are gone."""
     plane.require_app(key)
     plane.store.delete_app(key)
-    plane.events.record(key, EventKind.APP_DESTROYED, f"{who} destroyed {key}")
-    plane.loops.wake(key)
-    # Wait for the loop to stop and remove every instance, then drop what routed to them.
-    deadline = plane.clock() + timedelta(seconds=_DESTROY_TIMEOUT)
-    while plane.clock() < deadline:
-        remaining = await plane.driver.list_instances(key)
-        if not remaining:
-            break
-        await asyncio.sleep(0.1)
-    await plane.router.forget_peers(key)
-    plane.observer.memory.pop(key, None)
+    plane.events.record(
+        key,
+        EventKind.APP_DESTROYED,
+        f"{who} destroyed {key}; its routes are gone, its instances are removed in the background",
+    )
+    # The route table is every app the store knows (planned_routes): this one's leave it now.
     await sync_routes(plane)
+    plane.loops.wake(key)
+    if wait:
+        await instances_gone(plane, key)
+
+
+async def instances_gone(plane: ControlPlane, key: AppKey) -> None:
+    """Until the engine runs no instance of ``key`` (this installation's: a legacy container of
+    an unknown release is left alone, never removed); ``TemporaryFailure`` after a minute."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _DESTROY_TIMEOUT
+    while remaining := [i for i in await plane.driver.list_instances(key) if not i.legacy]:
+        if loop.time() >= deadline:
+            raise TemporaryFailure(
+                f"{len(remaining)} instance(s) of {key} still running after "
+                f"{_DESTROY_TIMEOUT:g}s; kiln keeps removing them (`kiln events {key}` says why)"
+            )
+        await asyncio.sleep(0.1)
 
 
 def _probe_release(key: AppKey, spec: AppSpec, digest: str, hashed: str) -> Release:

@@ -142,8 +142,8 @@ class Engine:
     async def stop(self, key: AppKey, *, who: str) -> AppStatus:
         return await commands.stop(self.plane, key, who=who)
 
-    async def destroy(self, key: AppKey, *, who: str) -> None:
-        await commands.destroy(self.plane, key, who=who)
+    async def destroy(self, key: AppKey, *, who: str, wait: bool = False) -> None:
+        await commands.destroy(self.plane, key, who=who, wait=wait)
 
     async def set_secret(
         self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str

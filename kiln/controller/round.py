@@ -120,6 +120,9 @@ class ReconcileRound:
             and not instances
             and plane.store.get_app(key) is None
         ):
+            # A destroyed app whose last instance is gone: its peer list goes too.
+            await plane.router.forget_peers(key)
+            plane.observer.memory.pop(key, None)
             await plane.loops.forget(key)
             return None
         waits = [w.until for w in result.waits if w.until is not None]

@@ -52,8 +52,9 @@ class Service(Protocol):
     async def stop(self, key: AppKey, *, who: str) -> AppStatus:
         """Zero instances, history kept; ``deploy`` or ``scale`` starts it again."""
 
-    async def destroy(self, key: AppKey, *, who: str) -> None:
-        """Stop every instance, drop the routes, forget the app."""
+    async def destroy(self, key: AppKey, *, who: str, wait: bool = False) -> None:
+        """Forget the app and drop its routes now; its instances are stopped and removed in the
+        background (``wait``: until they are gone, ``TemporaryFailure`` after a minute)."""
 
     async def set_secret(
         self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str

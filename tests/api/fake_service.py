@@ -259,9 +259,9 @@ class FakeService:
         self.record(key, "app.stopped", f"stopped by {who}")
         return self._status(app)
 
-    async def destroy(self, key: AppKey, *, who: str) -> None:
+    async def destroy(self, key: AppKey, *, who: str, wait: bool = False) -> None:
         self._app(key)
-        self.calls.append(("destroy", who))
+        self.calls.append(("destroy --wait" if wait else "destroy", who))
         del self.apps[key]
         self.record(key, "app.destroyed", f"destroyed by {who}")
 

@@ -152,6 +152,20 @@ async def test_scale_stop_and_destroy(client: httpx.AsyncClient, service: FakeSe
     assert (await client.get("/v1/apps/dev/web")).status_code == 404
 
 
+async def test_destroy_waits_for_the_instances_only_when_asked(
+    client: httpx.AsyncClient, service: FakeService
+) -> None:
+    await deploy(client)
+    response = await client.delete("/v1/apps/dev/web", params={"wait": "true"})
+    assert response.status_code == 204
+    assert service.calls[-1][0] == "destroy --wait"
+    await deploy(client)
+    assert (await client.delete("/v1/apps/dev/web")).status_code == 204
+    assert service.calls[-1][0] == "destroy"
+    bad = await client.delete("/v1/apps/dev/web", params={"wait": "maybe"})
+    assert bad.status_code == 422 and "wait" in bad.text  # before anything is looked up
+
+
 async def test_releases_carry_the_whole_record(client: httpx.AsyncClient) -> None:
     await deploy(client, message="first")
     releases = (await client.get("/v1/apps/dev/web/releases")).json()

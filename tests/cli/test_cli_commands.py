@@ -113,6 +113,66 @@ def test_destroy_with_yes_destroys(deployed: Kiln) -> None:
     assert WEB not in deployed.service.apps
 
 
+@pytest.fixture
+def three_apps(kiln: Kiln, tmp_path: Path) -> Kiln:
+    for name in ("web", "api", "worker"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"app: {name}\nimage: example/{name}:1\nport: 8080\n")
+        assert kiln.run("deploy", "-f", str(path)).exit_code == 0
+    return kiln
+
+
+def test_destroy_of_several_apps_destroys_each(three_apps: Kiln) -> None:
+    result = three_apps.run("destroy", "web", "dev/api", "worker", "--yes")
+    assert result.exit_code == 0, result.output
+    assert three_apps.service.apps == {}
+    for name in ("web", "api", "worker"):
+        assert f"dev/{name}: destroyed" in result.stdout
+    status = json.loads(three_apps.run("status", "--json").stdout)
+    assert status["apps"] == []
+
+
+def test_destroy_of_several_names_each_app_that_failed_and_does_the_others(
+    three_apps: Kiln,
+) -> None:
+    result = three_apps.run("destroy", "web", "ghost", "worker", "--yes")
+    assert result.exit_code == 4  # the failed app's: not found
+    assert set(three_apps.service.apps) == {AppKey("dev", "api")}
+    assert "dev/web: destroyed" in result.stdout and "dev/worker: destroyed" in result.stdout
+    assert "dev/ghost" in result.stderr and "1 of 3 apps failed: dev/ghost" in result.stderr
+    assert "dev/web" not in result.stderr
+
+
+def test_destroy_with_a_bad_app_name_changes_nothing(three_apps: Kiln) -> None:
+    result = three_apps.run("destroy", "web", "Not_A_Name", "--yes")
+    assert result.exit_code == 2
+    assert "Not_A_Name" in result.stderr
+    assert len(three_apps.service.apps) == 3
+
+
+def test_destroy_without_yes_names_every_app_and_keeps_them(three_apps: Kiln) -> None:
+    result = three_apps.run("destroy", "web", "api")
+    assert result.exit_code == 2
+    assert "dev/web, dev/api" in result.stderr and "without --yes" in result.stderr
+    assert len(three_apps.service.apps) == 3
+
+
+def test_destroy_with_wait_asks_the_server_to_wait(deployed: Kiln) -> None:
+    result = deployed.run("destroy", "web", "--yes", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "every instance stopped and removed" in result.stdout
+    assert ("destroy --wait", deployed.service.calls[-1][1]) == deployed.service.calls[-1]
+
+
+def test_stop_of_several_apps_stops_each_and_names_the_one_that_failed(three_apps: Kiln) -> None:
+    result = three_apps.run("stop", "web", "ghost", "api")
+    assert result.exit_code == 4
+    apps = three_apps.service.apps
+    assert apps[AppKey("dev", "web")].stopped and apps[AppKey("dev", "api")].stopped
+    assert not apps[AppKey("dev", "worker")].stopped
+    assert "dev/ghost" in result.stderr
+
+
 def test_scale_and_stop(deployed: Kiln) -> None:
     assert "scale 5" in deployed.run("scale", "web", "5").stdout
     assert deployed.service.apps[WEB].scale == 5

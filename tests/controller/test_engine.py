@@ -263,7 +263,86 @@ async def test_destroy_removes_instances_routes_and_the_peer_list(world: World) 
     await world.engine.deploy(spec(instances=2), message="", who="t")
     await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
     await world.engine.destroy(WEB, who="t")
-    assert not world.running()
-    assert WEB not in world.router.peers
-    assert world.router.routes == ()
+    assert world.router.routes == ()  # traffic stopped before the answer
     assert world.store.get_app(WEB) is None
+    with pytest.raises(NotFound):
+        await world.engine.status(WEB)
+    await eventually(lambda: not world.running() and WEB not in world.router.peers)
+
+
+def draining_spec(image: str = "web:v1") -> str:
+    """Instances that drain for up to 30 s: one with a request in flight keeps running."""
+    return (
+        f"app: web\nimage: {image}\nport: 8080\ninstances: 2\n"
+        "deploy: {deadline: 30s, drain: 30s}\nstop_grace: 0s\n"
+    )
+
+
+async def test_destroy_answers_before_the_instances_drain(world: World) -> None:
+    await world.engine.deploy(draining_spec(), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    old = {i.id for i in world.running()}
+    world.router.in_flight_counts = {WEB: dict.fromkeys(old, 1)}
+
+    await world.engine.destroy(WEB, who="t")
+
+    assert world.router.routes == ()
+    assert await world.engine.list_status() == []
+    assert {i.id for i in world.running()} == old  # still draining: it answered anyway
+    world.router.in_flight_counts = {WEB: {}}
+    await eventually(lambda: not world.running() and WEB not in world.router.peers)
+
+
+async def test_instances_of_a_destroyed_app_are_removed_after_a_restart(world: World) -> None:
+    await world.engine.deploy(draining_spec(), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    world.router.in_flight_counts = {WEB: {i.id: 1 for i in world.running()}}
+    await world.engine.destroy(WEB, who="t")
+    await world.engine.close()  # kiln stops while they still drain
+    assert len(world.running()) == 2
+
+    world.router.in_flight_counts = {WEB: {}}
+    world.store = SqliteStore(world.settings.db_path)
+    world.engine = world.new_engine()
+    await world.engine.start()
+    await eventually(lambda: not world.running() and WEB not in world.router.peers)
+
+
+async def test_destroy_with_wait_answers_once_the_instances_are_gone(world: World) -> None:
+    await world.engine.deploy(draining_spec(), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    world.router.in_flight_counts = {WEB: {i.id: 1 for i in world.running()}}
+    destroying = asyncio.create_task(world.engine.destroy(WEB, who="t", wait=True))
+    await eventually(lambda: world.router.routes == ())
+    assert not destroying.done()  # its instances still serve their requests
+    world.router.in_flight_counts = {WEB: {}}
+    await asyncio.wait_for(destroying, timeout=10)
+    assert not world.running()
+
+
+async def test_a_redeploy_right_after_a_destroy_starts_new_instances(world: World) -> None:
+    await world.engine.deploy(draining_spec(), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    old = {i.container_id for i in world.running()}
+    world.router.in_flight_counts = {WEB: {i.id: 1 for i in world.running()}}
+    await world.engine.destroy(WEB, who="t")
+
+    # Release numbers start again at 1: the old release 1's containers, still draining, must
+    # not pass for the new release 1's. The deploy waits until they are gone.
+    deploying = asyncio.create_task(
+        world.engine.deploy(draining_spec("web:v2"), message="", who="t")
+    )
+    await eventually(lambda: world.router.peers.get(WEB) == [])  # the old ones drain
+    assert not deploying.done() and world.store.get_app(WEB) is None
+    world.router.in_flight_counts = {WEB: {}}
+    result = await asyncio.wait_for(deploying, timeout=10)
+
+    assert result.release.number == 1
+    assert result.release.digest == world.driver.images["web:v2"]
+    await eventually(lambda: world.store.active_rollout(WEB) is None)
+    running = world.running()
+    assert len(running) == 2 and not {i.container_id for i in running} & old
+    assert {world.driver.containers[i.container_id].spec.image for i in running} == {
+        world.driver.images["web:v2"]
+    }
+    assert world.routed_releases() == {1}

@@ -173,7 +173,7 @@ def test_scale_stop_logs_and_destroy(kiln: KilnHarness) -> None:
     assert refused.returncode == 2
     assert kiln.cli("status", app).returncode == 0
 
-    assert kiln.cli("destroy", app, "--yes").returncode == 0
+    assert kiln.cli("destroy", app, "--yes", "--wait").returncode == 0
     assert kiln.cli("status", app).returncode == 4
     assert not kiln.containers(app)
     assert kiln.get(f"{app}.test").status_code == 404
