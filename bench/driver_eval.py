@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import sys
 import threading
 import time
@@ -135,16 +134,18 @@ async def measure(host: str, keys: list[AppKey], containers: int, idle: float) -
         threads_before = threading.active_count()
         rss_before = process.memory_info().rss
         lines = 0
+        all_read = asyncio.Event()
 
         async def follow(container_id: str) -> None:
             nonlocal lines
             async for _ in driver.logs([container_id], follow=True, tail=None):
                 lines += 1
+                if lines >= containers:
+                    all_read.set()
 
         followers = [asyncio.create_task(follow(cid)) for cid in ids]
-        deadline = time.monotonic() + 120
-        while lines < containers and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_read.wait(), 120)
         await asyncio.sleep(1)  # let every stream settle into waiting
         cpu_before = sum(process.cpu_times()[:2])
         await asyncio.sleep(idle)
@@ -209,7 +210,7 @@ async def measure(host: str, keys: list[AppKey], containers: int, idle: float) -
                 if instance_id == instance.id and action == "start":
                     lags.append((at - begun) * 1000)
                     break
-            await timed(stops, lambda: driver.stop_instance(instance.container_id, grace=2))
+            await timed(stops, lambda cid=instance.container_id: driver.stop_instance(cid, grace=2))
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
