@@ -17,12 +17,17 @@ at this commit — and prints one JSON line:
                          threads still busy with it afterwards
   start_ms / stop_ms     p50 of start_instance / stop_instance of a fresh instance, 10 runs
   watch_event_ms         p50 from calling start_instance to its "start" event out of watch()
+  raw_round_ms           the 100-app round again, straight on each library (no kiln code):
+                         the SDK on a 32-thread pool (as the driver calls it) vs aiodocker
 
-Everything after the set-up runs while the logs of all N containers are being followed, as in
+With ``--baseline REV`` the driver of that commit is measured too, right after, on the same
+containers (one process, one engine: the two see the same load). Everything after the set-up
+runs while the logs of all N containers are being followed, as in
 a kiln server. Run from the repository root:
 
     .venv/bin/python -m bench.driver_eval                 # 300 containers, 30 s idle
     .venv/bin/python -m bench.driver_eval --apps 20 --idle 5   # quicker
+    .venv/bin/python -m bench.driver_eval --baseline 7d800e1   # and the driver of that commit
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +50,7 @@ from typing import Any
 import docker
 import psutil
 
+import kiln.drivers.docker
 from kiln.drivers.docker import DockerDriver
 from kiln.model import (
     LABEL_APP,
@@ -58,7 +67,6 @@ from tests.harness.images import build_hello_image
 
 INSTALLATION = "bench-driver-eval"
 IMAGE = "kiln-hello:v1"
-DRIVER_FILES = ("kiln/drivers/docker.py",)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -121,10 +129,12 @@ def spec(n: int) -> InstanceSpec:
     )
 
 
-async def measure(host: str, keys: list[AppKey], containers: int, idle: float) -> dict[str, Any]:
+async def measure(
+    driver_class: Any, host: str, keys: list[AppKey], containers: int, idle: float
+) -> dict[str, Any]:
     process = psutil.Process()
     result: dict[str, Any] = {}
-    driver = DockerDriver(installation_id=INSTALLATION, base_url=host)
+    driver = driver_class(installation_id=INSTALLATION, base_url=host)
     try:
         listed = await driver.list_instances()
         assert len(listed) == containers, f"listed {len(listed)} of {containers}"
@@ -228,25 +238,96 @@ async def measure(host: str, keys: list[AppKey], containers: int, idle: float) -
     return result
 
 
+async def raw_round(host: str, keys: list[AppKey]) -> dict[str, Any]:
+    """One ``GET /containers/json`` per app, all at once, on each library alone."""
+    import aiodocker
+
+    def labels(key: AppKey) -> list[str]:
+        return [f"{LABEL_MANAGED}=true", f"{LABEL_ENV}={key.environment}", f"{LABEL_APP}={key.app}"]
+
+    sdk = docker.DockerClient(base_url=host, version="1.41", max_pool_size=64)
+    loop = asyncio.get_running_loop()
+    found: dict[str, Any] = {}
+    with ThreadPoolExecutor(32) as pool:
+        rounds: list[float] = []
+        for _ in range(10):
+            await timed(
+                rounds,
+                lambda: asyncio.gather(
+                    *(
+                        loop.run_in_executor(
+                            pool,
+                            lambda k=k: sdk.api.containers(all=True, filters={"label": labels(k)}),
+                        )
+                        for k in keys
+                    )
+                ),
+            )
+        found["sdk_pool_32"] = {"p50": percentile(rounds, 0.5), "p99": percentile(rounds, 0.99)}
+    sdk.close()
+    async with aiodocker.Docker(url=host, api_version="v1.41") as client:
+        rounds = []
+        for _ in range(10):
+            await timed(
+                rounds,
+                lambda: asyncio.gather(
+                    *(client.containers.list(all=True, filters={"label": labels(k)}) for k in keys)
+                ),
+            )
+        found["aiodocker"] = {"p50": percentile(rounds, 0.5), "p99": percentile(rounds, 0.99)}
+    return found
+
+
+def baseline_driver(revision: str) -> tuple[Any, int]:
+    """``DockerDriver`` as kiln/drivers/docker.py was at ``revision`` (git), and its lines."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{revision}:kiln/drivers/docker.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="kiln-bench-")) / "baseline_docker.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("kiln_baseline_docker_driver", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.DockerDriver, len(source.splitlines())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--per-app", type=int, default=3)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle log following")
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REVISION",
+        help="also measure the driver of this revision, on the same containers (after this one)",
+    )
     args = parser.parse_args()
-    root = Path(__file__).resolve().parents[1]
-    result: dict[str, Any] = {
-        "benchmark": "driver_eval",
-        "driver_module_lines": sum(len((root / f).read_text().splitlines()) for f in DRIVER_FILES),
-        "containers": args.apps * args.per_app,
+    containers = args.apps * args.per_app
+    drivers: dict[str, tuple[Any, int]] = {
+        "current": (
+            DockerDriver,
+            len(Path(kiln.drivers.docker.__file__).read_text().splitlines()),
+        )
     }
+    if args.baseline:
+        drivers[f"baseline {args.baseline}"] = baseline_driver(args.baseline)
+    result: dict[str, Any] = {"benchmark": "driver_eval", "containers": containers}
     with PrivateDockerd() as engine:
         started = time.monotonic()
         keys = plant(engine, args.apps, args.per_app)
         result["setup_s"] = round(time.monotonic() - started, 1)
-        result.update(
-            asyncio.run(measure(engine.docker_host, keys, args.apps * args.per_app, args.idle))
-        )
+        for name, (driver_class, lines) in drivers.items():
+            measured = asyncio.run(
+                measure(driver_class, engine.docker_host, keys, containers, args.idle)
+            )
+            result[name] = {"driver_module_lines": lines, **measured}
+        result["raw_round_ms"] = asyncio.run(raw_round(engine.docker_host, keys))
     print(json.dumps(result))
     sys.stdout.flush()
 

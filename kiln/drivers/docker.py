@@ -1,11 +1,13 @@
-"""The local Docker engine as a kiln driver, through the Docker SDK (docker-py 7).
+"""The local Docker engine as a kiln driver: the Docker SDK (docker-py 7) for calls that
+answer, aiodocker for what waits (exec, followed logs, the event stream).
 
 The SDK is synchronous. Every call runs on this driver's own thread pool (not asyncio's default
 executor, which other parts of kiln share and which has only ``cpus + 4`` threads), over one
-client whose connection pool is as large as that thread pool, so calls really run concurrently.
-Long streams (``logs``, ``watch``) each get a dedicated thread that hands items to the event loop
-through an ``asyncio.Queue``; closing the iterator closes the HTTP response under the thread, so
-the thread ends instead of waiting forever for the next event.
+client whose connection pool is as large as that thread pool, so calls really run concurrently;
+a call holds a thread for as long as the engine takes to answer. ``exec``, ``logs`` and
+``watch`` can wait on the engine for as long as a command runs or a container lives: they go
+through one aiodocker client (aiohttp, on the event loop), so a followed stream costs a
+connection, not a blocked thread (README.md, "Why aiodocker for the streams").
 
 Errors are mapped at this boundary (``raise ... from exc``)::
 
@@ -41,12 +43,14 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import logging
 import math
 import os
 import random
 import re
 import socket
+import ssl
 import tarfile
 import threading
 import time
@@ -56,8 +60,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
+import aiodocker
+import aiohttp
 import docker
 import docker.errors
 import psutil
@@ -129,6 +135,7 @@ LIFECYCLE_ACTIONS = frozenset(
 # An installation id goes into label values and container names.
 _INSTALLATION_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NAME_PREFIX_LENGTH = 8
+_TCP = re.compile(r"^(tcp|http|https)://")
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -200,10 +207,6 @@ def engine_container_name(installation_id: str, name: str) -> str:
     return f"kiln-{installation_id[:NAME_PREFIX_LENGTH]}-{name}"
 
 
-class _ExecTimedOut(Exception):
-    """The command inside the container did not finish in time (becomes ``TimeoutError``)."""
-
-
 @dataclass(frozen=True)
 class _StateDetails:
     """What ``GET /containers/json`` does not say; fixed for as long as the state is the same."""
@@ -256,6 +259,7 @@ class DockerDriver:
         # without a read timeout (the SDK's logs() takes no per-call timeout).
         self._stream_client: docker.DockerClient | None = None
         self._stream_client_lock = threading.Lock()
+        self._aio_client: aiodocker.Docker | None = None  # exec and streams; see _aio()
         self._details: dict[str, _StateDetails] = {}
         # container id → instance id, for containers that are ours or legacy (labels never change)
         self._instance_ids: dict[str, str] = {}
@@ -292,6 +296,21 @@ class DockerDriver:
     def _map_error(self, exc: BaseException, what: str) -> KilnError:
         if isinstance(exc, KilnError):
             return exc
+        if isinstance(exc, aiodocker.DockerError):
+            if exc.status == 900:  # aiodocker's "cannot connect"
+                return DriverUnavailable(
+                    f"Docker engine at {self.base_url} does not answer: {_root_cause(exc)};"
+                    " start it or set DOCKER_HOST"
+                )
+            if exc.status == 404 and "no such image" in exc.message.lower():
+                return ImageNotFound(f"{what}: the engine has no such image ({exc.message})")
+            if exc.status == 404:
+                return NotFound(f"{what}: {exc.message}")
+            return TemporaryFailure(f"{what}: the Docker engine said: {exc.message}")
+        if isinstance(exc, aiohttp.ClientError) and not isinstance(
+            exc, aiohttp.ClientConnectionError
+        ):
+            return TemporaryFailure(f"{what}: {exc}")
         if isinstance(exc, docker.errors.ImageNotFound):
             return ImageNotFound(f"{what}: the engine has no such image ({exc.explanation})")
         if isinstance(exc, docker.errors.NotFound):
@@ -303,7 +322,13 @@ class DockerDriver:
                 f"Docker engine at {self.base_url} does not answer: no reply within"
                 f" {self.timeout:g}s ({what}); check that it is healthy or set DOCKER_HOST"
             )
-        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | OSError):
+        if isinstance(
+            exc,
+            requests.exceptions.ConnectionError
+            | aiohttp.ClientConnectionError
+            | ConnectionError
+            | OSError,
+        ):
             return DriverUnavailable(
                 f"Docker engine at {self.base_url} does not answer: {_root_cause(exc)};"
                 " start it or set DOCKER_HOST"
@@ -318,8 +343,6 @@ class DockerDriver:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn)
-        except _ExecTimedOut:
-            raise
         except Exception as exc:
             raise self._map_error(exc, what) from exc
 
@@ -1013,54 +1036,78 @@ class DockerDriver:
             self._image_configs[image_id] = cached
         return cached
 
+    # --- exec and streams: aiodocker on the event loop -----------------------------------------
+    # What waits on the engine for long (followed logs, the event stream, a command's output)
+    # is a connection read by the event loop, not a blocked thread: following every instance's
+    # logs (LogKeeper) then costs a socket each, not two threads each (bench.driver_eval).
+
+    def _aio(self) -> aiodocker.Docker:
+        """The driver's aiodocker client, made on first use (an aiohttp session belongs to the
+        loop it was made on; kiln runs one) and closed by ``close()``."""
+        if self._closed:
+            raise TemporaryFailure("the Docker driver is closed")
+        if self._aio_client is None:
+            self._aio_client = _aio_client(
+                self.base_url, self.timeout, env_tls=self._explicit_base_url is None
+            )
+        return self._aio_client
+
+    def _stream_timeout(self) -> aiohttp.ClientTimeout:
+        # A followed stream may stay silent for hours: only connecting has a deadline.
+        return aiohttp.ClientTimeout(
+            total=None, sock_read=None, connect=self.timeout, sock_connect=self.timeout
+        )
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(
+        self, what: str, path: str, params: dict[str, Any]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streamed engine response; errors while opening are mapped, and the response is
+        closed on the way out (a stream left half-read cannot go back to the pool)."""
+        try:
+            # aiodocker's request primitive: its own logs() drops which stream a frame came
+            # from, and its events channel is one stream per client.
+            response = await self._aio()._do_query(
+                path, "GET", params=params, timeout=self._stream_timeout()
+            )
+        except Exception as exc:
+            raise self._map_error(exc, what) from exc
+        try:
+            yield response
+        finally:
+            response.close()
+
     async def exec(self, container_id: str, command: Sequence[str], *, timeout: float) -> int:
         what = f"exec {list(command)!r} in {container_id[:12]}"
+        client = self._aio()
         try:
-            return await asyncio.wait_for(
-                self._call(what, lambda: self._exec(container_id, list(command), timeout)),
-                # The thread enforces the timeout on its socket; this is only a safety net.
-                timeout + 5,
-            )
-        except (_ExecTimedOut, TimeoutError):
+            async with asyncio.timeout(timeout):
+                return await self._run_exec(client, container_id, list(command))
+        except TimeoutError:
             raise TimeoutError(f"{what}: no exit within {timeout:g}s") from None
+        except Exception as exc:
+            raise self._map_error(exc, what) from exc
 
-    def _exec(self, container_id: str, command: list[str], timeout: float) -> int:
-        api = self._client.api
-        deadline = time.monotonic() + timeout
-        exec_id = api.exec_create(container_id, command, stdout=True, stderr=True)["Id"]
-        sock = api.exec_start(exec_id, socket=True)
-        raw: socket.socket = getattr(sock, "_sock", sock)
+    @staticmethod
+    async def _run_exec(client: aiodocker.Docker, container_id: str, command: list[str]) -> int:
+        execution = await client.containers.container(container_id).exec(
+            command, stdout=True, stderr=True
+        )
+        stream = execution.start(detach=False)
         try:
-            # Read the output away until the command closes it, within the deadline: a
-            # blocking read without one would keep this thread forever on a hung command.
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _ExecTimedOut
-                raw.settimeout(remaining)
-                try:
-                    if not raw.recv(65536):
-                        break
-                except TimeoutError:
-                    raise _ExecTimedOut from None
-                except OSError:
-                    break
+            # Read the output away until the command closes it (a full pipe would stall it);
+            # a timeout cancels the read and the stream's connection is closed below. The
+            # command itself keeps running: Docker cannot kill an exec.
+            while await stream.read_out() is not None:
+                pass
         finally:
-            with contextlib.suppress(OSError):
-                raw.shutdown(socket.SHUT_RDWR)
-            # The SDK hands out the response's file wrapper: the socket is really closed only
-            # once the wrapper and the socket both are.
-            for closable in (sock, raw):
-                with contextlib.suppress(OSError):
-                    closable.close()
+            await stream.close()
         # The exit code is recorded a moment after the output stream ends.
         while True:
-            result = api.exec_inspect(exec_id)
+            result = await execution.inspect()
             if not result.get("Running") and result.get("ExitCode") is not None:
                 return int(result["ExitCode"])
-            if time.monotonic() > deadline:
-                raise _ExecTimedOut
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
 
     def logs(
         self, container_ids: Sequence[str], *, follow: bool, tail: int | None
@@ -1071,36 +1118,49 @@ class DockerDriver:
         self, container_ids: list[str], *, follow: bool, tail: int | None
     ) -> AsyncGenerator[LogLine, None]:
         instance_ids = [await self._instance_id_of(cid) for cid in container_ids]
-        pump = _Pump[LogLine]()
-        streams: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
-        for container_id, instance_id in zip(container_ids, instance_ids, strict=True):
-            for stream in streams:
-                pump.spawn(
-                    functools.partial(
-                        self._pump_logs,
-                        pump,
-                        container_id,
-                        instance_id,
-                        stream,
-                        follow=follow,
-                        tail=tail,
-                    ),
-                    f"logs {container_id[:12]} {stream}",
-                )
-        try:
+        readers = [
+            self._container_logs(cid, iid, follow=follow, tail=tail)
+            for cid, iid in zip(container_ids, instance_ids, strict=True)
+        ]
+        if not readers:
+            return
+        lines = readers[0] if len(readers) == 1 else _merge(readers)
+        async with contextlib.aclosing(lines):
             if follow:
-                async for line in pump.items(self._map_error):
+                async for line in lines:
                     yield line
                 return
-            # Each stream arrives in order, but stdout and stderr of several containers arrive
-            # side by side: put the whole (bounded: json-file keeps 3 x 10 MB) history in time
-            # order.
-            lines = [line async for line in pump.items(self._map_error)]
-            lines.sort(key=lambda line: line.at or _EPOCH)
-            for line in lines:
-                yield line
-        finally:
-            pump.close()
+            # Each container's lines arrive in order, several containers' side by side: put the
+            # whole (bounded: json-file keeps 3 x 10 MB) history in time order.
+            history = [line async for line in lines]
+        history.sort(key=lambda line: line.at or _EPOCH)
+        for line in history:
+            yield line
+
+    async def _container_logs(
+        self, container_id: str, instance_id: str, *, follow: bool, tail: int | None
+    ) -> AsyncGenerator[LogLine, None]:
+        """One container's stdout and stderr over one connection (the engine multiplexes them:
+        kiln's containers have no TTY), lines split per stream."""
+        params = {
+            "stdout": True,
+            "stderr": True,
+            "follow": follow,
+            "timestamps": True,
+            "tail": "all" if tail is None else str(tail),
+        }
+        async with self._open_stream(
+            f"logs of {container_id[:12]}", f"containers/{container_id}/logs", params
+        ) as response:
+            pending: dict[int, bytes] = {}
+            async for stream, payload in _frames(response):
+                name: Literal["stdout", "stderr"] = "stderr" if stream == 2 else "stdout"
+                *lines, pending[stream] = (pending.get(stream, b"") + payload).split(b"\n")
+                for line in lines:
+                    yield _log_line(instance_id, name, line)
+            for stream, rest in pending.items():
+                if rest:
+                    yield _log_line(instance_id, "stderr" if stream == 2 else "stdout", rest)
 
     async def _instance_id_of(self, container_id: str) -> str:
         """The instance id of a container of ours or a legacy one (listed or started by this
@@ -1121,77 +1181,33 @@ class DockerDriver:
         self._instance_ids[info["Id"]] = instance_id
         return instance_id
 
-    def _pump_logs(
-        self,
-        pump: _Pump[LogLine],
-        container_id: str,
-        instance_id: str,
-        stream: Literal["stdout", "stderr"],
-        *,
-        follow: bool,
-        tail: int | None,
-    ) -> None:
-        client = self._streams()
-        # One request per stream: the SDK's demultiplexer drops which stream a frame came from.
-        chunks = client.api.logs(
-            container_id,
-            stdout=stream == "stdout",
-            stderr=stream == "stderr",
-            stream=True,
-            follow=follow,
-            tail="all" if tail is None else tail,
-            timestamps=True,
-        )
-        if not pump.register(chunks):
-            return
-        pending = b""
-        for chunk in chunks:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if not pump.put(_log_line(instance_id, stream, line)):
-                    return
-        if pending:
-            pump.put(_log_line(instance_id, stream, pending))
-
     def watch(self) -> AsyncGenerator[DriverEvent, None]:
         # The stream opens at the first iteration; asking the engine for events since *now*
         # (whole seconds: a hint may repeat, none is lost) covers the gap until then.
         return self._watch(since=int(time.time()))
 
     async def _watch(self, *, since: int) -> AsyncGenerator[DriverEvent, None]:
-        if self._closed:
-            raise TemporaryFailure("watch events: the Docker driver is closed")
-        client = self._client
-        pump = _Pump[DriverEvent]()
         # Our own containers only, filtered at the engine (legacy ones send no hints; the
         # periodic resync lists them).
         filters = {
-            "type": "container",
+            "type": ["container"],
             "label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={self.installation_id}"],
         }
-        installation_id = self.installation_id
-
-        def read_events() -> None:
-            # Opened on the pump's own thread, so a consumer that leaves while the request is
-            # still on its way cannot leak the stream: register() closes it.
-            try:
-                events = client.api.events(since=since, filters=filters, decode=True)
-            except Exception as exc:
-                raise _OpenFailed() from exc
-            if not pump.register(events):
-                return
-            for raw in events:
-                event = _driver_event(raw, installation_id)
-                if event is not None and not pump.put(event):
+        params = {"since": str(since), "filters": json.dumps(filters)}
+        async with self._open_stream("watch events", "events", params) as response:
+            while True:
+                try:
+                    line = await response.content.readline()
+                except (aiohttp.ClientError, OSError) as exc:
+                    # The engine went away (stopped, restarted): the caller resyncs.
+                    log.info("Docker event stream ended: %s", exc)
                     return
-
-        pump.spawn(read_events, "docker events")
-        try:
-            async for event in pump.items(self._map_error, ends_quietly=True):
-                yield event
-        finally:
-            pump.close()
+                if not line:
+                    return
+                with contextlib.suppress(ValueError):
+                    event = _driver_event(json.loads(line), self.installation_id)
+                    if event is not None:
+                        yield event
 
     def _look_at_bridge(self) -> _Bridge:
         """The engine's default bridge as this host sees it (blocking; once per driver)."""
@@ -1393,6 +1409,9 @@ class DockerDriver:
                 with contextlib.suppress(Exception):
                     client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._aio_client is not None:
+            await self._aio_client.close()
+            await self._aio_client.connector.close()  # ours, not aiodocker's (see _aio_client)
 
 
 def _auth_config(auth: tuple[str, str] | None) -> dict[str, str] | None:
@@ -1632,109 +1651,89 @@ def _driver_event(raw: dict[str, Any], installation_id: str) -> DriverEvent | No
     )
 
 
-_DONE = object()
-
-
-class _OpenFailed(Exception):
-    """A stream could not be opened at all (its cause is the real error)."""
-
-
-class _Pump(Generic[ItemT]):
-    """Blocking producers on their own threads → one async consumer, with clean cancellation.
-
-    Producers ``put`` items (blocking while the queue is full, so a slow consumer slows them
-    down instead of filling memory); when the consumer stops, every registered stream is closed
-    under its thread, which then ends.
-    """
-
-    def __init__(self, maxsize: int = 1000) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._streams: list[Any] = []
-        self._producers = 0
-
-    def register(self, stream: Any) -> bool:
-        """Close ``stream`` when the consumer stops; False if it has stopped already."""
-        with self._lock:
-            if not self._stop.is_set():
-                self._streams.append(stream)
-                return True
-        _close_stream(stream)
-        return False
-
-    def spawn(self, target: Callable[[], None], name: str) -> None:
-        self._producers += 1
-
-        def run() -> None:
-            try:
-                target()
-            except BaseException as exc:
-                if not self._stop.is_set():
-                    self._put_raw(exc)
-            finally:
-                self._put_raw(_DONE)
-
-        threading.Thread(target=run, name=f"kiln-docker {name}", daemon=True).start()
-
-    def put(self, item: ItemT) -> bool:
-        """Hand ``item`` to the consumer; False once the consumer has stopped."""
-        return self._put_raw(item)
-
-    def _put_raw(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
-            except RuntimeError:  # the loop is closed
-                return False
-            try:
-                future.result(timeout=0.5)
-                return True
-            except TimeoutError:
-                future.cancel()  # queue still full: check whether the consumer left
-        return False
-
-    async def items(
-        self, map_error: Callable[[BaseException, str], KilnError], *, ends_quietly: bool = False
-    ) -> AsyncIterator[ItemT]:
-        remaining = self._producers
+async def _frames(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[int, bytes]]:
+    """(stream, payload) of Docker's multiplexed stream format: an 8-byte header (the stream:
+    1 stdout, 2 stderr; three zero bytes; the payload's length, big-endian) before each payload.
+    Ends at the end of the stream, or when the engine drops the connection."""
+    while True:
         try:
-            while remaining:
-                item = await self._queue.get()
-                if item is _DONE:
-                    remaining -= 1
-                elif isinstance(item, _OpenFailed) and item.__cause__ is not None:
-                    raise map_error(item.__cause__, "open stream") from item.__cause__
-                elif isinstance(item, BaseException):
-                    if ends_quietly:
-                        log.info("Docker stream ended: %s", item)
-                        return
-                    raise map_error(item, "read logs") from item
-                else:
-                    yield item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop the producers: close every stream under them. Idempotent."""
-        self._stop.set()
-        with self._lock:
-            streams, self._streams = self._streams, []
-        for stream in streams:
-            _close_stream(stream)
+            header = await response.content.readexactly(8)
+            payload = await response.content.readexactly(int.from_bytes(header[4:8], "big"))
+        except (asyncio.IncompleteReadError, aiohttp.ClientError, OSError):
+            return
+        yield header[0], payload
 
 
-def _close_stream(stream: Any) -> None:
-    # CancellableStream.close() shuts the socket down, which wakes the thread blocked on it; the
-    # HTTP response still holds the socket's file wrapper, so close that too or the socket
-    # leaks until garbage collection.
-    with contextlib.suppress(Exception):
-        stream.close()
-    response = getattr(stream, "_response", None)
-    if response is not None:
-        with contextlib.suppress(Exception):
-            response.close()
+async def _merge(sources: list[AsyncGenerator[ItemT, None]]) -> AsyncGenerator[ItemT, None]:
+    """The items of several async generators as they come, one task each; when the consumer
+    leaves, every task is cancelled and every source closed (which closes its stream)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)  # a slow consumer slows the sources
+    ended = object()
+
+    async def drain(source: AsyncGenerator[ItemT, None]) -> None:
+        try:
+            async with contextlib.aclosing(source):
+                async for item in source:
+                    await queue.put(item)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(ended)
+
+    tasks = [asyncio.create_task(drain(source)) for source in sources]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            item = await queue.get()
+            if item is ended:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _aio_client(base_url: str, timeout: float, *, env_tls: bool) -> aiodocker.Docker:
+    """An aiodocker client for ``base_url``, on a connector without a connection limit: each
+    followed log holds a connection for as long as it is read (with aiohttp's default of 100,
+    the 101st would wait forever)."""
+    requests_timeout = aiohttp.ClientTimeout(
+        total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+    )
+    version = f"v{API_VERSION}"
+    if base_url.startswith("unix://"):
+        # URLs name no host on a unix socket; aiodocker's own convention is "localhost".
+        connector = aiohttp.UnixConnector(base_url.removeprefix("unix://"), limit=0)
+        return aiodocker.Docker(
+            url="unix://localhost",
+            connector=connector,
+            api_version=version,
+            timeout=requests_timeout,
+        )
+    if _TCP.match(base_url):
+        tls = _tls_context() if env_tls else None
+        url = _TCP.sub("https://" if tls is not None else "http://", base_url)
+        tcp = aiohttp.TCPConnector(limit=0, ssl=tls if tls is not None else True)
+        return aiodocker.Docker(
+            url=url, connector=tcp, api_version=version, timeout=requests_timeout
+        )
+    # ssh:// and the like: aiodocker's own connector.
+    return aiodocker.Docker(url=base_url, api_version=version, timeout=requests_timeout)
+
+
+def _tls_context() -> ssl.SSLContext | None:
+    """TLS to a tcp:// engine as the docker CLI (and the SDK's ``from_env``) set it up:
+    ``DOCKER_TLS_VERIFY`` and the certificates in ``DOCKER_CERT_PATH`` (default ~/.docker)."""
+    if os.environ.get("DOCKER_TLS_VERIFY", "") in ("", "0"):
+        return None
+    certs = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "cert.pem"), str(certs / "key.pem"))
+    return context
 
 
 # --- resource use from cgroups -----------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import docker
 import httpx
+import psutil
 import pytest
 
 from kiln.drivers.base import DriverEvent
@@ -374,18 +375,27 @@ async def test_followed_logs_of_several_instances_stop_cleanly_when_the_reader_l
     second = await driver.start_instance(app.spec())
     await http_get(first)
     await http_get(second)
+    threads = threading.active_count()
     seen: set[str] = set()
+    reading = 0
     lines = driver.logs([first.container_id, second.container_id], follow=True, tail=10)
     async for line in lines:
         seen.add(line.instance_id)
         if seen == {first.id, second.id}:
+            reading = _unix_connections()
             break
+    assert threading.active_count() <= threads  # streams are read by the event loop
     await lines.aclose()
 
-    async def threads_gone() -> bool:
-        return not [t for t in threading.enumerate() if t.name.startswith("kiln-docker logs")]
+    async def streams_closed() -> bool:  # one connection per container, closed
+        return _unix_connections() == reading - 2
 
-    await eventually(threads_gone)
+    await eventually(streams_closed)
+
+
+def _unix_connections() -> int:
+    """This process's unix sockets (the engine's API is one)."""
+    return len(psutil.Process().net_connections(kind="unix"))
 
 
 async def test_exec_returns_the_command_exit_code_and_times_out(
