@@ -1204,10 +1204,12 @@ class DockerDriver:
                     return
                 if not line:
                     return
-                with contextlib.suppress(ValueError):
+                try:
                     event = _driver_event(json.loads(line), self.installation_id)
-                    if event is not None:
-                        yield event
+                except ValueError:
+                    continue  # not an event (the engine sends one JSON object a line)
+                if event is not None:
+                    yield event
 
     def _look_at_bridge(self) -> _Bridge:
         """The engine's default bridge as this host sees it (blocking; once per driver)."""
