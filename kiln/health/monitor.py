@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 _MIN_INTERVAL = 0.01
 """Floor for any probe interval, so that an ``interval: 0`` spec cannot spin the event loop."""
 
+_MAX_INCONCLUSIVE = 5
+"""Inconclusive probes in a row (the loop woke too late to judge them) before the next one counts
+as a failure after all: an overloaded kiln must not mistake itself for dead instances, and must not
+keep a hung one forever either."""
+
 _RETRY_AFTER_BUG = 1.0
 """Pause after an unexpected error inside a probe task, before it tries again."""
 
@@ -64,6 +69,7 @@ class _Tracked:
     live_failures: int = 0
     checks_passed: int = 0  # every probe run, for metrics
     checks_failed: int = 0
+    inconclusive: int = 0  # inconclusive probes in a row
 
     @property
     def shared(self) -> bool:
@@ -192,6 +198,14 @@ class HealthMonitor:
 
     async def _probe(self, t: _Tracked, probe: Probe) -> ProbeResult:
         result = await run_probe(probe, host=t.host, port=t.port, exec_fn=t.exec_fn)
+        if result.inconclusive:
+            t.inconclusive += 1
+            if t.inconclusive < _MAX_INCONCLUSIVE:
+                return result  # neither counter moves
+            result = ProbeResult(
+                False, result.detail.replace("not counted", f"counted: {t.inconclusive} in a row")
+            )
+        t.inconclusive = 0
         if result.ok:
             t.checks_passed += 1
         else:
@@ -219,6 +233,8 @@ class HealthMonitor:
         return max(next_live, now + max(remaining.total_seconds(), 0.0))
 
     def _feed_readiness(self, t: _Tracked, result: ProbeResult) -> None:
+        if result.inconclusive:
+            return
         status = replace(t.status, checked=True, last_error=None if result.ok else result.detail)
         flipped = False
         if result.ok:
@@ -237,6 +253,8 @@ class HealthMonitor:
         self._publish(t, status, flipped)
 
     def _feed_liveness(self, t: _Tracked, result: ProbeResult) -> None:
+        if result.inconclusive:
+            return
         flipped = False
         if result.ok:
             t.live_failures = 0

@@ -5,6 +5,12 @@
 such as ``"GET /healthz → 500"``, ``"connection refused on 127.0.0.1:32771"``,
 ``"timed out after 1s"`` or ``"exit code 3"``.
 
+A timeout is only the instance's fault when kiln was listening. If the event loop that runs the
+probe wakes late for its deadline (a 2-core machine busy with 300 instances and a deploy of 99
+apps, measured by bench/scale.py: seconds late), the answer may have been waiting unread, and
+every instance would look dead at once. Such a probe is ``inconclusive``: neither a pass nor a
+failure (the monitor decides what a run of them means).
+
 HTTP goes over a plain non-blocking socket rather than an HTTP client: a probe needs one
 request and the status line, and a client library would bring connection pools and retries that
 hide what the instance actually did. Not asyncio's streams either: kiln probes every instance
@@ -28,11 +34,17 @@ ExecFn = Callable[[Sequence[str], float], Awaitable[int]]
 
 _MAX_STATUS_LINE = 8 * 1024
 
+_LATE_FLOOR = 0.1
+"""How late (seconds) the loop may wake for a probe's deadline before the timeout says more about
+kiln than about the instance; at least this, or a quarter of the probe's timeout."""
+
 
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
     detail: str
+    # No answer by the deadline, but kiln's loop woke too late to tell whether one had come.
+    inconclusive: bool = False
 
 
 async def run_probe(
@@ -44,8 +56,10 @@ async def run_probe(
 ) -> ProbeResult:
     """Run ``probe`` once against ``host:port`` (http, tcp) or through ``exec_fn`` (command)."""
     kind = probe.kind
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + probe.timeout
     try:
-        async with asyncio.timeout(probe.timeout):
+        async with asyncio.timeout_at(deadline):
             if kind == "command":
                 return await _command(probe, exec_fn)
             if host is None or port is None:
@@ -54,6 +68,14 @@ async def run_probe(
                 return await _http(probe.http or "/", host, port)
             return await _tcp(host, port)
     except TimeoutError:
+        late = loop.time() - deadline
+        if late > max(_LATE_FLOOR, probe.timeout / 4):
+            return ProbeResult(
+                False,
+                f"no answer within {probe.timeout:g}s, but kiln's event loop woke {late:.2f}s"
+                " late: not counted",
+                inconclusive=True,
+            )
         return ProbeResult(False, f"timed out after {probe.timeout:g}s")
     except ConnectionRefusedError:
         return ProbeResult(False, f"connection refused on {_hostport(host, port)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -293,5 +294,50 @@ async def test_a_broken_exec_or_handler_never_stops_the_checks(changes: Changes)
         await eventually(lambda: monitor.status("r1-a").ready, "ready despite exec errors")
         await eventually(lambda: calls >= 6, "checks go on after the handler failed")
         assert changes.calls == ["r1-a"]
+    finally:
+        await monitor.close()
+
+
+async def test_probes_kiln_woke_late_for_count_only_after_five_in_a_row(changes: Changes) -> None:
+    """An overloaded kiln (its loop blocked past a probe's deadline) must not take a ready
+    instance out of the router for its own lateness; five such probes in a row do count, so a
+    hung instance is not kept forever."""
+    calls = 0
+    blocked_from: int | None = None
+
+    async def fake_exec(command: Sequence[str], timeout: float) -> int:
+        nonlocal calls
+        calls += 1
+        if blocked_from is None:
+            return 0
+        time.sleep(timeout * 4)  # noqa: ASYNC251 - kiln's loop, busy past the deadline
+        await asyncio.sleep(3600)  # and no answer comes either
+        return 0
+
+    calls_at_change: list[int] = []
+
+    def on_change(instance_id: str) -> None:
+        changes(instance_id)
+        calls_at_change.append(calls)
+
+    monitor = HealthMonitor(on_change=on_change)
+    try:
+        probe = Probe(command=["check"], interval=0, timeout=0.1, unhealthy_threshold=1)
+        monitor.track(
+            "r1-a",
+            readiness=probe,
+            liveness=probe,
+            host=None,
+            port=None,
+            started_at=STARTED,
+            exec_fn=fake_exec,
+        )
+        await eventually(lambda: monitor.status("r1-a").ready, "ready")
+        blocked_from = calls
+        await eventually(lambda: not monitor.status("r1-a").ready, "not ready after all")
+        # Four inconclusive probes, the fifth counted (and flipped readiness).
+        assert calls_at_change[-1] - blocked_from == 5
+        assert monitor.check_counts("r1-a")[1] >= 1
+        assert "5 in a row" in (monitor.status("r1-a").last_error or "")
     finally:
         await monitor.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from kiln.health import run_probe
@@ -117,3 +118,16 @@ async def test_command_probe_without_exec_fails_clearly() -> None:
     result = await run_probe(Probe(command=["check"]), host=None, port=None, exec_fn=None)
     assert not result.ok
     assert "command" in result.detail
+
+
+async def test_a_timeout_kiln_woke_late_for_is_inconclusive(server: ScriptedHttpServer) -> None:
+    """The instance answers at once, but kiln's loop is blocked past the probe's deadline (an
+    overloaded machine): that says nothing about the instance, so it is neither pass nor fail."""
+    probe = Probe(http="/healthz", timeout=0.2, interval=1)
+    task = asyncio.create_task(run_probe(probe, host="127.0.0.1", port=server.port, exec_fn=None))
+    await asyncio.sleep(0)  # the probe has started its connect
+    time.sleep(0.7)  # noqa: ASYNC251 - the loop, blocked well past the deadline
+    result = await task
+    assert result.inconclusive and not result.ok
+    assert result.detail.startswith("no answer within 0.2s, but kiln's event loop woke")
+    assert result.detail.endswith("late: not counted")
