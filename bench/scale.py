@@ -478,8 +478,9 @@ class Run:
         out["restarts"] = int(counter(text, "kiln_restarts") - restarts)
         out["events"] = int(counter(text, "kiln_events") - events)
         # profiled after the measure: py-spy's own sampling is not on the machine meanwhile
-        with profiled(self.args, self.procs.server.pid, f"{self.network}-idle", out):
-            time.sleep(min(30.0, self.args.idle_seconds))
+        if self.args.py_spy:
+            with profiled(self.args, self.procs.server.pid, f"{self.network}-idle", out):
+                time.sleep(min(30.0, self.args.idle_seconds))
 
     def api(self, out: Json, deadline: float) -> None:
         times = []
