@@ -6,14 +6,21 @@ is skipped silently.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
 
+from kiln.store.aio import GUARD_ENV
 from tests.harness.dockerd import DockerdError, PrivateDockerd
 from tests.harness.images import HELLO_IMAGES, build_hello_image
+
+# Every engine and API built in the tests (and every kiln server they start, which inherits
+# the environment) refuses a store call on its event loop's thread: such a call would block
+# every app's round in production, here it fails the test that made it.
+os.environ[GUARD_ENV] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kiln.config import token_hash
 from kiln.errors import Forbidden, Unauthorized
 from kiln.model.access import Permission, Principal
-from kiln.store.access import AccessStore
+from kiln.store.aio import AsyncAccessStore
 
 ACCESS_STATE = "kiln_access"
-"""``app.state`` attribute that holds the ``AccessStore``."""
+"""``app.state`` attribute that holds the ``AsyncAccessStore``."""
 PRINCIPAL_STATE = "kiln_principal"
 """``request.state`` attribute: the ``Principal`` once the token was accepted."""
 TOKEN_NAME_STATE = "kiln_token_name"
@@ -45,8 +45,8 @@ _bearer = HTTPBearer(
 )
 
 
-def access_store(app: FastAPI) -> AccessStore:
-    store: AccessStore = getattr(app.state, ACCESS_STATE)
+def access_store(app: FastAPI) -> AsyncAccessStore:
+    store: AsyncAccessStore = getattr(app.state, ACCESS_STATE)
     return store
 
 
@@ -61,7 +61,7 @@ async def authenticate(
             "missing API token: send 'Authorization: Bearer <token>' "
             "(the home's token is in KILN_HOME/token)"
         )
-    record = access_store(request.app).token_by_hash(token_hash(credentials.credentials))
+    record = await access_store(request.app).token_by_hash(token_hash(credentials.credentials))
     if record is None:
         raise Unauthorized("wrong API token")
     setattr(request.state, TOKEN_NAME_STATE, record.name)

@@ -48,6 +48,7 @@ from kiln.controller.service import Service
 from kiln.model.access import Permission, Role, TokenRecord
 from kiln.spec import spec_json_schema
 from kiln.store.access import AccessStore, FakeAccessStore
+from kiln.store.aio import AsyncAccessStore, guard_from_env
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorOut"}
 
@@ -57,7 +58,7 @@ def create_app(
     *,
     token: str,
     installation_id: str | None = None,
-    access: AccessStore | None = None,
+    access: AccessStore | AsyncAccessStore | None = None,
 ) -> FastAPI:
     """The API over ``service``; ``installation_id`` is what ``/v1/identify`` names (the
     server passes ``kiln.config.read_or_create_installation_id(settings)``).
@@ -69,8 +70,12 @@ def create_app(
     if not token:
         raise ValueError("the API token must not be empty")
     access = access if access is not None else FakeAccessStore()
+    if not isinstance(access, AsyncAccessStore):
+        # Every request's token lookup and audit append then runs on the store's own thread.
+        access = AsyncAccessStore(access, guard=guard_from_env())
     home_hash = token_hash(token)
-    access.import_token(
+    # Once, while the app is built (before it serves): the facade is not in use yet.
+    access.sync.import_token(
         TokenRecord(
             name=PRINCIPAL,
             role=Role.ADMIN,
@@ -120,9 +125,9 @@ def create_app(
     )
     async def identify(body: IdentifyRequest) -> IdentityOut:
         if body.token_id is None:  # a client that names no token means the home's
-            record = access.token_by_hash(home_hash)
+            record = await access.token_by_hash(home_hash)
         else:
-            record = access.token_by_id(body.token_id)
+            record = await access.token_by_id(body.token_id)
         proof = None
         if record is not None and record.active:
             proof = identity_proof_from_hash(record.token_hash, body.nonce)

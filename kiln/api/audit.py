@@ -15,6 +15,7 @@ call's answer has already been decided.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kiln.api.access import PRINCIPAL_STATE, TOKEN_NAME_STATE, is_public
 from kiln.api.peer import peer_of
 from kiln.model.access import NewAuditEntry, Principal
-from kiln.store.access import AccessStore
+from kiln.store.aio import AsyncAccessStore
 
 log = logging.getLogger("kiln.api")
 
@@ -55,7 +56,7 @@ def where_from(scope: Scope) -> str:
 
 class AuditMiddleware:
     def __init__(
-        self, app: ASGIApp, *, store: AccessStore, clock: Callable[[], datetime] = _utc_now
+        self, app: ASGIApp, *, store: AsyncAccessStore, clock: Callable[[], datetime] = _utc_now
     ) -> None:
         self.app = app
         self.store = store
@@ -92,11 +93,14 @@ class AuditMiddleware:
             if status is not None and (
                 status in (401, 403) or (mutating and _changes_something(scope.get("route")))
             ):
-                self._record(scope, status, answer["body"])
+                await self._record(scope, status, answer["body"])
 
-    def _record(self, scope: Scope, status: int, body: bytes) -> None:
+    async def _record(self, scope: Scope, status: int, body: bytes) -> None:
         try:
-            self.store.append_audit(_entry(scope, status, body), now=self.clock())
+            # Shielded: a request cancelled mid-way (client gone) still leaves its entry.
+            await asyncio.shield(
+                self.store.append_audit(_entry(scope, status, body), now=self.clock())
+            )
         except Exception:
             log.exception(
                 "could not write the audit entry for %s %s (%d)",

@@ -123,7 +123,7 @@ def access_router() -> APIRouter:
                 "--role deployer (or viewer) with --env"
             )
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        record = access_store(request.app).add_token(
+        record = await access_store(request.app).add_token(
             TokenRecord(
                 name=body.name,
                 role=body.role,
@@ -142,7 +142,7 @@ def access_router() -> APIRouter:
         grant: Annotated[Grant, _ADMIN],
         revoked: Annotated[bool, Query(description="the revoked tokens too")] = False,
     ) -> list[TokenOut]:
-        return [token_out(t) for t in access_store(request.app).list_tokens(revoked=revoked)]
+        return [token_out(t) for t in await access_store(request.app).list_tokens(revoked=revoked)]
 
     @router.delete(
         "/tokens/{name}",
@@ -159,7 +159,7 @@ def access_router() -> APIRouter:
             raise Conflict(
                 f"{name!r} is the token this request uses; revoke it with another admin token"
             )
-        revoked = access_store(request.app).revoke_token(name, by=who, now=datetime.now(UTC))
+        revoked = await access_store(request.app).revoke_token(name, by=who, now=datetime.now(UTC))
         return token_out(revoked)
 
     @router.get("/audit", summary="The audit log: every change and every refused call")
@@ -186,7 +186,7 @@ def access_router() -> APIRouter:
                 since = since.astimezone(UTC)
             except (OverflowError, ValueError) as exc:
                 raise InvalidInput(f"since is out of range: {exc}") from exc
-        entries = access_store(request.app).list_audit(
+        entries = await access_store(request.app).list_audit(
             environment=env or ("dev" if app else None),
             app=app,
             since=since,

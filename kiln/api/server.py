@@ -43,6 +43,7 @@ from kiln.errors import InvalidInput, KilnError
 from kiln.logs.structured import use_json_lines
 from kiln.router.nginx import NginxRouter
 from kiln.store.access import SqliteAccessStore
+from kiln.store.aio import AsyncAccessStore, guard_from_env
 from kiln.supervisor.exits import ServerExit
 from kiln.supervisor.liveness import SERVING, Heartbeat, SystemdNotifier
 from kiln.supervisor.pidfile import AlreadyHeld, PidFile
@@ -371,7 +372,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
         token = load_or_create_token(settings.token_path)
         make_state_private(settings)
         engine = await open_engine(settings)
-        access = SqliteAccessStore(settings.db_path)
+        access = AsyncAccessStore(SqliteAccessStore(settings.db_path), guard=guard_from_env())
 
         async def stop_on_shutdown_request() -> None:
             await engine.shutdown_requested.wait()
@@ -404,7 +405,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
             shutdown_watch.cancel()
             log.info("stopping the engine (NGINX and the apps keep serving)")
             await engine.close()
-            access.close()
+            await access.close()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

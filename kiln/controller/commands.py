@@ -39,7 +39,7 @@ async def deploy(
     base = base_for(written, environment or written.environment)
     spec = for_environment(base)
     key = AppKey(spec.environment, spec.app)
-    versions = resolve_versions(plane, key, spec)
+    versions = await resolve_versions(plane, key, spec)
     digest = (await pin_image(plane, spec.image, key=key, who=who)).reference
     return await create_release(
         plane,
@@ -57,10 +57,10 @@ async def deploy(
 
 async def redeploy_secret(plane: ControlPlane, key: AppKey, name: str, *, who: str) -> DeployResult:
     """The target release again with the secret versions of now (``kiln secret set --deploy``)."""
-    app = plane.require_app(key)
+    app = await plane.require_app(key)
     if app.target_release is None:
         raise Conflict(f"{key} has no release to deploy the secret with: `kiln deploy` it")
-    current = plane.store.get_release(key, app.target_release)
+    current = await plane.store.get_release(key, app.target_release)
     if not any(use.name == name for use in current.spec.secrets):
         raise Conflict(
             f"release {current.number} of {key} does not use secret {name}: name it under"
@@ -76,7 +76,7 @@ async def redeploy_secret(plane: ControlPlane, key: AppKey, name: str, *, who: s
         who=who,
         origin=ReleaseOrigin.DEPLOY,
         rollback_of=None,
-        secret_versions=resolve_versions(plane, key, spec),
+        secret_versions=await resolve_versions(plane, key, spec),
     )
 
 
@@ -84,7 +84,7 @@ async def rollback(
     plane: ControlPlane, key: AppKey, *, to: int | None, message: str, who: str
 ) -> DeployResult:
     store = plane.store
-    app = plane.require_app(key)
+    app = await plane.require_app(key)
     warm_until = app.warm_until
     if (
         app.warm_release is not None
@@ -93,12 +93,14 @@ async def rollback(
         and to in (None, app.warm_release)
         and not app.stopped
     ):
-        return _switch_back(plane, key, app.warm_release, who=who)
-    releases = store.list_releases(key)
+        return await _switch_back(plane, key, app.warm_release, who=who)
+    releases = await store.list_releases(key)
     current = app.target_release
     if to is None:
         succeeded = {
-            r.to_release for r in store.list_rollouts(key) if r.state is RolloutState.SUCCEEDED
+            r.to_release
+            for r in await store.list_rollouts(key)
+            if r.state is RolloutState.SUCCEEDED
         }
         earlier = [r for r in releases if current is None or r.number < current]
         good = [r for r in earlier if r.number in succeeded]
@@ -106,8 +108,8 @@ async def rollback(
         if choice is None:
             raise Conflict(f"{key} has no release before {current} to roll back to")
     else:
-        choice = store.get_release(key, to)
-    current_release = store.get_release(key, current) if current else None
+        choice = await store.get_release(key, to)
+    current_release = await store.get_release(key, current) if current else None
     if (
         current_release is not None
         and not app.stopped
@@ -135,11 +137,11 @@ async def rollback(
     )
 
 
-def _switch_back(plane: ControlPlane, key: AppKey, warm: int, *, who: str) -> DeployResult:
+async def _switch_back(plane: ControlPlane, key: AppKey, warm: int, *, who: str) -> DeployResult:
     """Inside the rollback window the previous release still runs and is routable: going back
     to it is a router switch, not a new release with new instances."""
-    release = plane.store.get_release(key, warm)
-    rollout = plane.store.start_rollout(
+    release = await plane.store.get_release(key, warm)
+    rollout = await plane.store.start_rollout(
         key,
         to_release=warm,
         strategy=release.spec.deploy.strategy,
@@ -181,11 +183,11 @@ async def create_release(
     if secret_versions is None:
         # A promotion: the secrets of the environment it goes to, by name (never another
         # environment's values).
-        secret_versions = resolve_versions(plane, key, spec)
+        secret_versions = await resolve_versions(plane, key, spec)
     hashed = spec_hash(spec)
-    app = store.get_app(key)
+    app = await store.get_app(key)
     if app is not None and app.target_release is not None and not app.stopped:
-        current = store.get_release(key, app.target_release)
+        current = await store.get_release(key, app.target_release)
         if (
             current.digest == digest
             and current.spec_hash == hashed
@@ -197,14 +199,14 @@ async def create_release(
         ):
             # Nothing changed: at most the instance count, which needs no new release.
             if app.scale != spec.instances:
-                store.set_scale(key, spec.instances, now=plane.clock())
+                await store.set_scale(key, spec.instances, now=plane.clock())
                 events.record(
                     key, EventKind.APP_SCALED, f"{who} scaled to {spec.instances} (spec unchanged)"
                 )
                 plane.loops.wake(key)
             return DeployResult(
                 release=current,
-                rollout=store.active_rollout(key),
+                rollout=await store.active_rollout(key),
                 changed=False,
                 message=f"release {current.number} already runs this image, spec and secrets",
             )
@@ -213,12 +215,12 @@ async def create_release(
     if problems:
         raise SpecInvalid(problems)
     # A route clash is an input error: check it before anything is written.
-    current_route_table(plane, with_release=_probe_release(key, spec, digest, hashed))
+    await current_route_table(plane, with_release=_probe_release(key, spec, digest, hashed))
     if app is None:
         # A destroyed app of this name may still be removing its instances: release numbers
         # start again at 1, so its containers would pass for the new release's.
         await instances_gone(plane, key)
-    release, rollout = store.create_release(
+    release, rollout = await store.create_release(
         key,
         spec=spec,
         image=image,
@@ -260,23 +262,23 @@ async def create_release(
 async def scale(plane: ControlPlane, key: AppKey, instances: int, *, who: str) -> AppStatus:
     if instances < 0:
         raise KilnError(f"instances must be ≥ 0, got {instances}")
-    app = plane.require_app(key)
-    plane.store.set_scale(key, instances, now=plane.clock())
+    app = await plane.require_app(key)
+    await plane.store.set_scale(key, instances, now=plane.clock())
     if app.stopped and instances > 0:
-        plane.store.set_stopped(key, False, now=plane.clock())
+        await plane.store.set_stopped(key, False, now=plane.clock())
     plane.events.record(
         key, EventKind.APP_SCALED, f"{who} scaled {key} from {app.scale} to {instances}"
     )
     plane.loops.wake(key)
-    return app_status(plane, key)
+    return await app_status(plane, key)
 
 
 async def stop(plane: ControlPlane, key: AppKey, *, who: str) -> AppStatus:
-    plane.require_app(key)
-    plane.store.set_stopped(key, True, now=plane.clock())
+    await plane.require_app(key)
+    await plane.store.set_stopped(key, True, now=plane.clock())
     plane.events.record(key, EventKind.APP_STOPPED, f"{who} stopped {key}; its history is kept")
     plane.loops.wake(key)
-    return app_status(plane, key)
+    return await app_status(plane, key)
 
 
 async def destroy(plane: ControlPlane, key: AppKey, *, who: str, wait: bool = False) -> None:
@@ -284,8 +286,8 @@ async def destroy(plane: ControlPlane, key: AppKey, *, who: str, wait: bool = Fa
     drains, stops and removes the instances in the background (level-based: the loop of a key
     the store no longer knows removes what runs under it, after a restart too), and forgets its
     peer list once they are gone. ``wait``: also until its instances are gone."""
-    plane.require_app(key)
-    plane.store.delete_app(key)
+    await plane.require_app(key)
+    await plane.store.delete_app(key)
     plane.events.record(
         key,
         EventKind.APP_DESTROYED,

@@ -73,7 +73,7 @@ def unowned(instance: Instance) -> tuple[str, ...]:
     )
 
 
-def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Instance]) -> None:
+async def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Instance]) -> None:
     """Instances this app's rounds neither adopted nor started: someone started a container
     with kiln's labels. One of a known release is replaced like a drifted instance (whatever
     it runs, kiln did not make it from the release); one that no release owns is removed by
@@ -87,7 +87,10 @@ def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Instance]
     for instance in instances:
         if instance.id in known or instance.legacy:
             continue
-        if plane.store.get_app(key) is None or plane.release_or_none(key, instance.release) is None:
+        if (
+            await plane.store.get_app(key) is None
+            or await plane.release_or_none(key, instance.release) is None
+        ):
             details = unowned(instance)
             then = "removing it (kiln runs only what a release says)"
         else:
@@ -166,15 +169,15 @@ class DriftChecker:
         limit = asyncio.Semaphore(plane.settings.file.drift.concurrency)
         results = await asyncio.gather(*(self._check_one(i, limit) for i in running))
         findings = [f for f in results if f is not None]
-        findings += self._missing(key, instances)
+        findings += await self._missing(key, instances)
         self._forget_gone(key, {i.id for i in instances}, {i.container_id for i in instances})
         return DriftReport(checked_at=now, checked=len(running), findings=tuple(findings))
 
     async def _check_one(self, instance: Instance, limit: asyncio.Semaphore) -> DriftFinding | None:
         plane = self._plane
         key = instance.key
-        release = plane.release_or_none(key, instance.release)
-        if plane.store.get_app(key) is None or release is None:
+        release = await plane.release_or_none(key, instance.release)
+        if await plane.store.get_app(key) is None or release is None:
             details = unowned(instance)
             report_drift(
                 plane,
@@ -215,14 +218,18 @@ class DriftChecker:
         )
         return self._finding(instance, "drifted", details, action.value)
 
-    def _missing(self, key: AppKey | None, instances: list[Instance]) -> list[DriftFinding]:
+    async def _missing(self, key: AppKey | None, instances: list[Instance]) -> list[DriftFinding]:
         plane = self._plane
-        apps = [plane.store.get_app(key)] if key is not None else plane.store.list_apps()
+        apps = (
+            [await plane.store.get_app(key)] if key is not None else await plane.store.list_apps()
+        )
         found = []
         for app in apps:
             if app is None or app.stopped or app.target_release is None:
                 continue
-            if app.target_release != app.stable_release or plane.store.active_rollout(app.key):
+            if app.target_release != app.stable_release or await plane.store.active_rollout(
+                app.key
+            ):
                 continue  # a rollout places instances as it goes
             have = sum(
                 1

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from kiln.controller import (
     commands,
@@ -53,6 +54,8 @@ from kiln.logs import ArchivedLine
 from kiln.model import AppKey, Event, EventKind, ReleaseTraffic, Severity, Snapshot
 
 AUTH_EVENT_EVERY = 10.0
+
+T = TypeVar("T")
 
 
 class Engine:
@@ -117,7 +120,14 @@ class Engine:
         await plane.router.close()  # the admin connection only: NGINX keeps serving
         if plane.registry is not None:
             await plane.registry.close()  # the HTTP client only: the registry keeps serving
-        plane.store.close()
+        await plane.events.close()  # every queued event is written before the store closes
+        await plane.store.close()
+
+    async def _acked(self, result: T) -> T:
+        """``result``, once the events of the change it reports are in the store: a command
+        answers only what a crash a moment later cannot take back."""
+        await self.plane.events.flush()
+        return result
 
     async def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -127,23 +137,28 @@ class Engine:
     async def deploy(
         self, spec_text: str, *, message: str, who: str, environment: str | None = None
     ) -> DeployResult:
-        return await commands.deploy(
-            self.plane, spec_text, message=message, who=who, environment=environment
+        return await self._acked(
+            await commands.deploy(
+                self.plane, spec_text, message=message, who=who, environment=environment
+            )
         )
 
     async def rollback(
         self, key: AppKey, *, to: int | None, message: str, who: str
     ) -> DeployResult:
-        return await commands.rollback(self.plane, key, to=to, message=message, who=who)
+        return await self._acked(
+            await commands.rollback(self.plane, key, to=to, message=message, who=who)
+        )
 
     async def scale(self, key: AppKey, instances: int, *, who: str) -> AppStatus:
-        return await commands.scale(self.plane, key, instances, who=who)
+        return await self._acked(await commands.scale(self.plane, key, instances, who=who))
 
     async def stop(self, key: AppKey, *, who: str) -> AppStatus:
-        return await commands.stop(self.plane, key, who=who)
+        return await self._acked(await commands.stop(self.plane, key, who=who))
 
     async def destroy(self, key: AppKey, *, who: str, wait: bool = False) -> None:
         await commands.destroy(self.plane, key, who=who, wait=wait)
+        await self.plane.events.flush()
 
     async def set_secret(
         self, key: AppKey, name: str, value: bytes, *, deploy: bool, who: str
@@ -152,26 +167,29 @@ class Engine:
         if not deploy:
             return result
         deployed = await commands.redeploy_secret(self.plane, key, name, who=who)
-        return SecretSetResult(
-            name=result.name,
-            version=result.version,
-            changed=result.changed,
-            deploy=deployed,
-            message=deployed.message,
+        return await self._acked(
+            SecretSetResult(
+                name=result.name,
+                version=result.version,
+                changed=result.changed,
+                deploy=deployed,
+                message=deployed.message,
+            )
         )
 
     async def list_secrets(self, key: AppKey) -> list[SecretView]:
-        return secrets.list_secrets(self.plane, key)
+        return await secrets.list_secrets(self.plane, key)
 
     async def remove_secret(self, key: AppKey, name: str, *, who: str) -> None:
-        secrets.remove_secret(self.plane, key, name, who=who)
+        await secrets.remove_secret(self.plane, key, name, who=who)
+        await self.plane.events.flush()
 
     async def rotate_master_key(self, *, who: str) -> KeyRotation:
-        return await secrets.rotate_master_key(self.plane, who=who)
+        return await self._acked(await secrets.rotate_master_key(self.plane, who=who))
 
     async def list_volumes(self, key: AppKey | None) -> list[VolumeView]:
         return [
-            VolumeView(info=v, used_by=volumes.used_by(self.plane, v.key, v.name))
+            VolumeView(info=v, used_by=await volumes.used_by(self.plane, v.key, v.name))
             for v in await volumes.list_volumes(self.plane, key)
         ]
 
@@ -179,37 +197,42 @@ class Engine:
         info = await volumes.require_volume(self.plane, key, name)
         return VolumeView(
             info=info,
-            used_by=volumes.used_by(self.plane, key, name),
+            used_by=await volumes.used_by(self.plane, key, name),
             snapshots=volumes.list_snapshots(self.plane, key, name),
         )
 
     async def remove_volume(self, key: AppKey, name: str, *, who: str) -> None:
         await volumes.remove_volume(self.plane, key, name, who=who)
+        await self.plane.events.flush()
 
     async def snapshot_volume(
         self, key: AppKey, name: str, *, who: str, progress: Callable[[int], None]
     ) -> Snapshot:
-        return await volumes.snapshot(self.plane, key, name, who=who, progress=progress)
+        return await self._acked(
+            await volumes.snapshot(self.plane, key, name, who=who, progress=progress)
+        )
 
     async def restore_volume(
         self, key: AppKey, name: str, snapshot: str, *, who: str, progress: Callable[[int], None]
     ) -> Snapshot:
-        return await volumes.restore(self.plane, key, name, snapshot, who=who, progress=progress)
+        return await self._acked(
+            await volumes.restore(self.plane, key, name, snapshot, who=who, progress=progress)
+        )
 
     async def promote(self, key: AppKey, *, full: bool, who: str) -> RolloutView:
-        return rollouts.promote(self.plane, key, full=full, who=who)
+        return await self._acked(await rollouts.promote(self.plane, key, full=full, who=who))
 
     async def pause(self, key: AppKey, *, who: str) -> RolloutView:
-        return rollouts.pause(self.plane, key, who=who)
+        return await self._acked(await rollouts.pause(self.plane, key, who=who))
 
     async def resume(self, key: AppKey, *, who: str) -> RolloutView:
-        return rollouts.resume(self.plane, key, who=who)
+        return await self._acked(await rollouts.resume(self.plane, key, who=who))
 
     async def abort(self, key: AppKey, *, who: str) -> RolloutView:
-        return rollouts.abort(self.plane, key, who=who)
+        return await self._acked(await rollouts.abort(self.plane, key, who=who))
 
     async def retry(self, key: AppKey, *, who: str) -> RolloutView:
-        return rollouts.retry(self.plane, key, who=who)
+        return await self._acked(await rollouts.retry(self.plane, key, who=who))
 
     async def build_image(
         self,
@@ -221,24 +244,26 @@ class Engine:
         dockerfile: str,
         who: str,
     ) -> BuildResult:
-        return await images.build_image(
-            self.plane,
-            context,
-            repository=repository,
-            tag=tag,
-            labels=labels,
-            dockerfile=dockerfile,
-            who=who,
+        return await self._acked(
+            await images.build_image(
+                self.plane,
+                context,
+                repository=repository,
+                tag=tag,
+                labels=labels,
+                dockerfile=dockerfile,
+                who=who,
+            )
         )
 
     async def list_images(self, repository: str | None) -> list[ImageView]:
         return await images.list_images(self.plane, repository)
 
     async def prune_images(self, *, dry_run: bool, who: str) -> PruneResult:
-        return await images.prune_images(self.plane, dry_run=dry_run, who=who)
+        return await self._acked(await images.prune_images(self.plane, dry_run=dry_run, who=who))
 
     async def rollout_status(self, key: AppKey) -> RolloutView:
-        return rollouts.rollout_view(self.plane, key)
+        return await rollouts.rollout_view(self.plane, key)
 
     async def promote_release(
         self,
@@ -251,15 +276,17 @@ class Engine:
         message: str,
         who: str,
     ) -> PromotionView:
-        return await promotion.promote(
-            self.plane,
-            app,
-            source_environment=source_environment,
-            target_environment=target_environment,
-            release=release,
-            dry_run=dry_run,
-            message=message,
-            who=who,
+        return await self._acked(
+            await promotion.promote(
+                self.plane,
+                app,
+                source_environment=source_environment,
+                target_environment=target_environment,
+                release=release,
+                dry_run=dry_run,
+                message=message,
+                who=who,
+            )
         )
 
     async def approve(
@@ -272,37 +299,39 @@ class Engine:
         note: str,
         who: str,
     ) -> ApprovalView:
-        return await promotion.approve(
-            self.plane,
-            app,
-            target_environment=target_environment,
-            release=release,
-            source_environment=source_environment,
-            note=note,
-            who=who,
+        return await self._acked(
+            await promotion.approve(
+                self.plane,
+                app,
+                target_environment=target_environment,
+                release=release,
+                source_environment=source_environment,
+                note=note,
+                who=who,
+            )
         )
 
     async def diff_releases(self, key: AppKey, left: int, right: int) -> DiffView:
-        return promotion.diff_releases(self.plane, key, left, right)
+        return await promotion.diff_releases(self.plane, key, left, right)
 
     async def diff_environments(self, app: str, left: str, right: str) -> DiffView:
-        return promotion.diff_environments(self.plane, app, left, right)
+        return await promotion.diff_environments(self.plane, app, left, right)
 
     # --- Service: reads -----------------------------------------------------------------
 
     async def status(self, key: AppKey) -> AppStatus:
-        return reads.app_status(self.plane, key)
+        return await reads.app_status(self.plane, key)
 
     async def drift(self, key: AppKey | None) -> DriftReport:
         if key is not None:
-            self.plane.require_app(key)
+            await self.plane.require_app(key)
         return await self.drift_checker.check(key)
 
     async def list_status(self) -> list[AppStatus]:
-        return reads.list_app_status(self.plane)
+        return await reads.list_app_status(self.plane)
 
     async def releases(self, key: AppKey) -> list[ReleaseView]:
-        return reads.release_history(self.plane, key)
+        return await reads.release_history(self.plane, key)
 
     async def release_counters(self) -> dict[AppKey, dict[int, ReleaseTraffic]]:
         try:
@@ -321,7 +350,9 @@ class Engine:
         limit: int = 100,
         kinds: frozenset[EventKind] | None = None,
     ) -> list[Event]:
-        return reads.stored_events(self.plane, key=key, after_id=after_id, limit=limit, kinds=kinds)
+        return await reads.stored_events(
+            self.plane, key=key, after_id=after_id, limit=limit, kinds=kinds
+        )
 
     async def metrics(self) -> bytes:
         return await observability.metrics_text(self.plane)

@@ -1,31 +1,57 @@
-"""The event log's live side: every event is appended to the store first, then fanned out to
-subscribers (SSE streams, ``kiln events -f``, the deploy progress view) and to listeners
-(metrics counters, outgoing webhooks), which must not block: they are called in line."""
+"""The event log's live side.
+
+``record`` never blocks the event loop: it logs the event and puts it on a queue. One writer
+task drains the queue in batches, appends each batch to the store in one transaction on the
+store's thread (``AsyncStore.append_events``), then fans the stored events out, in id order,
+to subscribers (SSE streams, ``kiln events -f``, the deploy progress view) and to listeners
+(metrics counters, outgoing webhooks), which must not block: they are called in line.
+
+    record ─▶ queue ─▶ writer task ─▶ store.append_events(batch) ─▶ subscribers, listeners
+                                        (store thread, one tx)      (in id order)
+
+A command that tells a user something happened awaits ``flush()`` before it answers, so
+nothing acknowledged is lost if kiln dies a moment later; ``close()`` flushes the rest.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from datetime import datetime
 
+from kiln.errors import KilnError
 from kiln.model import AppKey, Event, EventKind, NewEvent, Severity
-from kiln.store.base import Store
+from kiln.store.aio import AsyncStore
 
 log = logging.getLogger("kiln.events")
 
 _QUEUE_LIMIT = 10_000
+# Events per store transaction: a burst (a round starting many instances) is one commit.
+_BATCH = 500
+# A failed append is retried this often (with a growing pause) before its events are dropped
+# and ``flush`` raises: a store that stays broken must not hold every command forever.
+_ATTEMPTS = 5
+_RETRY_PAUSE = 0.05
 
 
 class EventBus:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: AsyncStore, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._listeners: list[Callable[[Event], None]] = []
+        self._pending: list[NewEvent] = []
+        self._recorded = 0  # events ever recorded
+        self._settled = 0  # of those, written (or given up on)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # The last batch given up on: (first, last) event count and why, for ``flush``.
+        self._failed: tuple[int, int, KilnError] | None = None
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:
-        """Call ``listener`` with every event recorded from now on (in line: keep it quick)."""
+        """Call ``listener`` with every event written from now on (in line: keep it quick)."""
         self._listeners.append(listener)
 
     def record(
@@ -37,17 +63,16 @@ class EventBus:
         severity: Severity = Severity.INFO,
         release: int | None = None,
         instance: str | None = None,
-    ) -> Event:
-        event = self._store.append_event(
-            NewEvent(
-                key=key,
-                kind=kind,
-                reason=reason,
-                severity=severity,
-                release=release,
-                instance=instance,
-            ),
-            now=self._clock(),
+    ) -> None:
+        """Queue the event; the writer task stores it and then tells subscribers. Await
+        ``flush()`` before acknowledging it to anyone."""
+        event = NewEvent(
+            key=key,
+            kind=kind,
+            reason=reason,
+            severity=severity,
+            release=release,
+            instance=instance,
         )
         level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING}.get(
             severity, logging.ERROR
@@ -67,6 +92,82 @@ class EventBus:
                 "kind": kind.value,
             },
         )
+        self._pending.append(event)
+        self._recorded += 1
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_pending(), name="event writer"
+            )
+
+    async def flush(self) -> None:
+        """Return once every event recorded before this call is in the store; raises the
+        store's error when the last of them could not be written."""
+        upto = self._recorded
+        if self._settled < upto:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((upto, waiter))
+            await waiter
+        elif self._failed is not None and self._failed[0] < upto <= self._failed[1]:
+            raise self._failed[2]
+
+    async def close(self) -> None:
+        """Write what is queued (the engine closes the store right after)."""
+        with contextlib.suppress(KilnError):
+            await self.flush()
+        if self._writer is not None:
+            await self._writer
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[:_BATCH]
+            first = self._settled
+            failure: KilnError | None = None
+            try:
+                stored = await self._append(batch)
+            except KilnError as exc:
+                stored, failure = [], exc
+                self._failed = (first, first + len(batch), exc)
+            del self._pending[: len(batch)]
+            self._settled += len(batch)
+            for event in stored:
+                self._fan_out(event)
+            self._wake_waiters(failure)
+
+    async def _append(self, batch: list[NewEvent]) -> list[Event]:
+        pause = _RETRY_PAUSE
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._store.append_events(batch, now=self._clock())
+            except KilnError as exc:
+                if attempt == _ATTEMPTS:
+                    log.error(
+                        "could not write %d events to the store, dropping them: %s",
+                        len(batch),
+                        exc.message,
+                    )
+                    raise
+                log.warning("writing %d events failed (retrying): %s", len(batch), exc.message)
+                await asyncio.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
+
+    def _wake_waiters(self, failure: KilnError | None) -> None:
+        """Waiters whose last event is now settled go; those whose last event was in a batch
+        given up on get its error."""
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for upto, waiter in self._waiters:
+            if upto <= self._settled:
+                if waiter.done():
+                    continue
+                if failure is not None and self._failed is not None and self._failed[0] < upto:
+                    waiter.set_exception(failure)
+                else:
+                    waiter.set_result(None)
+            else:
+                still.append((upto, waiter))
+        self._waiters = still
+
+    def _fan_out(self, event: Event) -> None:
         for queue in list(self._subscribers):
             if queue.qsize() < _QUEUE_LIMIT:
                 queue.put_nowait(event)
@@ -75,7 +176,6 @@ class EventBus:
                 listener(event)
             except Exception:  # a listener's bug must not fail the state change it reports
                 log.exception("event listener %r failed on event %d", listener, event.id)
-        return event
 
     async def follow(
         self, *, key: AppKey | None, after_id: int, kinds: Collection[EventKind] | None = None
@@ -87,7 +187,7 @@ class EventBus:
         try:
             last = after_id
             while True:
-                backlog = self._store.list_events(key=key, after_id=last, limit=500)
+                backlog = await self._store.list_events(key=key, after_id=last, limit=500)
                 for event in backlog:
                     last = event.id
                     if kinds is None or event.kind in kinds:

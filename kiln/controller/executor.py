@@ -39,7 +39,7 @@ from kiln.model import (
 )
 from kiln.planning import Plan
 from kiln.router.base import Router
-from kiln.store.base import Store
+from kiln.store.aio import AsyncStore
 
 log = logging.getLogger("kiln.controller")
 
@@ -48,7 +48,7 @@ class Executor:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AsyncStore,
         driver: Driver,
         router: Router,
         health: HealthMonitor,
@@ -102,9 +102,9 @@ class Executor:
 
         for action in plan.actions:
             if isinstance(action, UpdateRollout):
-                self._progress(key, action)
+                await self._progress(key, action)
             elif isinstance(action, FinishRollout):
-                self._finish(key, action)
+                await self._finish(key, action)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -114,7 +114,7 @@ class Executor:
         try:
             # The plan names secret versions; their values are opened here, held in memory
             # for this start only, and handed to the driver alone.
-            values = await asyncio.to_thread(self._secret_values, spec) if spec.secrets else {}
+            values = await self._store.run(self._secret_values, spec) if spec.secrets else {}
             try:
                 instance = await self._driver.start_instance(spec, secrets=values)
             except ImageNotFound:
@@ -205,9 +205,9 @@ class Executor:
             )
             raise
 
-    def _progress(self, key: AppKey, action: UpdateRollout) -> None:
+    async def _progress(self, key: AppKey, action: UpdateRollout) -> None:
         try:
-            rollout = self._store.update_rollout(
+            rollout = await self._store.update_rollout(
                 action.rollout_id, action.progress, now=self._clock()
             )
         except Conflict:
@@ -223,8 +223,8 @@ class Executor:
                 release=rollout.to_release,
             )
 
-    def _finish(self, key: AppKey, action: FinishRollout) -> None:
-        rollout = self._store.finish_rollout(
+    async def _finish(self, key: AppKey, action: FinishRollout) -> None:
+        rollout = await self._store.finish_rollout(
             action.rollout_id,
             action.state,
             action.reason,

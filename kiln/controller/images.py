@@ -51,11 +51,11 @@ async def pin_image(plane: ControlPlane, image: str, *, key: AppKey | None, who:
         return Pinned(image, pushed=False)
     local = await plane.driver.image_details(image)
     repository, tag = _repository_and_tag(ref, local, key)
-    known = plane.store.images.get(repository, tag)
+    known = await plane.store.images.get(repository, tag)
     if known is not None and known.image_id == local.id:
         if await registry.manifest_digest(repository, known.digest) is not None:
             return Pinned(f"{registry.host}/{repository}@{known.digest}", pushed=False)
-        plane.store.images.forget(repository, known.digest)  # pruned: push it again
+        await plane.store.images.forget(repository, known.digest)  # pruned: push it again
     elif known is not None and tag != MOVING_TAG:
         # Refused before the push, so the registry's tag never moves either.
         raise tag_conflict(known, f"the image {local.id} on the engine")
@@ -63,7 +63,7 @@ async def pin_image(plane: ControlPlane, image: str, *, key: AppKey | None, who:
         image, repository=f"{registry.host}/{repository}", tag=tag, auth=registry_auth(registry)
     )
     size = await registry.image_size(repository, digest)
-    plane.store.images.record(
+    await plane.store.images.record(
         CatalogueEntry(
             repository=repository,
             tag=tag,
@@ -200,7 +200,7 @@ async def build_image(
             " (letters, digits, . _ - /), tag of letters, digits, . _ -"
         )
     source = labels.get(LABEL_SOURCE_HASH)
-    known = plane.store.images.get(repository, tag)
+    known = await plane.store.images.get(repository, tag)
     if known is not None and source is not None:
         if known.labels.get(LABEL_SOURCE_HASH) == source:
             if await registry.manifest_digest(repository, known.digest) is not None:
@@ -212,7 +212,7 @@ async def build_image(
     )
     plane.events.record(None, EventKind.IMAGE_BUILT, f"{who} built {repository}:{tag} ({image_id})")
     pinned = await pin_image(plane, f"{repository}:{tag}", key=None, who=who)
-    entry = plane.store.images.get(repository, tag)
+    entry = await plane.store.images.get(repository, tag)
     assert entry is not None  # pin_image recorded it
     return _result(registry.host, entry, cached=False, pushed=pinned.pushed)
 
@@ -263,8 +263,8 @@ async def _usage(plane: ControlPlane) -> tuple[dict[str, list[str]], dict[str, l
     releases: dict[str, list[str]] = {}
     running: dict[str, list[str]] = {}
     instances = await plane.driver.list_instances()
-    for app in plane.store.list_apps():
-        by_number = {r.number: r for r in plane.store.list_releases(app.key)}
+    for app in await plane.store.list_apps():
+        by_number = {r.number: r for r in await plane.store.list_releases(app.key)}
         for release in by_number.values():
             releases.setdefault(release.digest, []).append(_release_label(app.key, release.number))
         counts: dict[int, int] = {}
@@ -284,7 +284,7 @@ async def list_images(plane: ControlPlane, repository: str | None) -> list[Image
     host = registry.host if registry is not None else ""
     releases, running = await _usage(plane)
     views = []
-    for entry in plane.store.images.list(repository):
+    for entry in await plane.store.images.list(repository):
         reference = f"{host}/{entry.repository}@{entry.digest}"
         views.append(
             ImageView(
@@ -311,8 +311,8 @@ async def needed_references(plane: ControlPlane) -> set[str]:
     keep = plane.settings.file.registry.retain_releases
     needed: set[str] = set()
     instances = await plane.driver.list_instances()
-    for app in plane.store.list_apps():
-        history = plane.store.list_releases(app.key)
+    for app in await plane.store.list_apps():
+        history = await plane.store.list_releases(app.key)
         pinned = {
             app.target_release,
             app.stable_release,
@@ -343,7 +343,7 @@ async def prune_images(plane: ControlPlane, *, dry_run: bool, who: str) -> Prune
         return PruneResult(removed=removed, kept=kept, collected="", dry_run=True)
     for repository, digest in sorted({(v.repository, v.digest) for v in removed}):
         await registry.delete_manifest(repository, digest)
-        plane.store.images.forget(repository, digest)
+        await plane.store.images.forget(repository, digest)
     collected = await registry.garbage_collect() if removed else "nothing removed"
     if removed:
         names = ", ".join(sorted({f"{v.repository}:{v.tag}" for v in removed}))

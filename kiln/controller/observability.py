@@ -9,6 +9,8 @@ background sampler of instance CPU and memory, and the snapshot a scrape renders
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from kiln.controller.runtime import ControlPlane
@@ -47,20 +49,28 @@ def attach_metrics(plane: ControlPlane) -> None:
         loop_lag=LoopLagSampler(metrics.event_loop_lag.observe),
     )
 
+    # The rollout's strategy and duration come from the store: read off the loop, in a task
+    # (a listener is called in line and must not wait).
+    reading = plane.metric_reads
+
     def on_event(event: Event) -> None:
         metrics.on_event(event)
         result = _FINISHED.get(event.kind)
         if result is not None and event.key is not None:
-            _rollout_finished(plane, metrics, event.key, event.release, result)
+            task = asyncio.get_running_loop().create_task(
+                _rollout_finished(plane, metrics, event.key, event.release, result)
+            )
+            reading.add(task)
+            task.add_done_callback(reading.discard)
 
     plane.events.add_listener(on_event)
 
 
-def _rollout_finished(
+async def _rollout_finished(
     plane: ControlPlane, metrics: KilnMetrics, key: AppKey, release: int | None, result: str
 ) -> None:
     try:
-        rollouts = plane.store.list_rollouts(key)
+        rollouts = await plane.store.list_rollouts(key)
     except (NotFound, KilnError):
         rollouts = []
     finished = [r for r in rollouts if r.finished_at is not None and r.to_release == release]
@@ -77,6 +87,12 @@ def _rollout_finished(
 
 
 async def metrics_text(plane: ControlPlane) -> bytes:
+    # Every event recorded before the scrape is counted: written, fanned out, and the rollout
+    # it finished read back.
+    with contextlib.suppress(KilnError):  # a store that cannot write: the counts as they are
+        await plane.events.flush()
+    if plane.metric_reads:
+        await asyncio.gather(*plane.metric_reads, return_exceptions=True)
     metrics = plane.metrics
     if metrics is None:
         raise NotFound("metrics are off (settings file: metrics.enabled: false)")

@@ -63,14 +63,14 @@ def check_order(settings: EnvironmentsSettings, source: str, target: str) -> Non
         )
 
 
-def _source_release(plane: ControlPlane, key: AppKey, number: int | None) -> Release:
-    app = plane.require_app(key)
+async def _source_release(plane: ControlPlane, key: AppKey, number: int | None) -> Release:
+    app = await plane.require_app(key)
     if number is not None:
-        return plane.store.get_release(key, number)
+        return await plane.store.get_release(key, number)
     serving = app.stable_release or app.target_release
     if serving is None:
         raise NotFound(f"{key} has no release that serves; deploy it first")
-    return plane.store.get_release(key, serving)
+    return await plane.store.get_release(key, serving)
 
 
 def promoted_spec(source: Release, target_environment: str) -> AppSpec:
@@ -78,10 +78,10 @@ def promoted_spec(source: Release, target_environment: str) -> AppSpec:
     return for_environment(source.base, target_environment)
 
 
-def _facts(plane: ControlPlane, source: Release) -> SourceFacts:
+async def _facts(plane: ControlPlane, source: Release) -> SourceFacts:
     key = source.key
-    app = plane.require_app(key)
-    rollouts = [r for r in plane.store.list_rollouts(key) if r.to_release == source.number]
+    app = await plane.require_app(key)
+    rollouts = [r for r in await plane.store.list_rollouts(key) if r.to_release == source.number]
     # The rollout that decides: the last one that brought this release in.
     rollout = rollouts[-1] if rollouts else None
     succeeded = [r for r in rollouts if r.state is RolloutState.SUCCEEDED]
@@ -97,7 +97,7 @@ def _facts(plane: ControlPlane, source: Release) -> SourceFacts:
     ready = last_plan.ready if last_plan is not None and serving else 0
     trouble = None
     if live_since is not None:
-        for event in plane.store.list_events(key=key, limit=_TROUBLE_SCAN):
+        for event in await plane.store.list_events(key=key, limit=_TROUBLE_SCAN):
             if (
                 event.kind in _TROUBLE_KINDS
                 and event.release == source.number
@@ -122,8 +122,8 @@ def _facts(plane: ControlPlane, source: Release) -> SourceFacts:
     )
 
 
-def _approval_of(plane: ControlPlane, target: AppKey, source: Release) -> ApprovalFact | None:
-    for approval in reversed(plane.store.list_approvals(target)):
+async def _approval_of(plane: ControlPlane, target: AppKey, source: Release) -> ApprovalFact | None:
+    for approval in reversed(await plane.store.list_approvals(target)):
         if (
             approval.source_environment == source.key.environment
             and approval.source_release == source.number
@@ -167,12 +167,12 @@ def _diff(
     )
 
 
-def _current(plane: ControlPlane, key: AppKey) -> Release | None:
-    app = plane.store.get_app(key)
+async def _current(plane: ControlPlane, key: AppKey) -> Release | None:
+    app = await plane.store.get_app(key)
     if app is None or app.stopped:
         return None
     number = app.target_release or app.stable_release
-    return plane.store.get_release(key, number) if number is not None else None
+    return await plane.store.get_release(key, number) if number is not None else None
 
 
 async def promote(
@@ -190,16 +190,16 @@ async def promote(
     check_order(settings, source_environment, target_environment)
     source_key = AppKey(source_environment, app)
     target_key = AppKey(target_environment, app)
-    source = _source_release(plane, source_key, release)
+    source = await _source_release(plane, source_key, release)
     spec = promoted_spec(source, target_environment)
     hashed = spec_hash(spec)
-    current = _current(plane, target_key)
+    current = await _current(plane, target_key)
     new_ref = ReleaseRef(
         key=target_key, number=None, image=source.image, digest=source.digest, spec_hash=hashed
     )
     empty = ReleaseRef(key=target_key, number=None, image="", digest="", spec_hash="")
     try:
-        incoming = resolve_versions(plane, target_key, spec)
+        incoming = await resolve_versions(plane, target_key, spec)
     except InvalidInput:
         incoming = {}  # a secret not set there yet: the promotion itself says so
     diff = _diff(
@@ -219,7 +219,7 @@ async def promote(
             dry_run=dry_run,
             changed=False,
             release=current,
-            rollout=plane.store.active_rollout(target_key),
+            rollout=await plane.store.active_rollout(target_key),
             message=f"nothing to promote: {target_key} already runs release {current.number}, "
             f"the same image digest and spec as {what}",
         )
@@ -230,7 +230,10 @@ async def promote(
         approval_required=rule.approval == "required",
     )
     gates = check_gates(
-        _facts(plane, source), rules, _approval_of(plane, target_key, source), now=plane.clock()
+        await _facts(plane, source),
+        rules,
+        await _approval_of(plane, target_key, source),
+        now=plane.clock(),
     )
     failing = [gate for gate in gates if not gate.passed]
     if dry_run:
@@ -308,10 +311,10 @@ async def approve(
         )
     check_order(settings, source_env, target_environment)
     source_key = AppKey(source_env, app)
-    plane.require_app(source_key)
-    source = plane.store.get_release(source_key, release)
+    await plane.require_app(source_key)
+    source = await plane.store.get_release(source_key, release)
     target_key = AppKey(target_environment, app)
-    approval = plane.store.add_approval(
+    approval = await plane.store.add_approval(
         target_key,
         source_environment=source_env,
         source_release=release,
@@ -339,20 +342,20 @@ async def approve(
     )
 
 
-def diff_releases(plane: ControlPlane, key: AppKey, left: int, right: int) -> DiffView:
-    plane.require_app(key)
-    a = plane.store.get_release(key, left)
-    b = plane.store.get_release(key, right)
+async def diff_releases(plane: ControlPlane, key: AppKey, left: int, right: int) -> DiffView:
+    await plane.require_app(key)
+    a = await plane.store.get_release(key, left)
+    b = await plane.store.get_release(key, right)
     return _diff(_ref(a), a.spec, _ref(b), b.spec, (a.secret_versions, b.secret_versions))
 
 
-def diff_environments(plane: ControlPlane, app: str, left: str, right: str) -> DiffView:
+async def diff_environments(plane: ControlPlane, app: str, left: str, right: str) -> DiffView:
     """What the app runs in ``left`` against what it runs in ``right``."""
     releases = []
     for environment in (left, right):
         key = AppKey(environment, app)
-        plane.require_app(key)
-        current = _current(plane, key)
+        await plane.require_app(key)
+        current = await _current(plane, key)
         if current is None:
             raise NotFound(f"{key} runs no release (stopped, or never deployed)")
         releases.append(current)

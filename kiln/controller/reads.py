@@ -13,17 +13,18 @@ from kiln.logs import ArchivedLine, LogQuery, access_history, follow_access
 from kiln.model import AppKey, AppRecord, Event, EventKind
 
 
-def app_status(plane: ControlPlane, key: AppKey) -> AppStatus:
+async def app_status(plane: ControlPlane, key: AppKey) -> AppStatus:
     """``NotFound`` for an unknown app."""
-    return _status(plane, plane.require_app(key))
+    return await _status(plane, await plane.require_app(key))
 
 
-def list_app_status(plane: ControlPlane) -> list[AppStatus]:
-    return [_status(plane, app) for app in plane.store.list_apps()]
+async def list_app_status(plane: ControlPlane) -> list[AppStatus]:
+    return [await _status(plane, app) for app in await plane.store.list_apps()]
 
 
-def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
+async def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
     key = app.key
+    await plane.load_releases(plane.last_instances.get(key, []))
     memory = plane.observer.memory.get(key)
     routed = {p.instance_id for p in memory.routed} if memory else set()
     retiring = memory.retiring_since if memory else {}
@@ -45,7 +46,7 @@ def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
                 last_error=health.last_error,
             )
         )
-    rollout = plane.store.active_rollout(key)
+    rollout = await plane.store.active_rollout(key)
     last_plan = plane.last_plans.get(key)
     ready = last_plan.ready if last_plan else 0
     if app.stopped:
@@ -64,7 +65,7 @@ def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
     urls = []
     number = app.target_release or app.stable_release
     if number is not None:
-        release = plane.release_or_none(key, number)
+        release = await plane.release_or_none(key, number)
         if release is not None:
             for route in release.spec.effective_routes():
                 host = route.host or plane.settings.http_host
@@ -84,13 +85,13 @@ def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
     )
 
 
-def release_history(plane: ControlPlane, key: AppKey) -> list[ReleaseView]:
+async def release_history(plane: ControlPlane, key: AppKey) -> list[ReleaseView]:
     """Oldest first, each with the outcome of its latest rollout."""
-    app = plane.require_app(key)
+    app = await plane.require_app(key)
     # Oldest first, so the latest rollout to each release wins.
-    latest = {rollout.to_release: rollout for rollout in plane.store.list_rollouts(key)}
+    latest = {rollout.to_release: rollout for rollout in await plane.store.list_rollouts(key)}
     views = []
-    for release in plane.store.list_releases(key):
+    for release in await plane.store.list_releases(key):
         outcome = latest.get(release.number)
         if outcome is None:
             result, reason = "", ""
@@ -102,7 +103,7 @@ def release_history(plane: ControlPlane, key: AppKey) -> list[ReleaseView]:
     return views
 
 
-def stored_events(
+async def stored_events(
     plane: ControlPlane,
     *,
     key: AppKey | None,
@@ -110,7 +111,7 @@ def stored_events(
     limit: int,
     kinds: frozenset[EventKind] | None = None,
 ) -> list[Event]:
-    return plane.store.list_events(key=key, after_id=after_id, limit=limit, kinds=kinds)
+    return await plane.store.list_events(key=key, after_id=after_id, limit=limit, kinds=kinds)
 
 
 async def follow_events(
@@ -136,7 +137,7 @@ async def app_logs(
     """The app's kept logs (instances that are gone included), merged in time order; with
     ``follow``, new lines too, from instances that start later. ``request.router``: NGINX's
     access lines of the app instead."""
-    plane.require_app(key)
+    await plane.require_app(key)
     request = request or LogRequest()
     keeper = plane.logs
     if instance is not None:

@@ -29,9 +29,9 @@ from kiln.spec import Strategy
 STEERABLE = (Strategy.CANARY, Strategy.BLUE_GREEN)
 
 
-def _active(plane: ControlPlane, key: AppKey, verb: str) -> Rollout:
-    plane.require_app(key)
-    rollout = plane.store.active_rollout(key)
+async def _active(plane: ControlPlane, key: AppKey, verb: str) -> Rollout:
+    await plane.require_app(key)
+    rollout = await plane.store.active_rollout(key)
     if rollout is None:
         raise Conflict(f"{key} has no rollout in progress to {verb}; `kiln deploy` starts one")
     return rollout
@@ -46,24 +46,24 @@ def _steerable(rollout: Rollout, verb: str) -> None:
         )
 
 
-def _steer(
+async def _steer(
     plane: ControlPlane, rollout: Rollout, progress: RolloutProgress, kind: EventKind, reason: str
 ) -> RolloutView:
     """Persist a person's change to the rollout, say so, and let the loop act on it."""
-    plane.store.update_rollout(rollout.id, progress, now=plane.clock())
+    await plane.store.update_rollout(rollout.id, progress, now=plane.clock())
     plane.events.record(rollout.key, kind, reason, release=rollout.to_release)
     plane.loops.wake(rollout.key)
-    return rollout_view(plane, rollout.key)
+    return await rollout_view(plane, rollout.key)
 
 
-def promote(plane: ControlPlane, key: AppKey, *, full: bool, who: str) -> RolloutView:
-    rollout = _active(plane, key, "promote")
+async def promote(plane: ControlPlane, key: AppKey, *, full: bool, who: str) -> RolloutView:
+    rollout = await _active(plane, key, "promote")
     _steerable(rollout, "promote")
     progress = replace(
         rollout.progress, promote=True, promote_full=full, paused=False, pause_reason=""
     )
     what = "to all traffic" if full or rollout.strategy is Strategy.BLUE_GREEN else "a step"
-    return _steer(
+    return await _steer(
         plane,
         rollout,
         progress,
@@ -72,13 +72,13 @@ def promote(plane: ControlPlane, key: AppKey, *, full: bool, who: str) -> Rollou
     )
 
 
-def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
-    rollout = _active(plane, key, "pause")
+async def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
+    rollout = await _active(plane, key, "pause")
     _steerable(rollout, "pause")
     if rollout.progress.paused:
-        return rollout_view(plane, key)
+        return await rollout_view(plane, key)
     progress = replace(rollout.progress, paused=True, pause_reason=f"paused by {who}")
-    return _steer(
+    return await _steer(
         plane,
         rollout,
         progress,
@@ -87,13 +87,13 @@ def pause(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     )
 
 
-def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
-    rollout = _active(plane, key, "resume")
+async def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
+    rollout = await _active(plane, key, "resume")
     _steerable(rollout, "resume")
     if not rollout.progress.paused:
-        return rollout_view(plane, key)
+        return await rollout_view(plane, key)
     progress = replace(rollout.progress, paused=False, pause_reason="", inconclusive=0)
-    return _steer(
+    return await _steer(
         plane,
         rollout,
         progress,
@@ -102,10 +102,10 @@ def resume(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     )
 
 
-def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
+async def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     """Traffic back to the stable release at once; a canary or green release stays up (no
     traffic) for inspection until the next deploy."""
-    rollout = _active(plane, key, "abort")
+    rollout = await _active(plane, key, "abort")
     hold = rollout.from_release is not None and rollout.strategy not in SHARED_STRATEGIES
     back = (
         f"traffic back to release {rollout.from_release}"
@@ -115,7 +115,7 @@ def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     reason = f"aborted by {who}; {back}" + (
         f"; release {rollout.to_release} kept for inspection until the next deploy" if hold else ""
     )
-    plane.store.finish_rollout(
+    await plane.store.finish_rollout(
         rollout.id, RolloutState.ABORTED, reason, now=plane.clock(), hold=hold
     )
     plane.events.record(
@@ -126,23 +126,23 @@ def abort(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
         release=rollout.to_release,
     )
     plane.loops.wake(key)
-    return rollout_view(plane, key)
+    return await rollout_view(plane, key)
 
 
-def retry(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
+async def retry(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
     """Start a failed or aborted rollout again from its first step (same release)."""
-    plane.require_app(key)
-    if plane.store.active_rollout(key) is not None:
+    await plane.require_app(key)
+    if await plane.store.active_rollout(key) is not None:
         raise Conflict(f"{key} has a rollout in progress; `kiln abort {key.app}` first")
-    rollouts = plane.store.list_rollouts(key)
+    rollouts = await plane.store.list_rollouts(key)
     last = rollouts[-1] if rollouts else None
     if last is None or last.state not in (RolloutState.FAILED, RolloutState.ABORTED):
         raise Conflict(
             f"{key}'s last rollout did not fail or get aborted: nothing to retry; "
             "`kiln deploy` starts a new one"
         )
-    release = plane.store.get_release(key, last.to_release)
-    rollout = plane.store.start_rollout(
+    release = await plane.store.get_release(key, last.to_release)
+    rollout = await plane.store.start_rollout(
         key,
         to_release=release.number,
         strategy=release.spec.deploy.strategy,
@@ -158,19 +158,20 @@ def retry(plane: ControlPlane, key: AppKey, *, who: str) -> RolloutView:
         release=release.number,
     )
     plane.loops.wake(key)
-    return rollout_view(plane, key)
+    return await rollout_view(plane, key)
 
 
-def rollout_view(plane: ControlPlane, key: AppKey) -> RolloutView:
-    app = plane.require_app(key)
-    active = plane.store.active_rollout(key)
+async def rollout_view(plane: ControlPlane, key: AppKey) -> RolloutView:
+    app = await plane.require_app(key)
+    active = await plane.store.active_rollout(key)
     rollout = active
     if rollout is None:
-        history = plane.store.list_rollouts(key)
+        history = await plane.store.list_rollouts(key)
         rollout = history[-1] if history else None
     plan = plane.last_plans.get(key)
     memory = plane.observer.memory.get(key)
     ready: dict[int, int] = {}
+    await plane.load_releases(plane.last_instances.get(key, []))
     for instance in plane.last_instances.get(key, []):
         if instance.running and plane.health_of(instance).ready:
             ready[instance.release] = ready.get(instance.release, 0) + 1
@@ -201,7 +202,7 @@ def rollout_view(plane: ControlPlane, key: AppKey) -> RolloutView:
             )
     steps: list[int] = []
     if rollout is not None:
-        release = plane.release_or_none(key, rollout.to_release)
+        release = await plane.release_or_none(key, rollout.to_release)
         if release is not None and release.spec.deploy.strategy is Strategy.CANARY:
             # The planner's steps: a canary without `steps:` runs the default ones.
             steps = [s.weight for s in rollout_params(release.spec.deploy).steps]

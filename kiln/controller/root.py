@@ -38,6 +38,7 @@ from kiln.logs import LogArchive
 from kiln.model import AppKey, Event
 from kiln.registry.base import Credentials, Registry
 from kiln.router.base import Router
+from kiln.store.aio import AsyncStore, guard_from_env
 from kiln.store.base import Store
 from kiln.store.vault import SecretVault
 
@@ -122,8 +123,15 @@ def assemble_engine(
     health: HealthMonitor | None = None,
     registry: Registry | None = None,
     vault: SecretVault | None = None,
+    guard_store: bool | None = None,
 ) -> Engine:
-    """The controller over these ports (tests pass fakes)."""
+    """The controller over these ports (tests pass fakes). ``store`` is wrapped in the async
+    facade (its own thread); ``guard_store`` (default: ``KILN_STORE_GUARD=1`` in the
+    environment, which the test suite sets) makes a store call on the event loop's thread
+    raise instead of blocking the loop."""
+    if guard_store is None:
+        guard_store = guard_from_env()
+    facade = AsyncStore(store, guard=guard_store)
 
     # The wiring has one cycle: the loops run rounds and health flips wake loops, and both
     # belong to the plane. These two functions close it once the plane and round exist.
@@ -138,12 +146,12 @@ def assemble_engine(
 
     plane = ControlPlane(
         settings=settings,
-        store=store,
+        store=facade,
         driver=driver,
         router=router,
         clock=clock,
         health=health or HealthMonitor(on_change=on_health_change, clock=clock),
-        events=EventBus(store, clock),
+        events=EventBus(facade, clock),
         loops=AppLoops(reconcile, resync_seconds=settings.resync_seconds, clock=clock),
         observer=Observer(),
         reads=SharedReads(driver, router),
@@ -151,7 +159,7 @@ def assemble_engine(
         vault=vault or SecretVault(store, home=settings.home),
     )
     executor = Executor(
-        store=store,
+        store=facade,
         driver=driver,
         router=router,
         health=plane.health,

@@ -48,10 +48,13 @@ class ReconcileRound:
         plane = self._plane
         now = plane.clock()
         log.debug("reconcile %s", key)
-        desired = desired_app(plane, key)
-        instances = adoptable(plane, key, await plane.reads.instances_of(key))
+        desired = await desired_app(plane, key)
+        listed = await plane.reads.instances_of(key)
+        # adoptable, health_of and track_instance read releases from the cache, on the loop.
+        await plane.load_releases(listed)
+        instances = adoptable(plane, key, listed)
         report_missing(plane, key, plane.last_instances.get(key), instances)
-        report_strangers(plane, key, instances)
+        await report_strangers(plane, key, instances)
         plane.last_instances[key] = instances
         if plane.logs is not None:
             for instance in instances:
@@ -118,7 +121,7 @@ class ReconcileRound:
             desired.target is None
             and desired.stopped
             and not instances
-            and plane.store.get_app(key) is None
+            and await plane.store.get_app(key) is None
         ):
             # A destroyed app whose last instance is gone: its peer list goes too.
             await plane.router.forget_peers(key)
@@ -158,7 +161,7 @@ def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -
     alone, never stopped or removed (invariant 9)."""
     kept: list[Instance] = []
     for instance in instances:
-        if not instance.legacy or plane.release_or_none(key, instance.release) is not None:
+        if not instance.legacy or plane.store.cached_release(key, instance.release) is not None:
             kept.append(instance)
         elif instance.container_id not in plane.reported_foreign:
             plane.reported_foreign.add(instance.container_id)
@@ -176,17 +179,17 @@ def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -
     return kept
 
 
-def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
+async def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
     """What the store wants of ``key``."""
     store = plane.store
-    app = store.get_app(key)
+    app = await store.get_app(key)
     if app is None:
         return DesiredApp.absent(key)
-    target = store.get_release(key, app.target_release) if app.target_release else None
-    stable = store.get_release(key, app.stable_release) if app.stable_release else None
-    rollout = store.active_rollout(key)
-    warm = plane.release_or_none(key, app.warm_release) if app.warm_release else None
-    held = plane.release_or_none(key, app.held_release) if app.held_release else None
+    target = await store.get_release(key, app.target_release) if app.target_release else None
+    stable = await store.get_release(key, app.stable_release) if app.stable_release else None
+    rollout = await store.active_rollout(key)
+    warm = await plane.release_or_none(key, app.warm_release) if app.warm_release else None
+    held = await plane.release_or_none(key, app.held_release) if app.held_release else None
     return DesiredApp(
         key=key,
         scale=app.scale,
@@ -244,11 +247,12 @@ def announce_backoff(plane: ControlPlane, key: AppKey, result: Plan, crashes: in
 def track_instance(plane: ControlPlane, instance: Instance) -> None:
     """Probe ``instance`` with its release's health checks; one the router already holds
     counts as ready until a probe says otherwise (adoption after a restart). Its output is
-    kept from its first line."""
+    kept from its first line. Sync: its release comes from the cache (the round loaded the
+    releases of what it listed; a started instance is of a release the round read)."""
     plane.instance_keys[instance.id] = instance.key
     if plane.logs is not None:
         plane.logs.collect(instance)
-    release = plane.release_or_none(instance.key, instance.release)
+    release = plane.store.cached_release(instance.key, instance.release)
     if release is None:
         return  # an orphan: no probes, it is never ready and will be removed
     health = release.spec.effective_health()

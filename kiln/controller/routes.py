@@ -24,34 +24,34 @@ log = logging.getLogger("kiln.controller")
 RouteTable = dict[AppKey, tuple[RouteEntry, ...]]
 
 
-def current_route_table(
+async def current_route_table(
     plane: ControlPlane, *, with_release: Release | None = None
 ) -> list[RouteEntry]:
     """Every app's routes as its current release gives them (``with_release`` standing in for
     its app's); a clash between two apps raises ``Conflict``. Used to refuse a clashing deploy
     before anything is written."""
     releases: dict[AppKey, Release] = {}
-    for app in plane.store.list_apps():
+    for app in await plane.store.list_apps():
         number = app.target_release or app.stable_release
         if number is not None:
-            releases[app.key] = plane.store.get_release(app.key, number)
+            releases[app.key] = await plane.store.get_release(app.key, number)
     if with_release is not None:
         releases[with_release.key] = with_release
     return route_table(releases.values())
 
 
-def planned_routes(plane: ControlPlane) -> RouteTable:
+async def planned_routes(plane: ControlPlane) -> RouteTable:
     """Each known app's routes: as its last round planned them, or (not reconciled yet since
     kiln started) as its current release gives them, so a restart never drops a route."""
     table: RouteTable = {}
-    for app in plane.store.list_apps():
+    for app in await plane.store.list_apps():
         memory = plane.observer.memory.get(app.key)
         if memory is not None and memory.routes is not None:
             table[app.key] = memory.routes
             continue
         number = app.target_release or app.stable_release
         try:
-            release = plane.release_or_none(app.key, number) if number else None
+            release = await plane.release_or_none(app.key, number) if number else None
         except KilnError as exc:
             # A release this kiln cannot read (stored by an older, laxer kiln): its app gets
             # no routes, every other app keeps its own.
@@ -93,7 +93,7 @@ async def _apply(plane: ControlPlane, routes: list[RouteEntry]) -> bool:
 async def sync_routes(plane: ControlPlane, *, force: bool = False) -> None:
     """Converge NGINX's routes to every app's planned routes (a reload only on a change)."""
     async with plane.routes_lock:
-        wanted = planned_routes(plane)
+        wanted = await planned_routes(plane)
         applied = plane.applied_routes
         if not force and applied is not None and wanted == applied:
             return
@@ -133,11 +133,11 @@ async def _isolate(
         return
     plane.applied_routes = {**good, **{key: applied.get(key, ()) for key in refused}}
     for key, reason in refused.items():
-        _fail_rollout_for_routes(plane, key, reason)
+        await _fail_rollout_for_routes(plane, key, reason)
 
 
-def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> None:
-    rollout = plane.store.active_rollout(key)
+async def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> None:
+    rollout = await plane.store.active_rollout(key)
     text = f"NGINX refused the routes of {key}: {reason}"
     if rollout is None:
         plane.events.record(
@@ -147,7 +147,7 @@ def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> N
             severity=Severity.ERROR,
         )
         return
-    finished = plane.store.finish_rollout(
+    finished = await plane.store.finish_rollout(
         rollout.id,
         RolloutState.FAILED,
         f"{text}; rolling back to release {rollout.from_release}"

@@ -10,7 +10,7 @@ classes over it, each in its own module; ``root.py`` builds it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,7 +29,7 @@ from kiln.model import AppKey, AppRecord, HealthStatus, Instance, Release, Route
 from kiln.planning import Plan
 from kiln.registry.base import Registry
 from kiln.router.base import Router
-from kiln.store.base import Store
+from kiln.store.aio import AsyncStore
 from kiln.store.vault import SecretVault
 
 
@@ -40,7 +40,7 @@ def utc_now() -> datetime:
 @dataclass(eq=False, kw_only=True)
 class ControlPlane:
     settings: Settings
-    store: Store
+    store: AsyncStore  # every call runs on the store's own thread (kiln/store/aio.py)
     driver: Driver
     router: Router
     clock: Callable[[], datetime]
@@ -84,6 +84,9 @@ class ControlPlane:
     drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Containers a plan stopped or removed (by container id): their destroy is no drift.
     removed_by_kiln: set[str] = field(default_factory=set)
+    # Metric updates that read the store after an event (rollout durations): a scrape waits
+    # for them, so it reports every event recorded before it.
+    metric_reads: set[asyncio.Task[None]] = field(default_factory=set)
 
     def wake_app_of(self, instance_id: str) -> None:
         """A health flip of ``instance_id``: look at its app again."""
@@ -91,23 +94,28 @@ class ControlPlane:
         if key is not None:
             self.loops.wake(key)
 
-    def require_app(self, key: AppKey) -> AppRecord:
-        app = self.store.get_app(key)
+    async def require_app(self, key: AppKey) -> AppRecord:
+        app = await self.store.get_app(key)
         if app is None:
             raise NotFound(f"no app {key}; `kiln status` lists the apps")
         return app
 
     def health_of(self, instance: Instance) -> HealthStatus:
         """Probe results; "ready once running" when its release has no probe at all (a worker
-        without a port or a command check: there is nothing to ask it)."""
+        without a port or a command check: there is nothing to ask it). Sync, on the loop: it
+        reads the release cache only (every round loads its instances' releases first)."""
         if instance.running:
-            release = self.release_or_none(instance.key, instance.release)
+            release = self.store.cached_release(instance.key, instance.release)
             if release is not None and release.spec.effective_health() is None:
                 return HealthStatus(ready=True, checked=True, ready_since=instance.started_at)
         return self.health.status(instance.id)
 
-    def release_or_none(self, key: AppKey, number: int) -> Release | None:
-        try:
-            return self.store.get_release(key, number)
-        except NotFound:
-            return None
+    async def release_or_none(self, key: AppKey, number: int) -> Release | None:
+        return await self.store.release_or_none(key, number)
+
+    async def load_releases(self, instances: Iterable[Instance]) -> None:
+        """Read the releases of ``instances`` into the cache (once each: releases never change),
+        so ``health_of`` and the other sync helpers on the loop find them without I/O."""
+        for key, number in {(i.key, i.release) for i in instances}:
+            if self.store.cached_release(key, number) is None:
+                await self.store.release_or_none(key, number)

@@ -8,8 +8,6 @@ image. Events and answers name secrets and versions, never values.
 
 from __future__ import annotations
 
-import asyncio
-
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.views import KeyRotation, SecretSetResult, SecretView
 from kiln.errors import Conflict, InvalidInput
@@ -17,12 +15,12 @@ from kiln.model import AppKey, EventKind, Release
 from kiln.spec import AppSpec
 
 
-def resolve_versions(plane: ControlPlane, key: AppKey, spec: AppSpec) -> dict[str, int]:
+async def resolve_versions(plane: ControlPlane, key: AppKey, spec: AppSpec) -> dict[str, int]:
     """The version of each secret ``spec`` names: its pin, else the newest. Every secret that
     is missing is named in one error, with the command that sets it."""
     if not spec.secrets:
         return {}
-    newest = plane.vault.newest(key)
+    newest = await plane.store.run(plane.vault.newest, key)
     versions: dict[str, int] = {}
     problems: list[str] = []
     for use in spec.secrets:
@@ -47,7 +45,7 @@ def resolve_versions(plane: ControlPlane, key: AppKey, spec: AppSpec) -> dict[st
 async def set_secret(
     plane: ControlPlane, key: AppKey, name: str, value: bytes, *, who: str
 ) -> SecretSetResult:
-    made, changed = await asyncio.to_thread(
+    made, changed = await plane.store.run(
         plane.vault.set, key, name, value, who=who, now=plane.clock()
     )
     if changed:
@@ -57,15 +55,15 @@ async def set_secret(
     return SecretSetResult(name=name, version=made.version, changed=changed)
 
 
-def list_secrets(plane: ControlPlane, key: AppKey) -> list[SecretView]:
-    app = plane.store.get_app(key)
+async def list_secrets(plane: ControlPlane, key: AppKey) -> list[SecretView]:
+    app = await plane.store.get_app(key)
     target: Release | None = None
     if app is not None and app.target_release is not None:
-        target = plane.release_or_none(key, app.target_release)
+        target = await plane.release_or_none(key, app.target_release)
     pinned = target.secret_versions if target else {}
     by_name: dict[str, list[int]] = {}
     views: dict[str, SecretView] = {}
-    for v in plane.vault.versions(key):
+    for v in await plane.store.run(plane.vault.versions, key):
         by_name.setdefault(v.name, []).append(v.version)
         views[v.name] = SecretView(
             name=v.name,
@@ -78,13 +76,13 @@ def list_secrets(plane: ControlPlane, key: AppKey) -> list[SecretView]:
     return [views[name] for name in sorted(views)]
 
 
-def remove_secret(plane: ControlPlane, key: AppKey, name: str, *, who: str) -> None:
-    app = plane.store.get_app(key)
+async def remove_secret(plane: ControlPlane, key: AppKey, name: str, *, who: str) -> None:
+    app = await plane.store.get_app(key)
     serving = []
     if app is not None:
         for number in {app.target_release, app.stable_release, app.warm_release} - {None}:
             assert number is not None
-            release = plane.release_or_none(key, number)
+            release = await plane.release_or_none(key, number)
             if release is not None and name in release.secret_versions:
                 serving.append(number)
     if serving:
@@ -92,14 +90,14 @@ def remove_secret(plane: ControlPlane, key: AppKey, name: str, *, who: str) -> N
             f"secret {name} is used by release {', '.join(map(str, sorted(serving)))} of {key}:"
             " deploy a spec without it first, then remove it"
         )
-    count = plane.vault.remove(key, name)
+    count = await plane.store.run(plane.vault.remove, key, name)
     plane.events.record(
         key, EventKind.SECRET_REMOVED, f"{who} removed secret {name} of {key} ({count} version(s))"
     )
 
 
 async def rotate_master_key(plane: ControlPlane, *, who: str) -> KeyRotation:
-    rotation = await asyncio.to_thread(plane.vault.rotate)
+    rotation = await plane.store.run(plane.vault.rotate)
     plane.events.record(
         None,
         EventKind.SECRET_KEY_ROTATED,

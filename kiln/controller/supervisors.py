@@ -250,7 +250,7 @@ async def note_other_installations(plane: ControlPlane) -> None:
 async def wake_known_apps(plane: ControlPlane) -> None:
     """Wake every app the store knows and every app a container is labelled with (so the
     containers of unknown apps get removed)."""
-    for key in _known_keys(plane, await _labelled_keys(plane)):
+    for key in await _known_keys(plane, await _labelled_keys(plane)):
         plane.loops.wake(key)
 
 
@@ -258,7 +258,7 @@ async def wake_new_apps(plane: ControlPlane) -> None:
     """Wake the known apps that have no loop yet (an app whose loop ended, containers of an
     unknown app); the others are woken by their loops' resync ticker."""
     running = set(plane.loops.keys())
-    for key in _known_keys(plane, await _labelled_keys(plane)) - running:
+    for key in await _known_keys(plane, await _labelled_keys(plane)) - running:
         plane.loops.wake(key)
 
 
@@ -269,5 +269,5 @@ async def _labelled_keys(plane: ControlPlane) -> set[AppKey]:
         return set()
 
 
-def _known_keys(plane: ControlPlane, labelled: set[AppKey]) -> set[AppKey]:
-    return {app.key for app in plane.store.list_apps()} | labelled
+async def _known_keys(plane: ControlPlane, labelled: set[AppKey]) -> set[AppKey]:
+    return {app.key for app in await plane.store.list_apps()} | labelled

@@ -35,20 +35,20 @@ def snapshot_dir(plane: ControlPlane, key: AppKey, volume: str) -> Path:
     return plane.settings.home / "snapshots" / key.environment / key.app / volume
 
 
-def _releases_in_play(plane: ControlPlane, key: AppKey) -> list[Release]:
-    app = plane.store.get_app(key)
+async def _releases_in_play(plane: ControlPlane, key: AppKey) -> list[Release]:
+    app = await plane.store.get_app(key)
     if app is None:
         return []
     numbers = {app.target_release, app.stable_release, app.warm_release, app.held_release}
-    found = [plane.release_or_none(key, n) for n in numbers if n is not None]
+    found = [await plane.release_or_none(key, n) for n in numbers if n is not None]
     return [r for r in found if r is not None]
 
 
-def used_by(plane: ControlPlane, key: AppKey, volume: str) -> list[int]:
+async def used_by(plane: ControlPlane, key: AppKey, volume: str) -> list[int]:
     """The releases the app may run (target, stable, warm, held) that mount ``volume``."""
     return sorted(
         r.number
-        for r in _releases_in_play(plane, key)
+        for r in await _releases_in_play(plane, key)
         if any(v.name == volume for v in r.spec.volumes)
     )
 
@@ -65,7 +65,7 @@ async def require_volume(plane: ControlPlane, key: AppKey, volume: str) -> Volum
 
 
 async def remove_volume(plane: ControlPlane, key: AppKey, volume: str, *, who: str) -> None:
-    users = used_by(plane, key, volume)
+    users = await used_by(plane, key, volume)
     if users:
         raise Conflict(
             f"volume {volume} of {key} is used by release {', '.join(map(str, users))}:"
@@ -146,7 +146,7 @@ async def restore(
             f" ({size} bytes), the recorded one {made.sha256[:16]}… ({made.size} bytes);"
             " nothing was changed. Restore another snapshot (`kiln volume inspect` lists them)"
         )
-    image = _image_for(plane, key, volume)
+    image = await _image_for(plane, key, volume)
     await plane.driver.import_volume(key, volume, image=image, source=tar, progress=progress)
     plane.events.record(
         key,
@@ -158,12 +158,14 @@ async def restore(
 
 async def _quiesce(plane: ControlPlane, key: AppKey, volume: str) -> tuple[str, str]:
     """The image for the copy, and how the copy is consistent."""
-    image = _image_for(plane, key, volume)
+    image = await _image_for(plane, key, volume)
     running = [i for i in await plane.driver.list_instances(key) if i.running]
     if not running:
         return image, "stopped"
-    app = plane.store.get_app(key)
-    target = plane.release_or_none(key, app.target_release) if app and app.target_release else None
+    app = await plane.store.get_app(key)
+    target = (
+        await plane.release_or_none(key, app.target_release) if app and app.target_release else None
+    )
     spec_volume = (
         next((v for v in target.spec.volumes if v.name == volume), None) if target else None
     )
@@ -185,9 +187,9 @@ async def _quiesce(plane: ControlPlane, key: AppKey, volume: str) -> tuple[str, 
     return image, "pre_snapshot"
 
 
-def _image_for(plane: ControlPlane, key: AppKey, volume: str) -> str:
+async def _image_for(plane: ControlPlane, key: AppKey, volume: str) -> str:
     """An image the engine has, for the helper container: the app's own release image."""
-    for release in _releases_in_play(plane, key):
+    for release in await _releases_in_play(plane, key):
         return release.digest
     raise Conflict(f"{key} has no release on record to copy volume {volume} with; deploy it first")
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.model.access import AuditEntry, NewAuditEntry, Role, TokenRecord
-from kiln.store.connection import mapped_errors, open_connection
+from kiln.store.connection import ThreadGuard, mapped_errors, open_connection
 
 
 class AccessStore(Protocol):
@@ -94,9 +94,12 @@ class SqliteAccessStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conn = open_connection(self.path)
+        # Off until the async facade names the event loop's thread (see connection.py).
+        self.guard = ThreadGuard()
 
     @contextmanager
     def _tx(self, doing: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+        self.guard.check(self.path, doing)
         with self._lock, mapped_errors(self.path, doing):
             self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -108,6 +111,7 @@ class SqliteAccessStore:
                 raise
 
     def close(self) -> None:
+        self.guard.check(self.path, "close")
         with self._lock:
             self._conn.close()
 

@@ -9,6 +9,7 @@ schema.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,3 +68,30 @@ def mapped_errors(path: Path, doing: str) -> Iterator[None]:
         ) from exc
     except sqlite3.Error as exc:
         raise PermanentFailure(f"the kiln store {path} could not {doing}: {exc}") from exc
+
+
+class StoreOnEventLoop(RuntimeError):
+    """A store connection was used on the thread it must never run on (the event loop's).
+
+    A bug, not an operational failure: the caller must go through the async facade
+    (``kiln.store.aio``), which runs every call on the store's own thread."""
+
+
+class ThreadGuard:
+    """The one thread a connection must never be used from, once ``forbid`` names it.
+
+    The async facade names the event loop's thread when it is first used with the guard on
+    (tests turn it on), so a store call left on the loop fails loudly instead of blocking it."""
+
+    def __init__(self) -> None:
+        self.forbidden: int | None = None
+
+    def forbid(self, thread_id: int | None) -> None:
+        self.forbidden = thread_id
+
+    def check(self, path: Path, doing: str) -> None:
+        if self.forbidden is not None and threading.get_ident() == self.forbidden:
+            raise StoreOnEventLoop(
+                f"the kiln store {path} was asked to {doing} on the event loop's thread; "
+                "await the store's async facade (kiln.store.aio) instead"
+            )

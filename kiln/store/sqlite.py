@@ -53,7 +53,12 @@ from kiln.model import (
 )
 from kiln.spec import AppSpec, Strategy
 from kiln.store.catalogue import ImageCatalogue
-from kiln.store.connection import BUSY_TIMEOUT_MS, mapped_errors, open_connection
+from kiln.store.connection import (
+    BUSY_TIMEOUT_MS,
+    ThreadGuard,
+    mapped_errors,
+    open_connection,
+)
 from kiln.store.secret_rows import SecretRows
 
 """How long a write waits for another process (a second kiln, a CLI reading) to release the file."""
@@ -84,6 +89,8 @@ class SqliteStore(SecretRows):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._closed = False
+        # Off until the async facade names the event loop's thread (see connection.py).
+        self.guard = ThreadGuard()
         # Releases never change, so each is parsed (JSON + spec validation) once; the
         # controller reads the target and stable release of every app every round.
         self._releases: dict[tuple[AppKey, int], Release] = {}
@@ -93,6 +100,7 @@ class SqliteStore(SecretRows):
     # --- plumbing ---------------------------------------------------------------------------
 
     def _mapped(self, doing: str) -> AbstractContextManager[None]:
+        self.guard.check(self.path, doing)
         return mapped_errors(self.path, doing)
 
     @contextmanager
@@ -127,6 +135,7 @@ class SqliteStore(SecretRows):
         return self._conn
 
     def close(self) -> None:
+        self.guard.check(self.path, "close")
         with self._lock:
             if self._closed:
                 return

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from kiln.api import create_app
+from kiln.api.access import access_store
 from kiln.client import KilnClient
 from kiln.config import identity_proof, token_hash, token_id
 from kiln.errors import Forbidden, Unauthorized
@@ -294,14 +295,19 @@ async def test_a_home_from_before_roles_keeps_its_token_as_the_first_admin(
     )
     migrate(conn, db, MIGRATIONS[:first_with_tokens])  # the schema before tokens existed
     conn.close()
-    store = SqliteAccessStore(db)
+    app = create_app(
+        FakeService(), token=TOKEN, installation_id=INSTALLATION_ID, access=SqliteAccessStore(db)
+    )
     try:
-        app = create_app(FakeService(), token=TOKEN, installation_id=INSTALLATION_ID, access=store)
         async with asgi_client(app, AUTH) as client:
             assert (await client.get("/v1/apps")).status_code == 200
             tokens = (await client.get("/v1/tokens")).json()
-        assert [(t["name"], t["role"]) for t in tokens] == [("local-token", "admin")]
-        # The next start finds it stored: it is not added twice.
+    finally:
+        await access_store(app).close()
+    assert [(t["name"], t["role"]) for t in tokens] == [("local-token", "admin")]
+    # The next start (its own connection, as a restarted kiln) finds it stored: not added twice.
+    store = SqliteAccessStore(db)
+    try:
         create_app(FakeService(), token=TOKEN, access=store)
         assert len(store.list_tokens(revoked=True)) == 1
     finally:

@@ -47,7 +47,9 @@ class World:
     def new_engine(self) -> Engine:
         engine = assemble_engine(
             settings=self.settings,
-            store=self.store,
+            # Its own connection: the engine's is guarded against the test's (loop) thread;
+            # the test reads the file through self.store, as a second process would.
+            store=SqliteStore(self.settings.db_path),
             driver=self.driver,
             router=self.router,
             health=self.health,  # type: ignore[arg-type]

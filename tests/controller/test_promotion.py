@@ -59,7 +59,9 @@ class World:
         self.offset = timedelta()
         self.engine: Engine = assemble_engine(
             settings=self.settings,
-            store=self.store,
+            # Its own connection: the engine's is guarded against the test's (loop) thread;
+            # the test reads the file through self.store, as a second process would.
+            store=SqliteStore(self.settings.db_path),
             driver=self.driver,
             router=self.router,
             health=self.health,  # type: ignore[arg-type]

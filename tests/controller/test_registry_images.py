@@ -15,6 +15,7 @@ from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import Conflict, ImageNotFound
 from kiln.registry.fake import FakeRegistry
+from kiln.store.sqlite import SqliteStore
 from tests.controller.test_engine import WEB, World, eventually, spec
 
 
@@ -42,7 +43,9 @@ class RegistryWorld(World):
             )
         engine = assemble_engine(
             settings=self.settings,
-            store=self.store,
+            # Its own connection: the engine's is guarded against the test's (loop) thread;
+            # the test reads the file through self.store, as a second process would.
+            store=SqliteStore(self.settings.db_path),
             driver=self.driver,
             router=self.router,
             health=self.health,  # type: ignore[arg-type]

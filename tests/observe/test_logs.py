@@ -77,7 +77,9 @@ async def test_follow_goes_on_across_a_rollout_as_new_instances_join(world: Worl
     seen: list[ArchivedLine] = []
 
     async def follow() -> None:
-        async for line in world.engine.logs(WEB, instance=None, follow=True, tail=0):
+        # tail=None: a line written while the follow starts comes from the history instead
+        # of being missed (the app check before it now awaits the store thread).
+        async for line in world.engine.logs(WEB, instance=None, follow=True, tail=None):
             seen.append(line)
 
     follower = asyncio.create_task(follow())
@@ -154,13 +156,14 @@ def test_a_restarted_kiln_does_not_keep_a_line_twice(tmp_path: Path) -> None:
     assert again.last_at == 100.0  # the keeper skips lines up to here
 
 
-def test_kiln_own_log_lines_as_json_carry_app_env_and_release(tmp_path: Path) -> None:
+async def test_kiln_own_log_lines_as_json_carry_app_env_and_release(tmp_path: Path) -> None:
     import json
     import logging
 
     from kiln.controller.events import EventBus
     from kiln.logs.structured import JsonLines
     from kiln.model import EventKind
+    from kiln.store.aio import AsyncStore
     from kiln.store.sqlite import SqliteStore
 
     records: list[logging.LogRecord] = []
@@ -175,10 +178,11 @@ def test_kiln_own_log_lines_as_json_carry_app_env_and_release(tmp_path: Path) ->
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        store = SqliteStore(tmp_path / "kiln.db")
+        store = AsyncStore(SqliteStore(tmp_path / "kiln.db"))
         bus = EventBus(store, lambda: datetime.now(UTC))
         bus.record(WEB, EventKind.ROLLOUT_STARTED, "rolling to 3", release=3)
-        store.close()
+        await bus.close()
+        await store.close()
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -108,6 +108,7 @@ async def test_refused_calls_make_one_rate_limited_auth_failed_event(world: Worl
     for _ in range(5):
         world.engine.observe_api_request("/v1/apps", "GET", 401, 0.001)
     world.engine.observe_api_request("/v1/apps", "GET", 200, 0.001)
+    await world.engine.plane.events.flush()  # events are written by the bus's writer task
     failed = [e for e in world.store.list_events() if e.kind == "auth.failed"]
     assert len(failed) == 1
     assert "refused GET /v1/apps (401" in failed[0].reason

@@ -128,8 +128,11 @@ async def test_a_receiver_that_never_answers_costs_one_webhook_failed_event(
     try:
         await engine.deploy(spec(instances=1), message="", who="t")
 
+        # The test's own connection: the engine's refuses calls from this (the loop's) thread.
+        reader = SqliteStore(tmp_path / "kiln.db")
+
         def failed() -> list[object]:
-            return [e for e in engine.plane.store.list_events() if e.kind == "webhook.failed"]
+            return [e for e in reader.list_events() if e.kind == "webhook.failed"]
 
         await eventually(failed, timeout=15)
         await asyncio.sleep(0)

@@ -69,7 +69,7 @@ from kiln.controller.service import Service
 from kiln.controller.views import AppStatus
 from kiln.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from kiln.model.access import Permission, Principal
-from kiln.store.access import AccessStore
+from kiln.store.aio import AsyncAccessStore
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -151,12 +151,12 @@ def _forbidden(message: str) -> JSONResponse:
     )
 
 
-def access_authenticator(store: AccessStore) -> Authenticate:
+def access_authenticator(store: AsyncAccessStore) -> Authenticate:
     """The API's token check for the dashboard: the principal of an active token, from the
     store on every request (a revoked token's sessions end at once)."""
 
     async def check(presented: str) -> Principal | None:
-        record = store.token_by_hash(token_hash(presented))
+        record = await store.token_by_hash(token_hash(presented))
         return record.principal if record is not None and record.active else None
 
     return check
