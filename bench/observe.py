@@ -65,9 +65,14 @@ async def fake_scale(apps: int, scrapes: int, workdir: Path) -> dict[str, object
             spec = f'app: app{n}\nimage: app{n}:v1\ninstances: 3\nhealth: {{command: ["true"]}}\n'
             await engine.deploy(spec, message="bench", who="bench")
         deadline = time.monotonic() + 120
-        while sum(1 for i in driver.running if i.running) < apps * 3 or any(
-            engine.plane.store.active_rollout(AppKey("dev", f"app{n}")) for n in range(apps)
-        ):
+
+        async def rolling() -> bool:
+            for n in range(apps):
+                if await engine.plane.store.active_rollout(AppKey("dev", f"app{n}")):
+                    return True
+            return False
+
+        while sum(1 for i in driver.running if i.running) < apps * 3 or await rolling():
             if time.monotonic() > deadline:
                 raise RuntimeError("the fake apps did not settle in 120 s")
             await asyncio.sleep(0.1)
