@@ -180,26 +180,21 @@ def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -
 
 
 async def desired_app(plane: ControlPlane, key: AppKey) -> DesiredApp:
-    """What the store wants of ``key``."""
-    store = plane.store
-    app = await store.get_app(key)
-    if app is None:
+    """What the store wants of ``key``, read in one transaction (one store-thread call)."""
+    state = await plane.store.desired_state(key)
+    if state is None:
         return DesiredApp.absent(key)
-    target = await store.get_release(key, app.target_release) if app.target_release else None
-    stable = await store.get_release(key, app.stable_release) if app.stable_release else None
-    rollout = await store.active_rollout(key)
-    warm = await plane.release_or_none(key, app.warm_release) if app.warm_release else None
-    held = await plane.release_or_none(key, app.held_release) if app.held_release else None
+    app = state.app
     return DesiredApp(
         key=key,
         scale=app.scale,
         stopped=app.stopped,
-        target=target,
-        stable=stable,
-        rollout=rollout,
-        warm=warm,
+        target=state.target,
+        stable=state.stable,
+        rollout=state.rollout,
+        warm=state.warm,
         warm_until=app.warm_until,
-        held=held,
+        held=state.held,
     )
 
 

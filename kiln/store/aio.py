@@ -51,7 +51,7 @@ from kiln.model.access import AuditEntry, NewAuditEntry, TokenRecord
 from kiln.model.image import CatalogueEntry
 from kiln.spec import AppSpec, Strategy
 from kiln.store.access import AccessStore
-from kiln.store.base import Store
+from kiln.store.base import DesiredState, Store
 from kiln.store.catalogue import ImageCatalogue
 from kiln.store.connection import ThreadGuard
 
@@ -238,6 +238,15 @@ class AsyncStore:
             return await self.get_release(key, number)
         except NotFound:
             return None
+
+    async def desired_state(self, key: AppKey) -> DesiredState | None:
+        """One transaction on the store thread; the releases it read join the cache."""
+        state = await self.run(self.sync.desired_state, key)
+        if state is not None:
+            for release in (state.target, state.stable, state.warm, state.held):
+                if release is not None:
+                    self._remember(release)
+        return state
 
     async def list_releases(self, key: AppKey) -> list[Release]:
         releases = await self.run(self.sync.list_releases, key)

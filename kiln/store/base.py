@@ -7,6 +7,7 @@ short; every write is one transaction, so a crash leaves either the old or the n
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -28,6 +29,19 @@ from kiln.model import (
 )
 from kiln.spec import AppSpec, Strategy
 from kiln.store.catalogue import ImageCatalogue
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredState:
+    """What a reconcile round reads of one app, as of one transaction: the app row, the
+    releases it names (target, stable, warm, held) and its rollout in progress."""
+
+    app: AppRecord
+    target: Release | None
+    stable: Release | None
+    rollout: Rollout | None
+    warm: Release | None
+    held: Release | None
 
 
 class Store(Protocol):
@@ -89,6 +103,11 @@ class Store(Protocol):
 
     def list_releases(self, key: AppKey) -> list[Release]:
         """Oldest first."""
+
+    def desired_state(self, key: AppKey) -> DesiredState | None:
+        """The app row, its target / stable / warm / held releases and its active rollout,
+        read in one transaction (``None`` for an unknown app). A target or stable release
+        that is missing raises ``NotFound``; a warm or held one is ``None``."""
 
     # --- rollouts -----------------------------------------------------------------------
     def active_rollout(self, key: AppKey) -> Rollout | None: ...

@@ -52,6 +52,7 @@ from kiln.model import (
     Severity,
 )
 from kiln.spec import AppSpec, Strategy
+from kiln.store.base import DesiredState
 from kiln.store.catalogue import ImageCatalogue
 from kiln.store.connection import (
     BUSY_TIMEOUT_MS,
@@ -373,6 +374,45 @@ class SqliteStore(SecretRows):
                 _require_app(conn, key)
                 raise NotFound(f"no release {number} of {key}; `kiln releases {key}` lists them")
         return self._release(row)
+
+    def desired_state(self, key: AppKey) -> DesiredState | None:
+        with self._read(f"read the desired state of {key}") as conn:
+            app = _app_or_none(conn, key)
+            if app is None:
+                return None
+
+            def release(number: int | None, *, required: bool) -> Release | None:
+                if number is None:
+                    return None
+                cached = self._releases.get((key, number))
+                if cached is not None:
+                    return cached
+                row = conn.execute(
+                    f"SELECT {_RELEASE_COLUMNS} FROM releases "
+                    "WHERE environment = ? AND app = ? AND number = ?",
+                    (key.environment, key.app, number),
+                ).fetchone()
+                if row is None:
+                    if required:
+                        raise NotFound(
+                            f"no release {number} of {key}; `kiln releases {key}` lists them"
+                        )
+                    return None
+                return self._release(row)
+
+            rollout = conn.execute(
+                f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts "
+                "WHERE environment = ? AND app = ? AND state = ?",
+                (key.environment, key.app, RolloutState.IN_PROGRESS.value),
+            ).fetchone()
+            return DesiredState(
+                app=app,
+                target=release(app.target_release, required=True),
+                stable=release(app.stable_release, required=True),
+                rollout=None if rollout is None else _rollout(rollout),
+                warm=release(app.warm_release, required=False),
+                held=release(app.held_release, required=False),
+            )
 
     def list_releases(self, key: AppKey) -> list[Release]:
         with self._read(f"list releases of {key}") as conn:

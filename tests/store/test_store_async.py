@@ -110,3 +110,16 @@ async def test_close_is_idempotent_and_ends_the_thread(db_path: Path) -> None:
     await facade.list_apps()
     await facade.close()
     await facade.close()
+
+
+async def test_the_desired_state_read_fills_the_release_cache(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    release, _ = deploy(store, WEB, version=1)
+    facade = AsyncStore(store, guard=True)
+    try:
+        state = await facade.desired_state(WEB)
+        assert state is not None and state.target == release
+        assert facade.cached_release(WEB, 1) is state.target
+        assert await facade.desired_state(API) is None
+    finally:
+        await facade.close()
