@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from datetime import datetime
 
-from kiln.errors import KilnError
+from kiln.errors import KilnError, PermanentFailure
 from kiln.model import AppKey, Event, EventKind, NewEvent, Severity
 from kiln.store.aio import AsyncStore
 
@@ -47,6 +47,7 @@ class EventBus:
         self._settled = 0  # of those, written (or given up on)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the writer runs on
         # The last batch given up on: (first, last) event count and why, for ``flush``.
         self._failed: tuple[int, int, KilnError] | None = None
 
@@ -92,12 +93,21 @@ class EventBus:
                 "kind": kind.value,
             },
         )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another thread (a driver's or a library's callback)
+            if self._loop is None:
+                raise
+            self._loop.call_soon_threadsafe(self._enqueue, event, self._loop)
+            return
+        self._enqueue(event, loop)
+
+    def _enqueue(self, event: NewEvent, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._pending.append(event)
         self._recorded += 1
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write_pending(), name="event writer"
-            )
+            self._writer = loop.create_task(self._write_pending(), name="event writer")
 
     async def flush(self) -> None:
         """Return once every event recorded before this call is in the store; raises the
@@ -114,7 +124,7 @@ class EventBus:
         """Write what is queued (the engine closes the store right after)."""
         with contextlib.suppress(KilnError):
             await self.flush()
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.done():
             await self._writer
 
     async def _write_pending(self) -> None:
@@ -124,9 +134,16 @@ class EventBus:
             failure: KilnError | None = None
             try:
                 stored = await self._append(batch)
-            except KilnError as exc:
-                stored, failure = [], exc
-                self._failed = (first, first + len(batch), exc)
+            except Exception as exc:  # the writer must outlive any failure, or flush hangs
+                failure = (
+                    exc
+                    if isinstance(exc, KilnError)
+                    else PermanentFailure(f"could not write {len(batch)} events: {exc!r}")
+                )
+                if not isinstance(exc, KilnError):
+                    log.error("could not write %d events: %r", len(batch), exc)
+                stored = []
+                self._failed = (first, first + len(batch), failure)
             del self._pending[: len(batch)]
             self._settled += len(batch)
             for event in stored:

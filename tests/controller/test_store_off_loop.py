@@ -121,3 +121,37 @@ async def test_closing_the_engine_writes_what_is_queued(tmp_path: Path) -> None:
     assert reasons == [f"late {n}" for n in range(50)]
     kinds = [e.kind for e in w.store.list_events(limit=1)]
     assert kinds == [EventKind.KILN_STOPPED]
+
+
+async def test_a_flush_says_so_when_the_store_cannot_write_and_the_bus_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from kiln.controller import events as events_module
+    from kiln.controller.events import EventBus
+    from kiln.errors import TemporaryFailure
+    from kiln.store.aio import AsyncStore
+
+    broken = {"now": True}
+
+    class FlakyStore(SqliteStore):
+        def append_events(self, events, *, now):  # type: ignore[no-untyped-def]
+            if broken["now"]:
+                raise TemporaryFailure("the disk is full")
+            return super().append_events(events, now=now)
+
+    monkeypatch.setattr(events_module, "_RETRY_PAUSE", 0.001)
+    store = AsyncStore(FlakyStore(tmp_path / "kiln.db"), guard=True)
+    bus = EventBus(store, lambda: datetime.now(UTC))
+    try:
+        bus.record(WEB, EventKind.APP_SCALED, "lost")
+        with pytest.raises(TemporaryFailure, match="disk is full"):
+            await bus.flush()
+        broken["now"] = False
+        bus.record(WEB, EventKind.APP_SCALED, "kept")
+        await bus.flush()
+        assert [e.reason for e in await store.list_events(key=WEB)] == ["kept"]
+    finally:
+        await bus.close()
+        await store.close()
