@@ -98,7 +98,8 @@ async def _run(home: Path, apps: int, seconds: float, resync: float | None) -> d
 
     loops._sync = counted
     await engine.start()
-    store = engine.plane.store
+    # The bench's own connection for its polls: the engine's store is awaited off the loop.
+    store = SqliteStore(home / "kiln.db")
     try:
         names = [f"app{n:03d}" for n in range(apps)]
         for name in names:
@@ -142,6 +143,7 @@ async def _run(home: Path, apps: int, seconds: float, resync: float | None) -> d
         return {**idle, "rolling_deploy_s": round(statistics.median(took), 3)}
     finally:
         await engine.close()
+        store.close()
 
 
 def main() -> None:
