@@ -55,6 +55,7 @@ async def test_a_tampered_instance_is_replaced_while_capacity_holds(world: World
     await settled(world)
     assert victim.id not in {i.id for i in world.running()}
     assert lowest >= 3  # the drifted one served until its replacement was ready
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     (reason,) = drift_events(world)
     assert "env LOG_LEVEL differs from the release; replacing it (drift: replace)" in reason
     assert (await world.engine.drift(WEB)).findings == ()
@@ -71,5 +72,6 @@ async def test_drift_report_leaves_the_instance_and_says_so_once(world: World) -
 
     assert [f.action for f in first.findings] == ["report"] == [f.action for f in second.findings]
     assert victim.id in {i.id for i in world.running()}
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     (reason,) = drift_events(world)
     assert "left running (drift: report)" in reason

@@ -92,6 +92,7 @@ async def test_first_deploy_starts_routes_and_finishes_the_rollout(world: World)
     await eventually(lambda: world.store.active_rollout(WEB) is None)
     app = world.store.get_app(WEB)
     assert app is not None and app.stable_release == 1
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     kinds = [e.kind for e in world.store.list_events(key=WEB)]
     assert kinds[:2] == ["release.created", "rollout.started"]
     assert "rollout.succeeded" in kinds
@@ -131,6 +132,7 @@ async def test_release_that_never_gets_ready_is_rolled_back_at_its_deadline(worl
     await eventually(lambda: {i.release for i in world.running()} == {1})
     app = world.store.get_app(WEB)
     assert app is not None and app.target_release == 1
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     failed = [e for e in world.store.list_events(key=WEB) if e.kind == "rollout.failed"]
     assert "release 2 was not ready within its 0.3s deadline" in failed[-1].reason
     assert "GET /healthz → 500" in failed[-1].reason
@@ -150,6 +152,7 @@ async def test_crashed_instance_is_replaced(world: World) -> None:
         lambda: len(world.running()) == 3 and victim.id not in {i.id for i in world.running()}
     )
     await eventually(lambda: victim.id not in {p.instance_id for p in world.router.peers[WEB]})
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     exited = [e for e in world.store.list_events(key=WEB) if e.kind == "instance.exited"]
     assert exited and "137" in exited[0].reason and exited[0].instance == victim.id
 
@@ -164,6 +167,7 @@ async def test_unhealthy_instance_is_taken_out_and_replaced(world: World) -> Non
     await eventually(
         lambda: sick.id not in {i.id for i in world.running()} and len(world.running()) == 3
     )
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     kinds = [e.kind for e in world.store.list_events(key=WEB) if e.instance == sick.id]
     assert "instance.unhealthy" in kinds
 

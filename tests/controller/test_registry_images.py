@@ -156,6 +156,7 @@ async def test_an_engine_without_the_image_pulls_it_by_digest_before_starting(
     pinned.driver.crash(pinned.running()[0].id)
     await eventually(lambda: len(pinned.running()) == 2)
     assert pinned.driver.pulls == [digest]
+    await pinned.engine.plane.events.flush()  # the bus writes events in the background
     kinds = pinned.event_kinds()
     assert kinds.index("image.pulling") < kinds.index("image.pulled")
 

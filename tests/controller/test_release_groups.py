@@ -106,6 +106,7 @@ async def test_canary_moves_through_its_steps_and_waits_for_promote(world: World
     assert shares(world) == {1: 0, 2: 100}
     app = world.store.get_app(WEB)
     assert app is not None and (app.stable_release, app.warm_release) == (2, 1)
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     kinds = [e.kind for e in world.store.list_events(key=WEB)]
     assert "rollout.promoted" in kinds and kinds[-1] != "rollout.failed"
 
@@ -259,6 +260,7 @@ async def test_an_orchestrator_driver_gets_group_targets_and_heals_on_its_own(
         orchestrator.crash(victim.id)
         await eventually(lambda: len(world.running()) == 3 and victim.id in orchestrator.restarted)
         await eventually(lambda: victim.id not in {p.instance_id for p in world.router.peers[WEB]})
+        await world.engine.plane.events.flush()  # the bus writes events in the background
         assert not [e for e in world.store.list_events(key=WEB) if e.kind == "group.scale_failed"]
     finally:
         await world.engine.close()

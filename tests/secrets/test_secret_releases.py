@@ -127,6 +127,7 @@ async def test_no_value_reaches_events_the_store_file_or_a_plan(
     await engine.scale(WEB, 3, who="ann")  # a new instance after the rotation still gets it
     await eventually(lambda: len(values_running(world)) == 1 and len(world.running()) == 3)
     assert values_running(world) == {OLD}
+    await world.engine.plane.events.flush()  # the bus writes events in the background
     texts = [repr(e) for e in world.store.list_events(limit=1000)]
     texts += [repr(p) for p in world.engine.plane.last_plans.values()]
     texts += [repr(s) for s in world.driver.started]
