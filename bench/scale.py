@@ -384,7 +384,7 @@ class Run:
         self.solo_release = 1
         self.rolling_alone: list[float] = []
 
-    def phase(self, name: str, body: Callable[[Json, float], None]) -> None:
+    def run_phase(self, name: str, body: Callable[[Json, float], None]) -> None:
         out: Json = {"load": round(psutil.getloadavg()[0], 1)}  # the machine's, 1 min average
         self.result[name] = out
         started = time.monotonic()
@@ -591,13 +591,21 @@ class Run:
                             out,
                             lock,
                         ),
-                        self.others,
+                        # the solo app too when rolling_alone did not deploy it
+                        self.others if self.wanted("rolling_alone") else self.apps,
                     )
                 )
             out["calls_done_s"] = round3(time.monotonic() - started)
             done = wait_all(self.kiln, self.apps, self.settled, deadline, "all serving", out)
         out["all_serving_s"] = round3(done - started)
         out.update(lag_between(before, lag_buckets(metrics(self.kiln))))
+
+    def wanted(self, name: str) -> bool:
+        return not self.args.phases or name in self.args.phases
+
+    def phase(self, name: str, body: Callable[[Json, float], None]) -> None:
+        if self.wanted(name):
+            self.run_phase(name, body)
 
     def run(self) -> None:
         self.rss("start")
@@ -612,8 +620,9 @@ class Run:
         self.rss("before_route_churn")
         self.phase("route_churn", self.route_churn)
         self.rss("after_route_churn")
-        time.sleep(30)
-        self.rss("30s_later")
+        if self.wanted("route_churn"):
+            time.sleep(30)
+            self.rss("30s_later")
         self.phase("destroy_all", self.destroy_all)
         self.rss("destroyed")
         if not self.args.skip_cli_deploy:
@@ -676,6 +685,13 @@ def main() -> None:
     parser.add_argument("--skip-cli-deploy", action="store_true", help="no deploy-all by the CLI")
     parser.add_argument(
         "--cli-seconds", type=float, default=0.0, help="stop kiln deploy commands after (s)"
+    )
+    parser.add_argument(
+        "--phases",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=[],
+        help="run only these phases (comma-separated; default all), e.g. "
+        "rolling_alone,deploy_all_api,idle,api,rolling_with_others",
     )
     parser.add_argument("--py-spy", default="", help="py-spy binary: profile the server")
     parser.add_argument("--profile-dir", default="/tmp/kiln-scale-profiles")
