@@ -104,6 +104,7 @@ class Engine:
                 await self._drift_task
         await plane.loops.close()
         await plane.reads.close()
+        await plane.route_applies.close()
         await self.executor.drain_background()
         await plane.health.close()
         if plane.webhooks is not None:

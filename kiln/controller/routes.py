@@ -3,16 +3,24 @@ release groups (``Plan.routes``: the routes of the releases that take traffic), 
 ``sync_routes`` converges NGINX to the union of every app's when it differs from what NGINX
 holds. Nothing is applied once from a command.
 
+Applies are shared (a group commit, groupcommit.py): every round, command, start and router
+supervisor that asks while an apply is under way waits for the next one, which reads desired
+state after they all asked and so carries all their changes at once. A hundred apps destroyed
+or re-routed together make a few applies, not a hundred; each caller still learns whether its
+own routes went in (``RoutesOutcome``).
+
 One app's bad routes never hurt another app or kiln's start: when NGINX rejects the table (or
-two apps claim the same host and path), the apps whose routes changed are tried one at a time
-on top of the last good table; those that break it keep their previous routes, and the rollout
-that brought the bad routes fails (its release rolls back) with NGINX's reason.
+two apps claim the same host and path), the apps whose routes changed are added in order on top
+of the last good table (in halves, down to one app, so a big batch costs a few applies); those
+that break it keep their previous routes, and the rollout that brought the bad routes fails
+(its release rolls back) with NGINX's reason.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import Conflict, InvalidInput, KilnError, RouterConfigRejected
@@ -90,38 +98,54 @@ async def _apply(plane: ControlPlane, routes: list[RouteEntry]) -> bool:
     return reloaded
 
 
-async def sync_routes(plane: ControlPlane, *, force: bool = False) -> None:
-    """Converge NGINX's routes to every app's planned routes (a reload only on a change)."""
-    async with plane.routes_lock:
-        wanted = await planned_routes(plane)
-        applied = plane.applied_routes
-        if not force and applied is not None and wanted == applied:
-            return
-        try:
-            await _apply(plane, flatten(wanted))
-            plane.applied_routes = wanted
-            return
-        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
-            first_error = exc.message
-        await _isolate(plane, wanted, applied or {}, first_error)
+@dataclass(frozen=True)
+class RoutesOutcome:
+    """What the apply a caller waited on did: ``refused`` names the apps whose changed routes
+    NGINX refused, with its reason (they keep their previous routes)."""
+
+    refused: Mapping[AppKey, str] = field(default_factory=dict)
+
+    def accepted(self, key: AppKey) -> bool:
+        """Whether NGINX holds the routes ``key`` wants (its own change, if it made one)."""
+        return key not in self.refused
+
+
+async def sync_routes(plane: ControlPlane, *, force: bool = False) -> RoutesOutcome:
+    """Converge NGINX's routes to every app's planned routes (a reload only on a change), in
+    an apply that started after this call, shared with every caller that asked meanwhile
+    (groupcommit.py): a hundred apps that change their routes at once make one apply, not a
+    hundred. ``force``: apply even when the table looks unchanged (NGINX restarted)."""
+    refused = await plane.route_applies.join(force, lambda forces: _converge(plane, any(forces)))
+    return RoutesOutcome(refused)
+
+
+async def _converge(plane: ControlPlane, force: bool) -> dict[AppKey, str]:
+    """One apply for every caller that joined: desired state read now, after they all asked
+    (level-based: whatever they changed is in it, and the table is never a command's)."""
+    wanted = await planned_routes(plane)
+    applied = plane.applied_routes
+    if not force and applied is not None and wanted == applied:
+        return {}
+    try:
+        await _apply(plane, flatten(wanted))
+        plane.applied_routes = wanted
+        return {}
+    except (RouterConfigRejected, InvalidInput, Conflict) as exc:
+        first_error = exc.message
+    return await _isolate(plane, wanted, applied or {}, first_error)
 
 
 async def _isolate(
     plane: ControlPlane, wanted: RouteTable, applied: RouteTable, first_error: str
-) -> None:
-    """Add the changed apps one by one to the last good table; the ones NGINX refuses keep
-    their previous routes and their rollout fails."""
+) -> dict[AppKey, str]:
+    """Add the changed apps to the last good table, in order, a group at a time (``_admit``);
+    the ones NGINX refuses keep their previous routes and their rollout fails. Returns them
+    with NGINX's reason."""
     good: RouteTable = {key: routes for key, routes in applied.items() if key in wanted}
     changed = sorted(key for key in wanted if wanted[key] != applied.get(key))
     refused: dict[AppKey, str] = {}
-    for key in changed:
-        trial = {**good, key: wanted[key]}
-        try:
-            flat = flatten(trial)
-            await _apply(plane, flat)
-            good = trial
-        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
-            refused[key] = exc.message
+    # good + every changed app is the table NGINX just refused.
+    good = await _admit(plane, good, wanted, changed, refused, first_error)
     if changed and not refused:
         log.warning("route table refused as a whole but every app alone passed: %s", first_error)
     try:
@@ -130,10 +154,46 @@ async def _isolate(
         plane.events.record(
             None, EventKind.ROUTER_CONFIG_REJECTED, exc.message, severity=Severity.ERROR
         )
-        return
+        # Not even the last good table went in: no changed app can count on its routes (the
+        # next sync tries again; no rollout fails for this).
+        return {key: exc.message for key in changed}
     plane.applied_routes = {**good, **{key: applied.get(key, ()) for key in refused}}
     for key, reason in refused.items():
         await _fail_rollout_for_routes(plane, key, reason)
+    return refused
+
+
+async def _admit(
+    plane: ControlPlane,
+    good: RouteTable,
+    wanted: RouteTable,
+    keys: list[AppKey],
+    refused: dict[AppKey, str],
+    failure: str | None,
+) -> RouteTable:
+    """``good`` plus the routes of those of ``keys`` NGINX accepts on top of it, in order: the
+    same outcome as adding them one at a time (an app is refused when it breaks the table of
+    every app before it that passed), but a batch of a hundred changed apps with one bad app
+    costs about 2·log2(100) applies, not a hundred. ``failure``: NGINX's reason when ``good``
+    plus all of ``keys`` is already known to be refused."""
+    if not keys:
+        return good
+    if failure is None:
+        trial = {**good, **{key: wanted[key] for key in keys}}
+        try:
+            await _apply(plane, flatten(trial))
+            return trial
+        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
+            failure = exc.message
+    if len(keys) == 1:
+        refused[keys[0]] = failure
+        return good
+    half = len(keys) // 2
+    before = len(refused)
+    good = await _admit(plane, good, wanted, keys[:half], refused, None)
+    # The first half all passed: good + the second half is the table just refused.
+    known = failure if len(refused) == before else None
+    return await _admit(plane, good, wanted, keys[half:], refused, known)
 
 
 async def _fail_rollout_for_routes(plane: ControlPlane, key: AppKey, reason: str) -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from kiln.config import Settings
 from kiln.controller.events import EventBus
+from kiln.controller.groupcommit import GroupCommit
 from kiln.controller.logkeeper import LogKeeper
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
@@ -56,8 +57,11 @@ class ControlPlane:
     # What each app's last round planned and saw: the read views report from these.
     last_plans: dict[AppKey, Plan] = field(default_factory=dict)
     last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
-    # One route table apply at a time: every round, the start and the router supervisor sync.
-    routes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Route table applies, one at a time and shared by every round, command, the start and the
+    # router supervisor that ask at once (routes.py: the result maps refused apps to why).
+    route_applies: GroupCommit[bool, dict[AppKey, str]] = field(
+        default_factory=lambda: GroupCommit(name="route table")
+    )
     # Legacy containers (no installation id) of unknown apps already reported, by container id.
     reported_foreign: set[str] = field(default_factory=set)
     # Other kiln installations seen on the engine (each reported once).

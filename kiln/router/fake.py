@@ -44,7 +44,12 @@ class FakeRouter:
     changes; ``peer_pushes`` lists every ``set_peers`` call in order (``policy_pushes`` its
     policies). Set ``available = False`` to make every call (but ``start``, ``is_running``,
     ``wait_exited`` and ``close``) raise ``RouterUnavailable``, and ``reject_next_config`` to
-    make the next changing ``apply_routes`` raise ``RouterConfigRejected``. ``crash()`` stops
+    make the next changing ``apply_routes`` raise ``RouterConfigRejected`` (``refused_hosts``:
+    every config with a route to one of these hosts, with that message, as NGINX refuses a
+    config for what one app's routes say). ``applies`` counts the changing ``apply_routes``
+    calls, refused ones too (each is a render, ``nginx -t`` and maybe a reload for NGINX); while
+    ``hold_applies`` is cleared, each of them waits for it, so a test can pile callers up
+    behind an apply under way. ``crash()`` stops
     the fake NGINX as a kill would (peers, policies and routes are kept, as the real files are).
     ``in_flight_counts`` and ``traffic_counters`` are returned by ``in_flight()`` and
     ``traffic()``; set them, or use ``add_traffic``.
@@ -54,6 +59,10 @@ class FakeRouter:
         self.running = running
         self.available = True
         self.reject_next_config: str | None = None
+        self.refused_hosts: dict[str, str] = {}
+        self.hold_applies = asyncio.Event()
+        self.hold_applies.set()
+        self.applies = 0
         self.routes: tuple[RouteEntry, ...] = ()
         self.peers: dict[AppKey, list[Peer]] = {}
         self.policies: dict[AppKey, TrafficPolicy | None] = {}
@@ -100,9 +109,14 @@ class FakeRouter:
         new = tuple(sorted(set(routes)))
         if new == self.routes:
             return False
+        self.applies += 1
+        await self.hold_applies.wait()
         if self.reject_next_config is not None:
             message, self.reject_next_config = self.reject_next_config, None
             raise RouterConfigRejected(message)
+        for route in new:
+            if route.host is not None and route.host in self.refused_hosts:
+                raise RouterConfigRejected(self.refused_hosts[route.host])
         self.routes = new
         self.reloads += 1
         return True

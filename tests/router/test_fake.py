@@ -123,3 +123,19 @@ async def test_fake_wait_exited_returns_when_it_crashes_and_start_brings_it_back
     await fake.start()
     assert fake.starts == 1
     assert await fake.is_running()
+
+
+async def test_fake_refuses_hosts_and_can_hold_applies() -> None:
+    fake = FakeRouter(running=True)
+    fake.refused_hosts["bad.test"] = 'nginx: [emerg] unexpected "bad.test"'
+    with pytest.raises(RouterConfigRejected, match=r"bad\.test"):
+        await fake.apply_routes([RouteEntry("bad.test", "/", WEB)])
+    assert fake.routes == () and fake.applies == 1 and fake.reloads == 0
+
+    fake.hold_applies.clear()
+    held = asyncio.create_task(fake.apply_routes([RouteEntry("ok.test", "/", WEB)]))
+    await asyncio.sleep(0)
+    assert not held.done() and fake.routes == ()
+    fake.hold_applies.set()
+    assert await held is True
+    assert fake.applies == 2 and fake.reloads == 1
