@@ -7,12 +7,15 @@ one readable message (a traceback only with KILN_DEBUG=1) and end with the exit 
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
-from collections.abc import Callable
-from typing import ParamSpec
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec
 
 import typer
+import typer.main
 
 from kiln.cli import context
 from kiln.cli.commands import (
@@ -78,7 +81,46 @@ def _print_error(exc: KilnError) -> None:
     err.print(f"kiln: {exc.message}", markup=False)
 
 
-app = typer.Typer(
+class _Kiln(typer.Typer):
+    """The ``kiln`` app. Run (``app()``, the ``kiln`` script), it builds only the command the
+    first argument names: Typer reads the signature of every command it builds (~25 ms for all
+    forty), and ``kiln status --json`` in a script's loop needs one (kiln/cli/README.md,
+    "Start-up"). ``kiln``, ``kiln --help`` and a first argument that names no command build
+    every command, as Typer does; a command is built the same way either way, so what it
+    accepts, prints and exits with does not change (``tests/cli/test_cli_startup.py``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        argv: Sequence[str] | None = kwargs.get("args", args[0] if args else None)
+        first = (sys.argv[1:] if argv is None else list(argv))[:1]
+        lean = self.only(first[0]) if first else None
+        if lean is None:
+            return super().__call__(*args, **kwargs)
+        return typer.main.get_group(lean)(*args, **kwargs)
+
+    def only(self, name: str) -> typer.Typer | None:
+        """This app with the command or command group ``name`` alone; None if none has it."""
+        commands = [
+            command
+            for command in self.registered_commands
+            if name
+            == (
+                command.name
+                or typer.main.get_command_name(getattr(command.callback, "__name__", ""))
+            )
+        ]
+        groups = [
+            group
+            for group in self.registered_groups
+            if group.typer_instance is not None and group.typer_instance.info.name == name
+        ]
+        if not commands and not groups:
+            return None
+        lean = copy.copy(self)
+        lean.registered_commands, lean.registered_groups = commands, groups
+        return lean
+
+
+app = _Kiln(
     name="kiln",
     help="Run container apps as immutable infrastructure behind NGINX: "
     "releases, rolling deploys, self-healing, rollback.",

@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from kiln.errors import InvalidInput
@@ -252,6 +251,10 @@ def load_file_settings(path: Path) -> FileSettings:
         raise InvalidInput(
             f"the settings file {path} is {len(raw)} bytes; at most {MAX_SETTINGS_BYTES} are read"
         )
+    # Imported here: PyYAML costs ~10 ms of every CLI command, and most installations have no
+    # settings file to read (kiln/cli/README.md, "Start-up").
+    import yaml
+
     try:
         data: Any = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else {}
     except (UnicodeDecodeError, yaml.YAMLError) as exc:

@@ -38,6 +38,7 @@ NOT_FOR_A_JSON_READ = {
     "kiln.spec.model": "the spec models (pydantic): a read checks APP with kiln.spec.grammar",
     "kiln.model.release": "the server's release model (loads the spec models)",
     "kiln.model.rollout": "the server's rollout model (loads the spec models)",
+    "yaml": "PyYAML reads the settings file, when there is one (there is none here)",
 }
 
 # What `import kiln.cli.main` (paid by every command, `--help` included) must not import on
@@ -124,6 +125,36 @@ def test_other_json_reads_load_only_what_they_need(
     if args[0] != "logs":  # logs print one JSON object a line (none yet from the fake)
         assert json.loads(stdout) is not None  # the read really ran and printed JSON
     assert present(modules, NOT_FOR_A_JSON_READ) == {}, args
+
+
+def help_through(command: TyperGroup, args: list[str]) -> str:
+    """What ``kiln ARGS`` prints, run through ``command`` (as the ``kiln`` script runs it)."""
+    with CliRunner().isolation(env={"COLUMNS": "200"}) as (stdout, _, _):
+        with pytest.raises(SystemExit) as done:
+            command.main(args, prog_name="kiln")
+        assert done.value.code == 0
+        return stdout.getvalue().decode()
+
+
+FULL_APP = typer.main.get_group(kiln_app)
+
+
+@pytest.mark.parametrize("name", sorted(FULL_APP.commands))
+def test_a_command_is_built_alone_the_same(name: str) -> None:
+    # `kiln NAME ...` builds only NAME (kiln.cli.main._Kiln): what it accepts and prints is
+    # what the whole app's NAME accepts and prints.
+    lean = kiln_app.only(name)
+    assert lean is not None
+    alone = typer.main.get_group(lean)
+    assert list(alone.commands) == [name]
+    sub_commands = getattr(FULL_APP.commands[name], "commands", {})
+    for args in ([name, "--help"], *([name, sub, "--help"] for sub in sub_commands)):
+        assert help_through(alone, args) == help_through(FULL_APP, args), args
+
+
+def test_only_a_command_name_builds_one_command() -> None:
+    assert kiln_app.only("--help") is None
+    assert kiln_app.only("statu") is None  # the whole app then says "Did you mean 'status'?"
 
 
 def every_command(group: TyperGroup, prefix: list[str]) -> list[list[str]]:
