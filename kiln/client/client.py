@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -62,12 +62,15 @@ from kiln.client.models import (
     Volume,
     VolumeSnapshot,
 )
-from kiln.client.promotion_models import Approval, Diff, Promotion
 from kiln.client.sse import sse_messages
 from kiln.client.unix import UnixSocketTransport
 from kiln.config import Settings, identity_proof, refuse_unless_private, token_id
 from kiln.errors import InvalidInput, KilnError, TemporaryFailure, Unauthorized
 from kiln.model import AppKey
+
+if TYPE_CHECKING:
+    # Loaded by the promotion methods: a read (`kiln status --json`) does not build these models.
+    from kiln.client.promotion_models import Approval, Diff, Promotion
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -438,6 +441,8 @@ class KilnClient:
     ) -> Promotion:
         """A release in ``target`` with the source release's digest; ``GateRefused`` (a
         ``Conflict``) when a gate fails, nothing changed."""
+        from kiln.client.promotion_models import Promotion
+
         body = {
             "app": app,
             "source": source,
@@ -457,6 +462,8 @@ class KilnClient:
         source: str | None = None,
         note: str = "",
     ) -> Approval:
+        from kiln.client.promotion_models import Approval
+
         body = {
             "app": app,
             "environment": environment,
@@ -467,10 +474,14 @@ class KilnClient:
         return Approval.model_validate(self._json("POST", "/v1/approvals", json=body))
 
     def diff_releases(self, key: AppKey, left: int, right: int) -> Diff:
+        from kiln.client.promotion_models import Diff
+
         data = self._json("GET", f"{_app_path(key)}/diff", params={"left": left, "right": right})
         return Diff.model_validate(data)
 
     def diff_environments(self, app: str, left: str, right: str) -> Diff:
+        from kiln.client.promotion_models import Diff
+
         params = {"app": app, "left": left, "right": right}
         return Diff.model_validate(self._json("GET", "/v1/diff", params=params))
 

@@ -39,6 +39,7 @@ NOT_FOR_A_JSON_READ = {
     "kiln.model.release": "the server's release model (loads the spec models)",
     "kiln.model.rollout": "the server's rollout model (loads the spec models)",
     "yaml": "PyYAML reads the settings file, when there is one (there is none here)",
+    "kiln.client.promotion_models": "the answers of promote, approve and diff",
 }
 
 # What `import kiln.cli.main` (paid by every command, `--help` included) must not import on
