@@ -20,7 +20,7 @@ from kiln.config.file import LogsSettings
 from kiln.drivers.base import Driver
 from kiln.errors import KilnError
 from kiln.logs import LogArchive, rotate
-from kiln.model import Instance
+from kiln.model import AppKey, Instance
 from kiln.router.base import Router
 
 log = logging.getLogger("kiln.logs")
@@ -37,15 +37,17 @@ class LogKeeper:
         self.archive = archive
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}  # by container id
-        self._seen: set[str] = set()  # containers collected (or being collected)
+        # Containers collected (or being collected) → their app: forgotten once the container
+        # is gone (``gone``) or its app is (``forget_app``), so it holds what runs, not history.
+        self._seen: dict[str, AppKey] = {}
         self._rotator: asyncio.Task[None] | None = None
         self._opened_at: dict[str, float] = {}  # NGINX log name → when it was started anew
 
     def collect(self, instance: Instance) -> None:
         """Start copying the instance's output, once per container."""
-        if instance.container_id in self._seen:
+        if instance.container_id in self._seen or instance.container_id in self._tasks:
             return
-        self._seen.add(instance.container_id)
+        self._seen[instance.container_id] = instance.key
         task = asyncio.get_running_loop().create_task(
             self._copy(instance), name=f"kiln-logs:{instance.id}"
         )
@@ -57,9 +59,19 @@ class LogKeeper:
 
         task.add_done_callback(done)
 
-    def forget(self, present: set[str]) -> None:
-        """Containers no longer listed anywhere: collect again should one reappear (never)."""
-        self._seen &= present | set(self._tasks)
+    def gone(self, container_id: str) -> None:
+        """The engine removed the container: it is never listed again (its copy, if still
+        running, ends with the container's output stream)."""
+        self._seen.pop(container_id, None)
+
+    def forget_app(self, key: AppKey) -> None:
+        """A destroyed app whose instances are gone: nothing of it is collected any more."""
+        for container_id in [c for c, app in self._seen.items() if app == key]:
+            del self._seen[container_id]
+
+    def collected(self) -> dict[str, AppKey]:
+        """The containers whose output is being (or was) copied, by container id."""
+        return dict(self._seen)
 
     async def _copy(self, instance: Instance) -> None:
         writer = self.archive.writer(instance.key, instance.id, instance.release)

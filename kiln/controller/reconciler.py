@@ -43,6 +43,9 @@ class AppLoops:
         self._tasks: dict[AppKey, asyncio.Task[None]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.last_error: dict[AppKey, str] = {}
+        # Called with a key whose loop is forgotten (a destroyed app whose instances are gone):
+        # the control plane drops what it kept for the app (ControlPlane.forget_app).
+        self.on_forget: Callable[[AppKey], None] | None = None
         self._closed = False
 
     def wake(self, key: AppKey) -> None:
@@ -65,6 +68,9 @@ class AppLoops:
     async def forget(self, key: AppKey) -> None:
         task = self._tasks.pop(key, None)
         self._wakeups.pop(key, None)
+        self.last_error.pop(key, None)
+        if self.on_forget is not None:
+            self.on_forget(key)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

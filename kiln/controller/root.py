@@ -158,6 +158,7 @@ def assemble_engine(
         registry=registry,
         vault=vault or SecretVault(store, home=settings.home),
     )
+    plane.loops.on_forget = plane.forget_app
     executor = Executor(
         store=facade,
         driver=driver,

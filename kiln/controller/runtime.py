@@ -98,6 +98,30 @@ class ControlPlane:
         if key is not None:
             self.loops.wake(key)
 
+    def forget_app(self, key: AppKey) -> None:
+        """Everything kept in memory for ``key``: its loop ended because the app is destroyed
+        and its last instance is gone (AppLoops calls this as it forgets the loop). What is
+        kept per container id for drift (``drifted``, ``drift_reported``, ``removed_by_kiln``)
+        the drift checker's full check prunes to what the engine lists."""
+        self.last_plans.pop(key, None)
+        self.last_instances.pop(key, None)
+        self.known_instances.pop(key, None)
+        self.observer.memory.pop(key, None)
+        for instance_id in [i for i, app in self.instance_keys.items() if app == key]:
+            self.forget_instance(key, instance_id)
+        if self.logs is not None:
+            self.logs.forget_app(key)
+        if self.metrics is not None:
+            self.metrics.forget_app(key)
+
+    def forget_instance(self, key: AppKey, instance_id: str) -> None:
+        """The engine removed ``instance_id``'s container: no more probes, no more wakes. The
+        round untracks what it no longer lists, but not an instance the executor untracked
+        when it stopped it."""
+        if self.instance_keys.get(instance_id) == key:
+            del self.instance_keys[instance_id]
+            self.health.untrack(instance_id)
+
     async def require_app(self, key: AppKey) -> AppRecord:
         app = await self.store.get_app(key)
         if app is None:

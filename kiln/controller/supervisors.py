@@ -67,6 +67,10 @@ class Supervisors:
                     plane.loops.wake(event.key)
                     if event.action == "destroy":
                         report_removed(plane, event.key, event.instance_id, event.container_id)
+                        # Gone for good: what was kept for it goes too.
+                        plane.forget_instance(event.key, event.instance_id)
+                        if plane.logs is not None:
+                            plane.logs.gone(event.container_id)
                     if event.action in _EXIT_ACTIONS:
                         # Docker announces a death a moment before its container list shows
                         # the container as exited: look again shortly after.

@@ -348,6 +348,8 @@ class FakeDriver:
                         yield container.logs[sent[cid] - 1]
                 if not follow:
                     return
+                if not any(cid in self.containers for cid in container_ids):
+                    return  # like Docker's follow: the stream ends once its containers are gone
                 await waiter.wait()
         finally:
             self._log_waiters.remove(waiter)
@@ -524,7 +526,10 @@ class FakeDriver:
                 f"will not {verb} container {container_id[:12]}: it belongs to another kiln"
                 f" installation ({container.installation})"
             )
-        return self.containers.pop(container_id)
+        taken = self.containers.pop(container_id)
+        for waiter in self._log_waiters:  # a follow of it ends (see _logs)
+            waiter.set()
+        return taken
 
     def _emit(self, container: FakeContainer, action: str, exit_code: int | None = None) -> None:
         # Like DockerDriver's watch (filtered at the engine on the installation label): events

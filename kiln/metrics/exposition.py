@@ -63,6 +63,9 @@ class Snapshot:
     stats_age: float | None = None  # seconds since the sampler's last round
 
 
+RESTART_REASONS = ("oom", "crashed", "liveness")  # every value restart_reason gives
+
+
 def restart_reason(event: Event) -> str | None:
     """Why an instance was replaced, as a label: ``oom``, ``crashed``, ``liveness``."""
     if event.kind is EventKind.INSTANCE_UNHEALTHY:
@@ -151,6 +154,16 @@ class KilnMetrics:
             self.restarts.labels(env, app, reason).inc()
         if event.kind.category == "drift":
             self.drift.labels(env, app, event.kind.value).inc()
+
+    def forget_app(self, key: AppKey) -> None:
+        """A destroyed app: its labelled series end (its instances' series end with the next
+        scrape's snapshot), so label sets do not pile up with every app ever deployed."""
+        env, app = key.environment, key.app
+        for reason in RESTART_REASONS:
+            self.restarts.remove(env, app, reason)
+        for kind in EventKind:
+            if kind.category == "drift":
+                self.drift.remove(env, app, kind.value)
 
     def rollout_finished(self, *, strategy: str, result: str, seconds: float | None) -> None:
         self.rollouts.labels(strategy, result).inc()

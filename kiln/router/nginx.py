@@ -308,6 +308,8 @@ class NginxRouter:
             self._peers_version += 1
             await self._persist_peers()
             response = await self._admin("DELETE", _peers_path(key))
+            # The app is gone: its lock goes too (a later set_peers of the name makes a new one).
+            self._app_locks.pop(key, None)
         if response.status_code != 200:
             raise RouterUnavailable(f"DELETE {_peers_path(key)} answered {response.status_code}")
 

@@ -117,6 +117,19 @@ async def test_followed_logs_see_new_lines_until_cancelled() -> None:
     await lines.aclose()
 
 
+async def test_followed_logs_end_once_the_container_is_removed() -> None:
+    # As Docker's follow stream does: a copy of a removed container's output ends.
+    driver = FakeDriver()
+    instance = await driver.start_instance(spec(driver))
+    driver.add_log(instance.container_id, "booting")
+    lines = driver.logs([instance.container_id], follow=True, tail=None)
+    assert (await anext(lines)).text == "booting"
+    following = asyncio.ensure_future(anext(lines))
+    await driver.remove_instance(instance.container_id)
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(following, 1)
+
+
 async def test_engine_going_down_ends_watches_and_fails_calls() -> None:
     driver = FakeDriver()
     events = driver.watch()

@@ -161,6 +161,8 @@ async def test_one_traffic_call_answers_for_every_app_and_forgetting_an_app_drop
         API: {0: 1},
     }
     assert traffic[API][0].errors == 1
+    # Nothing kept in kiln's memory for the forgotten app (its per-app lock included).
+    assert API not in router._app_locks and API not in await router.get_peers()
 
 
 async def test_access_log_names_the_release_and_instance_that_answered(
