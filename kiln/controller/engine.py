@@ -105,6 +105,10 @@ class Engine:
         await plane.loops.close()
         await plane.reads.close()
         await plane.route_applies.close()
+        pushes = list(plane.image_pushes.values())  # a deploy's push its caller left behind
+        for push in pushes:
+            push.cancel()
+        await asyncio.gather(*pushes, return_exceptions=True)
         await self.executor.drain_background()
         await plane.health.close()
         if plane.webhooks is not None:

@@ -15,6 +15,7 @@ Without a registry (tests over fakes that pass none) it holds the engine-local i
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,10 +52,53 @@ async def pin_image(plane: ControlPlane, image: str, *, key: AppKey | None, who:
         return Pinned(image, pushed=False)
     local = await plane.driver.image_details(image)
     repository, tag = _repository_and_tag(ref, local, key)
+    # One push per image and tag at a time: deploys of one image at once share the first one's
+    # push (a registry answers concurrent pushes of the same blobs with errors), and get what
+    # it pinned. The flight runs in its own task, so a caller that goes away does not cut it.
+    flight = (repository, tag, local.id)
+    running = plane.image_pushes.get(flight)
+    if running is not None:
+        reference, _pushed = await asyncio.shield(running)
+        return Pinned(reference, pushed=False)  # the push was the other caller's
+    task = asyncio.create_task(
+        _pin_local(plane, image, local, repository, tag, key=key, who=who),
+        name=f"pin {repository}:{tag}",
+    )
+    plane.image_pushes[flight] = task
+    task.add_done_callback(functools.partial(_landed, plane.image_pushes, flight))
+    reference, pushed = await asyncio.shield(task)
+    return Pinned(reference, pushed=pushed)
+
+
+def _landed(
+    flights: dict[tuple[str, str, str], asyncio.Task[tuple[str, bool]]],
+    flight: tuple[str, str, str],
+    task: asyncio.Task[tuple[str, bool]],
+) -> None:
+    if flights.get(flight) is task:
+        del flights[flight]
+    if not task.cancelled():
+        task.exception()  # retrieved: every caller may have gone (each got it, or went away)
+
+
+async def _pin_local(
+    plane: ControlPlane,
+    image: str,
+    local: LocalImage,
+    repository: str,
+    tag: str,
+    *,
+    key: AppKey | None,
+    who: str,
+) -> tuple[str, bool]:
+    """The digest of an engine image in the registry, pushed there unless the catalogue
+    and the registry have it already: (host/repository@digest, whether this pushed it)."""
+    registry = plane.registry
+    assert registry is not None
     known = await plane.store.images.get(repository, tag)
     if known is not None and known.image_id == local.id:
         if await registry.manifest_digest(repository, known.digest) is not None:
-            return Pinned(f"{registry.host}/{repository}@{known.digest}", pushed=False)
+            return f"{registry.host}/{repository}@{known.digest}", False
         await plane.store.images.forget(repository, known.digest)  # pruned: push it again
     elif known is not None and tag != MOVING_TAG:
         # Refused before the push, so the registry's tag never moves either.
@@ -80,7 +124,7 @@ async def pin_image(plane: ControlPlane, image: str, *, key: AppKey | None, who:
         EventKind.IMAGE_PUSHED,
         f"{who} pushed {image} to the registry as {registry.host}/{repository}:{tag} ({digest})",
     )
-    return Pinned(f"{registry.host}/{repository}@{digest}", pushed=True)
+    return f"{registry.host}/{repository}@{digest}", True
 
 
 async def _in_registry(registry: Registry, ref: ImageReference, image: str) -> str:

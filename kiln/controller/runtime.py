@@ -88,6 +88,11 @@ class ControlPlane:
     drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Containers a plan stopped or removed (by container id): their destroy is no drift.
     removed_by_kiln: set[str] = field(default_factory=set)
+    # Images being pinned to the registry (pushed, when it lacks them) by (repository, tag,
+    # engine image id) → the one task doing it: deploys of one image at once share its push.
+    image_pushes: dict[tuple[str, str, str], asyncio.Task[tuple[str, bool]]] = field(
+        default_factory=dict
+    )
     # Metric updates that read the store after an event (rollout durations): a scrape waits
     # for them, so it reports every event recorded before it.
     metric_reads: set[asyncio.Task[None]] = field(default_factory=set)

@@ -3,6 +3,7 @@ and kept running, and releases pin images to it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from kiln.config.file import FileSettings, RegistrySettings
 from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
-from kiln.errors import Conflict, ImageNotFound
+from kiln.errors import Conflict, ImageNotFound, TemporaryFailure
+from kiln.model.image import LocalImage
 from kiln.registry.fake import FakeRegistry
 from kiln.store.sqlite import SqliteStore
 from tests.controller.test_engine import WEB, World, eventually, spec
@@ -128,6 +130,69 @@ async def test_deploying_the_same_image_again_pushes_nothing_and_makes_no_releas
     again = await pinned.engine.deploy(spec("web:v1"), message="", who="ann")
     assert again.changed is False
     assert pinned.driver.pushes == ["registry.fake:5000/web:v1"]
+
+
+class OnePushAtATime(LinkedDriver):
+    """A push that takes a while (so others can start meanwhile) and refuses to run beside
+    another push of the same tag, as a registry fails concurrent pushes of the same blobs."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        super().__init__(registry)
+        self.pushing: set[str] = set()
+        self.release_push = asyncio.Event()
+        self.looked_up = 0  # image_details calls: a deploy about to push (or to join a push)
+
+    async def image_details(self, reference: str) -> LocalImage:
+        self.looked_up += 1
+        return await super().image_details(reference)
+
+    async def push_image(
+        self, image: str, *, repository: str, tag: str, auth: tuple[str, str] | None
+    ) -> str:
+        target = f"{repository}:{tag}"
+        if target in self.pushing:
+            raise TemporaryFailure(f"pushing {target} failed: 500 Internal Server Error")
+        self.pushing.add(target)
+        try:
+            await self.release_push.wait()
+            return await super().push_image(image, repository=repository, tag=tag, auth=auth)
+        finally:
+            self.pushing.discard(target)
+
+
+async def test_apps_deployed_at_once_from_one_image_share_one_push(tmp_path: Path) -> None:
+    world = pinned_world(tmp_path)
+    world.driver = driver = OnePushAtATime(world.registry)
+    driver.images.update({"web:v1": world.driver.add_image("web:v1")})
+    world.engine = world.new_engine()
+    await world.engine.start()
+    try:
+        apps = [f"web{n}" for n in range(8)]
+        deploys = [
+            asyncio.create_task(
+                world.engine.deploy(
+                    spec("web:v1").replace("app: web", f"app: {app}"), message="", who="ann"
+                )
+            )
+            for app in apps
+        ]
+        # The first push is under way and every deploy has reached it.
+        await eventually(lambda: driver.pushing and driver.looked_up == len(apps))
+        driver.release_push.set()
+        results = await asyncio.gather(*deploys)
+
+        assert driver.pushes == ["registry.fake:5000/web:v1"]
+        assert len({r.release.digest for r in results}) == 1
+        assert results[0].release.digest.startswith("registry.fake:5000/web@sha256:")
+        assert world.engine.plane.image_pushes == {}
+        # A later deploy of the image finds it in the registry: no push either.
+        later = await world.engine.deploy(
+            spec("web:v1").replace("app: web", "app: later"), message="", who="ann"
+        )
+        assert later.release.digest == results[0].release.digest
+        assert driver.pushes == ["registry.fake:5000/web:v1"]
+    finally:
+        await world.engine.close()
 
 
 async def test_a_different_image_under_a_recorded_tag_is_refused_naming_both(
