@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
+import httpx
 import pytest
 
 from kiln.registry.embedded import EmbeddedRegistry
@@ -93,6 +95,33 @@ def test_a_tag_means_one_digest_forever(
     assert "immutable" in message
     assert len(kiln.cli_json("releases", "fixed")) == 1
     assert all("v1" in kiln.get("fixed.test").text for _ in range(3))
+
+
+def test_apps_deployed_at_once_from_one_new_image_all_deploy_on_one_push(
+    kiln: KilnHarness,
+) -> None:
+    # A tag the registry has never seen, so the first deploy pushes it.
+    kiln.docker.images.get("kiln-hello:v1").tag("kiln-hello", "together")
+    apps = [f"together{n}" for n in range(8)]
+
+    def deploy(app: str) -> httpx.Response:
+        spec = hello_spec(app, "kiln-hello:together", instances=1)
+        return kiln.api("POST", "/v1/deploy", json={"spec": spec})
+
+    with ThreadPoolExecutor(len(apps)) as pool:
+        answers = list(pool.map(deploy, apps))
+    try:
+        assert [a.status_code for a in answers] == [201] * len(apps), [a.text for a in answers]
+        assert len({a.json()["release"]["digest"] for a in answers}) == 1
+        pushed = [
+            e
+            for e in kiln.cli_json("events", "--limit", "1000")
+            if e["kind"] == "image.pushed" and "kiln-hello:together" in e["reason"]
+        ]
+        assert len(pushed) == 1
+    finally:
+        for app in apps:
+            kiln.api("DELETE", f"/v1/apps/dev/{app}")
 
 
 def test_the_registry_is_restarted_when_killed(kiln: KilnHarness) -> None:
