@@ -104,6 +104,11 @@ class NginxRouter:
             )
         self._peers: dict[AppKey, _Entry] | None = None
         self._config_lock = asyncio.Lock()
+        # Routes of a table that passed `nginx -t` and that NGINX loaded. A table within it
+        # renders fewer servers and locations and nothing new, so NGINX accepts it as well: a
+        # removal (a destroyed app, a route that went) skips the check (~0.2 s of a ~0.6 s apply
+        # at 100 apps on the busy 2-core VM); a reload NGINX refuses anyway is still caught.
+        self._checked: frozenset[RouteEntry] | None = None
         # One peer change per app at a time (its file write and its push stay in order);
         # different apps change at once and share the file's writes (_persist_peers).
         self._app_locks: dict[AppKey, asyncio.Lock] = {}
@@ -182,15 +187,17 @@ class NginxRouter:
         async with self._config_lock:
             text = self._render(routes)
             old_text = _read_text(self.conf_path)
+            # The writes fsync (~10 ms each on a busy VM): in a thread, so the rounds of every
+            # app keep running while a table goes to disk.
             if text == old_text:
                 if _read_text(self.routes_file) != _routes_json(routes).decode():
-                    _write_atomic(self.routes_file, _routes_json(routes))
+                    await asyncio.to_thread(_write_atomic, self.routes_file, _routes_json(routes))
                 return False
-            self._prepare_dirs()
-            _install_lua(LUA_SOURCE_DIR, self.lua_dir)
             candidate = self.conf_path.with_name("nginx.conf.new")
-            _write_atomic(candidate, text.encode())
-            problem = await self._check_config(candidate)
+            await asyncio.to_thread(self._stage, candidate, text.encode())
+            wanted = frozenset(routes)
+            within = self._checked is not None and wanted <= self._checked
+            problem = None if within else await self._check_config(candidate)
             if problem is not None:
                 candidate.unlink(missing_ok=True)
                 raise RouterConfigRejected(
@@ -199,14 +206,17 @@ class NginxRouter:
             old_routes = _read_text(self.routes_file)
             master = self._master()
             before = await self.status() if master is not None else None
+            await asyncio.to_thread(_write_atomic, self.routes_file, _routes_json(routes))
+            # No await from here to the signal: a cancelled apply never leaves a config in
+            # place that NGINX did not load (the next apply of that table would skip it).
             os.replace(candidate, self.conf_path)
-            _write_atomic(self.routes_file, _routes_json(routes))
             log_offset = _file_size(self.error_log)
             if master is None or before is None or not _signal(master, signal.SIGHUP):
                 raise RouterUnavailable(
                     "NGINX is not running; the new routes take effect when it starts"
                 )
             if not await self._wait_for_generation_after(before.worker_generation):
+                self._checked = None
                 # NGINX kept its old config (a bind failure, say): put the old files back.
                 if old_text is not None:
                     _write_atomic(self.conf_path, old_text.encode())
@@ -216,6 +226,8 @@ class NginxRouter:
                     "NGINX did not load the new config; the old one keeps serving:\n"
                     + _emergencies(self.error_log, log_offset)
                 )
+            if not within:
+                self._checked = wanted
             return True
 
     async def set_peers(
@@ -375,6 +387,12 @@ class NginxRouter:
             lua_dir=self.lua_dir,
             user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
         )
+
+    def _stage(self, candidate: Path, data: bytes) -> None:
+        """The directories, the Lua modules and the candidate config, on disk (a thread)."""
+        self._prepare_dirs()
+        _install_lua(LUA_SOURCE_DIR, self.lua_dir)
+        _write_atomic(candidate, data)
 
     def _prepare_dirs(self) -> None:
         for directory in (self.prefix, self.prefix / "logs", self.prefix / "temp", self.lua_dir):

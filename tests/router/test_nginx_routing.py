@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -166,3 +167,33 @@ async def test_access_log_is_json_with_the_app_and_upstream(
     assert entry["upstream_addr"] == f"127.0.0.1:{port}"
     assert entry["status"] == 200
     assert isinstance(entry["request_time"], float)
+
+
+async def test_a_removed_route_is_gone_when_apply_returns_and_needs_no_second_check(
+    router: NginxRouter, backends: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    check = router._check_config
+
+    async def counted(path: Path) -> str | None:
+        checks.append(path.name)
+        return await check(path)
+
+    monkeypatch.setattr(router, "_check_config", counted)
+    both = [RouteEntry("web.test", "/", WEB), RouteEntry("shop.test", "/", SHOP)]
+    await router.apply_routes(both)
+    for key, name in ((WEB, "web"), (SHOP, "shop")):
+        await router.set_peers(key, [peer(name, backends.start(name))])
+    assert await get(router, "/", host="shop.test") == (200, "shop")
+    assert len(checks) == 1
+
+    # A table within one NGINX already accepted: no `nginx -t`, live at return all the same.
+    assert await router.apply_routes(both[:1]) is True
+    assert (await get(router, "/", host="shop.test"))[0] == 404
+    assert await get(router, "/", host="web.test") == (200, "web")
+    assert await router.apply_routes(both) is True  # back: still within
+    assert await get(router, "/", host="shop.test") == (200, "shop")
+    assert len(checks) == 1
+
+    await router.apply_routes([*both, RouteEntry("new.test", "/", WEB)])  # something new
+    assert len(checks) == 2
