@@ -42,10 +42,12 @@ JsonOption = Annotated[
 ]
 
 
-def settings() -> Settings:
+def settings(*, file_on_first_use: bool = False) -> Settings:
+    """``file_on_first_use``: read the settings file only if the command uses it (a client on
+    the unix socket does not); else a bad settings file stops the command here."""
     from kiln.config import Settings
 
-    return Settings.from_env()
+    return Settings.from_env(file_on_first_use=file_on_first_use)
 
 
 def actor() -> str:
@@ -64,7 +66,9 @@ def client(*, timeout: float = 30) -> KilnClient:
     """A client for this command; closed by ``close_clients`` when the command ends."""
     from kiln.client import KilnClient
 
-    kiln = KilnClient.from_settings(settings(), actor=actor(), timeout=timeout)
+    kiln = KilnClient.from_settings(
+        settings(file_on_first_use=True), actor=actor(), timeout=timeout
+    )
     _open_clients.append(kiln)
     return kiln
 

@@ -41,15 +41,18 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 from platformdirs import user_data_dir
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from kiln.config.file import SETTINGS_FILE_NAME, FileSettings, load_file_settings
 from kiln.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from kiln.config.file import FileSettings
+
 MIN_WATCHDOG_SECONDS = 3.0
+SETTINGS_FILE_NAME = "settings.yaml"
 
 
 def _remembered_docker_host(home: Path) -> str | None:
@@ -155,6 +158,38 @@ class _Environment(BaseModel):
         return f"{name} {what}, got {text[:100]!r}"
 
 
+class _ReadOnFirstUse:
+    """``Settings.file`` of ``from_env(file_on_first_use=True)``: the file is read then."""
+
+
+_READ_ON_FIRST_USE = _ReadOnFirstUse()
+
+
+class _FileField:
+    """``Settings.file``: what was given, else every default; or, from
+    ``from_env(file_on_first_use=True)``, the settings file read (and checked) when first
+    asked for. The CLI's client asks only on TCP (is the API https?), so a read on the unix
+    socket does not import the file's models (~7 ms; kiln/cli/README.md, "Start-up")."""
+
+    @overload
+    def __get__(self, settings: None, owner: type[Settings]) -> None: ...
+    @overload
+    def __get__(self, settings: Settings, owner: type[Settings]) -> FileSettings: ...
+    def __get__(self, settings: Settings | None, owner: type[Settings]) -> FileSettings | None:
+        if settings is None:
+            return None  # the dataclass default: not given
+        value = settings.__dict__["_file"]
+        if value is None or value is _READ_ON_FIRST_USE:
+            from kiln.config.file import FileSettings, load_file_settings
+
+            value = FileSettings() if value is None else load_file_settings(settings.settings_path)
+            settings.__dict__["_file"] = value
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, settings: Settings, value: FileSettings | _ReadOnFirstUse | None) -> None:
+        settings.__dict__["_file"] = value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Where kiln keeps its state and where it listens.
@@ -178,14 +213,23 @@ class Settings:
     docker_host: str | None = None
     bridge_path: str = "auto"
     settings_file: Path | None = None  # None: home / "settings.yaml"
-    file: FileSettings = field(default_factory=FileSettings)
+    file: _FileField = _FileField()  # the settings file's sections; every default if not given
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, file_on_first_use: bool = False
+    ) -> Settings:
         """The settings the environment (``os.environ`` unless given) asks for; a bad value
-        raises ``InvalidInput`` naming each variable and what it must be."""
+        raises ``InvalidInput`` naming each variable and what it must be, and so does a bad
+        settings file — when ``file`` is first used with ``file_on_first_use`` (the CLI's
+        client), else here."""
         env = _Environment.read(os.environ if environ is None else environ)
         home = env.home or _default_home()
+        file: FileSettings | _ReadOnFirstUse = _READ_ON_FIRST_USE
+        if not file_on_first_use:
+            from kiln.config.file import load_file_settings
+
+            file = load_file_settings(env.settings or home / SETTINGS_FILE_NAME)
         return cls(
             home=home,
             api_socket=env.api_socket,
@@ -202,7 +246,7 @@ class Settings:
             docker_host=env.docker_host or _remembered_docker_host(home),
             bridge_path=env.bridge_path,
             settings_file=env.settings,
-            file=load_file_settings(env.settings or home / SETTINGS_FILE_NAME),
+            file=file,
         )
 
     # Paths under KILN_HOME. One place, so that nothing else builds them by hand.

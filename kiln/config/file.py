@@ -20,7 +20,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from kiln.errors import InvalidInput
 
-SETTINGS_FILE_NAME = "settings.yaml"
 MAX_SETTINGS_BYTES = 256 * 1024
 
 
