@@ -54,6 +54,18 @@ def test_samples_closer_than_the_interval_are_not_taken_and_old_ones_are_let_go(
     assert history.rate(WEB) == 10.0
 
 
+def test_an_app_no_longer_counted_is_forgotten_once_its_samples_are_past_keeping():
+    api = AppKey("dev", "api")
+    history = TrafficHistory(keep=10.0, min_interval=1.0)
+    history.add(WEB, 0.0, {1: counters(0, 0)})
+    history.add(api, 0.0, {1: counters(0, 0)})
+    for second in range(1, 12):  # web is destroyed: NGINX counts api only
+        history.add(api, float(second), {1: counters(second, 0)})
+        history.prune(float(second))
+    assert history.keys() == [api]
+    assert history.series(WEB).times == []
+
+
 def test_a_p95_beyond_the_largest_bound_shows_that_bound():
     history = TrafficHistory()
     slow = ReleaseTraffic(

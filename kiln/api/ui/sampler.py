@@ -68,6 +68,7 @@ class TrafficSampler:
                 return
             for key, by_release in counters.items():
                 self.history.add(key, now, by_release)
+            self.history.prune(now)
             stats = await self.service.instance_stats()
             self.usage.add(now, {c: (s.cpu_seconds, s.memory_bytes) for c, s in stats.items()})
 

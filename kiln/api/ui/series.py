@@ -83,6 +83,19 @@ class TrafficHistory:
     def forget(self, key: AppKey) -> None:
         self._apps.pop(key, None)
 
+    def prune(self, now: float) -> None:
+        """Apps not sampled for ``keep`` seconds (destroyed, or NGINX no longer counts them):
+        every sample they have is past keeping, so they go altogether."""
+        for key in [
+            k
+            for k, app in self._apps.items()
+            if not app.samples or now - app.samples[-1][0] > self.keep
+        ]:
+            del self._apps[key]
+
+    def keys(self) -> list[AppKey]:
+        return list(self._apps)
+
     def series(self, key: AppKey) -> Series:
         app = self._apps.get(key)
         samples = list(app.samples) if app else []
