@@ -14,43 +14,47 @@ from kiln.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from kiln.client.client import Endpoint, KilnClient, read_token
-    from kiln.client.errors import NotThisKiln, ServerUnreachable, UntrustedCertificate
-    from kiln.client.models import (
-        AppStatus,
+    from kiln.client.command_models import (
         DeployResult,
         DriftFinding,
         DriftReport,
-        Event,
         Group,
+        ReleaseTraffic,
+        RolloutView,
+    )
+    from kiln.client.errors import NotThisKiln, ServerUnreachable, UntrustedCertificate
+    from kiln.client.models import (
+        AppStatus,
+        Event,
         Health,
         Identity,
         Instance,
         LogLine,
         Release,
-        ReleaseTraffic,
         Rollout,
-        RolloutView,
     )
     from kiln.client.promotion_models import Approval, Diff, FieldChange, Gate, Promotion
 
 _HOMES = {
     "kiln.client.client": ("Endpoint", "KilnClient", "read_token"),
     "kiln.client.errors": ("NotThisKiln", "ServerUnreachable", "UntrustedCertificate"),
-    "kiln.client.models": (
-        "AppStatus",
+    "kiln.client.command_models": (
         "DeployResult",
         "DriftFinding",
         "DriftReport",
-        "Event",
         "Group",
+        "ReleaseTraffic",
+        "RolloutView",
+    ),
+    "kiln.client.models": (
+        "AppStatus",
+        "Event",
         "Health",
         "Identity",
         "Instance",
         "LogLine",
         "Release",
-        "ReleaseTraffic",
         "Rollout",
-        "RolloutView",
     ),
     "kiln.client.promotion_models": ("Approval", "Diff", "FieldChange", "Gate", "Promotion"),
 }

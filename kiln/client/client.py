@@ -40,27 +40,12 @@ from kiln.client.errors import (
 )
 from kiln.client.models import (
     AppStatus,
-    AuditEntry,
-    BuiltImage,
-    CopyProgress,
-    DeployResult,
-    DriftReport,
     Event,
     Health,
     Identity,
     IdentityAnswer,
-    ImageEntry,
-    KeyRotation,
     LogLine,
-    NewToken,
-    PruneReport,
     Release,
-    RolloutView,
-    Secret,
-    SecretSet,
-    Token,
-    Volume,
-    VolumeSnapshot,
 )
 from kiln.client.sse import sse_messages
 from kiln.client.unix import UnixSocketTransport
@@ -69,7 +54,25 @@ from kiln.errors import InvalidInput, KilnError, TemporaryFailure, Unauthorized
 from kiln.model import AppKey
 
 if TYPE_CHECKING:
-    # Loaded by the promotion methods: a read (`kiln status --json`) does not build these models.
+    # Loaded by the methods that answer with them: a read (`kiln status --json`) does not
+    # define these models (kiln/cli/README.md, "Start-up").
+    from kiln.client.command_models import (
+        AuditEntry,
+        BuiltImage,
+        CopyProgress,
+        DeployResult,
+        DriftReport,
+        ImageEntry,
+        KeyRotation,
+        NewToken,
+        PruneReport,
+        RolloutView,
+        Secret,
+        SecretSet,
+        Token,
+        Volume,
+        VolumeSnapshot,
+    )
     from kiln.client.promotion_models import Approval, Diff, Promotion
 
 M = TypeVar("M", bound=BaseModel)
@@ -282,6 +285,8 @@ class KilnClient:
     def deploy(
         self, spec_text: str, *, message: str = "", environment: str | None = None
     ) -> DeployResult:
+        from kiln.client.command_models import DeployResult
+
         body: dict[str, Any] = {"spec": spec_text, "message": message}
         if environment is not None:
             body["environment"] = environment
@@ -289,6 +294,8 @@ class KilnClient:
         return DeployResult.model_validate(data)
 
     def rollback(self, key: AppKey, *, to: int | None = None, message: str = "") -> DeployResult:
+        from kiln.client.command_models import DeployResult
+
         body = {"to": to, "message": message}
         data = self._json("POST", f"{_app_path(key)}/rollback", json=body)
         return DeployResult.model_validate(data)
@@ -324,6 +331,8 @@ class KilnClient:
         self, key: AppKey, name: str, value: bytes, *, deploy: bool = False
     ) -> SecretSet:
         """A new version (the value goes in the body, never in the URL or a log)."""
+        from kiln.client.command_models import SecretSet
+
         headers = {**self._auth(), "Content-Type": "application/octet-stream"}
         with self._mapped_errors():
             response = self._http.request(
@@ -337,22 +346,30 @@ class KilnClient:
         return SecretSet.model_validate(response.json())
 
     def list_secrets(self, key: AppKey) -> list[Secret]:
+        from kiln.client.command_models import Secret
+
         return self._get_list(f"{_app_path(key)}/secrets", Secret)
 
     def remove_secret(self, key: AppKey, name: str) -> None:
         self._json("DELETE", f"{_app_path(key)}/secrets/{name}")
 
     def rotate_master_key(self) -> KeyRotation:
+        from kiln.client.command_models import KeyRotation
+
         return KeyRotation.model_validate(self._json("POST", "/v1/secrets/rotate-key"))
 
     # --- volumes ----------------------------------------------------------------------------
 
     def list_volumes(self, key: AppKey | None = None) -> list[Volume]:
+        from kiln.client.command_models import Volume
+
         if key is None:
             return self._get_list("/v1/volumes", Volume)
         return self._get_list(f"{_app_path(key)}/volumes", Volume)
 
     def inspect_volume(self, key: AppKey, name: str) -> Volume:
+        from kiln.client.command_models import Volume
+
         return self._get_model(f"{_app_path(key)}/volumes/{name}", Volume)
 
     def remove_volume(self, key: AppKey, name: str) -> None:
@@ -370,6 +387,8 @@ class KilnClient:
     def _copy(
         self, path: str, body: dict[str, Any] | None
     ) -> Iterator[CopyProgress | VolumeSnapshot]:
+        from kiln.client.command_models import CopyProgress, VolumeSnapshot
+
         headers = {**self._auth()}
         # A copy of a large volume takes minutes: progress lines come every quarter second.
         timeout = httpx.Timeout(self._http.timeout.connect, read=600.0)
@@ -395,11 +414,15 @@ class KilnClient:
 
     def drift(self, key: AppKey | None = None) -> DriftReport:
         """Check the instances of ``key`` (or of every app) against their releases now."""
+        from kiln.client.command_models import DriftReport
+
         path = f"{_app_path(key)}/drift" if key is not None else "/v1/drift"
         return self._get_model(path, DriftReport)
 
     def rollout_status(self, key: AppKey) -> RolloutView:
         """The rollout in progress, else the latest one (``rollout`` None: never deployed)."""
+        from kiln.client.command_models import RolloutView
+
         return self._get_model(f"{_app_path(key)}/rollout", RolloutView)
 
     def promote(self, key: AppKey, *, full: bool = False) -> RolloutView:
@@ -424,6 +447,8 @@ class KilnClient:
     def _rollout_command(
         self, key: AppKey, verb: str, body: dict[str, Any] | None = None
     ) -> RolloutView:
+        from kiln.client.command_models import RolloutView
+
         data = self._json("POST", f"{_app_path(key)}/rollout/{verb}", json=body)
         return RolloutView.model_validate(data)
 
@@ -556,15 +581,21 @@ class KilnClient:
 
     def create_token(self, name: str, *, role: str, environments: list[str]) -> NewToken:
         """A new API token (in ``.token``, this once). ``Conflict`` when the name is taken."""
+        from kiln.client.command_models import NewToken
+
         body = {"name": name, "role": role, "environments": environments}
         return NewToken.model_validate(self._json("POST", "/v1/tokens", json=body))
 
     def list_tokens(self, *, revoked: bool = False) -> list[Token]:
+        from kiln.client.command_models import Token
+
         return self._get_list("/v1/tokens", Token, params={"revoked": revoked})
 
     def revoke_token(self, name: str) -> Token:
         """It stops working at once. ``NotFound``; ``Conflict`` for the caller's own token or
         the last admin token."""
+        from kiln.client.command_models import Token
+
         return Token.model_validate(self._json("DELETE", f"/v1/tokens/{name}"))
 
     def audit(
@@ -577,6 +608,8 @@ class KilnClient:
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Audit entries oldest first (the last ``limit`` when ``after`` is 0)."""
+        from kiln.client.command_models import AuditEntry
+
         params: dict[str, Any] = {"after": after, "limit": limit}
         if environment:
             params["env"] = environment
@@ -639,6 +672,8 @@ class KilnClient:
         timeout: float = 1800,
     ) -> BuiltImage:
         """Upload the build context (a tar); the server builds, pushes and pins it."""
+        from kiln.client.command_models import BuiltImage
+
         params: dict[str, Any] = {
             "repository": repository,
             "tag": tag,
@@ -658,10 +693,14 @@ class KilnClient:
         return BuiltImage.model_validate(response.json())
 
     def images(self, repository: str | None = None) -> list[ImageEntry]:
+        from kiln.client.command_models import ImageEntry
+
         params = {"repository": repository} if repository else None
         return self._get_list("/v1/images", ImageEntry, params)
 
     def prune_images(self, *, dry_run: bool = False) -> PruneReport:
+        from kiln.client.command_models import PruneReport
+
         return PruneReport.model_validate(
             self._json("POST", "/v1/images/prune", json={"dry_run": dry_run})
         )

@@ -40,6 +40,7 @@ NOT_FOR_A_JSON_READ = {
     "kiln.model.rollout": "the server's rollout model (loads the spec models)",
     "yaml": "PyYAML reads the settings file, when there is one (there is none here)",
     "kiln.client.promotion_models": "the answers of promote, approve and diff",
+    "kiln.client.command_models": "the answers of deploy, secrets, tokens, images, volumes, ...",
     "kiln.config.file": "the settings file's sections: the server's; a client asks on TCP only",
 }
 

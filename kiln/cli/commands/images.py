@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from kiln.client import KilnClient
-    from kiln.client.models import BuiltImage, ImageEntry
+    from kiln.client.command_models import BuiltImage, ImageEntry
 
 MAX_CONTEXT_BYTES = 512 * 1024 * 1024
 _ALWAYS_IGNORED = (".git", ".git/*")

@@ -12,7 +12,7 @@ from kiln.cli import context
 from kiln.errors import KilnError
 
 if TYPE_CHECKING:
-    from kiln.client.models import CopyProgress, VolumeSnapshot
+    from kiln.client.command_models import CopyProgress, VolumeSnapshot
 
 HELP = (
     "Named volumes: data that outlives instances and releases, scoped to an app and environment;"
@@ -141,7 +141,7 @@ def _follow(
 ) -> VolumeSnapshot:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from kiln.client.models import CopyProgress
+    from kiln.client.command_models import CopyProgress
 
     started = time.monotonic()
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
