@@ -119,10 +119,18 @@ class ControlPlane:
         if self.metrics is not None:
             self.metrics.forget_app(key)
 
-    def forget_instance(self, key: AppKey, instance_id: str) -> None:
+    def forget_instance(
+        self, key: AppKey, instance_id: str, container_id: str | None = None
+    ) -> None:
         """The engine removed ``instance_id``'s container: no more probes, no more wakes. The
         round untracks what it no longer lists, but not an instance the executor untracked
-        when it stopped it."""
+        when it stopped it. ``container_id``: the one removed; an instance the last round saw
+        in another container (a left-over one of its name removed to start it) is kept."""
+        if container_id is not None and any(
+            i.id == instance_id and i.container_id != container_id
+            for i in self.last_instances.get(key, ())
+        ):
+            return
         if self.instance_keys.get(instance_id) == key:
             del self.instance_keys[instance_id]
             self.health.untrack(instance_id)

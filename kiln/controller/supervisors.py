@@ -68,7 +68,7 @@ class Supervisors:
                     if event.action == "destroy":
                         report_removed(plane, event.key, event.instance_id, event.container_id)
                         # Gone for good: what was kept for it goes too.
-                        plane.forget_instance(event.key, event.instance_id)
+                        plane.forget_instance(event.key, event.instance_id, event.container_id)
                         if plane.logs is not None:
                             plane.logs.gone(event.container_id)
                     if event.action in _EXIT_ACTIONS:

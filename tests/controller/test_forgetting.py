@@ -106,3 +106,20 @@ async def test_an_app_deployed_again_after_its_destroy_runs_as_new(world: World)
 
     await eventually(lambda: world.store.active_rollout(WEB) is None and len(world.running()) == 3)
     await eventually(lambda: len(world.router.peers.get(WEB, [])) == 3)
+
+
+async def test_the_removal_of_a_left_over_container_does_not_forget_the_instance_running_now(
+    world: World,
+) -> None:
+    # Docker: a start whose name is held by a left-over container removes that one first; its
+    # destroy event names the same instance id as the container that now runs.
+    await world.engine.deploy(spec(instances=1), message="", who="t")
+    await eventually(lambda: world.store.active_rollout(WEB) is None and len(world.running()) == 1)
+    plane = world.engine.plane
+    (running,) = world.running()
+    await eventually(lambda: [i.id for i in plane.last_instances.get(WEB, [])] == [running.id])
+
+    plane.forget_instance(WEB, running.id, "0" * 64)  # the left-over container's destroy
+
+    assert plane.instance_keys[running.id] == WEB
+    assert running.id in plane.health.tracked_ids()
