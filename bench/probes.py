@@ -5,6 +5,8 @@ the CPU time of one probe.
 
     .venv/bin/python -m bench.probes                    # 300 instances, 10 s
     .venv/bin/python -m bench.probes --instances 30 --seconds 5
+    .venv/bin/python -m bench.probes --loop asyncio     # the standard library's loop (default uvloop,
+                                                        # as the server runs: KILN_EVENT_LOOP)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+
+import uvloop
 
 from kiln.health.monitor import HealthMonitor
 from kiln.spec import Probe
@@ -39,9 +43,11 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-async def _run(instances: int, seconds: float, ports: list[int]) -> dict[str, float]:
+async def _run(
+    instances: int, seconds: float, interval: float, ports: list[int]
+) -> dict[str, float]:
     monitor = HealthMonitor(on_change=lambda _id: None)
-    probe = Probe(http="/healthz")
+    probe = Probe(http="/healthz", interval=interval, timeout=min(1.0, interval))
     for n in range(instances):
         monitor.track(
             f"r1-{n}",
@@ -76,6 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=2.0, help="the probe's interval (s)")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     servers = min(args.instances, 100)
     with subprocess.Popen(
@@ -84,7 +92,10 @@ def main() -> None:
         try:
             assert child.stdout is not None
             ports = [int(p) for p in child.stdout.readline().split()]
-            print(json.dumps(asyncio.run(_run(args.instances, args.seconds, ports))))
+            factory = None if args.loop == "asyncio" else uvloop.new_event_loop
+            with asyncio.Runner(loop_factory=factory) as runner:
+                result = runner.run(_run(args.instances, args.seconds, args.interval, ports))
+            print(json.dumps({"loop": args.loop, "interval": args.interval, **result}))
         finally:
             child.terminate()
 

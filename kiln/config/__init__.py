@@ -19,7 +19,11 @@ the variable's name and what it must be (every bad one at once), and nothing sta
 | ``KILN_HTTP_HOST``        | ``127.0.0.1``                            | where NGINX listens for app traffic         |
 | ``KILN_HTTP_PORT``        | ``8080``                                 |                                             |
 | ``KILN_NGINX``            | ``nginx``                                | the NGINX binary                            |
-| ``KILN_RESYNC_SECONDS``   | ``2.0``                                  | level-based resync period of every app loop |
+| ``KILN_RESYNC_SECONDS``   | ``10``                                   | level-based resync period of every app loop |
+|                           |                                          | (a net under the engine's events, which     |
+|                           |                                          | wake an app's loop at once)                 |
+| ``KILN_EVENT_LOOP``       | ``uvloop``                               | the server's event loop: ``uvloop``, or     |
+|                           |                                          | ``asyncio`` (the standard library's)        |
 | ``KILN_WATCHDOG_SECONDS`` | ``10``                                   | a server silent this long is restarted      |
 | ``KILN_BRIDGE_PATH``      | ``auto``                                 | how NGINX reaches bridge instances: at the  |
 |                           |                                          | container's address (``direct``), through a |
@@ -111,11 +115,14 @@ class _Environment(BaseModel):
     http_port: _Port = Field(8080, alias="KILN_HTTP_PORT")
     nginx: str = Field("nginx", alias="KILN_NGINX")
     resync_seconds: float = Field(
-        2.0,
+        10.0,
         alias="KILN_RESYNC_SECONDS",
         gt=0,
         allow_inf_nan=False,
         description="a number of seconds above 0",
+    )
+    event_loop: Annotated[Literal["uvloop", "asyncio"], _Lowercase] = Field(
+        "uvloop", alias="KILN_EVENT_LOOP", description="uvloop or asyncio"
     )
     watchdog_seconds: float = Field(
         10.0,
@@ -208,7 +215,10 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     nginx_binary: str = "nginx"
-    resync_seconds: float = 2.0
+    # A net under the engine's events (which wake an app's loop at once): what no event told of
+    # (a stream that dropped one, a container without labels' events) is converged this late.
+    resync_seconds: float = 10.0
+    event_loop: str = "uvloop"  # the server's: uvloop (libuv), or asyncio's own
     watchdog_seconds: float = 10.0
     docker_host: str | None = None
     bridge_path: str = "auto"
@@ -242,6 +252,7 @@ class Settings:
             http_port=env.http_port,
             nginx_binary=env.nginx,
             resync_seconds=env.resync_seconds,
+            event_loop=env.event_loop,
             watchdog_seconds=env.watchdog_seconds,
             docker_host=env.docker_host or _remembered_docker_host(home),
             bridge_path=env.bridge_path,
@@ -320,6 +331,7 @@ class Settings:
             "KILN_HTTP_PORT": str(self.http_port),
             "KILN_NGINX": self.nginx_binary,
             "KILN_RESYNC_SECONDS": f"{self.resync_seconds:g}",
+            "KILN_EVENT_LOOP": self.event_loop,
             "KILN_WATCHDOG_SECONDS": f"{self.watchdog_seconds:g}",
             "KILN_BRIDGE_PATH": self.bridge_path,
         }

@@ -265,7 +265,5 @@ def load_file_settings(path: Path) -> FileSettings:
     try:
         return FileSettings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        problems = "; ".join(f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors())
         raise InvalidInput(f"the settings file {path} has problems: {problems}") from exc

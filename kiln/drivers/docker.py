@@ -132,6 +132,9 @@ PORT_TAKEN_RETRIES = 5
 LIFECYCLE_ACTIONS = frozenset(
     {"create", "start", "restart", "die", "kill", "oom", "stop", "destroy", "pause", "unpause"}
 )
+# other_installations() answers from a full listing this recent (the resync makes one each
+# period) instead of listing every managed container once more.
+_OTHERS_FRESH_SECONDS = 30.0
 # An installation id goes into label values and container names.
 _INSTALLATION_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NAME_PREFIX_LENGTH = 8
@@ -202,6 +205,12 @@ def owner(labels: dict[str, str] | None, installation_id: str) -> Owner:
     return Owner.OURS if labels[LABEL_INSTALLATION] == installation_id else Owner.OTHER
 
 
+def _installations(summaries: list[dict[str, Any]]) -> set[str]:
+    """The installation ids of kiln-managed containers in a listing."""
+    ids = {(s.get("Labels") or {}).get(LABEL_INSTALLATION, "") for s in summaries}
+    return {i for i in ids if i}
+
+
 def engine_container_name(installation_id: str, name: str) -> str:
     """The container's name on the engine: two installations' names never clash."""
     return f"kiln-{installation_id[:NAME_PREFIX_LENGTH]}-{name}"
@@ -261,6 +270,8 @@ class DockerDriver:
         self._stream_client_lock = threading.Lock()
         self._aio_client: aiodocker.Docker | None = None  # exec and streams; see _aio()
         self._details: dict[str, _StateDetails] = {}
+        # (when, ids): the other installations the last full listing saw
+        self._others_listed: tuple[float, set[str]] = (-math.inf, set())
         # container id → instance id, for containers that are ours or legacy (labels never change)
         self._instance_ids: dict[str, str] = {}
         self._image_configs: dict[str, dict[str, Any]] = {}
@@ -403,6 +414,7 @@ class DockerDriver:
                 if details is not None:
                     self._details[cid] = details
         if key is None:  # only a full listing knows which containers are gone
+            self._others_listed = (time.monotonic(), _installations(found) - {self.installation_id})
             present = {s["Id"] for s in summaries}
             for cid in set(self._details) - present:
                 del self._details[cid]
@@ -1249,14 +1261,16 @@ class DockerDriver:
         return notes
 
     async def other_installations(self) -> set[str]:
+        listed_at, others = self._others_listed
+        if time.monotonic() - listed_at < _OTHERS_FRESH_SECONDS:
+            return set(others)  # the full listing's (every resync makes one): no second list
         found: list[dict[str, Any]] = await self._call(
             "list other installations' containers",
             lambda: self._client.api.containers(
                 all=True, filters={"label": [f"{LABEL_MANAGED}=true", LABEL_INSTALLATION]}
             ),
         )
-        ids = {(s.get("Labels") or {}).get(LABEL_INSTALLATION, "") for s in found}
-        return {i for i in ids if i and i != self.installation_id}
+        return _installations(found) - {self.installation_id}
 
     async def host_limits(self) -> HostLimits:
         info: dict[str, Any] = await self._call("engine info", self._client.api.info)

@@ -235,7 +235,12 @@ class HealthMonitor:
     def _feed_readiness(self, t: _Tracked, result: ProbeResult) -> None:
         if result.inconclusive:
             return
-        status = replace(t.status, checked=True, last_error=None if result.ok else result.detail)
+        status = t.status
+        error = None if result.ok else result.detail
+        if not status.checked or status.last_error != error:
+            # A new status only when something a reader sees changes: the steady state (a
+            # ready instance passing again, every interval) allocates nothing.
+            status = replace(status, checked=True, last_error=error)
         flipped = False
         if result.ok:
             t.ready_passes += 1

@@ -21,6 +21,7 @@ reader cost about half again as much CPU as the socket calls themselves (bench/p
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,15 +106,7 @@ async def _http(path: str, host: str, port: int) -> ProbeResult:
     loop = asyncio.get_running_loop()
     sock = await _connect(host, port)
     try:
-        request = (
-            f"GET {path} HTTP/1.1\r\n"
-            f"Host: {_hostport(host, port)}\r\n"
-            "User-Agent: kiln-probe\r\n"
-            "Accept: */*\r\n"
-            "Connection: close\r\n"
-            "\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode("latin-1"))
+        await loop.sock_sendall(sock, _request(path, host, port))
         received = b""
         while b"\n" not in received:
             if len(received) > _MAX_STATUS_LINE:
@@ -127,23 +120,40 @@ async def _http(path: str, host: str, port: int) -> ProbeResult:
     line = received.split(b"\n", 1)[0]
     if not line:
         return ProbeResult(False, f"GET {path}: connection closed without an answer")
-    parts = line.decode("latin-1").split()
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    parts = line.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return ProbeResult(False, f"GET {path}: not an HTTP answer")
-    status = int(parts[1])
+    return _answer(path, int(parts[1]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _request(path: str, host: str, port: int) -> bytes:
+    """The probe's request, built once per instance (probes repeat it every interval)."""
+    return (
+        f"GET {path} HTTP/1.1\r\n"
+        f"Host: {_hostport(host, port)}\r\n"
+        "User-Agent: kiln-probe\r\n"
+        "Accept: */*\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("latin-1")
+
+
+@functools.lru_cache(maxsize=1024)
+def _answer(path: str, status: int) -> ProbeResult:
+    """One result per (path, status): the same few answers come back every interval."""
     return ProbeResult(200 <= status < 400, f"GET {path} → {status}")
 
 
 async def _connect(host: str, port: int) -> socket.socket:
     """A connected non-blocking TCP socket (closed again if connecting fails)."""
     loop = asyncio.get_running_loop()
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        address: tuple[str, int] | tuple[str, int, int, int] = (host, port)
-    except ValueError:  # a name, not an address: resolved off the loop
+    family = _family(host)
+    address: tuple[str, int] | tuple[str, int, int, int] = (host, port)
+    if family is None:  # a name, not an address: resolved off the loop
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:
-            raise OSError(f"{host} does not resolve") from None
+            raise OSError(f"{host} does not resolve")
         family, _, _, _, address = infos[0]  # type: ignore[assignment]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -153,6 +163,16 @@ async def _connect(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@functools.lru_cache(maxsize=4096)
+def _family(host: str) -> socket.AddressFamily | None:
+    """The address family of an IP literal; None for a name (parsed once per host, not per
+    probe: ``ipaddress`` showed in profiles of 300 probes a second)."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
 
 
 def _hostport(host: str | None, port: int | None) -> str:

@@ -40,8 +40,7 @@ class ImageCatalogue:
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM image_tags WHERE repository = ?"
-                    " ORDER BY created_at",
+                    f"SELECT {_COLUMNS} FROM image_tags WHERE repository = ? ORDER BY created_at",
                     (repository,),
                 ).fetchall()
         return [_entry(row) for row in rows]
