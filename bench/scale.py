@@ -88,6 +88,8 @@ def app_names(count: int) -> list[str]:
 
 def spec_of(app: str, tag: str, args: argparse.Namespace, network: str, alt: bool = False) -> str:
     spec = hello_spec(app, tag, instances=args.instances, network=network)
+    if args.probe_interval != 1.0:  # the demo app probes every second
+        spec = spec.replace("  interval: 1s\n", f"  interval: {args.probe_interval:g}s\n")
     if alt:
         # Another host: two route changes (old and new hosts while both releases serve, then
         # the new one alone), each an NGINX reload.
@@ -677,6 +679,12 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--networks", default="bridge,host")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=1.0,
+        help="s between health checks of a running instance (the demo app's: 1)",
+    )
     parser.add_argument("--rolling-deploys", type=int, default=4, help="even: v2, v1, ...")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--api-requests", type=int, default=200)
@@ -707,6 +715,7 @@ def main() -> None:
         "apps": args.apps,
         "instances": args.instances,
         "idle_seconds": args.idle_seconds,
+        "probe_interval": args.probe_interval,
         "load_before": round(psutil.getloadavg()[0], 1),
     }
 

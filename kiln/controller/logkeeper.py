@@ -26,6 +26,9 @@ from kiln.router.base import Router
 log = logging.getLogger("kiln.logs")
 
 ROTATE_EVERY = 10.0
+# Every app's archive directory is walked and stat'ed: at 100 apps that is thousands of
+# syscalls, so it runs in a thread, and less often than NGINX's two files are looked at.
+PRUNE_EVERY = 60.0
 
 
 class LogKeeper:
@@ -116,11 +119,14 @@ class LogKeeper:
         return done
 
     async def _rotate_forever(self) -> None:
+        pruned_at = time.monotonic()
         while True:
             await asyncio.sleep(ROTATE_EVERY)
             try:
                 await self.rotate_router_logs()
-                self.archive.prune_all()
+                if time.monotonic() - pruned_at >= PRUNE_EVERY:
+                    pruned_at = time.monotonic()
+                    await asyncio.to_thread(self.archive.prune_all)
             except Exception:
                 log.exception("log rotation failed; trying again in %gs", ROTATE_EVERY)
 

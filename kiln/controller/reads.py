@@ -10,19 +10,24 @@ from kiln.controller.runtime import ControlPlane
 from kiln.controller.views import AppStatus, InstanceView, LogRequest, ReleaseView
 from kiln.errors import NotFound
 from kiln.logs import ArchivedLine, LogQuery, access_history, follow_access
-from kiln.model import AppKey, AppRecord, Event, EventKind
+from kiln.model import AppKey, AppRecord, Event, EventKind, Rollout
 
 
 async def app_status(plane: ControlPlane, key: AppKey) -> AppStatus:
     """``NotFound`` for an unknown app."""
-    return await _status(plane, await plane.require_app(key))
+    app = await plane.require_app(key)
+    return await _status(plane, app, await plane.store.active_rollout(key))
 
 
 async def list_app_status(plane: ControlPlane) -> list[AppStatus]:
-    return [await _status(plane, app) for app in await plane.store.list_apps()]
+    # Two reads of the store for every app at once, not one per app: each store call is a
+    # trip to the store's thread, and a hundred of them queue behind the rounds' reads.
+    apps = await plane.store.list_apps()
+    rollouts = await plane.store.active_rollouts()
+    return [await _status(plane, app, rollouts.get(app.key)) for app in apps]
 
 
-async def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
+async def _status(plane: ControlPlane, app: AppRecord, rollout: Rollout | None) -> AppStatus:
     key = app.key
     await plane.load_releases(plane.last_instances.get(key, []))
     memory = plane.observer.memory.get(key)
@@ -46,7 +51,6 @@ async def _status(plane: ControlPlane, app: AppRecord) -> AppStatus:
                 last_error=health.last_error,
             )
         )
-    rollout = await plane.store.active_rollout(key)
     last_plan = plane.last_plans.get(key)
     ready = last_plan.ready if last_plan else 0
     if app.stopped:

@@ -259,6 +259,9 @@ class AsyncStore:
     async def active_rollout(self, key: AppKey) -> Rollout | None:
         return await self.run(self.sync.active_rollout, key)
 
+    async def active_rollouts(self) -> dict[AppKey, Rollout]:
+        return await self.run(self.sync.active_rollouts)
+
     async def list_rollouts(self, key: AppKey) -> list[Rollout]:
         return await self.run(self.sync.list_rollouts, key)
 

@@ -112,6 +112,9 @@ class Store(Protocol):
     # --- rollouts -----------------------------------------------------------------------
     def active_rollout(self, key: AppKey) -> Rollout | None: ...
 
+    def active_rollouts(self) -> dict[AppKey, Rollout]:
+        """Every app's rollout in progress, in one read (the app list shows them all)."""
+
     def list_rollouts(self, key: AppKey) -> list[Rollout]: ...
 
     def update_rollout(

@@ -466,6 +466,15 @@ class SqliteStore(SecretRows):
             ).fetchone()
         return None if row is None else _rollout(row)
 
+    def active_rollouts(self) -> dict[AppKey, Rollout]:
+        with self._read("read the rollouts in progress") as conn:
+            rows = conn.execute(
+                f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE state = ?",
+                (RolloutState.IN_PROGRESS.value,),
+            ).fetchall()
+        rollouts = [_rollout(row) for row in rows]
+        return {rollout.key: rollout for rollout in rollouts}
+
     def list_rollouts(self, key: AppKey) -> list[Rollout]:
         with self._read(f"list rollouts of {key}") as conn:
             rows = conn.execute(

@@ -50,6 +50,16 @@ def test_rollouts_of_other_apps_are_not_superseded(store: SqliteStore) -> None:
     assert store.active_rollout(WEB) == web
 
 
+def test_active_rollouts_lists_every_app_in_progress_and_none_that_ended(
+    store: SqliteStore,
+) -> None:
+    _, web = deploy(store, WEB, version=1)
+    _, api = deploy(store, API, version=1)
+    assert store.active_rollouts() == {WEB: web, API: api}
+    store.finish_rollout(web.id, RolloutState.SUCCEEDED, "ok", now=at(1))
+    assert store.active_rollouts() == {API: api}
+
+
 def test_succeeded_rollout_makes_its_release_stable(store: SqliteStore) -> None:
     _, rollout = deploy(store, WEB, version=1)
     done = store.finish_rollout(rollout.id, RolloutState.SUCCEEDED, "2/2 ready", now=at(30))
