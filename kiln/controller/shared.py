@@ -18,6 +18,12 @@ step (the resync ticker wakes every loop at once) all join it.
 
 A failed read fails every caller that joined it with the same error (a round retries with its
 backoff); the next caller starts a new read.
+
+**Narrowed engine lists.** A round woken alone (its own container's event, a rollout step of
+one app while ninety-nine others idle) needs one app's containers, not three hundred: when the
+callers of a read ask for a few apps only, the read asks the engine for those apps' containers
+(filtered by label at the engine) instead of every container. The resync, and anything that
+asks for every app, gets the full list.
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ class SharedRead(Generic[T]):
             self._next.cancel()
             self._next = None
 
+    def _read_next(self) -> Awaitable[T]:
+        """The read for the callers that joined so far (called as it starts)."""
+        return self._read()
+
     async def _run(self) -> None:
         # Started as a task: its first step runs after the callers of this loop step asked.
         try:
@@ -75,7 +85,7 @@ class SharedRead(Generic[T]):
                 future, self._next = self._next, None
                 self.reads += 1
                 try:
-                    result = await self._read()
+                    result = await self._read_next()
                 except asyncio.CancelledError:
                     future.cancel()
                     raise
@@ -95,18 +105,54 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+NARROW_UP_TO = 8
+"""A read asked for this many apps or fewer lists each of them (in parallel); more, every app."""
+
+
+class InstancesRead(SharedRead[dict[AppKey, list[Instance]]]):
+    """The engine's containers by app: ``get()`` every app's, ``of(key)`` one app's (a read
+    only ``of`` callers joined lists just their apps)."""
+
+    def __init__(self, driver: Driver) -> None:
+        super().__init__(self._list_all, name="engine list")
+        self._driver = driver
+        self._keys: set[AppKey] | None = set()  # the next read's apps; None: every app
+        self.narrowed = 0  # reads that listed some apps only (for tests and benchmarks)
+
+    async def of(self, key: AppKey) -> list[Instance]:
+        """``key``'s instances (this installation's and legacy ones), running or not."""
+        if self._keys is not None:
+            self._keys.add(key)
+        return list((await super().get()).get(key, ()))
+
+    async def get(self) -> dict[AppKey, list[Instance]]:
+        self._keys = None
+        return await super().get()
+
+    def _read_next(self) -> Awaitable[dict[AppKey, list[Instance]]]:
+        keys, self._keys = self._keys, set()
+        if keys is None or len(keys) > NARROW_UP_TO:
+            return self._list_all()
+        self.narrowed += 1
+        return self._list_some(sorted(keys))
+
+    async def _list_all(self) -> dict[AppKey, list[Instance]]:
+        by_app: dict[AppKey, list[Instance]] = {}
+        for instance in await self._driver.list_instances():
+            by_app.setdefault(instance.key, []).append(instance)
+        return by_app
+
+    async def _list_some(self, keys: list[AppKey]) -> dict[AppKey, list[Instance]]:
+        lists = await asyncio.gather(*(self._driver.list_instances(key) for key in keys))
+        return dict(zip(keys, lists, strict=True))
+
+
 class SharedReads:
     """What the rounds observe, read once for all apps: ``instances`` (the engine's list, by
     app), ``in_flight`` and ``traffic`` (NGINX's counters, by app)."""
 
     def __init__(self, driver: Driver, router: Router) -> None:
-        async def list_by_app() -> dict[AppKey, list[Instance]]:
-            by_app: dict[AppKey, list[Instance]] = {}
-            for instance in await driver.list_instances():
-                by_app.setdefault(instance.key, []).append(instance)
-            return by_app
-
-        self.instances = SharedRead(list_by_app, name="engine list")
+        self.instances = InstancesRead(driver)
         self.in_flight: SharedRead[dict[AppKey, dict[str, int]]] = SharedRead(
             router.in_flight, name="in-flight counts"
         )
@@ -116,7 +162,7 @@ class SharedReads:
 
     async def instances_of(self, key: AppKey) -> list[Instance]:
         """``key``'s instances (this installation's and legacy ones), running or not."""
-        return list((await self.instances.get()).get(key, ()))
+        return await self.instances.of(key)
 
     async def close(self) -> None:
         for read in (self.instances, self.in_flight, self.traffic):

@@ -54,6 +54,10 @@ def running_server(app: FastAPI, *, unix_path: Path | None = None) -> Iterator[s
     """Serve ``app``; yields its base URL (``http://127.0.0.1:PORT``, or ``http://kiln`` on
     ``unix_path``); stops it (and waits for the thread) on exit."""
     sock = _unix_socket(unix_path) if unix_path is not None else _tcp_socket()
+    # Listening before uvicorn starts: the first requests wait in the backlog instead of being
+    # refused (httpcore leaves a refused unix socket to the garbage collector, and the
+    # ResourceWarning then fails whichever test runs next).
+    sock.listen(128)
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from kiln.controller.shared import SharedRead, SharedReads
+from kiln.controller.shared import NARROW_UP_TO, SharedRead, SharedReads
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import RouterUnavailable
-from kiln.model import AppKey, InstanceSpec
+from kiln.model import AppKey, Instance, InstanceSpec
 from kiln.router.fake import FakeRouter
 
 
@@ -142,3 +142,58 @@ def _spec(key: AppKey, instance_id: str) -> InstanceSpec:
         port=8080,
         labels={},
     )
+
+
+class CountingDriver(FakeDriver):
+    """A fake driver that remembers which listings it was asked for (None: every app)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: list[AppKey | None] = []
+
+    async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
+        self.listings.append(key)
+        return await super().list_instances(key)
+
+
+async def test_a_round_woken_alone_lists_only_its_apps_containers() -> None:
+    driver = CountingDriver()
+    driver.add_image("web:v1")
+    reads = SharedReads(driver, FakeRouter())
+    web, api = AppKey("dev", "web"), AppKey("dev", "api")
+    await driver.start_instance(_spec(web, "r1-a"))
+    await driver.start_instance(_spec(api, "r1-b"))
+
+    assert [i.id for i in await reads.instances_of(web)] == ["r1-a"]
+    assert driver.listings == [web]  # filtered at the engine, not all three hundred
+
+
+async def test_many_rounds_at_once_share_one_full_listing() -> None:
+    driver = CountingDriver()
+    driver.add_image("web:v1")
+    reads = SharedReads(driver, FakeRouter())
+    keys = [AppKey("dev", f"app{n}") for n in range(NARROW_UP_TO + 1)]
+    for key in keys:
+        await driver.start_instance(_spec(key, f"r1-{key.app}"))
+
+    found = await asyncio.gather(*(reads.instances_of(key) for key in keys))
+
+    assert [[i.id for i in instances] for instances in found] == [
+        [f"r1-{key.app}"] for key in keys
+    ]
+    assert driver.listings == [None]
+
+
+async def test_a_caller_of_every_app_joins_with_rounds_and_gets_the_full_listing() -> None:
+    driver = CountingDriver()
+    driver.add_image("web:v1")
+    reads = SharedReads(driver, FakeRouter())
+    web, api = AppKey("dev", "web"), AppKey("dev", "api")
+    await driver.start_instance(_spec(web, "r1-a"))
+    await driver.start_instance(_spec(api, "r1-b"))
+
+    of_web, everything = await asyncio.gather(reads.instances_of(web), reads.instances.get())
+
+    assert [i.id for i in of_web] == ["r1-a"]
+    assert set(everything) == {web, api}
+    assert driver.listings == [None]
