@@ -7,8 +7,8 @@ one readable message (a traceback only with KILN_DEBUG=1) and end with the exit 
 
 from __future__ import annotations
 
-import copy
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,23 +16,9 @@ from typing import Any, ParamSpec
 
 import typer
 import typer.main
+from typer.models import CommandInfo, TyperInfo
 
 from kiln.cli import context
-from kiln.cli.commands import (
-    access,
-    compose,
-    deploy,
-    drift,
-    images,
-    inspect,
-    manage,
-    promotion,
-    rollout,
-    secret,
-    server,
-    top,
-    volume,
-)
 from kiln.cli.exit_codes import EPILOG, ExitCode, exit_code_for
 from kiln.errors import KilnError, SpecInvalid
 
@@ -81,13 +67,99 @@ def _print_error(exc: KilnError) -> None:
     err.print(f"kiln: {exc.message}", markup=False)
 
 
+# Every command: the panel `kiln --help` lists it in, its module in kiln.cli.commands and its
+# function (the command is named after the function). Named, not imported: `kiln NAME` imports
+# the module of NAME only (kiln/cli/README.md, "Start-up"). In the order `kiln --help` shows.
+_COMMANDS: list[tuple[str, str, str]] = [
+    ("Server", "server", "up"),
+    ("Server", "server", "down"),
+    ("Deploy", "deploy", "deploy"),
+    ("Deploy", "deploy", "rollback"),
+    ("Deploy", "images", "build"),
+    ("Deploy", "manage", "scale"),
+    ("Deploy", "manage", "stop"),
+    ("Deploy", "manage", "destroy"),
+    ("Deploy", "compose", "convert"),
+    ("Inspect", "inspect", "status"),
+    ("Inspect", "inspect", "ps"),
+    ("Inspect", "inspect", "releases"),
+    ("Inspect", "drift", "drift"),
+    ("Inspect", "images", "images"),
+    ("Inspect", "inspect", "logs"),
+    ("Inspect", "inspect", "events"),
+    ("Inspect", "top", "top"),
+    ("Inspect", "inspect", "schema"),
+    ("Inspect", "inspect", "version"),
+    # `kiln promote` is both: between environments (--from/--to) and a rollout's next step;
+    # the steering commands are top-level verbs, as people say them.
+    ("Rollout", "promotion", "promote"),
+    ("Rollout", "rollout", "pause"),
+    ("Rollout", "rollout", "resume"),
+    ("Rollout", "rollout", "abort"),
+    ("Rollout", "rollout", "retry"),
+    ("Environments", "promotion", "approve"),
+    ("Environments", "promotion", "diff"),
+    ("Access", "access", "audit"),
+]
+# Command groups: name, module (its HELP is the group's help), panel, and (command, function).
+_GROUPS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    ("rollout", "rollout", "Rollout", [("status", "status")]),  # `kiln rollout status APP`
+    ("token", "access", "Access", [("create", "create"), ("ls", "ls"), ("revoke", "revoke")]),
+    (
+        "secret",
+        "secret",
+        "Secrets and volumes",
+        [("set", "set_"), ("ls", "ls"), ("rm", "rm"), ("rotate-key", "rotate_key")],
+    ),
+    (
+        "volume",
+        "volume",
+        "Secrets and volumes",
+        [
+            ("ls", "ls"),
+            ("inspect", "inspect"),
+            ("rm", "rm"),
+            ("snapshot", "snapshot"),
+            ("restore", "restore"),
+        ],
+    ),
+]
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"kiln.cli.commands.{name}")
+
+
+def _add_command(app: typer.Typer, panel: str, module: str, function: str) -> None:
+    app.command(rich_help_panel=panel)(handles_errors(getattr(_module(module), function)))
+
+
+def _add_group(
+    app: typer.Typer, name: str, module: str, panel: str, commands: list[tuple[str, str]]
+) -> None:
+    home = _module(module)
+    group = typer.Typer(
+        name=name, help=home.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
+    )
+    for command, function in commands:
+        group.command(command)(handles_errors(getattr(home, function)))
+    app.add_typer(group, rich_help_panel=panel)
+
+
 class _Kiln(typer.Typer):
     """The ``kiln`` app. Run (``app()``, the ``kiln`` script), it builds only the command the
-    first argument names: Typer reads the signature of every command it builds (~25 ms for all
-    forty), and ``kiln status --json`` in a script's loop needs one (kiln/cli/README.md,
-    "Start-up"). ``kiln``, ``kiln --help`` and a first argument that names no command build
-    every command, as Typer does; a command is built the same way either way, so what it
-    accepts, prints and exits with does not change (``tests/cli/test_cli_startup.py``)."""
+    first argument names, and imports only its module: Typer reads the signature of every
+    command it builds (~25 ms for all forty), and ``kiln status --json`` in a script's loop
+    needs one (kiln/cli/README.md, "Start-up"). ``kiln``, ``kiln --help``, a first argument
+    that names no command, and whoever reads the app's commands (Typer's ``get_command``, the
+    tests' ``CliRunner``) get every command, as Typer does; a command is built the same way
+    either way, so what it accepts, prints and exits with does not change
+    (``tests/cli/test_cli_startup.py``)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._complete = False
+        super().__init__(**options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         argv: Sequence[str] | None = kwargs.get("args", args[0] if args else None)
@@ -98,26 +170,43 @@ class _Kiln(typer.Typer):
         return typer.main.get_group(lean)(*args, **kwargs)
 
     def only(self, name: str) -> typer.Typer | None:
-        """This app with the command or command group ``name`` alone; None if none has it."""
-        commands = [
-            command
-            for command in self.registered_commands
-            if name
-            == (
-                command.name
-                or typer.main.get_command_name(getattr(command.callback, "__name__", ""))
-            )
-        ]
-        groups = [
-            group
-            for group in self.registered_groups
-            if group.typer_instance is not None and group.typer_instance.info.name == name
-        ]
-        if not commands and not groups:
-            return None
-        lean = copy.copy(self)
-        lean.registered_commands, lean.registered_groups = commands, groups
-        return lean
+        """The app with the command or command group ``name`` alone; None if none has it."""
+        lean = typer.Typer(**self._options)
+        for panel, module, function in _COMMANDS:
+            if typer.main.get_command_name(function) == name:
+                _add_command(lean, panel, module, function)
+        for group in _GROUPS:
+            if group[0] == name:
+                _add_group(lean, *group)
+        return lean if lean.registered_commands or lean.registered_groups else None
+
+    # Typer reads these to build the app: the first read registers every command.
+    @property
+    def registered_commands(self) -> list[CommandInfo]:
+        self._register_all()
+        return self._commands
+
+    @registered_commands.setter
+    def registered_commands(self, value: list[CommandInfo]) -> None:
+        self._commands = value
+
+    @property
+    def registered_groups(self) -> list[TyperInfo]:
+        self._register_all()
+        return self._groups
+
+    @registered_groups.setter
+    def registered_groups(self, value: list[TyperInfo]) -> None:
+        self._groups = value
+
+    def _register_all(self) -> None:
+        if self._complete:
+            return
+        self._complete = True
+        for command in _COMMANDS:
+            _add_command(self, *command)
+        for group in _GROUPS:
+            _add_group(self, *group)
 
 
 app = _Kiln(
@@ -130,85 +219,6 @@ app = _Kiln(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
-_PANELS: list[tuple[str, list[Callable[..., None]]]] = [
-    ("Server", [server.up, server.down]),
-    (
-        "Deploy",
-        [
-            deploy.deploy,
-            deploy.rollback,
-            images.build,
-            manage.scale,
-            manage.stop,
-            manage.destroy,
-            compose.convert,
-        ],
-    ),
-    (
-        "Inspect",
-        [
-            inspect.status,
-            inspect.ps,
-            inspect.releases,
-            drift.drift,
-            images.images,
-            inspect.logs,
-            inspect.events,
-            top.top,
-            inspect.schema,
-            inspect.version,
-        ],
-    ),
-]
-for _panel, _commands in _PANELS:
-    for _command in _commands:
-        app.command(rich_help_panel=_panel)(handles_errors(_command))
-
-# `kiln rollout status APP` reads; the steering commands are top-level verbs, as people say them.
-rollout_group = typer.Typer(
-    name="rollout",
-    help=rollout.HELP,
-    epilog=EPILOG,
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-)
-rollout_group.command("status")(handles_errors(rollout.status))
-app.add_typer(rollout_group, rich_help_panel="Rollout")
-# `kiln promote` is both: between environments (--from/--to) and a rollout's next step.
-for _command in (promotion.promote, rollout.pause, rollout.resume, rollout.abort, rollout.retry):
-    app.command(rich_help_panel="Rollout")(handles_errors(_command))
-for _command in (promotion.approve, promotion.diff):
-    app.command(rich_help_panel="Environments")(handles_errors(_command))
-
-# `kiln token create|ls|revoke` and `kiln audit`: access control (admin tokens).
-token_group = typer.Typer(
-    name="token", help=access.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
-)
-for _name, _command in (("create", access.create), ("ls", access.ls), ("revoke", access.revoke)):
-    token_group.command(_name)(handles_errors(_command))
-app.add_typer(token_group, rich_help_panel="Access")
-app.command(rich_help_panel="Access")(handles_errors(access.audit))
-secret_group = typer.Typer(
-    name="secret", help=secret.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
-)
-secret_group.command("set")(handles_errors(secret.set_))
-secret_group.command("ls")(handles_errors(secret.ls))
-secret_group.command("rm")(handles_errors(secret.rm))
-secret_group.command("rotate-key")(handles_errors(secret.rotate_key))
-app.add_typer(secret_group, rich_help_panel="Secrets and volumes")
-volume_group = typer.Typer(
-    name="volume", help=volume.HELP, epilog=EPILOG, no_args_is_help=True, rich_markup_mode="rich"
-)
-for _name, _command in (
-    ("ls", volume.ls),
-    ("inspect", volume.inspect),
-    ("rm", volume.rm),
-    ("snapshot", volume.snapshot),
-    ("restore", volume.restore),
-):
-    volume_group.command(_name)(handles_errors(_command))
-app.add_typer(volume_group, rich_help_panel="Secrets and volumes")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ NOT_FOR_A_JSON_READ = {
     "kiln.client.promotion_models": "the answers of promote, approve and diff",
     "kiln.client.command_models": "the answers of deploy, secrets, tokens, images, volumes, ...",
     "kiln.config.file": "the settings file's sections: the server's; a client asks on TCP only",
+    "kiln.cli.commands.server": "kiln up and down: `kiln NAME` imports NAME's module only",
+    "kiln.cli.commands.images": "kiln build and images (tarfile)",
+    "kiln.supervisor": "pid files, the supervisor and its systemd unit: kiln up and down",
 }
 
 # What `import kiln.cli.main` (paid by every command, `--help` included) must not import on
@@ -54,6 +57,9 @@ NOT_AT_IMPORT = {
     "kiln.client.models": "the API's answer models (pydantic): loaded with the client",
     "kiln.model": "kiln's vocabulary: AppKey loads with the client",
     "kiln.spec": "the spec package: kiln.spec.grammar checks APP when a command parses it",
+    "kiln.cli.commands": "the commands: `kiln NAME` imports the module of NAME only",
+    "kiln.config": "the settings: read by the command that needs them",
+    "pydantic": "the settings and the answer models: loaded by the command that reads them",
 }
 
 # Prints the modules loaded after running the command line in argv (none: only the import),
