@@ -127,7 +127,7 @@ def compile_tree(tree: Path) -> None:
     """What scripts/bootstrap.sh does: compileall writes the .pyc files (whatever
     PYTHONDONTWRITEBYTECODE says, which only stops writing them on import)."""
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(tree / "kiln")],
+        [sys.executable, "-m", "compileall", "-q", "-x", "/node_modules/", str(tree / "kiln")],
         check=True,
         stdout=subprocess.DEVNULL,
     )

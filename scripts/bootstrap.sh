@@ -43,7 +43,7 @@ fi
 # kiln's own .pyc files, as `pip install` (not -e) writes them for an installed package: the
 # `kiln` command then does not compile its modules on every run (~30 ms of `kiln status`) where
 # PYTHONDONTWRITEBYTECODE keeps Python from writing them itself. Only changed files recompile.
-.venv/bin/python -m compileall -q kiln >/dev/null
+.venv/bin/python -m compileall -q -x /node_modules/ kiln >/dev/null
 
 # The dashboard's browser libraries, exactly as package-lock.json pins them; kiln serves them
 # from disk (no CDN), so the page works with no internet once this ran.
