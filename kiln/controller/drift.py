@@ -151,9 +151,11 @@ class DriftChecker:
         if interval <= 0:
             return
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval / 2)
             try:
-                await self.check()
+                # Spread over half the interval: a steady trickle of inspects, not a burst of
+                # hundreds that delays every probe and API call on a busy engine.
+                await self.check(spread=interval / 2)
             except asyncio.CancelledError:
                 raise
             except KilnError as exc:
@@ -161,19 +163,28 @@ class DriftChecker:
             except Exception:
                 log.exception("drift check failed")
 
-    async def check(self, key: AppKey | None = None) -> DriftReport:
+    async def check(self, key: AppKey | None = None, *, spread: float = 0.0) -> DriftReport:
+        """Check ``key``'s running instances (every app's when None) now; ``spread`` seconds:
+        start the checks evenly over that long instead of all at once."""
         plane = self._plane
         now = plane.clock()
         instances = await plane.driver.list_instances(key)
         running = [i for i in instances if i.running and not i.legacy]
         limit = asyncio.Semaphore(plane.settings.file.drift.concurrency)
-        results = await asyncio.gather(*(self._check_one(i, limit) for i in running))
+        step = spread / len(running) if running else 0.0
+        results = await asyncio.gather(
+            *(self._check_one(i, limit, delay=n * step) for n, i in enumerate(running))
+        )
         findings = [f for f in results if f is not None]
         findings += await self._missing(key, instances)
         self._forget_gone(key, {i.id for i in instances}, {i.container_id for i in instances})
         return DriftReport(checked_at=now, checked=len(running), findings=tuple(findings))
 
-    async def _check_one(self, instance: Instance, limit: asyncio.Semaphore) -> DriftFinding | None:
+    async def _check_one(
+        self, instance: Instance, limit: asyncio.Semaphore, *, delay: float = 0.0
+    ) -> DriftFinding | None:
+        if delay:
+            await asyncio.sleep(delay)
         plane = self._plane
         key = instance.key
         release = await plane.release_or_none(key, instance.release)
