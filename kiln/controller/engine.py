@@ -117,6 +117,8 @@ class Engine:
             await plane.sampler.close()
         if plane.logs is not None:
             await plane.logs.close()
+        if plane.memory is not None:
+            await plane.memory.close()
         with contextlib.suppress(Exception):
             plane.events.record(
                 None, EventKind.KILN_STOPPED, "kiln stopped; NGINX and the apps keep serving"

@@ -24,6 +24,7 @@ from kiln.controller.events import EventBus
 from kiln.controller.executor import Executor
 from kiln.controller.images import Puller
 from kiln.controller.logkeeper import LogKeeper
+from kiln.controller.memory import MemoryTrimmer, glibc_trim
 from kiln.controller.observability import attach_metrics
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
@@ -157,6 +158,7 @@ def assemble_engine(
         reads=SharedReads(driver, router),
         registry=registry,
         vault=vault or SecretVault(store, home=settings.home),
+        memory=MemoryTrimmer(trim=glibc_trim()),
     )
     plane.loops.on_forget = plane.forget_app
     executor = Executor(

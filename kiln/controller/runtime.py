@@ -18,6 +18,7 @@ from kiln.config import Settings
 from kiln.controller.events import EventBus
 from kiln.controller.groupcommit import GroupCommit
 from kiln.controller.logkeeper import LogKeeper
+from kiln.controller.memory import MemoryTrimmer
 from kiln.controller.observe import Observer
 from kiln.controller.reconciler import AppLoops
 from kiln.controller.shared import SharedReads
@@ -93,6 +94,8 @@ class ControlPlane:
     image_pushes: dict[tuple[str, str, str], asyncio.Task[tuple[str, bool]]] = field(
         default_factory=dict
     )
+    # Freed memory back to the system after apps are forgotten (None: tests without it).
+    memory: MemoryTrimmer | None = None
     # Metric updates that read the store after an event (rollout durations): a scrape waits
     # for them, so it reports every event recorded before it.
     metric_reads: set[asyncio.Task[None]] = field(default_factory=set)
@@ -118,6 +121,8 @@ class ControlPlane:
             self.logs.forget_app(key)
         if self.metrics is not None:
             self.metrics.forget_app(key)
+        if self.memory is not None:
+            self.memory.soon()
 
     def forget_instance(
         self, key: AppKey, instance_id: str, container_id: str | None = None
