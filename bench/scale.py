@@ -271,8 +271,24 @@ class Processes:
                 total += proc.memory_info().rss
         return round(total / 2**20, 1)
 
+    @staticmethod
+    def _pss(procs: list[psutil.Process]) -> float:
+        """Proportional set size: a page shared by NGINX's workers (its shared-memory zones,
+        the master's copy-on-write pages) counts once across them, not once per worker."""
+        total = 0
+        for proc in procs:
+            with suppress(psutil.Error):
+                total += proc.memory_full_info().pss
+        return round(total / 2**20, 1)
+
     def rss(self) -> Json:
-        return {"kiln": self._rss([self.server]), "nginx": self._rss(self.nginx())}
+        nginx = self.nginx()
+        return {
+            "kiln": self._rss([self.server]),
+            "nginx": self._rss(nginx),
+            "kiln_pss": self._pss([self.server]),
+            "nginx_pss": self._pss(nginx),
+        }
 
     def cpu_over(self, seconds: float) -> Json:
         """% of one core each used over ``seconds`` (processes present at both ends)."""
