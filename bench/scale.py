@@ -50,6 +50,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +434,7 @@ class Run:
             timeout=max(10.0, deadline - time.monotonic()),
         )
         self.solo_release += len(durations)
+        out["last_rollout"] = self.last_rollout_timeline()
         out.update(
             {
                 "deploy_to_all_new_s": [round3(d) for d in durations],
@@ -441,6 +443,26 @@ class Run:
                 "requests": requests,
             }
         )
+
+    def last_rollout_timeline(self) -> list[list[object]]:
+        """The solo app's events since its last rollout started: [s after it, kind, instance]
+        (where a slower rollout spends its time: starts, readiness, router, drains)."""
+        response = self.kiln.api("GET", "/v1/events", params={"app": SOLO, "limit": 200})
+        response.raise_for_status()
+        events = response.json()
+        starts = [i for i, e in enumerate(events) if e["kind"] == "rollout.started"]
+        if not starts:
+            return []
+        since = events[starts[-1] :]
+        began = datetime.fromisoformat(since[0]["at"])
+        return [
+            [
+                round((datetime.fromisoformat(e["at"]) - began).total_seconds(), 3),
+                e["kind"],
+                e["instance"] or "",
+            ]
+            for e in since
+        ]
 
     def solo_first(self, out: Json, deadline: float) -> None:
         deploy_api(self.kiln, spec_of(SOLO, "kiln-hello:v1", self.args, self.network))
