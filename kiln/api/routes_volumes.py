@@ -43,7 +43,7 @@ class SnapshotOut(_Out):
     created_at: datetime
     size: int = Field(description="bytes of the archive")
     sha256: str
-    consistency: str = Field(description="stopped | pre_snapshot")
+    consistency: str = Field(description="stopped | pre_snapshot | read_only")
 
 
 class VolumeOut(_Out):
@@ -160,7 +160,7 @@ def volumes_router(service: Service) -> APIRouter:
 
     @router.post(
         "/apps/{env}/{app}/volumes/{name}/snapshots",
-        summary="Snapshot a volume (app stopped, or its pre_snapshot run): NDJSON progress",
+        summary="Snapshot a volume (app stopped, its pre_snapshot run, or read-only): NDJSON progress",
         dependencies=_DEPLOY,
         response_class=StreamingResponse,
         responses=_STREAM_DOC,

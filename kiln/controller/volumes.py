@@ -2,7 +2,8 @@
 
 ```
 snapshot(APP, VOLUME) ── an instance runs? ── no ─────────────────────────▶ copy (consistent: stopped)
-                               │ yes: the volume has pre_snapshot? ── no ─▶ Conflict: stop it first
+                               │ yes: read_only in the release? ── yes ──────▶ copy (no writer)
+                               │ no: the volume has pre_snapshot? ── no ─▶ Conflict: stop it first
                                ▼ yes: run it in each running instance (exit 0) ─▶ copy
 copy: a helper container (created, never started) mounts the volume; its files come out as a
       tar to $KILN_HOME/snapshots/ENV/APP/VOLUME/ID.tar, fsynced, with ID.json {sha256, size}
@@ -169,6 +170,8 @@ async def _quiesce(plane: ControlPlane, key: AppKey, volume: str) -> tuple[str, 
     spec_volume = (
         next((v for v in target.spec.volumes if v.name == volume), None) if target else None
     )
+    if spec_volume is not None and spec_volume.read_only:
+        return image, "read_only"  # its instances cannot write it: no write can be half-done
     if spec_volume is None or not spec_volume.pre_snapshot:
         raise Conflict(
             f"{key} is running: a copy of volume {volume} now could catch a write half-done."

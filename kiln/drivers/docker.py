@@ -570,7 +570,10 @@ class DockerDriver:
             directory = self._secret_files.write(self.container_name(spec), files)
             binds[str(directory)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
         for volume in spec.volumes:
-            binds[self.volume_name(spec.key, volume.name)] = {"bind": volume.path, "mode": "rw"}
+            binds[self.volume_name(spec.key, volume.name)] = {
+                "bind": volume.path,
+                "mode": "ro" if volume.read_only else "rw",
+            }
         tmpfs = {}
         for entry in spec.tmpfs:
             path, _, options = entry.partition(":")
@@ -1015,11 +1018,16 @@ class DockerDriver:
         declared = {*(image.get("Volumes") or {}), *writable, *(v.path for v in spec.volumes)}
         if any(not ref.as_env for ref in spec.secrets):
             declared.add(SECRETS_MOUNT)
+        read_only = {v.path: v.read_only for v in spec.volumes}
         for mount in info.get("Mounts") or []:
-            if mount.get("Destination", "").rstrip("/") not in declared:
+            destination = mount.get("Destination", "").rstrip("/")
+            if destination not in declared:
                 found.append(
                     f"mount {mount.get('Destination')} ({mount.get('Type')}) is not in the release"
                 )
+            elif destination in read_only and bool(mount.get("RW", True)) == read_only[destination]:
+                have, want = ("read-write", "read-only")[:: 1 if read_only[destination] else -1]
+                found.append(f"volume at {destination}: mounted {have}, the release says {want}")
         if sorted(host.get("Tmpfs") or {}) != sorted(want_host.get("Tmpfs") or {}):
             found.append("tmpfs mounts differ from the release's")
         for field, label in _HOST_FIELDS.items():

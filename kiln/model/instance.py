@@ -78,6 +78,7 @@ class VolumeMount:
 
     name: str
     path: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,4 +26,5 @@ class Snapshot:
     created_at: datetime
     size: int  # bytes of the tar
     sha256: str
-    consistency: str  # "stopped" (no instance ran) or "pre_snapshot" (the command ran first)
+    consistency: str  # "stopped" (no instance ran), "pre_snapshot" (the command ran first) or
+    # "read_only" (the release mounts it read-only: its instances cannot write it)

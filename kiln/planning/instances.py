@@ -83,5 +83,5 @@ def instance_spec(release: Release, instance_id: str) -> InstanceSpec:
             SecretRef(use.name, release.secret_versions.get(use.name, 0), use.delivery == "env")
             for use in spec.secrets
         ),
-        volumes=tuple(VolumeMount(v.name, v.path) for v in spec.volumes),
+        volumes=tuple(VolumeMount(v.name, v.path, v.read_only) for v in spec.volumes),
     )

@@ -1058,7 +1058,7 @@ class _Converter:
             mount = self._mount(entry, where) if entry is not None else None
             if mount is None:
                 continue
-            kind, source, target = mount
+            kind, source, target, read_only = mount
             if kind == "tmpfs":
                 tmpfs.append(target)
                 continue
@@ -1078,7 +1078,10 @@ class _Converter:
                     " is a lowercase DNS label)"
                 )
             volume: dict[str, Any] = {"name": kiln_name, "path": target}
-            if shared:
+            if read_only:
+                # No writer: replicas and start-first may mount it together without shared.
+                volume["read_only"] = True
+            elif shared:
                 volume["shared"] = True
                 self.warnings.append(
                     f"{_path(where)}: {kiln_name} is shared: true, because"
@@ -1094,8 +1097,9 @@ class _Converter:
 
     def _mount(
         self, entry: str | MountIn, where: tuple[str | int, ...]
-    ) -> tuple[str, str, str] | None:
-        """(kind, source, target) of one mount; None after a problem or a warning says why."""
+    ) -> tuple[str, str, str, bool] | None:
+        """(kind, source, target, read-only) of one mount; None after a problem or a warning
+        says why."""
         if isinstance(entry, str):
             parts = entry.split(":")
             if len(parts) == 1:
@@ -1123,16 +1127,17 @@ class _Converter:
                     f"{_path(where)}: {', '.join(unknown)} is not a mode kiln knows (ro or rw)"
                 )
                 return None
-            if "ro" in options:
-                self._read_write(source, where)
-            return "volume", source, target
+            if "ro" in options and "rw" in options:
+                self.problems.append(f"{_path(where)}: ro or rw, not both, got {shown(entry)}")
+                return None
+            return "volume", source, target, "ro" in options
         if entry.type == "tmpfs":
             options = []
             if entry.tmpfs is not None and entry.tmpfs.size is not None:
                 options.append(f"size={entry.tmpfs.size}")
             if entry.tmpfs is not None and entry.tmpfs.mode is not None:
                 options.append(f"mode={entry.tmpfs.mode:o}")
-            return "tmpfs", "", entry.target + (":" + ",".join(options) if options else "")
+            return "tmpfs", "", entry.target + (":" + ",".join(options) if options else ""), False
         if entry.type != "volume":
             self.problems.append(
                 f"{_path((*where, 'type'))}: {entry.type} is not supported: kiln mounts named"
@@ -1145,20 +1150,12 @@ class _Converter:
                 " source and declare it under the top-level volumes:"
             )
             return None
-        if entry.read_only:
-            self._read_write(entry.source, (*where, "read_only"))
         if entry.volume is not None and entry.volume.nocopy:
             self.warnings.append(
                 f"{_path((*where, 'volume', 'nocopy'))}: ignored: the engine copies the image's"
                 " files at the path into a new, empty volume"
             )
-        return "volume", entry.source, entry.target
-
-    def _read_write(self, source: str, where: tuple[str | int, ...]) -> None:
-        self.warnings.append(
-            f"{_path(where)}: {source} is mounted read-write: a kiln volume belongs to this one"
-            " app, which is its writer"
-        )
+        return "volume", entry.source, entry.target, entry.read_only
 
     def _security(self, s: Service, base: tuple[str | int, ...]) -> dict[str, Any]:
         # Compose runs a writable root filesystem unless read_only: true; so does the spec, or

@@ -863,6 +863,16 @@ class AppSpec(_Strict):
                 problems.append((("volumes", i), f"{volume.path} is mounted twice"))
             names.add(volume.name)
             paths.add(volume.path)
+            if volume.read_only and volume.pre_snapshot is not None:
+                problems.append(
+                    (
+                        ("volumes", i, "pre_snapshot"),
+                        f"{volume.name} is read_only, so the app writes nothing there to"
+                        " checkpoint: drop pre_snapshot (a snapshot copies it while the app runs)",
+                    )
+                )
+            if volume.read_only:
+                continue  # no writer: instances and releases may mount it together
             if not volume.shared and self.instances > 1:
                 problems.append(
                     (
@@ -888,8 +898,9 @@ class AppSpec(_Strict):
         return self
 
     def single_writer(self) -> bool:
-        """A volume that is not shared: never two instances at once (recreate semantics)."""
-        return any(not v.shared for v in self.volumes)
+        """A writable volume that is not shared: never two instances at once (recreate
+        semantics). A read-only volume has no writer to protect."""
+        return any(not v.shared and not v.read_only for v in self.volumes)
 
     @model_validator(mode="after")
     def _what_needs_a_port(self) -> AppSpec:

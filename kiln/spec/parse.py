@@ -149,6 +149,9 @@ def spec_hash(spec: AppSpec) -> str:
     for added in ("secrets", "volumes"):
         if not payload.get(added):
             payload.pop(added, None)
+    for volume in payload.get("volumes") or []:
+        if not volume.get("read_only"):
+            volume.pop("read_only", None)  # added later: a writable volume keeps its old hash
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -96,6 +96,13 @@ class Volume(_Strict):
         " (old instances stop before new ones start) and canary / blue-green are refused;"
         " true: instances of two releases may use it at once",
     )
+    read_only: bool = Field(
+        default=False,
+        strict=True,
+        description="true: mounted read-only, a write fails with EROFS; the app has no writer of"
+        " it, so the one-writer rule of shared: false does not apply (fill it with"
+        " `kiln volume restore`)",
+    )
     pre_snapshot: list[str] | None = Field(
         default=None,
         max_length=64,

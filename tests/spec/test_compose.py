@@ -482,21 +482,36 @@ volumes:
   backups:
 """
     )
-    assert [(v.name, v.path, v.shared) for v in spec.volumes] == [
-        ("pg-data", "/var/lib/postgresql/data", False),
-        ("backups", "/backups", False),
+    assert [(v.name, v.path, v.shared, v.read_only) for v in spec.volumes] == [
+        ("pg-data", "/var/lib/postgresql/data", False, False),
+        ("backups", "/backups", False, True),
     ]
     assert spec.security.tmpfs == ["/tmp", f"/run/pg:size={16 * 1024**2},mode=1777"]
 
 
-def test_volume_renames_and_read_only_mounts_are_warned_about() -> None:
-    warnings = convert(
-        "services: {db: {image: x, volumes: ['pg_data:/data:ro']}}\nvolumes: {pg_data: {}}"
-    ).warnings
-    assert any("volume pg_data is named pg-data in kiln" in w for w in warnings)
-    assert any(
-        w.startswith("services.db.volumes.0: pg_data is mounted read-write") for w in warnings
+def test_volume_renames_are_warned_about_and_ro_mounts_stay_read_only() -> None:
+    conversion = convert(
+        "services: {db: {image: x, volumes: ['pg_data:/data:ro', 'logs:/logs:rw']}}\n"
+        "volumes: {pg_data: {}, logs: {}}"
     )
+    assert any("volume pg_data is named pg-data in kiln" in w for w in conversion.warnings)
+    assert not any("read-write" in w for w in conversion.warnings)
+    spec = parse_spec(render_spec(conversion.specs[0]))
+    assert [(v.name, v.read_only) for v in spec.volumes] == [("pg-data", True), ("logs", False)]
+
+
+def test_ro_and_rw_together_are_refused() -> None:
+    found = problems("services: {db: {image: x, volumes: ['d:/d:ro,rw']}}\nvolumes: {d: {}}")
+    assert "services.db.volumes.0: ro or rw, not both, got 'd:/d:ro,rw'" in found
+
+
+def test_read_only_volume_with_replicas_needs_no_shared() -> None:
+    spec = one(
+        "services: {web: {image: x, deploy: {replicas: 3}, volumes: ['assets:/a:ro']}}\n"
+        "volumes: {assets: {}}"
+    )
+    assert spec.instances == 3
+    assert spec.volumes[0].read_only and not spec.volumes[0].shared
 
 
 def test_replicas_or_start_first_share_the_volume_as_compose_does() -> None:

@@ -80,3 +80,14 @@ async def test_a_pre_snapshot_command_makes_a_running_app_consistent(world: Worl
     made = await world.engine.snapshot_volume(WEB, "data", who="ann", progress=nothing)
     assert made.consistency == "pre_snapshot"
     assert world.driver.exec_calls[-1][1] == ("sh", "-c", "checkpoint")
+
+
+async def test_a_read_only_volume_is_copied_while_its_instances_run(world: World) -> None:
+    spec = SPEC.replace("instances: 1", "instances: 2").replace(
+        "path: /var/lib/web}", "path: /var/lib/web, read_only: true}"
+    )
+    await world.engine.deploy(spec, message="", who="ann")
+    await eventually(lambda: len(world.running()) == 2)  # no writer: two instances may mount it
+    made = await world.engine.snapshot_volume(WEB, "data", who="ann", progress=nothing)
+    assert made.consistency == "read_only"
+    assert world.driver.exec_calls == []  # nothing to quiesce

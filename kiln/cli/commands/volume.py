@@ -109,7 +109,8 @@ def snapshot(
     """Copy a volume to $KILN_HOME/snapshots with its sha256.
 
     Consistent: the app must be stopped (`kiln stop APP`), or the volume has a pre_snapshot
-    command that kiln runs in the instance first.
+    command that kiln runs in the instance first, or the release mounts it read_only (no
+    instance can write it, so it is copied while the app runs).
 
     Example:  kiln stop web && kiln volume snapshot web data && kiln scale web 1
     """
