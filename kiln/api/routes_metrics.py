@@ -3,21 +3,22 @@ middleware that times every API request by its route template.
 
 A scraper sends the API token as a bearer token (Prometheus: ``authorization: {credentials:
 TOKEN}``, or ``bearer_token_file``). ``metrics.enabled: false`` in the settings file makes it a
-404.
+404. A token limited to environments reads only the series of its environments' apps, none of
+the kiln-wide ones (``kiln.metrics.visibility``); a scraper's token sees every environment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kiln.api.access import requires
+from kiln.api.access import Read
 from kiln.controller.service import Service
-from kiln.metrics import CONTENT_TYPE
-from kiln.model.access import Permission
+from kiln.metrics import CONTENT_TYPE, exposition_for
 
 
 def metrics_router(service: Service) -> APIRouter:
@@ -28,10 +29,13 @@ def metrics_router(service: Service) -> APIRouter:
         summary="Prometheus metrics: platform, instances, per-release traffic, host",
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE: {}}, "description": "text format 0.0.4"}},
-        dependencies=[requires(Permission.READ)],
     )
-    async def metrics() -> Response:
-        return Response(await service.metrics(), media_type=CONTENT_TYPE)
+    async def metrics(grant: Read) -> Response:
+        text = await service.metrics()
+        if environments := grant.principal.environments:
+            # Parsing the whole exposition is CPU work: off the event loop.
+            text = await asyncio.to_thread(exposition_for, text, environments)
+        return Response(text, media_type=CONTENT_TYPE)
 
     return router
 
