@@ -89,7 +89,9 @@ def app_names(count: int) -> list[str]:
 
 def spec_of(app: str, tag: str, args: argparse.Namespace, network: str, alt: bool = False) -> str:
     spec = hello_spec(app, tag, instances=args.instances, network=network)
-    if args.probe_interval != 1.0:  # the demo app probes every second
+    if not args.probe_interval:  # no probes at all: what the rest of kiln costs
+        spec = spec.replace("health:\n  http: /healthz\n  interval: 1s\n  timeout: 500ms\n", "")
+    elif args.probe_interval != 1.0:  # the demo app probes every second
         spec = spec.replace("  interval: 1s\n", f"  interval: {args.probe_interval:g}s\n")
     if alt:
         # Another host: two route changes (old and new hosts while both releases serve, then
@@ -721,7 +723,8 @@ def main() -> None:
         "--probe-interval",
         type=float,
         default=1.0,
-        help="s between health checks of a running instance (the demo app's: 1)",
+        help="s between health checks of a running instance (the demo app's: 1; 0: no health "
+        "checks, to see what the rest of kiln costs)",
     )
     parser.add_argument("--rolling-deploys", type=int, default=4, help="even: v2, v1, ...")
     parser.add_argument("--kills", type=int, default=10)

@@ -217,10 +217,11 @@ class DriftSettings(_Section):
     """Drift checks: every ``interval`` seconds each running instance is compared with its
     release (one inspect, plus a ``docker diff`` when its root filesystem is writable), at
     most ``concurrency`` at a time, spread over half the interval. ``interval: 0`` checks only
-    on demand (``kiln drift``). 60 s by default: at 300 instances a check of every one is
-    about a third of a core-second of kiln's CPU and more of the engine's."""
+    on demand (``kiln drift``). Every 5 minutes by default: one check is an inspect and a diff
+    through the engine's API, ~3 ms of kiln's CPU (bench/scale.py), so at 300 instances every
+    minute it was ~1.5 % of a core on its own, for changes someone made by hand."""
 
-    interval: float = Field(default=60.0, ge=0, le=86_400)
+    interval: float = Field(default=300.0, ge=0, le=86_400)
     concurrency: int = Field(default=4, ge=1, le=64)
 
 
