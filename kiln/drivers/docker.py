@@ -1026,8 +1026,8 @@ class DockerDriver:
                     f"mount {mount.get('Destination')} ({mount.get('Type')}) is not in the release"
                 )
             elif destination in read_only and bool(mount.get("RW", True)) == read_only[destination]:
-                have, want = ("read-write", "read-only")[:: 1 if read_only[destination] else -1]
-                found.append(f"volume at {destination}: mounted {have}, the release says {want}")
+                mode, says = ("read-write", "read-only")[:: 1 if read_only[destination] else -1]
+                found.append(f"volume at {destination}: mounted {mode}, the release says {says}")
         if sorted(host.get("Tmpfs") or {}) != sorted(want_host.get("Tmpfs") or {}):
             found.append("tmpfs mounts differ from the release's")
         for field, label in _HOST_FIELDS.items():
