@@ -372,7 +372,9 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
         token = load_or_create_token(settings.token_path)
         make_state_private(settings)
         engine = await open_engine(settings)
-        access = AsyncAccessStore(SqliteAccessStore(settings.db_path), guard=guard_from_env())
+        access = AsyncAccessStore(
+            SqliteAccessStore(settings.db_path, audit=settings.file.audit), guard=guard_from_env()
+        )
 
         async def stop_on_shutdown_request() -> None:
             await engine.shutdown_requested.wait()

@@ -183,6 +183,18 @@ class LogsSettings(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class AuditSettings(_Section):
+    """Retention of refused calls (401, 403) in the audit log.
+
+    Anyone who can reach the API can make refused calls, so they are not kept for good: at
+    most ``refused_max_entries`` of them (the oldest go first) and none older than
+    ``refused_max_age`` seconds, trimmed as refused calls are written. Every other entry (a
+    change, ok or failed) is kept for good."""
+
+    refused_max_entries: int = Field(default=10_000, ge=100, le=10_000_000)
+    refused_max_age: float = Field(default=30 * 24 * 3600.0, ge=3600)
+
+
 class WebhookSettings(_Section):
     """One receiver of events: kiln POSTs each event of ``types`` (categories such as
     ``rollout``, or kinds such as ``rollout.failed``; empty: every kind) as JSON to ``url``,
@@ -232,6 +244,7 @@ class FileSettings(_Section):
     environments: EnvironmentsSettings = EnvironmentsSettings()
     api: ApiSettings = ApiSettings()
     logs: LogsSettings = LogsSettings()
+    audit: AuditSettings = AuditSettings()
     events: EventsSettings = EventsSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()

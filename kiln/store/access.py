@@ -3,9 +3,12 @@
 ``SqliteAccessStore`` keeps both in kiln's SQLite file (tables ``tokens`` and ``audit``,
 migration 5), on its own connection (opened as the main store opens its: connection.py): the
 API checks a token on every request and appends an audit entry after every change, without
-waiting behind the controller's store lock. The triggers of migration 5 enforce what this code
-promises: a token is never deleted or changed, only revoked once; an audit entry is never
-updated or deleted. ``FakeAccessStore`` is the in-memory stand-in for tests of the layers above.
+waiting behind the controller's store lock. The triggers of migrations 5 and 7 enforce what
+this code promises: a token is never deleted or changed, only revoked once; an audit entry is
+never updated, and never deleted but for refused calls (401, 403) past their retention
+(``AuditSettings``: a count and an age), trimmed as each refused call is appended — anyone who
+can reach the API can make those, and they must not fill the disk. ``FakeAccessStore`` is the
+in-memory stand-in for tests of the layers above.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from kiln.config.file import AuditSettings
 from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.model.access import AuditEntry, NewAuditEntry, Role, TokenRecord
 from kiln.store.connection import ThreadGuard, mapped_errors, open_connection
@@ -44,7 +48,10 @@ class AccessStore(Protocol):
     def revoke_token(self, name: str, *, by: str, now: datetime) -> TokenRecord:
         """``NotFound`` for no active token of that name; ``Conflict`` for the last admin."""
 
-    def append_audit(self, entry: NewAuditEntry, *, now: datetime) -> AuditEntry: ...
+    def append_audit(self, entry: NewAuditEntry, *, now: datetime) -> AuditEntry:
+        """Store ``entry`` at ``now``. A refused one (outcome ``refused``) also trims the
+        refused entries to the retention: none older than ``refused_max_age`` before ``now``,
+        at most ``refused_max_entries`` (the oldest go first)."""
 
     def list_audit(
         self,
@@ -87,11 +94,19 @@ def _free_name(taken: set[str], name: str) -> str:
     return f"{name}-{n}"
 
 
+REFUSED = "refused"
+"""The outcome of a 401 or 403: the only entries that expire."""
+
+
 class SqliteAccessStore:
     """``AccessStore`` on kiln's SQLite file (its own connection, WAL like the main store)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, audit: AuditSettings | None = None) -> None:
         self.path = Path(path)
+        self.retention = audit or AuditSettings()
+        # Refused entries stored: counted once (on the first refused append), then kept up to
+        # date, so a trim by count is a delete of the few oldest, not a count of them all.
+        self._refused: int | None = None
         self._lock = threading.Lock()
         self._conn = open_connection(self.path)
         # Off until the async facade names the event loop's thread (see connection.py).
@@ -188,7 +203,36 @@ class SqliteAccessStore:
             row = conn.execute(
                 f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE id = ?", (cursor.lastrowid,)
             ).fetchone()
+            refused = self._trim_refused(conn, now) if entry.outcome == REFUSED else None
+        if refused is not None:
+            self._refused = refused  # only once committed
         return _audit(row)
+
+    def _trim_refused(self, conn: sqlite3.Connection, now: datetime) -> int:
+        """Apply the retention to refused entries (the one just appended included); return
+        how many are left. The literal 'refused' in each statement lets SQLite use the
+        partial index: every statement here reads only the few entries it deletes."""
+        known, self._refused = self._refused, None  # unknown until this transaction commits
+        cutoff = _to_db(now - timedelta(seconds=self.retention.refused_max_age))
+        expired = conn.execute(
+            "DELETE FROM audit WHERE outcome = 'refused' AND at < ?", (cutoff,)
+        ).rowcount
+        if known is None:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM audit WHERE outcome = 'refused'"
+            ).fetchone()
+        else:
+            # The server's connection is the audit log's only writer: the count it knew,
+            # plus the entry just appended, minus the expired ones.
+            count = known + 1 - expired
+        over = count - self.retention.refused_max_entries
+        if over > 0:
+            count -= conn.execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE outcome = 'refused' "
+                "ORDER BY at, id LIMIT ?)",
+                (over,),
+            ).rowcount
+        return int(count)
 
     def list_audit(
         self,
@@ -302,9 +346,11 @@ def _audit(row: tuple[Any, ...]) -> AuditEntry:
 class FakeAccessStore:
     """``AccessStore`` in memory, for tests of the API over a fake service."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, audit: AuditSettings | None = None) -> None:
         self.tokens: list[TokenRecord] = []
         self.audit: list[AuditEntry] = []
+        self.retention = audit or AuditSettings()
+        self._next_id = 1
 
     def add_token(self, record: TokenRecord) -> TokenRecord:
         if any(t.active and t.name == record.name for t in self.tokens):
@@ -341,8 +387,17 @@ class FakeAccessStore:
         raise NotFound(f"no active token named {name!r}; `kiln token ls` lists them")
 
     def append_audit(self, entry: NewAuditEntry, *, now: datetime) -> AuditEntry:
-        stored = AuditEntry(id=len(self.audit) + 1, at=now, **vars(entry))
+        stored = AuditEntry(id=self._next_id, at=now, **vars(entry))
+        self._next_id += 1
         self.audit.append(stored)
+        if entry.outcome == REFUSED:
+            cutoff = now - timedelta(seconds=self.retention.refused_max_age)
+            refused = sorted(
+                (e for e in self.audit if e.outcome == REFUSED and e.at >= cutoff),
+                key=lambda e: (e.at, e.id),
+            )
+            kept = {e.id for e in refused[-self.retention.refused_max_entries :]}
+            self.audit = [e for e in self.audit if e.outcome != REFUSED or e.id in kept]
         return stored
 
     def list_audit(

@@ -15,7 +15,7 @@ hand-written ``UPDATE``) cannot rewrite history:
   whose ``DELETE FROM apps`` cascades to the releases and rollouts).
 - ``rollouts``: a finished rollout is never updated; DELETE only once the app row is gone.
 - ``events``: no UPDATE, no DELETE, ever.
-- ``audit``: no UPDATE, no DELETE, ever.
+- ``audit``: no UPDATE ever; DELETE only of refused calls (their retention, migration 7).
 - ``tokens``: never deleted (the audit log names them); the one change is revoking an active
   token, once.
 """
@@ -299,7 +299,22 @@ _V6: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Refused calls (401, 403) expire: anyone who can reach the API can make them, so their entries
+# are trimmed by count and age (AuditSettings). Every other entry stays undeletable.
+_V7: Migration = (
+    "DROP TRIGGER audit_never_delete",
+    """
+    CREATE TRIGGER audit_never_delete BEFORE DELETE ON audit
+    WHEN OLD.outcome IS NOT 'refused'
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never deleted');
+    END
+    """,
+    # The trims' only index: refused entries by time (a partial index, small).
+    "CREATE INDEX audit_refused_by_time ON audit (at) WHERE outcome = 'refused'",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

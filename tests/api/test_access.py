@@ -13,6 +13,7 @@ from kiln.api import create_app
 from kiln.api.access import access_store
 from kiln.client import KilnClient
 from kiln.config import identity_proof, token_hash, token_id
+from kiln.config.file import AuditSettings
 from kiln.errors import Forbidden, Unauthorized
 from kiln.model import AppKey
 from kiln.store.access import SqliteAccessStore
@@ -241,6 +242,25 @@ async def test_changes_and_refusals_are_audited_and_reads_are_not(
     assert [e["path"] for e in only_web] == ["/v1/deploy", "/v1/apps/staging/web/stop"]
     later = (await client.get("/v1/audit?since=2999-01-01T00:00:00")).json()
     assert later == []
+
+
+async def test_a_stranger_hammering_the_api_cannot_grow_the_audit_log_past_its_retention(
+    tmp_path: Path,
+) -> None:
+    store = SqliteAccessStore(tmp_path / "kiln.db", audit=AuditSettings(refused_max_entries=100))
+    app = create_app(FakeService(), token=TOKEN, access=store)
+    async with asgi_client(app, AUTH) as admin:
+        await new_token(admin, "ci", "deployer", ["staging"])
+        async with asgi_client(app, {"Authorization": "Bearer guessed"}) as stranger:
+            for n in range(150):
+                assert (await stranger.post(f"/v1/apps/staging/web{n}/stop")).status_code == 401
+        entries = (await admin.get("/v1/audit?limit=1000")).json()
+    await access_store(app).close()
+    assert len(entries) == 101
+    assert (entries[0]["path"], entries[0]["outcome"]) == ("/v1/tokens", "ok")
+    assert [e["path"] for e in entries[1:]] == [
+        f"/v1/apps/staging/web{n}/stop" for n in range(50, 150)
+    ]
 
 
 def test_the_audit_log_records_the_peer_on_the_unix_socket(
