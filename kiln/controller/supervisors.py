@@ -57,9 +57,17 @@ class Supervisors:
     async def _watch_driver(self) -> None:
         plane = self._plane
         delay = 0.2
+        reopened = False
         while True:
             try:
-                async for event in plane.driver.watch():
+                events = plane.driver.watch()  # from now on: nothing after this is missed
+                if reopened and await self._engine_answers():
+                    # What happened while no stream was open sent no event: every app looks
+                    # again now rather than at the next resync. (An engine that is down gets
+                    # its converge from supervise_driver once it answers again.)
+                    await wake_known_apps(plane)
+                reopened = True
+                async for event in events:
                     delay = 0.2
                     log.debug(
                         "driver event %s %s of %s", event.action, event.instance_id, event.key
@@ -202,6 +210,13 @@ class Supervisors:
         plane.events.record(
             None, EventKind.ROUTER_RESTARTED, "NGINX restarted with the last routes and peers"
         )
+
+    async def _engine_answers(self) -> bool:
+        try:
+            await self._plane.driver.ping()
+        except KilnError:
+            return False
+        return True
 
     async def supervise_driver(self) -> None:
         """Ping the engine: an event when it stops answering, another (and a converge of every

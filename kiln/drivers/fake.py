@@ -193,6 +193,13 @@ class FakeDriver:
         for queue in self._watchers:
             queue.put_nowait(None)
 
+    def drop_streams(self) -> None:
+        """Every event stream ends while the engine goes on answering (a proxy in between
+        restarted, a connection reset): what happens until a watch opens again is told to no one."""
+        for queue in self._watchers:
+            queue.put_nowait(None)
+        self._watchers.clear()
+
     def come_back(self) -> None:
         self.available = True
 

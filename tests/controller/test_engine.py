@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,29 @@ async def test_crashed_instance_is_replaced(world: World) -> None:
     await world.engine.plane.events.flush()  # the bus writes events in the background
     exited = [e for e in world.store.list_events(key=WEB) if e.kind == "instance.exited"]
     assert exited and "137" in exited[0].reason and exited[0].instance == victim.id
+
+
+async def test_a_crash_while_the_event_stream_was_down_is_replaced_when_it_reopens(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path)
+    # No resync to fall back on: only the watch reopening can tell the app to look again.
+    w.settings = replace(w.settings, resync_seconds=3600)
+    w.engine = w.new_engine()
+    await w.engine.start()
+    try:
+        await w.engine.deploy(spec(), message="", who="t")
+        await eventually(lambda: w.store.active_rollout(WEB) is None and len(w.running()) == 3)
+        victim = w.running()[0]
+
+        w.driver.drop_streams()
+        w.driver.crash(victim.id, exit_code=137)  # its die event reaches no one
+
+        await eventually(
+            lambda: len(w.running()) == 3 and victim.id not in {i.id for i in w.running()}
+        )
+    finally:
+        await w.engine.close()
 
 
 async def test_unhealthy_instance_is_taken_out_and_replaced(world: World) -> None:
