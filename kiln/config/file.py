@@ -201,7 +201,9 @@ class WebhookSettings(_Section):
     signed with ``X-Kiln-Signature: sha256=HEX`` (HMAC-SHA256 of the body with the secret read
     from ``secret_file``), retrying with backoff up to ``max_attempts`` times.
 
-    ``types`` are checked against kiln's event kinds when kiln starts."""
+    ``types`` are checked against kiln's event kinds when kiln starts. Delivery is at least once
+    across restarts: events kiln had not sent when it stopped are sent by the next start (the
+    newest 1,000, none older than 24 h); ``X-Kiln-Delivery`` (the event id) names duplicates."""
 
     url: str = Field(pattern=r"^https?://\S+$")
     types: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ from kiln.controller.reconciler import AppLoops
 from kiln.controller.round import ReconcileRound, track_instance
 from kiln.controller.runtime import ControlPlane, utc_now
 from kiln.controller.shared import SharedReads
-from kiln.controller.webhooks import Receiver, Webhooks, failure_reason
+from kiln.controller.webhooks import Receiver, Webhooks, failure_reason, skipped_reason
 from kiln.drivers.base import Driver
 from kiln.errors import InvalidInput
 from kiln.health.monitor import HealthMonitor
@@ -200,5 +200,15 @@ def _wire_webhooks(plane: ControlPlane) -> None:
         kind, reason, severity = failure_reason(url, event, error)
         plane.events.record(event.key, kind, reason, severity=severity, release=event.release)
 
-    plane.webhooks = Webhooks(receivers, on_failure=on_failure)
+    def on_skipped(url: str, why: str) -> None:
+        kind, reason, severity = skipped_reason(url, why)
+        plane.events.record(None, kind, reason, severity=severity)
+
+    plane.webhooks = Webhooks(
+        receivers,
+        store=plane.store,
+        clock=plane.clock,
+        on_failure=on_failure,
+        on_skipped=on_skipped,
+    )
     plane.events.add_listener(plane.webhooks.listener)

@@ -1,9 +1,22 @@
 """Outgoing webhooks: events of chosen types POSTed as JSON to receivers named in the settings
-file (``events.webhooks``), signed, retried with backoff.
+file (``events.webhooks``), signed, retried with backoff, at least once across restarts.
 
     EventBus ──listener──▶ one bounded queue per receiver ──▶ its sender task ──POST──▶ receiver
-                           (full: the event is dropped        attempt 1, 2, ... max_attempts,
-                            and counted, never blocks)         0.5 s doubling to 30 s between
+    (events are stored     (full: the sender reads the          attempt 1, 2, ... max_attempts,
+     with ids first)        rest from the store instead)        0.5 s doubling to 30 s between
+                                                                 │
+                                 store: webhook_cursors(url) ◀───┘ the event's id, once it was
+                                                                   delivered or given up on
+
+Delivery is at least once. Each receiver has a cursor in the store: the id of the last event
+it took or was given up on. On start, its sender first sends the stored events after the cursor
+(those kiln recorded but had not sent when it stopped or crashed), in id order, then the live
+ones; an event is sent again only when kiln died between the POST and moving the cursor
+(receivers drop duplicates by ``X-Kiln-Delivery``). That backlog is bounded: at most the newest
+``RESUME_COUNT`` events after the cursor, none older than ``RESUME_WINDOW``; what is left out is
+named in one ``webhook.failed`` event. A receiver configured for the first time starts at the
+events of this run. A queue that fills up (a slow receiver) loses nothing: the sender reads
+what did not fit from the store, under the same bound.
 
 Each request: body = the event as the API shows it (``EventOut``'s fields), headers
 ``X-Kiln-Event: KIND``, ``X-Kiln-Delivery: EVENT_ID`` (the same on every retry, so a receiver
@@ -21,20 +34,28 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from kiln.config.file import WebhookSettings
-from kiln.errors import InvalidInput
+from kiln.errors import InvalidInput, KilnError
 from kiln.model import Event, EventKind, Severity, kinds_matching
+from kiln.store.aio import AsyncStore
 
 log = logging.getLogger("kiln.webhooks")
 
 QUEUE_LIMIT = 1000
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
+RESUME_COUNT = 1000
+"""On start (or after a full queue), at most the newest this many events after a cursor."""
+RESUME_WINDOW = timedelta(hours=24)
+"""... and none older than this: a receiver down for a day gets today's news, not a flood."""
+_PAGE = 500
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -88,45 +109,76 @@ class Receiver:
         return self.kinds is None or event.kind in self.kinds
 
 
+@dataclass
+class _Lane:
+    """One receiver's queue and where its delivery stands."""
+
+    receiver: Receiver
+    cursor: str  # its key in the store: the URL (``URL#2`` for a second entry of one URL)
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    first_seen: int | None = None  # the first event id the listener passed it in this run
+    behind: bool = False  # the queue was full: what did not fit is read from the store
+    last: int = 0  # the last event id delivered or given up on
+
+
 class Webhooks:
-    """Call ``listener`` from the event bus; ``start`` the senders; ``close`` stops them
-    (events still queued are dropped: webhooks are best effort across a restart)."""
+    """Call ``listener`` from the event bus; ``start`` the senders; ``close`` stops them.
+    Events not sent by then are sent by the next kiln on this store (see the module)."""
 
     def __init__(
         self,
         receivers: list[Receiver],
         *,
+        store: AsyncStore,
+        clock: Callable[[], datetime],
         on_failure: Any = None,
+        on_skipped: Any = None,
         transport: httpx.AsyncBaseTransport | None = None,
         first_delay: float = FIRST_DELAY,
     ) -> None:
         self._receivers = receivers
-        self._queues: list[asyncio.Queue[Event]] = [
-            asyncio.Queue(maxsize=QUEUE_LIMIT) for _ in receivers
-        ]
+        seen: dict[str, int] = {}
+        self._lanes: list[_Lane] = []
+        for receiver in receivers:
+            seen[receiver.url] = seen.get(receiver.url, 0) + 1
+            n = seen[receiver.url]
+            self._lanes.append(_Lane(receiver, receiver.url if n == 1 else f"{receiver.url}#{n}"))
+        self._store = store
+        self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._transport = transport
         self._first_delay = first_delay
         self._on_failure = on_failure  # (url, event, error) -> None
+        self._on_skipped = on_skipped  # (url, why) -> None
         self.delivered = 0
         self.failed = 0
-        self.dropped = 0
+        self.deferred = 0  # events that did not fit a queue and were read from the store
+        self.skipped = 0  # events left out of a backlog by RESUME_COUNT / RESUME_WINDOW
 
     def listener(self, event: Event) -> None:
-        for receiver, queue in zip(self._receivers, self._queues, strict=True):
-            if receiver.wants(event):
-                try:
-                    queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    self.dropped += 1
+        for lane in self._lanes:
+            if not lane.receiver.wants(event):
+                continue
+            if lane.first_seen is None:
+                lane.first_seen = event.id
+            if lane.behind:
+                self.deferred += 1  # the store read that catches up includes it
+                continue
+            try:
+                lane.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                lane.behind = True
+                self.deferred += 1
 
     def start(self) -> None:
-        if self._tasks or not self._receivers:
+        if self._tasks or not self._lanes:
             return
         client = httpx.AsyncClient(transport=self._transport, follow_redirects=False)
         self._client = client
-        for receiver, queue in zip(self._receivers, self._queues, strict=True):
-            self._tasks.append(asyncio.create_task(self._send_forever(client, receiver, queue)))
+        for lane in self._lanes:
+            self._tasks.append(
+                asyncio.create_task(self._send_forever(client, lane), name=f"webhook {lane.cursor}")
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -138,19 +190,111 @@ class Webhooks:
         if hasattr(self, "_client"):
             await self._client.aclose()
 
-    async def _send_forever(
-        self, client: httpx.AsyncClient, receiver: Receiver, queue: asyncio.Queue[Event]
-    ) -> None:
+    async def _send_forever(self, client: httpx.AsyncClient, lane: _Lane) -> None:
+        await self._resume(lane)
+        await self._catch_up(client, lane)
         while True:
-            event = await queue.get()
-            error = await self._deliver(client, receiver, event)
-            if error is None:
-                self.delivered += 1
+            if lane.behind:
+                # Cleared before the store is read: whatever overflows from now on is either
+                # in that read or sets the flag again.
+                lane.behind = False
+                await self._catch_up(client, lane)
                 continue
+            event = await lane.queue.get()
+            if event.id > lane.last:  # else already sent from the store
+                await self._send(client, lane, event)
+
+    async def _resume(self, lane: _Lane) -> None:
+        """Where the lane starts: its stored cursor; without one (a receiver new to this
+        store), just before the first event of this run."""
+        try:
+            stored = await self._store.webhook_cursor(lane.cursor)
+            if stored is not None:
+                lane.last = stored
+                return
+            newest = await self._newest_id()
+        except KilnError as exc:
+            log.warning("webhook %s: cursor unreadable, sending live events: %s", lane.cursor, exc)
+            lane.last = lane.first_seen - 1 if lane.first_seen is not None else 0
+            return
+        # The listener may have passed events the newest id already counts: start before them.
+        lane.last = newest if lane.first_seen is None else min(newest, lane.first_seen - 1)
+        await self._save(lane)
+
+    async def _newest_id(self) -> int:
+        newest = await self._store.list_events(limit=1)
+        return newest[0].id if newest else 0
+
+    async def _catch_up(self, client: httpx.AsyncClient, lane: _Lane) -> None:
+        """Send the stored events after the cursor, in id order, within the bound."""
+        try:
+            newest = await self._newest_id()
+        except KilnError as exc:
+            log.warning("webhook %s: events unreadable, sending live ones: %s", lane.cursor, exc)
+            return
+        after = lane.last
+        beyond = max(0, newest - RESUME_COUNT - after)  # ids are gap-free but for rollbacks
+        after += beyond
+        oldest = self._clock() - RESUME_WINDOW
+        too_old = 0
+        kinds = lane.receiver.kinds
+        while True:
+            # after_id 0 means "the newest `limit`" to the store: then ask for the whole bound.
+            limit = _PAGE if after > 0 else RESUME_COUNT
+            try:
+                page = await self._store.list_events(after_id=after, limit=limit, kinds=kinds)
+            except KilnError as exc:
+                log.warning("webhook %s: events unreadable: %s", lane.cursor, exc)
+                await asyncio.sleep(self._first_delay)  # a broken store is not asked in a spin
+                lane.behind = True  # try again before the next live event
+                return
+            for event in page:
+                after = event.id
+                if event.id <= lane.last or not lane.receiver.wants(event):
+                    continue
+                if event.at < oldest:
+                    too_old += 1
+                    lane.last = event.id
+                    continue
+                await self._send(client, lane, event)
+            if len(page) < limit:
+                break
+        if beyond or too_old:
+            self._skipped(lane, beyond, too_old)
+        if lane.last < after:
+            lane.last = after
+            await self._save(lane)
+
+    def _skipped(self, lane: _Lane, beyond: int, too_old: int) -> None:
+        parts = []
+        if beyond:
+            parts.append(f"about {beyond} events before the newest {RESUME_COUNT}")
+        if too_old:
+            parts.append(f"{too_old} events older than {RESUME_WINDOW}")
+        why = " and ".join(parts) + " were not sent (kiln was stopped or the receiver was behind)"
+        self.skipped += beyond + too_old
+        log.warning("webhook %s: %s", lane.receiver.url, why)
+        if self._on_skipped is not None:
+            self._on_skipped(lane.receiver.url, why)
+
+    async def _send(self, client: httpx.AsyncClient, lane: _Lane, event: Event) -> None:
+        error = await self._deliver(client, lane.receiver, event)
+        if error is None:
+            self.delivered += 1
+        else:
             self.failed += 1
-            log.warning("webhook %s gave up on event %d: %s", receiver.url, event.id, error)
+            log.warning("webhook %s gave up on event %d: %s", lane.receiver.url, event.id, error)
             if self._on_failure is not None:
-                self._on_failure(receiver.url, event, error)
+                self._on_failure(lane.receiver.url, event, error)
+        lane.last = event.id
+        await self._save(lane)
+
+    async def _save(self, lane: _Lane) -> None:
+        try:
+            await self._store.set_webhook_cursor(lane.cursor, lane.last, now=self._clock())
+        except KilnError as exc:
+            # Not fatal: the cursor stays behind, so a restart sends these events again.
+            log.warning("webhook %s: cursor not saved: %s", lane.cursor, exc)
 
     async def _deliver(
         self, client: httpx.AsyncClient, receiver: Receiver, event: Event
@@ -188,3 +332,7 @@ def failure_reason(url: str, event: Event, error: str) -> tuple[EventKind, str, 
         f"webhook {url} did not take event {event.id} ({event.kind.value}): {error}",
         Severity.WARNING,
     )
+
+
+def skipped_reason(url: str, why: str) -> tuple[EventKind, str, Severity]:
+    return EventKind.WEBHOOK_FAILED, f"webhook {url}: {why}", Severity.WARNING

@@ -345,6 +345,14 @@ class AsyncStore:
             )
         )
 
+    # --- webhook cursors ----------------------------------------------------------------
+
+    async def webhook_cursor(self, url: str) -> int | None:
+        return await self.run(self.sync.webhook_cursor, url)
+
+    async def set_webhook_cursor(self, url: str, event_id: int, *, now: datetime) -> None:
+        await self.run(self.sync.set_webhook_cursor, url, event_id, now=now)
+
     async def close(self) -> None:
         """Close the store on its thread, then end the thread (idempotent)."""
         if self._closed:

@@ -204,4 +204,11 @@ class Store(Protocol):
         """Oldest first, ids greater than ``after_id``; the last ``limit`` when ``after_id`` is 0.
         ``kinds``: only events of these kinds (None: every kind)."""
 
+    # --- webhook cursors ----------------------------------------------------------------
+    def webhook_cursor(self, url: str) -> int | None:
+        """The last event id the webhook at ``url`` took or was given up on; None: never set."""
+
+    def set_webhook_cursor(self, url: str, event_id: int, *, now: datetime) -> None:
+        """Move the cursor forward to ``event_id`` (never back: an older id changes nothing)."""
+
     def close(self) -> None: ...

@@ -314,7 +314,19 @@ _V7: Migration = (
     "CREATE INDEX audit_refused_by_time ON audit (at) WHERE outcome = 'refused'",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Outgoing webhooks: per receiver URL, the last event id delivered or given up on, so a
+# restarted kiln sends what it had not sent yet (at-least-once) instead of dropping it.
+_V8: Migration = (
+    """
+    CREATE TABLE webhook_cursors (
+        url            TEXT PRIMARY KEY,
+        last_event_id  INTEGER NOT NULL CHECK (last_event_id >= 0),
+        updated_at     TEXT NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

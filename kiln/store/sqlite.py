@@ -672,6 +672,27 @@ class SqliteStore(SecretRows):
             rows.reverse()
         return [_event(row) for row in rows]
 
+    # --- webhook cursors ----------------------------------------------------------------
+
+    def webhook_cursor(self, url: str) -> int | None:
+        with self._read("read a webhook cursor") as conn:
+            row = conn.execute(
+                "SELECT last_event_id FROM webhook_cursors WHERE url = ?", (url,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_webhook_cursor(self, url: str, event_id: int, *, now: datetime) -> None:
+        if event_id < 0:
+            raise InvalidInput(f"an event id is 0 or more, got {event_id}")
+        with self._write("move a webhook cursor") as conn:
+            conn.execute(
+                "INSERT INTO webhook_cursors (url, last_event_id, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET"
+                " last_event_id = MAX(last_event_id, excluded.last_event_id),"
+                " updated_at = excluded.updated_at",
+                (url, event_id, _to_db(now)),
+            )
+
 
 # --- rows ⇄ model -------------------------------------------------------------------------------
 

@@ -162,3 +162,146 @@ def test_the_settings_file_takes_webhooks_and_log_retention(tmp_path: Path) -> N
     path.write_text("events:\n  webhooks:\n    - url: ftp://x\n")
     with pytest.raises(InvalidInput, match=r"events\.webhooks\.0\.url"):
         load_file_settings(path)
+
+
+# --- at least once across restarts ---------------------------------------------------------
+
+CHOSEN = ("release", "rollout.started", "rollout.succeeded")
+
+
+def stored_ids(tmp_path: Path) -> list[int]:
+    """Ids of the stored events a CHOSEN receiver wants, read on the test's own connection."""
+    from kiln.model import kinds_matching
+
+    reader = SqliteStore(tmp_path / "kiln.db")
+    try:
+        return [e.id for e in reader.list_events(limit=10_000, kinds=kinds_matching(CHOSEN))]
+    finally:
+        reader.close()
+
+
+def delivered_ids(receiver: Receiver) -> list[int]:
+    ids = [int(headers["X-Kiln-Delivery"]) for headers, _ in receiver.received]
+    assert ids == [json.loads(body)["id"] for _, body in receiver.received]
+    return ids
+
+
+async def test_events_kiln_had_not_sent_when_it_stopped_are_sent_by_the_next_kiln(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.fail_first = 10**6  # down while the first kiln runs
+    hook = WebhookSettings(url=receiver.url, types=CHOSEN, max_attempts=20)
+    first = _engine(tmp_path, hook)
+    first.plane.webhooks._first_delay = 30  # type: ignore[union-attr]  # stuck in its backoff
+    await first.start()
+    try:
+        await first.deploy(spec(instances=1), message="", who="t")
+        reader = SqliteStore(tmp_path / "kiln.db")
+        try:
+            await eventually(
+                lambda: any(e.kind == "rollout.succeeded" for e in reader.list_events(limit=500))
+            )
+        finally:
+            reader.close()
+        await first.plane.events.flush()
+    finally:
+        await first.close()
+    recorded = stored_ids(tmp_path)
+    assert len(recorded) >= 3 and receiver.received == []
+
+    receiver.fail_first = 0
+    receiver.attempts = 0
+    second = _engine(tmp_path, hook)
+    await second.start()
+    try:
+        await eventually(lambda: len(receiver.received) >= len(recorded), timeout=15)
+        await second.plane.events.flush()
+    finally:
+        await second.close()
+    # Every event the first kiln recorded, in order, once; then whatever the second one added.
+    delivered = delivered_ids(receiver)
+    assert delivered[: len(recorded)] == recorded
+    assert delivered == sorted(set(delivered))
+    kinds = [json.loads(body)["kind"] for _, body in receiver.received[: len(recorded)]]
+    assert kinds[0] == "release.created" and "rollout.succeeded" in kinds
+
+
+async def test_a_restart_sends_nothing_twice_when_everything_was_delivered(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    hook = WebhookSettings(url=receiver.url, types=CHOSEN)
+    first = _engine(tmp_path, hook)
+    await first.start()
+    try:
+        await first.deploy(spec(instances=1), message="", who="t")
+        await eventually(
+            lambda: any(json.loads(b)["kind"] == "rollout.succeeded" for _, b in receiver.received)
+        )
+        await first.plane.events.flush()
+        await eventually(lambda: delivered_ids(receiver) == stored_ids(tmp_path))
+    finally:
+        await first.close()
+    before = len(receiver.received)
+
+    second = _engine(tmp_path, hook)
+    await second.start()
+    try:
+        await second.deploy(spec(instances=1, extra="env: {V: '2'}\n"), message="", who="t")
+        await eventually(
+            lambda: (
+                [json.loads(b)["kind"] for _, b in receiver.received].count("rollout.succeeded")
+                == 2
+            )
+        )
+        await second.plane.events.flush()
+        await eventually(lambda: delivered_ids(receiver) == stored_ids(tmp_path))
+    finally:
+        await second.close()
+    assert len(receiver.received) > before
+    assert len(set(delivered_ids(receiver))) == len(receiver.received)  # no event twice
+
+
+async def test_a_long_backlog_sends_the_newest_events_and_names_what_it_left_out(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kiln.controller import webhooks
+
+    receiver.fail_first = 10**6
+    hook = WebhookSettings(url=receiver.url, types=CHOSEN, max_attempts=20)
+    first = _engine(tmp_path, hook)
+    first.plane.webhooks._first_delay = 30  # type: ignore[union-attr]
+    await first.start()
+    try:
+        for version in range(4):
+            await first.deploy(
+                spec(instances=1, extra=f"env: {{V: '{version}'}}\n"), message="", who="t"
+            )
+        await first.plane.events.flush()
+    finally:
+        await first.close()
+    recorded = stored_ids(tmp_path)
+
+    receiver.fail_first = 0
+    monkeypatch.setattr(webhooks, "RESUME_COUNT", 5)
+    second = _engine(tmp_path, hook)
+    await second.start()
+    try:
+        reader = SqliteStore(tmp_path / "kiln.db")
+        try:
+
+            def noted() -> list[str]:
+                return [
+                    e.reason for e in reader.list_events(limit=500) if e.kind == "webhook.failed"
+                ]
+
+            await eventually(noted)
+            assert "were not sent (kiln was stopped or the receiver was behind)" in noted()[0]
+        finally:
+            reader.close()
+        await eventually(lambda: receiver.received)
+    finally:
+        await second.close()
+    delivered = delivered_ids(receiver)
+    assert delivered == sorted(set(delivered))
+    assert recorded[0] not in delivered  # the oldest of the backlog was left out
+    assert 0 < len([i for i in delivered if i in recorded]) <= 5  # at most RESUME_COUNT

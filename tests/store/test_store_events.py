@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln.errors import InvalidInput
 from kiln.model import EventKind, NewEvent, Severity
 from kiln.store import SqliteStore
 
@@ -157,3 +158,19 @@ def test_a_stored_kind_this_version_does_not_know_reads_as_unknown(store: Sqlite
             "VALUES ('2026-01-01T00:00:00+00:00', 'dev', 'web', 'future.thing', 'r', 'info')"
         )
     assert store.list_events()[0].kind is EventKind.UNKNOWN
+
+
+def test_a_webhook_cursor_only_moves_forward_and_survives_a_reopen(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    url = "http://127.0.0.1:9/hook"
+    assert store.webhook_cursor(url) is None  # never set: the receiver is new
+    store.set_webhook_cursor(url, 7, now=at(0))
+    store.set_webhook_cursor(url, 3, now=at(1))  # a late, older write changes nothing
+    store.set_webhook_cursor(url + "#2", 1, now=at(1))
+    store.close()
+    reopened = SqliteStore(db_path)
+    assert reopened.webhook_cursor(url) == 7
+    assert reopened.webhook_cursor(url + "#2") == 1
+    with pytest.raises(InvalidInput, match="0 or more"):
+        reopened.set_webhook_cursor(url, -1, now=at(2))
+    reopened.close()
