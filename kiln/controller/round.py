@@ -64,10 +64,11 @@ class ReconcileRound:
         for instance in instances:
             if instance.running and instance.id not in tracked:
                 track_instance(plane, instance)
-        for instance_id in tracked - running:
-            if plane.instance_keys.get(instance_id) == key:
-                plane.health.untrack(instance_id)
-                del plane.instance_keys[instance_id]
+        # Only this app's: at 100 apps, looking through every probed instance (and comparing
+        # its app) was most of an idle round's own time.
+        for instance_id in plane.instance_ids_of(key) - running:
+            plane.health.untrack(instance_id)
+            plane.drop_instance(instance_id)
         memory = plane.observer.memory[key]
         analysing = plane.last_plans.get(key) is not None and plane.last_plans[key].analysing
         observed, crashed = plane.observer.observe(
@@ -244,7 +245,7 @@ def track_instance(plane: ControlPlane, instance: Instance) -> None:
     counts as ready until a probe says otherwise (adoption after a restart). Its output is
     kept from its first line. Sync: its release comes from the cache (the round loaded the
     releases of what it listed; a started instance is of a release the round read)."""
-    plane.instance_keys[instance.id] = instance.key
+    plane.note_instance(instance.id, instance.key)
     if plane.logs is not None:
         plane.logs.collect(instance)
     release = plane.store.cached_release(instance.key, instance.release)

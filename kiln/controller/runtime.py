@@ -55,6 +55,8 @@ class ControlPlane:
     reads: SharedReads
     # Which app each probed instance belongs to, so a health flip wakes the right loop.
     instance_keys: dict[str, AppKey] = field(default_factory=dict)
+    # The same by app: a round finds its own app's instances without looking at every app's.
+    app_instance_ids: dict[AppKey, set[str]] = field(default_factory=dict)
     # What each app's last round planned and saw: the read views report from these.
     last_plans: dict[AppKey, Plan] = field(default_factory=dict)
     last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
@@ -106,6 +108,23 @@ class ControlPlane:
         if key is not None:
             self.loops.wake(key)
 
+    def note_instance(self, instance_id: str, key: AppKey) -> None:
+        """``instance_id`` is ``key``'s (probed, or started and about to be)."""
+        self.instance_keys[instance_id] = key
+        self.app_instance_ids.setdefault(key, set()).add(instance_id)
+
+    def drop_instance(self, instance_id: str) -> None:
+        key = self.instance_keys.pop(instance_id, None)
+        if key is None:
+            return
+        ids = self.app_instance_ids.get(key, set())
+        ids.discard(instance_id)
+        if not ids:
+            self.app_instance_ids.pop(key, None)
+
+    def instance_ids_of(self, key: AppKey) -> frozenset[str]:
+        return frozenset(self.app_instance_ids.get(key, ()))
+
     def forget_app(self, key: AppKey) -> None:
         """Everything kept in memory for ``key``: its loop ended because the app is destroyed
         and its last instance is gone (AppLoops calls this as it forgets the loop). What is
@@ -115,7 +134,7 @@ class ControlPlane:
         self.last_instances.pop(key, None)
         self.known_instances.pop(key, None)
         self.observer.memory.pop(key, None)
-        for instance_id in [i for i, app in self.instance_keys.items() if app == key]:
+        for instance_id in self.instance_ids_of(key):
             self.forget_instance(key, instance_id)
         if self.logs is not None:
             self.logs.forget_app(key)
@@ -137,7 +156,7 @@ class ControlPlane:
         ):
             return
         if self.instance_keys.get(instance_id) == key:
-            del self.instance_keys[instance_id]
+            self.drop_instance(instance_id)
             self.health.untrack(instance_id)
 
     async def require_app(self, key: AppKey) -> AppRecord:
