@@ -395,6 +395,7 @@ class DockerDriver:
         labels = [f"{LABEL_MANAGED}=true"]
         if key is not None:  # the engine filters: one app's round lists one app's containers
             labels += [f"{LABEL_ENV}={key.environment}", f"{LABEL_APP}={key.app}"]
+        swept_since = self._secret_files.mark()  # before the listing: see SecretFiles.sweep
         found: list[dict[str, Any]] = await self._call(
             "list containers",
             lambda: self._client.api.containers(all=True, filters={"label": labels}),
@@ -420,6 +421,9 @@ class DockerDriver:
                 del self._details[cid]
             for cid in set(self._instance_ids) - present:
                 del self._instance_ids[cid]
+            # Secrets of containers removed while no kiln ran (a crash) leave memory too.
+            names = {n.lstrip("/") for s in found for n in s.get("Names") or ()}
+            self._secret_files.sweep(names, since=swept_since)
         instances = []
         for summary in summaries:
             instance = self._instance(
@@ -628,6 +632,7 @@ class DockerDriver:
                     raise
                 self._remove_stale(kwargs["name"], exc)
                 created = api.create_container(**kwargs)
+            self._secret_files.created(name)  # a full listing may sweep it once it misses it
         except BaseException:
             self._secret_files.remove(name)
             raise

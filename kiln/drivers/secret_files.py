@@ -12,17 +12,30 @@ instance's user, and mounts that directory read-only at ``/run/secrets``; inside
 ``/run/secrets`` is a tmpfs. ``docker inspect`` shows the directory's path, never a value. The
 directory goes when the instance is removed. This needs the engine on the same host as kiln (a
 unix socket); a remote engine is refused for file secrets with a clear error.
+
+After a crash. A kiln killed with -9 removes nothing; if its containers are then removed (by
+hand, or by the next kiln's convergence) their directories would stay in memory for good. So
+every full listing of the engine sweeps: a directory whose container the listing did not show
+goes (``mark`` before the listing, ``sweep`` after). The directory of a container being created
+is written *before* the container exists, so a directory stays while it is being written
+(``write`` until ``created``) and when its container was created after the listing began: the
+listing may have missed it, the next one will not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
 import shutil
-from collections.abc import Mapping
+import threading
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from kiln.errors import PermanentFailure
+
+log = logging.getLogger(__name__)
 
 MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 MOUNT_POINT = "/run/secrets"
@@ -51,6 +64,11 @@ def file_system_of(path: Path) -> str | None:
 class SecretFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Container starts run in the driver's worker threads, the sweep on the event loop.
+        self._lock = threading.Lock()
+        self._ticks = itertools.count(1)
+        self._writing: set[str] = set()  # written, their container not created yet
+        self._created_at: dict[str, int] = {}  # name → the tick its container was created at
 
     def directory(self, container_name: str) -> Path:
         return self.root / container_name
@@ -66,6 +84,8 @@ class SecretFiles:
                 " not in memory: kiln never writes a secret to disk. Mount a tmpfs there"
             )
         os.chmod(self.root, 0o700)
+        with self._lock:
+            self._writing.add(container_name)
         directory = self.directory(container_name)
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(mode=0o700)
@@ -90,8 +110,60 @@ class SecretFiles:
         os.chown(directory, uid, gid)
         os.chmod(directory, 0o500)
 
+    def created(self, container_name: str) -> None:
+        """The container of a ``write`` exists on the engine: from now on a listing shows it."""
+        with self._lock:
+            if container_name in self._writing:
+                self._writing.discard(container_name)
+                self._created_at[container_name] = next(self._ticks)
+
     def remove(self, container_name: str) -> None:
-        directory = self.directory(container_name)
+        with self._lock:
+            self._writing.discard(container_name)
+            self._created_at.pop(container_name, None)
+        self._remove_directory(self.directory(container_name))
+
+    def mark(self) -> int:
+        """Take before listing the engine's containers; give to ``sweep`` after."""
+        with self._lock:
+            return next(self._ticks)
+
+    def sweep(self, existing: Collection[str], *, since: int) -> list[str]:
+        """Remove the directories of containers not in ``existing`` (the names a full listing
+        that began at ``since``, a ``mark``, found) — but not one being written, nor one whose
+        container was created after the mark. Returns the names removed."""
+        try:
+            entries = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.warning("cannot look for stale secret directories in %s: %s", self.root, exc)
+            return []
+        removed = []
+        for entry in entries:
+            name = entry.name
+            # Under the lock: a start that writes this name now waits for the removal, and
+            # then writes a directory of its own.
+            with self._lock:
+                if (
+                    name in existing
+                    or name in self._writing
+                    or self._created_at.get(name, 0) > since
+                ):
+                    continue
+                self._created_at.pop(name, None)
+                self._remove_directory(Path(entry.path))
+            removed.append(name)
+        if removed:
+            log.info(
+                "removed the secret directories of %d containers that no longer exist: %s",
+                len(removed),
+                ", ".join(sorted(removed)),
+            )
+        return removed
+
+    @staticmethod
+    def _remove_directory(directory: Path) -> None:
         if directory.exists():
             # Readable by its owner only (0500): make it writable for root's rmtree first.
             with contextlib.suppress(OSError):

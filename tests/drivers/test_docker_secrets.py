@@ -91,3 +91,36 @@ async def test_a_user_name_is_looked_up_in_the_image(
     assert owner.split() == ["0", "400"]
     await driver.remove_instance(instance.container_id)
     assert not driver._secret_files.directory(driver.container_name(spec)).exists()
+
+
+async def test_a_full_listing_removes_the_secrets_of_containers_gone_while_kiln_was_down(
+    driver: DockerDriver,
+    app: App,  # noqa: F811
+    docker_client: docker.DockerClient,
+) -> None:
+    live_spec = app.spec(secrets=(SecretRef("S", 1),))
+    gone_spec = app.spec(secrets=(SecretRef("S", 1),))
+    live = await driver.start_instance(live_spec, secrets={"S": VALUE})
+    gone = await driver.start_instance(gone_spec, secrets={"S": VALUE})
+    live_dir = driver._secret_files.directory(driver.container_name(live_spec))
+    gone_dir = driver._secret_files.directory(driver.container_name(gone_spec))
+    # A kiln killed with -9 left a directory whose container no longer exists ...
+    stray_dir = driver._secret_files.directory(driver.container_name(app.spec()))
+    stray_dir.mkdir(mode=0o700)
+    (stray_dir / "S").write_bytes(VALUE)
+    stray_dir.chmod(0o500)
+    # ... and a container is removed by hand while kiln is not looking.
+    docker_client.api.remove_container(gone.container_id, force=True)
+    assert gone_dir.is_dir()
+
+    await driver.list_instances(app.key)  # one app's listing cannot know what is gone
+    assert stray_dir.is_dir() and gone_dir.is_dir()
+    await driver.list_instances()
+    assert not stray_dir.exists() and not gone_dir.exists()
+    assert (live_dir / "S").read_bytes() == VALUE
+    assert (
+        run_in(docker_client, live.container_id, "/bin/busybox", "cat", "/run/secrets/S").encode()
+        == VALUE
+    )
+    await driver.stop_instance(live.container_id, grace=1)
+    assert not live_dir.exists()
