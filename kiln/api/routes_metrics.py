@@ -27,6 +27,11 @@ def metrics_router(service: Service) -> APIRouter:
     @router.get(
         "/metrics",
         summary="Prometheus metrics: platform, instances, per-release traffic, host",
+        description=(
+            "A token limited to environments gets only the series whose `env` label is one of"
+            " them, and none of the kiln-wide series (sums over every environment, the host);"
+            " a token for every environment gets everything."
+        ),
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE: {}}, "description": "text format 0.0.4"}},
     )

@@ -19,7 +19,8 @@ every full listing of the engine sweeps: a directory whose container the listing
 goes (``mark`` before the listing, ``sweep`` after). The directory of a container being created
 is written *before* the container exists, so a directory stays while it is being written
 (``write`` until ``created``) and when its container was created after the listing began: the
-listing may have missed it, the next one will not.
+listing may have missed it, the next one will not. What is being written is known to this
+object only: one ``SecretFiles`` per root, as there is one driver per installation and server.
 """
 
 from __future__ import annotations
