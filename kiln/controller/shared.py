@@ -17,7 +17,8 @@ read starts one event-loop step after its first caller asked, so callers woken i
 step (the resync ticker wakes every loop at once) all join it.
 
 A failed read fails every caller that joined it with the same error (a round retries with its
-backoff); the next caller starts a new read.
+backoff); the next caller starts a new read. Both reads are a ``GroupCommit`` (groupcommit.py,
+which route applies share too) whose callers bring what they want read.
 
 **Narrowed engine lists.** A round woken alone (its own container's event, a rollout step of
 one app while ninety-nine others idle) needs one app's containers, not three hundred: when the
@@ -29,122 +30,84 @@ asks for every app, gets the full list.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from kiln.controller.groupcommit import GroupCommit
 from kiln.drivers.base import Driver
 from kiln.model import AppKey, Instance, ReleaseTraffic
 from kiln.router.base import Router
 
 T = TypeVar("T")
 
-
-class SharedRead(Generic[T]):
-    """``read()`` for everyone who asks at the same time: single flight, with freshness."""
-
-    def __init__(self, read: Callable[[], Awaitable[T]], *, name: str) -> None:
-        self._read = read
-        self._name = name
-        self._next: asyncio.Future[T] | None = None  # callers waiting for a read not started yet
-        self._task: asyncio.Task[None] | None = None
-        self.reads = 0  # reads made (for tests and benchmarks)
-
-    async def get(self) -> T:
-        """The result of a read that started after this call."""
-        if self._next is None:
-            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            # Nobody may be left to hear a failure (every caller cancelled): not an error.
-            future.add_done_callback(_consume)
-            self._next = future
-        waiting_for = self._next
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"shared read: {self._name}")
-        # Shielded: one caller cancelled (its loop forgotten) must not cancel the others' read.
-        return await asyncio.shield(waiting_for)
-
-    async def close(self) -> None:
-        """Cancel a read in flight (its callers see ``CancelledError``)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._next is not None:
-            self._next.cancel()
-            self._next = None
-
-    def _read_next(self) -> Awaitable[T]:
-        """The read for the callers that joined so far (called as it starts)."""
-        return self._read()
-
-    async def _run(self) -> None:
-        # Started as a task: its first step runs after the callers of this loop step asked.
-        try:
-            while self._next is not None:
-                future, self._next = self._next, None
-                self.reads += 1
-                try:
-                    result = await self._read_next()
-                except asyncio.CancelledError:
-                    future.cancel()
-                    raise
-                except Exception as exc:
-                    if not future.done():
-                        future.set_exception(exc)
-                else:
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 NARROW_UP_TO = 8
 """A read asked for this many apps or fewer lists each of them (in parallel); more, every app."""
 
 
-class InstancesRead(SharedRead[dict[AppKey, list[Instance]]]):
-    """The engine's containers by app: ``get()`` every app's, ``of(key)`` one app's (a read
-    only ``of`` callers joined lists just their apps)."""
+class SharedRead(Generic[T]):
+    """``read()`` for everyone who asks at the same time: single flight, with freshness (a
+    ``GroupCommit`` whose callers bring nothing but their wish to read)."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]], *, name: str) -> None:
+        self._read = read
+        self._commit: GroupCommit[None, T] = GroupCommit(name=name)
+
+    @property
+    def reads(self) -> int:
+        """Reads made (for tests and benchmarks)."""
+        return self._commit.runs
+
+    async def get(self) -> T:
+        """The result of a read that started after this call."""
+        return await self._commit.join(None, self._read_for)
+
+    async def close(self) -> None:
+        """Cancel a read in flight (its callers see ``CancelledError``)."""
+        await self._commit.close()
+
+    async def _read_for(self, _callers: list[None]) -> T:
+        return await self._read()
+
+
+class InstancesRead:
+    """The engine's containers by app, read once for everyone who asks at the same time:
+    ``get()`` every app's, ``of(key)`` one app's (a read that only ``of`` callers of a few apps
+    joined lists just those apps)."""
 
     def __init__(self, driver: Driver) -> None:
-        super().__init__(self._list_all, name="engine list")
         self._driver = driver
-        self._keys: set[AppKey] | None = set()  # the next read's apps; None: every app
+        # Each caller joins with the app it wants, or None for every app.
+        self._commit: GroupCommit[AppKey | None, dict[AppKey, list[Instance]]] = GroupCommit(
+            name="engine list"
+        )
         self.narrowed = 0  # reads that listed some apps only (for tests and benchmarks)
+
+    @property
+    def reads(self) -> int:
+        """Reads made (for tests and benchmarks)."""
+        return self._commit.runs
 
     async def of(self, key: AppKey) -> list[Instance]:
         """``key``'s instances (this installation's and legacy ones), running or not."""
-        if self._keys is not None:
-            self._keys.add(key)
-        return list((await super().get()).get(key, ()))
+        return list((await self._commit.join(key, self._list)).get(key, ()))
 
     async def get(self) -> dict[AppKey, list[Instance]]:
-        self._keys = None
-        return await super().get()
+        return await self._commit.join(None, self._list)
 
-    def _read_next(self) -> Awaitable[dict[AppKey, list[Instance]]]:
-        keys, self._keys = self._keys, set()
-        if keys is None or len(keys) > NARROW_UP_TO:
-            return self._list_all()
+    async def close(self) -> None:
+        await self._commit.close()
+
+    async def _list(self, asked: list[AppKey | None]) -> dict[AppKey, list[Instance]]:
+        keys = {key for key in asked if key is not None}
+        if None in asked or len(keys) > NARROW_UP_TO:
+            by_app: dict[AppKey, list[Instance]] = {}
+            for instance in await self._driver.list_instances():
+                by_app.setdefault(instance.key, []).append(instance)
+            return by_app
         self.narrowed += 1
-        return self._list_some(sorted(keys))
-
-    async def _list_all(self) -> dict[AppKey, list[Instance]]:
-        by_app: dict[AppKey, list[Instance]] = {}
-        for instance in await self._driver.list_instances():
-            by_app.setdefault(instance.key, []).append(instance)
-        return by_app
-
-    async def _list_some(self, keys: list[AppKey]) -> dict[AppKey, list[Instance]]:
-        lists = await asyncio.gather(*(self._driver.list_instances(key) for key in keys))
-        return dict(zip(keys, lists, strict=True))
+        ordered = sorted(keys)
+        lists = await asyncio.gather(*(self._driver.list_instances(key) for key in ordered))
+        return dict(zip(ordered, lists, strict=True))
 
 
 class SharedReads:

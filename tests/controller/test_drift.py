@@ -4,22 +4,8 @@ dropping capacity (drift: replace) or leaves it (drift: report); each finding is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from tests.controller.test_engine import WEB, World, eventually, spec
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 async def settled(world: World, count: int = 3) -> None:

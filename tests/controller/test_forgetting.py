@@ -3,26 +3,11 @@ server that deploys and destroys apps all day does not grow (issue 10)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from kiln.controller.runtime import ControlPlane
 from kiln.model import AppKey
 from tests.controller.test_engine import WEB, World, eventually, spec
 
 API = AppKey("dev", "api")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 def kept_for(plane: ControlPlane, key: AppKey) -> dict[str, object]:

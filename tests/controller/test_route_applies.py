@@ -5,10 +5,6 @@ and one app's routes NGINX refuses never keep another app's out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from kiln.controller.groupcommit import GroupCommit
 from kiln.controller.routes import sync_routes
@@ -30,16 +26,6 @@ def app_spec(key: AppKey, host: str) -> str:
 
 def hosts_of(world: World, key: AppKey) -> set[str | None]:
     return {r.host for r in world.router.routes if r.key == key and not r.preview}
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 async def stored_apps(world: World) -> ControlPlane:

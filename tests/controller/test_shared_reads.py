@@ -178,9 +178,7 @@ async def test_many_rounds_at_once_share_one_full_listing() -> None:
 
     found = await asyncio.gather(*(reads.instances_of(key) for key in keys))
 
-    assert [[i.id for i in instances] for instances in found] == [
-        [f"r1-{key.app}"] for key in keys
-    ]
+    assert [[i.id for i in instances] for instances in found] == [[f"r1-{key.app}"] for key in keys]
     assert driver.listings == [None]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,6 @@ import pytest
 from kiln.model import Event, EventKind
 from kiln.store.sqlite import SqliteStore
 from tests.controller.test_engine import WEB, World, eventually, spec
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 def engine_store(world: World) -> SqliteStore:

@@ -1,0 +1,71 @@
+"""The engine over fakes (FakeDriver, FakeRouter, FakeHealth) and a real SQLite store, for
+the controller's tests: ``World`` holds the fakes and the engine; the ``world`` fixture
+(conftest.py) starts it and closes it after the test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kiln.config import Settings
+from kiln.controller.engine import Engine
+from kiln.controller.root import assemble_engine
+from kiln.drivers.fake import FakeDriver
+from kiln.model import AppKey, Instance
+from kiln.router.fake import FakeRouter
+from kiln.store.sqlite import SqliteStore
+from tests.controller.fake_health import FakeHealth
+
+WEB = AppKey("dev", "web")
+
+
+def spec(
+    image: str = "web:v1", *, instances: int = 3, deadline: str = "30s", extra: str = ""
+) -> str:
+    return (
+        f"app: web\nimage: {image}\nport: 8080\ninstances: {instances}\n"
+        f"deploy: {{deadline: {deadline}, drain: 0s}}\nstop_grace: 0s\n{extra}"
+    )
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.settings = Settings(home=tmp_path, resync_seconds=0.2)
+        self.store = SqliteStore(tmp_path / "kiln.db")
+        self.driver = FakeDriver()
+        self.router = FakeRouter()
+        self.health = FakeHealth()
+        for tag in ("web:v1", "web:v2", "web:broken", "api:v1"):
+            self.driver.add_image(tag)
+        self.health.healthy_releases = {1, 2, 3, 4, 5}
+        self.engine = self.new_engine()
+
+    def new_engine(self) -> Engine:
+        engine = assemble_engine(
+            settings=self.settings,
+            # Its own connection: the engine's is guarded against the test's (loop) thread;
+            # the test reads the file through self.store, as a second process would.
+            store=SqliteStore(self.settings.db_path),
+            driver=self.driver,
+            router=self.router,
+            health=self.health,  # type: ignore[arg-type]
+        )
+        self.health.bind(engine.plane.wake_app_of)
+        return engine
+
+    def running(self, key: AppKey = WEB) -> list[Instance]:
+        return [i for i in self.driver.running if i.key == key]
+
+    def routed_releases(self, key: AppKey = WEB) -> set[int]:
+        release_of = {i.id: i.release for i in self.driver.running}
+        return {release_of.get(p.instance_id, -1) for p in self.router.peers.get(key, [])}
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
