@@ -10,6 +10,7 @@ succeeded and refuses one identical to what runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from kiln.controller.images import pin_image
 from kiln.controller.reads import app_status
@@ -20,6 +21,8 @@ from kiln.controller.views import AppStatus, DeployResult
 from kiln.errors import Conflict, KilnError, SpecInvalid, TemporaryFailure
 from kiln.model import AppKey, EventKind, Release, ReleaseOrigin, RolloutKind, RolloutState
 from kiln.spec import AppSpec, base_for, check_runnable, for_environment, parse_spec, spec_hash
+
+log = logging.getLogger("kiln.commands")
 
 _DESTROY_TIMEOUT = 60.0
 
@@ -287,7 +290,9 @@ async def destroy(plane: ControlPlane, key: AppKey, *, who: str, wait: bool = Fa
     the store no longer knows removes what runs under it, after a restart too), and forgets its
     peer list once they are gone. ``wait``: also until its instances are gone."""
     await plane.require_app(key)
-    await plane.store.delete_app(key)
+    await plane.store.delete_app(
+        key, keep_releases=await _legacy_releases(plane, key), now=plane.clock()
+    )
     plane.events.record(
         key,
         EventKind.APP_DESTROYED,
@@ -300,12 +305,33 @@ async def destroy(plane: ControlPlane, key: AppKey, *, who: str, wait: bool = Fa
         await instances_gone(plane, key)
 
 
+async def _legacy_releases(plane: ControlPlane, key: AppKey) -> set[int]:
+    """The releases of ``key`` that legacy containers (no installation id) run: the store keeps
+    them aside when the app goes, so the forgotten app's loop removes those containers too."""
+    try:
+        listed = await plane.driver.list_instances(key)
+    except KilnError as exc:  # the engine is away: this kiln's own containers still go
+        log.warning("destroy %s: legacy containers not looked for: %s", key, exc)
+        return set()
+    await plane.load_releases([i for i in listed if i.legacy])
+    return {
+        i.release
+        for i in listed
+        if i.legacy and plane.store.cached_release(key, i.release) is not None
+    }
+
+
 async def instances_gone(plane: ControlPlane, key: AppKey) -> None:
-    """Until the engine runs no instance of ``key`` (this installation's: a legacy container of
-    an unknown release is left alone, never removed); ``TemporaryFailure`` after a minute."""
+    """Until the engine runs no instance of ``key``: this installation's and the legacy ones of
+    its releases (a legacy container of an unknown release is left alone, never removed);
+    ``TemporaryFailure`` after a minute."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _DESTROY_TIMEOUT
-    while remaining := [i for i in await plane.driver.list_instances(key) if not i.legacy]:
+    while remaining := [
+        i
+        for i in await plane.driver.list_instances(key)
+        if not i.legacy or plane.store.cached_release(key, i.release) is not None
+    ]:
         if loop.time() >= deadline:
             raise TemporaryFailure(
                 f"{len(remaining)} instance(s) of {key} still running after "

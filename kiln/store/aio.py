@@ -128,6 +128,7 @@ class AsyncStore:
         self._thread = StoreThread("kiln-store", guarded=store, guard=guard)
         self.images = AsyncCatalogue(store.images, self._thread)
         self._releases: dict[tuple[AppKey, int], Release] = {}
+        self._destroyed: dict[tuple[AppKey, int], Release] = {}  # see cached_release
         self._closed = False
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -136,8 +137,20 @@ class AsyncStore:
     # --- the release cache (releases never change) --------------------------------------
 
     def cached_release(self, key: AppKey, number: int) -> Release | None:
-        """The release if this facade has seen it; no I/O (safe from sync code on the loop)."""
-        return self._releases.get((key, number))
+        """The release if this facade has seen it; no I/O (safe from sync code on the loop).
+        For a destroyed app: the releases its legacy containers ran (``delete_app``'s
+        ``keep_releases``), so its loop knows those containers as this kiln's and removes them."""
+        return self._releases.get((key, number)) or self._destroyed.get((key, number))
+
+    def _forget_destroyed(self, key: AppKey) -> None:
+        for cached in [k for k in self._destroyed if k[0] == key]:
+            del self._destroyed[cached]
+
+    async def _load_destroyed(self, key: AppKey) -> None:
+        found = await self.run(self.sync.destroyed_releases, key)
+        self._forget_destroyed(key)
+        for release in found:
+            self._destroyed[(key, release.number)] = release
 
     def _remember(self, release: Release) -> Release:
         self._releases[(release.key, release.number)] = release
@@ -157,12 +170,21 @@ class AsyncStore:
     async def set_stopped(self, key: AppKey, stopped: bool, *, now: datetime) -> AppRecord:
         return await self.run(self.sync.set_stopped, key, stopped, now=now)
 
-    async def delete_app(self, key: AppKey) -> None:
+    async def delete_app(
+        self, key: AppKey, *, keep_releases: Collection[int] = (), now: datetime | None = None
+    ) -> None:
         try:
-            await self.run(self.sync.delete_app, key)
+            await self.run(
+                functools.partial(self.sync.delete_app, key, keep_releases=keep_releases, now=now)
+            )
         finally:
             for cached in [k for k in self._releases if k[0] == key]:
                 del self._releases[cached]
+        if keep_releases:
+            await self._load_destroyed(key)
+
+    async def destroyed_releases(self, key: AppKey) -> list[Release]:
+        return await self.run(self.sync.destroyed_releases, key)
 
     # --- releases -----------------------------------------------------------------------
 
@@ -203,6 +225,7 @@ class AsyncStore:
                 secret_versions=secret_versions,
             )
         )
+        self._forget_destroyed(key)  # the app exists again: its namesake's are not its
         return self._remember(release), rollout
 
     async def start_rollout(
@@ -242,7 +265,11 @@ class AsyncStore:
     async def desired_state(self, key: AppKey) -> DesiredState | None:
         """One transaction on the store thread; the releases it read join the cache."""
         state = await self.run(self.sync.desired_state, key)
-        if state is not None:
+        if state is None:
+            # A forgotten app's round: the releases its legacy containers ran, if any were
+            # kept, so that round removes them (after a restart too).
+            await self._load_destroyed(key)
+        else:
             for release in (state.target, state.stable, state.warm, state.held):
                 if release is not None:
                     self._remember(release)

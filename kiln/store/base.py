@@ -57,8 +57,15 @@ class Store(Protocol):
 
     def set_stopped(self, key: AppKey, stopped: bool, *, now: datetime) -> AppRecord: ...
 
-    def delete_app(self, key: AppKey) -> None:
-        """Forget the app, its releases and rollouts (events stay). ``NotFound`` if unknown."""
+    def delete_app(
+        self, key: AppKey, *, keep_releases: Collection[int] = (), now: datetime | None = None
+    ) -> None:
+        """Forget the app, its releases and rollouts (events stay). ``NotFound`` if unknown.
+        ``keep_releases``: releases that legacy containers run, kept aside (7 days, or until
+        the app is deployed anew) for ``destroyed_releases``."""
+
+    def destroyed_releases(self, key: AppKey) -> list[Release]:
+        """The releases kept aside when ``key`` was destroyed; ``[]`` while the app exists."""
 
     # --- releases -----------------------------------------------------------------------
     def create_release(

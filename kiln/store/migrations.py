@@ -326,7 +326,35 @@ _V8: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# A destroyed app's releases that legacy containers (no installation id, from a kiln before
+# ids) still ran when it was destroyed: kept so the loop of the forgotten app knows those
+# containers as this kiln's and removes them, after a restart too. Gone after 7 days, or when
+# the app is deployed anew. The release columns, in _RELEASE_COLUMNS's order (a column added
+# to releases is added here too).
+_V9: Migration = (
+    """
+    CREATE TABLE destroyed_releases (
+        environment   TEXT NOT NULL,
+        app           TEXT NOT NULL,
+        number        INTEGER NOT NULL,
+        image         TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        spec_hash     TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        message       TEXT NOT NULL,
+        origin        TEXT NOT NULL,
+        rollback_of   INTEGER,
+        base_spec     TEXT,
+        secrets       TEXT NOT NULL,
+        destroyed_at  TEXT NOT NULL,
+        PRIMARY KEY (environment, app, number)
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 """Every migration in order; ``len(MIGRATIONS)`` is the schema version this kiln writes."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

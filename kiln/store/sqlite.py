@@ -68,6 +68,8 @@ _APP_COLUMNS = (
     "environment, app, scale, target_release, stable_release, stopped, created_at, updated_at, "
     "warm_release, warm_until, held_release"
 )
+DESTROYED_KEPT = timedelta(days=7)
+"""How long a destroyed app's releases that legacy containers ran are kept aside."""
 _RELEASE_COLUMNS = (
     "environment, app, number, image, digest, spec, spec_hash, created_at, created_by, message, "
     "origin, rollback_of, base_spec, secrets"
@@ -183,9 +185,22 @@ class SqliteStore(SecretRows):
             )
             return _require_app(conn, key)
 
-    def delete_app(self, key: AppKey) -> None:
+    def delete_app(
+        self, key: AppKey, *, keep_releases: Collection[int] = (), now: datetime | None = None
+    ) -> None:
+        at = _to_db(now if now is not None else datetime.now(UTC))
+        expired = _to_db((now if now is not None else datetime.now(UTC)) - DESTROYED_KEPT)
         with self._write(f"delete app {key}") as conn:
             _require_app(conn, key)
+            conn.execute("DELETE FROM destroyed_releases WHERE destroyed_at < ?", (expired,))
+            kept = sorted(set(keep_releases))
+            if kept:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO destroyed_releases ({_RELEASE_COLUMNS}, destroyed_at)"
+                    f" SELECT {_RELEASE_COLUMNS}, ? FROM releases WHERE environment = ? AND app = ?"
+                    f" AND number IN ({', '.join('?' for _ in kept)})",
+                    (at, key.environment, key.app, *kept),
+                )
             # The app row goes first: the triggers let releases and rollouts go only after it,
             # and the foreign keys cascade to them.
             conn.execute(
@@ -232,6 +247,11 @@ class SqliteStore(SecretRows):
         with self._write(f"create a release of {key}") as conn:
             app = _app_or_none(conn, key)
             if app is None:
+                # A new app of an old name: what its destroyed namesake left aside is not its.
+                conn.execute(
+                    "DELETE FROM destroyed_releases WHERE environment = ? AND app = ?",
+                    (key.environment, key.app),
+                )
                 conn.execute(
                     "INSERT INTO apps (environment, app, scale, target_release, stable_release, "
                     "stopped, created_at, updated_at) VALUES (?, ?, ?, NULL, NULL, 0, ?, ?)",
@@ -359,6 +379,22 @@ class SqliteStore(SecretRows):
                 deadline=deadline,
                 why=f"superseded by a {kind.value.replace('_', ' ')} to release {to_release}",
             )
+
+    def destroyed_releases(self, key: AppKey) -> list[Release]:
+        with self._read(f"read the destroyed releases of {key}") as conn:
+            if _app_or_none(conn, key) is not None:
+                return []
+            rows = conn.execute(
+                f"SELECT {_RELEASE_COLUMNS} FROM destroyed_releases"
+                " WHERE environment = ? AND app = ? ORDER BY number",
+                (key.environment, key.app),
+            ).fetchall()
+        found = []
+        for row in rows:
+            found.append(self._release(row))
+            # Not in the release cache: get_release must never answer with one of these.
+            self._releases.pop((key, found[-1].number), None)
+        return found
 
     def get_release(self, key: AppKey, number: int) -> Release:
         cached = self._releases.get((key, number))

@@ -270,3 +270,29 @@ def test_concurrent_deploys_from_two_processes_number_gap_free(
         assert len([r for r in store.list_rollouts(WEB) if not r.state.finished]) == 1
     finally:
         other.close()
+
+
+def test_releases_legacy_containers_ran_outlive_their_destroyed_app_for_a_while(
+    db_path: Path,
+) -> None:
+    store = SqliteStore(db_path)
+    deploy(store, WEB, version=1, now=at(0))
+    deploy(store, WEB, version=2, now=at(1))
+    store.delete_app(WEB, keep_releases={1}, now=at(2))
+    with pytest.raises(NotFound):
+        store.get_release(WEB, 1)  # gone as a release: nothing but the forgotten loop sees it
+    store.close()
+
+    reopened = SqliteStore(db_path)
+    (kept,) = reopened.destroyed_releases(WEB)
+    assert (kept.number, kept.digest) == (1, digest(1))
+    deploy(reopened, API, version=1, now=at(3))
+    reopened.delete_app(API, now=at(3 + 8 * 24 * 3600))  # any destroy trims those over 7 days
+    assert reopened.destroyed_releases(WEB) == []
+
+    deploy(reopened, WEB, version=1, now=at(4))
+    reopened.delete_app(WEB, keep_releases={1}, now=at(5))
+    deploy(reopened, WEB, version=3, now=at(6))  # a new app of the old name
+    assert reopened.destroyed_releases(WEB) == []
+    assert reopened.get_release(WEB, 1).digest == digest(3)
+    reopened.close()

@@ -75,7 +75,8 @@ def destroy(
         typer.Option(
             "--wait",
             help="Return only once every instance is stopped and removed (up to a minute "
-            "an app), not as soon as the app is forgotten and its routes are gone.",
+            "an app), legacy containers of its releases too, not as soon as the app is "
+            "forgotten and its routes are gone.",
         ),
     ] = False,
     env: context.EnvOption = None,
