@@ -56,6 +56,8 @@ RESUME_COUNT = 1000
 RESUME_WINDOW = timedelta(hours=24)
 """... and none older than this: a receiver down for a day gets today's news, not a flood."""
 _PAGE = 500
+SAVE_EVERY = 50
+"""A cursor is saved after a burst, or after this many ids of a long one."""
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -119,6 +121,7 @@ class _Lane:
     first_seen: int | None = None  # the first event id the listener passed it in this run
     behind: bool = False  # the queue was full: what did not fit is read from the store
     last: int = 0  # the last event id delivered or given up on
+    saved: int = -1  # the cursor as the store has it
 
 
 class Webhooks:
@@ -186,6 +189,11 @@ class Webhooks:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._tasks:
+            # What was sent since the last save, so a restart does not send it again.
+            for lane in self._lanes:
+                if lane.last > lane.saved:
+                    await self._save(lane)
         self._tasks.clear()
         if hasattr(self, "_client"):
             await self._client.aclose()
@@ -210,7 +218,7 @@ class Webhooks:
         try:
             stored = await self._store.webhook_cursor(lane.cursor)
             if stored is not None:
-                lane.last = stored
+                lane.last = lane.saved = stored
                 return
             newest = await self._newest_id()
         except KilnError as exc:
@@ -261,8 +269,8 @@ class Webhooks:
                 break
         if beyond or too_old:
             self._skipped(lane, beyond, too_old)
-        if lane.last < after:
-            lane.last = after
+        lane.last = max(lane.last, after)
+        if lane.last > lane.saved:
             await self._save(lane)
 
     def _skipped(self, lane: _Lane, beyond: int, too_old: int) -> None:
@@ -287,11 +295,15 @@ class Webhooks:
             if self._on_failure is not None:
                 self._on_failure(lane.receiver.url, event, error)
         lane.last = event.id
-        await self._save(lane)
+        # One store write per burst, not per event: saved when the queue is empty, and every
+        # SAVE_EVERY events of a long one (a crash resends at most those).
+        if lane.queue.empty() or lane.last - lane.saved >= SAVE_EVERY:
+            await self._save(lane)
 
     async def _save(self, lane: _Lane) -> None:
         try:
             await self._store.set_webhook_cursor(lane.cursor, lane.last, now=self._clock())
+            lane.saved = lane.last
         except KilnError as exc:
             # Not fatal: the cursor stays behind, so a restart sends these events again.
             log.warning("webhook %s: cursor not saved: %s", lane.cursor, exc)

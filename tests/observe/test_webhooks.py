@@ -204,6 +204,9 @@ async def test_events_kiln_had_not_sent_when_it_stopped_are_sent_by_the_next_kil
         finally:
             reader.close()
         await first.plane.events.flush()
+        # Its first POST answered (500), it waits out its backoff: no request is in
+        # flight for the receiver to take once it is up again.
+        await eventually(lambda: receiver.attempts >= 1)
     finally:
         await first.close()
     recorded = stored_ids(tmp_path)
@@ -277,6 +280,9 @@ async def test_a_long_backlog_sends_the_newest_events_and_names_what_it_left_out
                 spec(instances=1, extra=f"env: {{V: '{version}'}}\n"), message="", who="t"
             )
         await first.plane.events.flush()
+        # Its first POST answered (500), it waits out its backoff: no request is in
+        # flight for the receiver to take once it is up again.
+        await eventually(lambda: receiver.attempts >= 1)
     finally:
         await first.close()
     recorded = stored_ids(tmp_path)
