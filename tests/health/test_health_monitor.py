@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kiln.health import HealthMonitor
+from kiln.health.monitor import startup_delay
 from kiln.model import HealthStatus
 from kiln.spec import Probe
 
@@ -341,3 +342,10 @@ async def test_probes_kiln_woke_late_for_count_only_after_five_in_a_row(changes:
         assert "5 in a row" in (monitor.status("r1-a").last_error or "")
     finally:
         await monitor.close()
+
+
+def test_startup_checks_come_quickly_at_first_then_every_startup_interval() -> None:
+    # An instance that listens 30 ms after it started is checked again at 10, 30 and 70 ms,
+    # not first at 100 ms.
+    assert [startup_delay(n, 0.1) for n in range(1, 7)] == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
+    assert startup_delay(1, 0.005) == 0.005  # never slower than the cap
