@@ -3,8 +3,12 @@ go in the background, and the same name can be deployed again right away."""
 
 from __future__ import annotations
 
+import contextlib
+
+import docker
 import pytest
 
+from kiln.model import LABEL_APP, LABEL_ENV, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RELEASE
 from tests.e2e.conftest import hello_spec
 from tests.e2e.harness import KilnHarness, wait_until
 
@@ -46,3 +50,39 @@ def test_destroy_with_wait_returns_once_the_containers_are_gone(kiln: KilnHarnes
     assert "every instance stopped and removed" in result.stdout
     assert kiln.containers(app) == []
     assert kiln.get(f"{app}.test").status_code == 404
+
+
+def test_destroy_with_wait_also_removes_legacy_containers_of_its_releases(
+    kiln: KilnHarness, docker_client: docker.DockerClient, hello_images: dict[str, str]
+) -> None:
+    app = "gone-legacy"
+    assert kiln.deploy(hello_spec(app, "kiln-hello:v1", instances=1), "--wait").returncode == 0
+
+    def legacy(release: int) -> str:
+        """A container "a kiln from before installation ids" made: kiln's labels, no
+        installation label."""
+        made = docker_client.api.create_container(
+            hello_images["v1"],
+            name=f"kiln-dev-{app}-r{release}-old",
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_ENV: "dev",
+                LABEL_APP: app,
+                LABEL_RELEASE: str(release),
+                LABEL_INSTANCE: f"r{release}-{app}-old",
+            },
+        )["Id"]
+        docker_client.api.start(made)
+        return str(made)
+
+    ours, unknown = legacy(1), legacy(9)  # release 9: this kiln never made it
+    try:
+        result = kiln.cli("destroy", app, "--yes", "--wait")
+        assert result.returncode == 0, result.stdout + result.stderr
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(ours)
+        assert docker_client.api.inspect_container(unknown)["State"]["Running"]  # left alone
+    finally:
+        for made in (ours, unknown):
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.api.remove_container(made, force=True)
