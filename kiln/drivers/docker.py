@@ -1031,7 +1031,8 @@ class DockerDriver:
                     f"mount {mount.get('Destination')} ({mount.get('Type')}) is not in the release"
                 )
             elif destination in read_only and bool(mount.get("RW", True)) == read_only[destination]:
-                mode, says = ("read-write", "read-only")[:: 1 if read_only[destination] else -1]
+                mode = "read-write" if mount.get("RW", True) else "read-only"
+                says = "read-only" if read_only[destination] else "read-write"
                 found.append(f"volume at {destination}: mounted {mode}, the release says {says}")
         if sorted(host.get("Tmpfs") or {}) != sorted(want_host.get("Tmpfs") or {}):
             found.append("tmpfs mounts differ from the release's")
