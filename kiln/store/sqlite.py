@@ -401,15 +401,23 @@ class SqliteStore(SecretRows):
         if cached is not None:
             return cached
         with self._read(f"read release {number} of {key}") as conn:
-            row = conn.execute(
-                f"SELECT {_RELEASE_COLUMNS} FROM releases "
-                "WHERE environment = ? AND app = ? AND number = ?",
-                (key.environment, key.app, number),
-            ).fetchone()
-            if row is None:
+            release = self._release_in(conn, key, number)
+            if release is None:
                 _require_app(conn, key)
-                raise NotFound(f"no release {number} of {key}; `kiln releases {key}` lists them")
-        return self._release(row)
+                raise NotFound(_no_release(key, number))
+        return release
+
+    def _release_in(self, conn: sqlite3.Connection, key: AppKey, number: int) -> Release | None:
+        """Release ``number`` of ``key`` from the cache, else read in ``conn``'s transaction."""
+        cached = self._releases.get((key, number))
+        if cached is not None:
+            return cached
+        row = conn.execute(
+            f"SELECT {_RELEASE_COLUMNS} FROM releases "
+            "WHERE environment = ? AND app = ? AND number = ?",
+            (key.environment, key.app, number),
+        ).fetchone()
+        return None if row is None else self._release(row)
 
     def desired_state(self, key: AppKey) -> DesiredState | None:
         with self._read(f"read the desired state of {key}") as conn:
@@ -420,21 +428,10 @@ class SqliteStore(SecretRows):
             def release(number: int | None, *, required: bool) -> Release | None:
                 if number is None:
                     return None
-                cached = self._releases.get((key, number))
-                if cached is not None:
-                    return cached
-                row = conn.execute(
-                    f"SELECT {_RELEASE_COLUMNS} FROM releases "
-                    "WHERE environment = ? AND app = ? AND number = ?",
-                    (key.environment, key.app, number),
-                ).fetchone()
-                if row is None:
-                    if required:
-                        raise NotFound(
-                            f"no release {number} of {key}; `kiln releases {key}` lists them"
-                        )
-                    return None
-                return self._release(row)
+                found = self._release_in(conn, key, number)
+                if found is None and required:
+                    raise NotFound(_no_release(key, number))
+                return found
 
             rollout = conn.execute(
                 f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts "
@@ -792,6 +789,10 @@ def _approval(row: tuple[Any, ...]) -> Approval:
         approved_at=_from_db(approved_at),
         note=note,
     )
+
+
+def _no_release(key: AppKey, number: int) -> str:
+    return f"no release {number} of {key}; `kiln releases {key}` lists them"
 
 
 def _rollout(row: tuple[Any, ...]) -> Rollout:
