@@ -1,4 +1,6 @@
-"""Session fixtures shared by every test package: one private Docker daemon and the demo images.
+"""Fixtures shared by every test package: one private Docker daemon and the demo images (per
+session), and ``world``: the engine over fakes (tests/controller/world.py), started for a test and
+closed after it (a package may define its own ``world`` instead).
 
 A fixture that cannot start its real part FAILS the tests that need it, with the reason; nothing
 is skipped silently.
@@ -7,13 +9,15 @@ is skipped silently.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import docker
 import pytest
 
 from kiln.store.aio import GUARD_ENV
+from tests.controller.world import World
 from tests.harness.dockerd import DockerdError, PrivateDockerd
 from tests.harness.images import HELLO_IMAGES, build_hello_image
 
@@ -65,3 +69,13 @@ def hello_images(docker_client: docker.DockerClient) -> dict[str, str]:
             for image in HELLO_IMAGES
         }
         return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = World(tmp_path)
+    await w.engine.start()
+    try:
+        yield w
+    finally:
+        await w.engine.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,16 +19,6 @@ from tests.controller.test_release_groups import CANARY, app_spec, settled
 from .conftest import AUTH, TOKEN, asgi_client
 
 ROLLOUT = "/v1/apps/dev/web/rollout"
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 @pytest.fixture

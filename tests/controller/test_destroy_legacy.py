@@ -4,25 +4,11 @@ destroyed app go with its other containers; those of releases this kiln never ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from kiln.model import Instance
 from kiln.store.sqlite import SqliteStore
 from tests.controller.test_engine import WEB, World, eventually, spec
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 async def deployed_with_legacy(world: World) -> tuple[Instance, Instance]:

@@ -1,6 +1,6 @@
 """The engine over fakes (FakeDriver, FakeRouter, FakeHealth) and a real SQLite store, for
 the controller's tests: ``World`` holds the fakes and the engine; the ``world`` fixture
-(conftest.py) starts it and closes it after the test."""
+(tests/conftest.py) starts it and closes it after the test."""
 
 from __future__ import annotations
 

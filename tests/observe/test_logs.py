@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from kiln.model import AppKey
 from tests.controller.test_engine import World, eventually, spec
 
 WEB = AppKey("dev", "web")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 async def history(world: World, **request: object) -> list[ArchivedLine]:

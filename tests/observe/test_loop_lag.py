@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
@@ -72,16 +70,6 @@ async def test_a_blocked_loop_shows_a_lag_at_least_as_long_as_the_block() -> Non
     total = registry.get_sample_value("lag_seconds_count")
     assert at_most_half is not None and total is not None
     assert total - at_most_half >= 1, "no wake-up recorded as later than 0.5 s"
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 async def test_an_engine_reports_its_event_loop_lag_on_metrics(world: World) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kiln.drivers.base import InstanceStats
@@ -17,16 +14,6 @@ from tests.controller.test_engine import World, eventually, spec
 
 WEB = AppKey("dev", "web")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -4,7 +4,6 @@ no value reaches the store's plain columns, an event or a plan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ SPEC = (
     "deploy: {deadline: 30s, drain: 0s}\nstop_grace: 0s\n"
     "secrets: [DB_PASSWORD, {name: API_TOKEN, as: env}]\n"
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 def values_running(world: World) -> set[bytes]:

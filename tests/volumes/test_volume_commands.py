@@ -4,7 +4,6 @@ intact snapshot, remove refused while a release uses the volume."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ SPEC = (
     "deploy: {deadline: 30s, drain: 0s}\nstop_grace: 0s\n"
     "volumes: [{name: data, path: /var/lib/web}]\n"
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
-        yield w
-    finally:
-        await w.engine.close()
 
 
 def nothing(_done: int) -> None:
