@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Settings
-from kiln.controller.engine import Engine
-from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.model import AppKey, Instance
 from kiln.router.fake import FakeRouter
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
+from tests.controller.world import engine_over_fakes
 
 DEPLOYS = 9  # rolling deploys of one app, the median kept
 PROFILE = bool(os.environ.get("KILN_BENCH_PROFILE"))  # the idle window's profile to stderr
@@ -79,14 +78,7 @@ async def _run(home: Path, apps: int, seconds: float, resync: float | None) -> d
     health.healthy_releases = set(range(1, 2 + DEPLOYS))
     for n in range(1, 2 + DEPLOYS):
         driver.add_image(f"demo:v{n}")
-    engine: Engine = assemble_engine(
-        settings=settings,
-        store=SqliteStore(home / "kiln.db"),
-        driver=driver,
-        router=router,
-        health=health,  # type: ignore[arg-type]
-    )
-    health.bind(engine.plane.wake_app_of)
+    engine = engine_over_fakes(settings, driver, router, health)
     rounds = 0
     loops = engine.plane.loops
     sync = loops._sync  # the bench counts rounds without a hook in the engine

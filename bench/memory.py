@@ -28,12 +28,11 @@ import psutil
 
 from kiln.config import Settings
 from kiln.controller.engine import Engine
-from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.model import AppKey
 from kiln.router.fake import FakeRouter
-from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
+from tests.controller.world import engine_over_fakes
 
 TOP = 8  # growth lines and object types reported per cycle
 
@@ -127,14 +126,7 @@ async def _run(home: Path, apps: int, cycles: int) -> dict[str, Any]:
     health.healthy_releases = {1, 2}
     for version in (1, 2):
         driver.add_image(f"demo:v{version}")
-    engine = assemble_engine(
-        settings=Settings(home=home),
-        store=SqliteStore(home / "kiln.db"),
-        driver=driver,
-        router=router,
-        health=health,  # type: ignore[arg-type]
-    )
-    health.bind(engine.plane.wake_app_of)
+    engine = engine_over_fakes(Settings(home=home), driver, router, health)
     process = psutil.Process()
     await engine.start()
     tracemalloc.start()  # one frame: growth is reported by line

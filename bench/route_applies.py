@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Settings
-from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.model import AppKey, RouteEntry
 from kiln.router.nginx import NginxRouter
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
+from tests.controller.world import engine_over_fakes
 from tests.router.backends import free_port
 
 
@@ -69,14 +69,7 @@ async def _run(home: Path, apps: int, parallel: int) -> dict[str, Any]:
     router = CountingRouter(
         prefix=home / "nginx", listen_host="127.0.0.1", listen_port=free_port(), run_dir=home / "r"
     )
-    engine = assemble_engine(
-        settings=Settings(home=home),
-        store=SqliteStore(home / "kiln.db"),
-        driver=driver,
-        router=router,
-        health=health,  # type: ignore[arg-type]
-    )
-    health.bind(engine.plane.wake_app_of)
+    engine = engine_over_fakes(Settings(home=home), driver, router, health)
     await engine.start()
     store = SqliteStore(home / "kiln.db")
     names = [f"app{n:03d}" for n in range(apps)]

@@ -13,8 +13,8 @@ import pytest
 
 from kiln.api import create_app
 from kiln.client import RolloutView
-from tests.controller.test_engine import WEB, World, eventually
 from tests.controller.test_release_groups import CANARY, app_spec, settled
+from tests.controller.world import WEB, World, eventually
 
 from .conftest import AUTH, TOKEN, asgi_client
 

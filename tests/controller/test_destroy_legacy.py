@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from kiln.model import Instance
 from kiln.store.sqlite import SqliteStore
-from tests.controller.test_engine import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, spec
 
 
 async def deployed_with_legacy(world: World) -> tuple[Instance, Instance]:

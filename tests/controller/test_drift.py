@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.controller.test_engine import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, spec
 
 
 async def settled(world: World, count: int = 3) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kiln.controller.runtime import ControlPlane
 from kiln.model import AppKey
-from tests.controller.test_engine import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, spec
 
 API = AppKey("dev", "api")
 

@@ -22,7 +22,7 @@ from kiln.router.fake import FakeRouter
 from kiln.spec import Strategy
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
-from tests.controller.test_engine import eventually
+from tests.controller.world import eventually
 
 STAGING = AppKey("staging", "web")
 PRODUCTION = AppKey("production", "web")

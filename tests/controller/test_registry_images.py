@@ -12,13 +12,11 @@ import pytest
 from kiln.config import Settings
 from kiln.config.file import FileSettings, RegistrySettings
 from kiln.controller.engine import Engine
-from kiln.controller.root import assemble_engine
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import Conflict, ImageNotFound, TemporaryFailure
 from kiln.model.image import LocalImage
 from kiln.registry.fake import FakeRegistry
-from kiln.store.sqlite import SqliteStore
-from tests.controller.test_engine import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, engine_over_fakes, eventually, spec
 
 
 class RegistryWorld(World):
@@ -43,18 +41,9 @@ class RegistryWorld(World):
                 resync_seconds=self.settings.resync_seconds,
                 file=FileSettings(registry=RegistrySettings(retain_releases=self.retain)),
             )
-        engine = assemble_engine(
-            settings=self.settings,
-            # Its own connection: the engine's is guarded against the test's (loop) thread;
-            # the test reads the file through self.store, as a second process would.
-            store=SqliteStore(self.settings.db_path),
-            driver=self.driver,
-            router=self.router,
-            health=self.health,  # type: ignore[arg-type]
-            registry=self.registry,
+        return engine_over_fakes(
+            self.settings, self.driver, self.router, self.health, self.registry
         )
-        self.health.bind(engine.plane.wake_app_of)
-        return engine
 
     def event_kinds(self) -> list[str]:
         return [e.kind for e in self.store.list_events(key=None, after_id=0, limit=1000)]

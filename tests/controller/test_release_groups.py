@@ -16,7 +16,7 @@ from kiln.errors import Conflict, RouterConfigRejected
 from kiln.model import AppKey, RolloutState, RouteEntry
 from kiln.router.fake import FakeRouter
 from kiln.store.sqlite import SqliteStore
-from tests.controller.test_engine import WEB, World, eventually
+from tests.controller.world import WEB, World, eventually
 
 API = AppKey("dev", "api")
 

@@ -11,7 +11,7 @@ from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.model import AppKey, ReleaseOrigin, RolloutState, RouteEntry
 from kiln.spec import parse_spec, spec_hash
-from tests.controller.test_engine import World, eventually
+from tests.controller.world import World, eventually
 
 N = 12
 KEYS = [AppKey("dev", f"app{i:02}") for i in range(N)]

@@ -11,7 +11,7 @@ import pytest
 
 from kiln.model import Event, EventKind
 from kiln.store.sqlite import SqliteStore
-from tests.controller.test_engine import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, spec
 
 
 def engine_store(world: World) -> SqliteStore:

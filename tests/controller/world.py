@@ -12,8 +12,11 @@ from pathlib import Path
 from kiln.config import Settings
 from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
+from kiln.drivers.base import Driver
 from kiln.drivers.fake import FakeDriver
 from kiln.model import AppKey, Instance
+from kiln.registry.base import Registry
+from kiln.router.base import Router
 from kiln.router.fake import FakeRouter
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
@@ -30,6 +33,28 @@ def spec(
     )
 
 
+def engine_over_fakes(
+    settings: Settings,
+    driver: Driver,
+    router: Router,
+    health: FakeHealth,
+    registry: Registry | None = None,
+) -> Engine:
+    """An engine over the given fakes, its health flips waking its loops. The store is its own
+    connection to ``settings.db_path``: the engine's is guarded against the test's (loop)
+    thread, so a test reads the file through another one, as a second process would."""
+    engine = assemble_engine(
+        settings=settings,
+        store=SqliteStore(settings.db_path),
+        driver=driver,
+        router=router,
+        health=health,  # type: ignore[arg-type]
+        registry=registry,
+    )
+    health.bind(engine.plane.wake_app_of)
+    return engine
+
+
 class World:
     def __init__(self, tmp_path: Path) -> None:
         self.settings = Settings(home=tmp_path, resync_seconds=0.2)
@@ -43,17 +68,7 @@ class World:
         self.engine = self.new_engine()
 
     def new_engine(self) -> Engine:
-        engine = assemble_engine(
-            settings=self.settings,
-            # Its own connection: the engine's is guarded against the test's (loop) thread;
-            # the test reads the file through self.store, as a second process would.
-            store=SqliteStore(self.settings.db_path),
-            driver=self.driver,
-            router=self.router,
-            health=self.health,  # type: ignore[arg-type]
-        )
-        self.health.bind(engine.plane.wake_app_of)
-        return engine
+        return engine_over_fakes(self.settings, self.driver, self.router, self.health)
 
     def running(self, key: AppKey = WEB) -> list[Instance]:
         return [i for i in self.driver.running if i.key == key]

@@ -133,7 +133,9 @@ def test_the_registry_is_restarted_when_killed(kiln: KilnHarness) -> None:
         lambda: registry.pid() not in (None, pid), timeout=10, what="the registry to be restarted"
     )
     wait_until(
-        lambda: "registry.restarted" in [e["kind"] for e in kiln.cli_json("events", "--limit", "1000")],
+        lambda: (
+            "registry.restarted" in [e["kind"] for e in kiln.cli_json("events", "--limit", "1000")]
+        ),
         timeout=10,
         what="the registry.restarted event",
     )

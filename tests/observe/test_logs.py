@@ -14,7 +14,7 @@ import pytest
 from kiln.controller.views import LogRequest
 from kiln.logs import ArchivedLine, LogArchive, LogQuery
 from kiln.model import AppKey
-from tests.controller.test_engine import World, eventually, spec
+from tests.controller.world import World, eventually, spec
 
 WEB = AppKey("dev", "web")
 

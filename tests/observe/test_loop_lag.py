@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from kiln.metrics import LoopLagSampler
-from tests.controller.test_engine import World, eventually
+from tests.controller.world import World, eventually
 from tests.observe.test_metrics import samples, value
 
 

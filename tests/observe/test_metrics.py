@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kiln.drivers.base import InstanceStats
 from kiln.model import AppKey
-from tests.controller.test_engine import World, eventually, spec
+from tests.controller.world import World, eventually, spec
 
 WEB = AppKey("dev", "web")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

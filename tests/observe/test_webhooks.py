@@ -22,7 +22,7 @@ from kiln.errors import InvalidInput
 from kiln.router.fake import FakeRouter
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
-from tests.controller.test_engine import eventually, spec
+from tests.controller.world import eventually, spec
 
 SECRET = b"s3cret-for-tests"
 

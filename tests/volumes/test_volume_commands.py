@@ -10,7 +10,7 @@ import pytest
 
 from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.model import AppKey
-from tests.controller.test_engine import World, eventually
+from tests.controller.world import World, eventually
 
 WEB = AppKey("dev", "web")
 SPEC = (
