@@ -192,11 +192,11 @@ class HealthMonitor:
                         if self._liveness_due(t) and now >= next_live:
                             self._feed_liveness(t, result)
                             next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
-                        next_ready = now + self._readiness_interval(t)
+                        next_ready = now + self._after_readiness_check(t)
                 else:
                     if now >= next_ready:
                         self._feed_readiness(t, await self._probe(t, t.readiness))
-                        next_ready = now + self._readiness_interval(t)
+                        next_ready = now + self._after_readiness_check(t)
                     if self._liveness_due(t) and now >= next_live:
                         self._feed_liveness(t, await self._probe(t, t.liveness))
                         next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
@@ -226,7 +226,8 @@ class HealthMonitor:
             t.checks_failed += 1
         return result
 
-    def _readiness_interval(self, t: _Tracked) -> float:
+    def _after_readiness_check(self, t: _Tracked) -> float:
+        """The wait until the next readiness check (one more startup check counted)."""
         if not t.ever_ready:
             t.startup_checks += 1
             return startup_delay(t.startup_checks, self._startup_interval)
