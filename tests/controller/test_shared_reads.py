@@ -156,25 +156,29 @@ class CountingDriver(FakeDriver):
         return await super().list_instances(key)
 
 
-async def test_a_round_woken_alone_lists_only_its_apps_containers() -> None:
+async def counted_reads(*keys: AppKey) -> tuple[CountingDriver, SharedReads]:
+    """Shared reads over a counting driver with one instance of each app (``r1-<app>``)."""
     driver = CountingDriver()
     driver.add_image("web:v1")
-    reads = SharedReads(driver, FakeRouter())
-    web, api = AppKey("dev", "web"), AppKey("dev", "api")
-    await driver.start_instance(_spec(web, "r1-a"))
-    await driver.start_instance(_spec(api, "r1-b"))
+    for key in keys:
+        await driver.start_instance(_spec(key, f"r1-{key.app}"))
+    return driver, SharedReads(driver, FakeRouter())
 
-    assert [i.id for i in await reads.instances_of(web)] == ["r1-a"]
+
+WEB_AND_API = (AppKey("dev", "web"), AppKey("dev", "api"))
+
+
+async def test_a_round_woken_alone_lists_only_its_apps_containers() -> None:
+    web, _api = WEB_AND_API
+    driver, reads = await counted_reads(*WEB_AND_API)
+
+    assert [i.id for i in await reads.instances_of(web)] == ["r1-web"]
     assert driver.listings == [web]  # filtered at the engine, not all three hundred
 
 
 async def test_many_rounds_at_once_share_one_full_listing() -> None:
-    driver = CountingDriver()
-    driver.add_image("web:v1")
-    reads = SharedReads(driver, FakeRouter())
     keys = [AppKey("dev", f"app{n}") for n in range(NARROW_UP_TO + 1)]
-    for key in keys:
-        await driver.start_instance(_spec(key, f"r1-{key.app}"))
+    driver, reads = await counted_reads(*keys)
 
     found = await asyncio.gather(*(reads.instances_of(key) for key in keys))
 
@@ -183,15 +187,11 @@ async def test_many_rounds_at_once_share_one_full_listing() -> None:
 
 
 async def test_a_caller_of_every_app_joins_with_rounds_and_gets_the_full_listing() -> None:
-    driver = CountingDriver()
-    driver.add_image("web:v1")
-    reads = SharedReads(driver, FakeRouter())
-    web, api = AppKey("dev", "web"), AppKey("dev", "api")
-    await driver.start_instance(_spec(web, "r1-a"))
-    await driver.start_instance(_spec(api, "r1-b"))
+    web, api = WEB_AND_API
+    driver, reads = await counted_reads(*WEB_AND_API)
 
     of_web, everything = await asyncio.gather(reads.instances_of(web), reads.instances.get())
 
-    assert [i.id for i in of_web] == ["r1-a"]
+    assert [i.id for i in of_web] == ["r1-web"]
     assert set(everything) == {web, api}
     assert driver.listings == [None]
