@@ -8,7 +8,7 @@
 Cadence. Until an instance has been ready once, readiness is probed quickly instead of every
 ``readiness.interval``: a new instance should join the router a moment after it starts serving,
 not up to one interval later. The first check runs at once, the next ones 10, 20, 40 and 80 ms
-apart, then every ``startup_interval`` (0.1 s): most apps listen within a few tens of
+apart, then every ``startup_interval`` (0.1 s) for up to a minute after the instance started: most apps listen within a few tens of
 milliseconds, and a fixed 0.1 s step made each instance of a rolling deploy wait up to 0.1 s
 more whenever it was not listening yet at the first check (a busy machine: bench/scale.py).
 Afterwards readiness runs at its own interval. Liveness starts once the instance is past ``liveness.grace`` since it
@@ -44,11 +44,23 @@ _MIN_INTERVAL = 0.01
 _STARTUP_FIRST = 0.01
 """The wait before the second startup check; it doubles up to ``startup_interval``."""
 
+_STARTUP_CADENCE_FOR = timedelta(seconds=60)
+"""How long after its start an instance that has not been ready yet is checked at the startup
+cadence; after that, at its readiness interval like any other: an instance that never turns ready
+(a broken release kept by a long deadline) should not be probed ten times a second for as long as
+it runs."""
+
+_MAX_DOUBLINGS = 40
+"""10 ms doubled 40 times is over 300 years: past any cap, and far from a float's range."""
+
 
 def startup_delay(checks_made: int, cap: float) -> float:
     """The wait before the next readiness check of an instance not ready yet, after
     ``checks_made`` checks: 10, 20, 40, 80 ms ..., at most ``cap``."""
-    return min(cap, _STARTUP_FIRST * 2.0 ** max(0, checks_made - 1))
+    # The exponent stops growing long before the cap could be passed: an instance that never
+    # turns ready is checked for as long as it runs, and 2.0 ** 1024 overflows.
+    doublings = min(max(0, checks_made - 1), _MAX_DOUBLINGS)
+    return min(cap, _STARTUP_FIRST * 2.0**doublings)
 
 
 _MAX_INCONCLUSIVE = 5
@@ -228,7 +240,7 @@ class HealthMonitor:
 
     def _after_readiness_check(self, t: _Tracked) -> float:
         """The wait until the next readiness check (one more startup check counted)."""
-        if not t.ever_ready:
+        if not t.ever_ready and self._clock() - t.started_at < _STARTUP_CADENCE_FOR:
             t.startup_checks += 1
             return startup_delay(t.startup_checks, self._startup_interval)
         return max(t.readiness.interval, _MIN_INTERVAL)

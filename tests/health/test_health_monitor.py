@@ -99,7 +99,12 @@ async def test_startup_probing_does_not_wait_for_the_readiness_interval(
     # The app serves only from its 6th request on. With a 60 s readiness interval this
     # could only pass within the deadline through the fast startup cadence.
     server.behaviour = lambda path, n: 200 if n >= 6 else 500
-    track(monitor, server, readiness=fast("/ready", interval=60, timeout=1))
+    track(
+        monitor,
+        server,
+        readiness=fast("/ready", interval=60, timeout=1),
+        started_at=datetime.now(UTC),  # just started: the startup cadence applies
+    )
     await eventually(lambda: monitor.status("r1-a").ready, "the instance is ready", timeout=20)
     assert server.count("/ready") == 6
 
@@ -344,8 +349,32 @@ async def test_probes_kiln_woke_late_for_count_only_after_five_in_a_row(changes:
         await monitor.close()
 
 
+async def test_an_instance_never_ready_for_a_minute_is_checked_at_its_interval(
+    changes: Changes, server: ScriptedHttpServer
+) -> None:
+    now = STARTED + timedelta(seconds=1)
+    monitor = HealthMonitor(on_change=changes, clock=lambda: now, startup_interval=0.01)
+    try:
+        server.behaviour = lambda path, n: 500
+        track(monitor, server, readiness=Probe(http="/ready", interval=3600, timeout=2))
+        await eventually(lambda: server.count("/ready") >= 5, "quick startup checks")
+        # A minute on and still not ready: no longer ten checks a second, but one an interval.
+        now = STARTED + timedelta(seconds=61)
+        await eventually(lambda: server.count("/ready") >= 6, "one more check")
+        settled = server.count("/ready")
+        await asyncio.sleep(0.3)  # ~30 startup checks' worth
+        assert server.count("/ready") == settled
+        assert monitor.status("r1-a").ready is False
+    finally:
+        await monitor.close()
+
+
 def test_startup_checks_come_quickly_at_first_then_every_startup_interval() -> None:
     # An instance that listens 30 ms after it started is checked again at 10, 30 and 70 ms,
     # not first at 100 ms.
     assert [startup_delay(n, 0.1) for n in range(1, 7)] == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
     assert startup_delay(1, 0.005) == 0.005  # never slower than the cap
+    # An instance that never turns ready is checked for as long as it runs: hours of checks
+    # at the cap, never an overflow.
+    assert startup_delay(1_025, 0.1) == 0.1
+    assert startup_delay(10**9, 0.1) == 0.1
