@@ -239,6 +239,17 @@ class DriftSettings(_Section):
     concurrency: int = Field(default=4, ge=1, le=64)
 
 
+class HealthSettings(_Section):
+    """Health checks of quiet apps. An app with routes whose NGINX counted no request for
+    ``quiet_after`` (and no rollout in progress) is *quiet*: its instances are checked every
+    ``health.idle_interval`` of their spec (30 s unless it says otherwise) instead of every
+    ``interval``, and at once when a request comes again (kiln looks at NGINX's counters every
+    few seconds). A crashed instance is replaced the moment the engine says so either way.
+    ``quiet_after: 0`` keeps every app at its ``interval``."""
+
+    quiet_after: Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=86_400)] = 60.0
+
+
 class FileSettings(_Section):
     """The whole file. A missing file is ``FileSettings()``: every default."""
 
@@ -250,6 +261,7 @@ class FileSettings(_Section):
     events: EventsSettings = EventsSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
+    health: HealthSettings = HealthSettings()
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -15,6 +15,12 @@ Afterwards readiness runs at its own interval. Liveness starts once the instance
 started, or has been ready once, and runs at ``liveness.interval``. When readiness and
 liveness are the same probe (the default), one check feeds both counters.
 
+Quiet apps. The controller says which instances belong to an app that gets no requests
+(``set_quiet``; kiln/controller/quiet.py). Once ready, those are checked every ``idle_interval``
+instead (when it is longer), like Envoy's "no traffic interval": a box of idle apps should not
+connect to every instance every second. When requests come again, the instance is checked at
+once and then at its interval.
+
 Thresholds. ``ready`` turns true after ``healthy_threshold`` readiness passes in a row and
 false after ``unhealthy_threshold`` failures in a row. ``live`` turns false after liveness's
 ``unhealthy_threshold`` failures in a row and stays false: such an instance is replaced, not
@@ -96,6 +102,10 @@ class _Tracked:
     checks_failed: int = 0
     inconclusive: int = 0  # inconclusive probes in a row
     startup_checks: int = 0  # readiness checks made before the first ready
+    quiet: bool = False  # its app gets no requests: checks every idle_interval
+    next_ready: float = 0.0  # loop time of the next readiness (and liveness) check
+    next_live: float = 0.0
+    wakeup: asyncio.Future[None] | None = None  # what the task sleeps on, between checks
 
     @property
     def shared(self) -> bool:
@@ -131,11 +141,13 @@ class HealthMonitor:
         started_at: datetime,
         exec_fn: ExecFn | None = None,
         assume_ready: bool = False,
+        quiet: bool = False,
     ) -> None:
         """Start probing an instance; a no-op if it is already tracked.
 
         ``assume_ready``: for an instance adopted after a kiln restart that was already in the
         router. It starts ready (no traffic gap) and is re-checked right away.
+        ``quiet``: its app gets no requests (``set_quiet``).
         """
         if instance_id in self._tasks:
             return
@@ -151,6 +163,7 @@ class HealthMonitor:
             status=HealthStatus(ready=True, ready_since=now) if assume_ready else HealthStatus(),
             ever_ready=assume_ready,
             ready_passes=readiness.healthy_threshold if assume_ready else 0,
+            quiet=quiet,
         )
         self._tracked[instance_id] = tracked
         self._tasks[instance_id] = asyncio.get_running_loop().create_task(
@@ -165,6 +178,22 @@ class HealthMonitor:
             task.cancel()
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
+
+    def set_quiet(self, instance_id: str, quiet: bool) -> None:
+        """Whether the instance's app gets requests. While quiet, an instance that has been ready
+        is checked every ``idle_interval`` of its probes (when longer than ``interval``); when
+        requests come again it is checked at once, then every ``interval``. Unknown ids are
+        fine."""
+        t = self._tracked.get(instance_id)
+        if t is None or t.quiet == quiet:
+            return
+        t.quiet = quiet
+        if not quiet:
+            now = asyncio.get_running_loop().time()
+            t.next_ready = min(t.next_ready, now)
+            t.next_live = min(t.next_live, now)
+            if t.wakeup is not None and not t.wakeup.done():
+                t.wakeup.set_result(None)
 
     def status(self, instance_id: str) -> HealthStatus:
         tracked = self._tracked.get(instance_id)
@@ -191,36 +220,47 @@ class HealthMonitor:
 
     async def _run(self, t: _Tracked) -> None:
         loop = asyncio.get_running_loop()
-        next_ready = loop.time()
-        next_live = loop.time()
+        t.next_ready = t.next_live = loop.time()
         while True:
             try:
                 now = loop.time()
                 if t.shared:
-                    if now >= next_ready or (self._liveness_due(t) and now >= next_live):
+                    if now >= t.next_ready or (self._liveness_due(t) and now >= t.next_live):
                         result = await self._probe(t, t.readiness)
                         self._feed_readiness(t, result)
                         # The same check is a liveness check too, if one is due.
-                        if self._liveness_due(t) and now >= next_live:
+                        if self._liveness_due(t) and now >= t.next_live:
                             self._feed_liveness(t, result)
-                            next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
-                        next_ready = now + self._after_readiness_check(t)
+                            t.next_live = now + self._interval(t, t.liveness)
+                        t.next_ready = now + self._after_readiness_check(t)
                 else:
-                    if now >= next_ready:
+                    if now >= t.next_ready:
                         self._feed_readiness(t, await self._probe(t, t.readiness))
-                        next_ready = now + self._after_readiness_check(t)
-                    if self._liveness_due(t) and now >= next_live:
+                        t.next_ready = now + self._after_readiness_check(t)
+                    if self._liveness_due(t) and now >= t.next_live:
                         self._feed_liveness(t, await self._probe(t, t.liveness))
-                        next_live = now + max(t.liveness.interval, _MIN_INTERVAL)
-                wake = next_ready
+                        t.next_live = now + self._interval(t, t.liveness)
+                wake = t.next_ready
                 if t.status.live:
-                    wake = min(wake, self._liveness_wake(t, loop.time(), next_live))
-                await asyncio.sleep(max(0.0, wake - loop.time()))
+                    wake = min(wake, self._liveness_wake(t, loop.time(), t.next_live))
+                await self._sleep_until(t, loop, wake)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("health check of %s failed unexpectedly; retrying", t.instance_id)
                 await asyncio.sleep(_RETRY_AFTER_BUG)
+
+    @staticmethod
+    async def _sleep_until(t: _Tracked, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """``asyncio.sleep`` until ``when``, on a future ``set_quiet`` can end early."""
+        wakeup: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_at(when, _wake, wakeup)
+        t.wakeup = wakeup
+        try:
+            await wakeup
+        finally:
+            timer.cancel()
+            t.wakeup = None
 
     async def _probe(self, t: _Tracked, probe: Probe) -> ProbeResult:
         result = await run_probe(probe, host=t.host, port=t.port, exec_fn=t.exec_fn)
@@ -243,7 +283,16 @@ class HealthMonitor:
         if not t.ever_ready and self._clock() - t.started_at < _STARTUP_CADENCE_FOR:
             t.startup_checks += 1
             return startup_delay(t.startup_checks, self._startup_interval)
-        return max(t.readiness.interval, _MIN_INTERVAL)
+        return self._interval(t, t.readiness)
+
+    @staticmethod
+    def _interval(t: _Tracked, probe: Probe) -> float:
+        """The wait between two checks of a running instance: ``idle_interval`` while its app
+        is quiet (if that is longer), else ``interval``."""
+        interval = probe.interval
+        if t.quiet and probe.idle_interval > interval:
+            interval = probe.idle_interval
+        return max(interval, _MIN_INTERVAL)
 
     def _liveness_due(self, t: _Tracked) -> bool:
         """Liveness counts once the grace period is over or the instance was ready once."""
@@ -311,6 +360,11 @@ class HealthMonitor:
                 self._on_change(t.instance_id)
             except Exception:
                 log.exception("health change handler failed for %s", t.instance_id)
+
+
+def _wake(wakeup: asyncio.Future[None]) -> None:
+    if not wakeup.done():
+        wakeup.set_result(None)
 
 
 __all__ = ["HealthMonitor"]

@@ -214,6 +214,11 @@ class Strategy(StrEnum):
     RECREATE = "recreate"
 
 
+DEFAULT_IDLE_INTERVAL = 30.0
+"""Seconds between checks of an instance of a quiet app (no requests lately): a box of idle
+apps should not connect to each instance every second (bench/scale.py)."""
+
+
 class Probe(_Strict):
     """One health check. Exactly one of ``http``, ``tcp``, ``command``; none means tcp on ``port``."""
 
@@ -227,6 +232,12 @@ class Probe(_Strict):
         default=None, description="run inside the instance; healthy on exit code 0"
     )
     interval: Seconds = Field(default=2.0, description="time between checks once running")
+    idle_interval: Seconds = Field(
+        default=DEFAULT_IDLE_INTERVAL,
+        description="time between checks while the app gets no requests (kiln's setting"
+        " health.quiet_after says how long without one); never shorter than interval."
+        " 0: every interval, idle or not",
+    )
     timeout: Seconds = Field(default=1.0, description="a check slower than this fails")
     grace: Seconds = Field(
         default=30.0,

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from kiln.errors import SpecInvalid
 from kiln.spec.limits import MAX_PROBLEMS, MAX_SPEC_BYTES
-from kiln.spec.model import AppSpec
+from kiln.spec.model import DEFAULT_IDLE_INTERVAL, AppSpec
 from kiln.spec.problems import PROBLEM, shown
 from kiln.spec.safe_yaml import YamlRefused, load_yaml
 
@@ -149,6 +149,10 @@ def spec_hash(spec: AppSpec) -> str:
     for added in ("secrets", "volumes"):
         if not payload.get(added):
             payload.pop(added, None)
+    health = payload.get("health") or {}
+    for probe in (health, health.get("readiness") or {}, health.get("liveness") or {}):
+        if probe.get("idle_interval") == DEFAULT_IDLE_INTERVAL:
+            probe.pop("idle_interval")  # added later: the default keeps the old hash
     for volume in payload.get("volumes") or []:
         if not volume.get("read_only"):
             volume.pop("read_only", None)  # added later: a writable volume keeps its old hash

@@ -369,6 +369,39 @@ async def test_an_instance_never_ready_for_a_minute_is_checked_at_its_interval(
         await monitor.close()
 
 
+async def test_quiet_instance_is_checked_every_idle_interval_and_at_once_when_requests_come(
+    monitor: HealthMonitor, server: ScriptedHttpServer, changes: Changes
+) -> None:
+    server.behaviour = lambda path, n: 200
+    track(monitor, server, readiness=fast("/ready", interval=0.02, timeout=0.02, idle_interval=3600))
+    await eventually(lambda: monitor.status("r1-a").ready, "ready")
+    await eventually(lambda: server.count("/ready") >= 5, "checks every 20 ms")
+    monitor.set_quiet("r1-a", True)
+    await eventually(lambda: server.count("/ready") >= 6, "the check already due")
+    settled = server.count("/ready")
+    await asyncio.sleep(0.3)  # ~15 intervals' worth
+    assert server.count("/ready") == settled
+    # Requests come again: a check at once (not an hour from now), then every interval.
+    server.behaviour = lambda path, n: 500
+    monitor.set_quiet("r1-a", False)
+    await eventually(lambda: not monitor.status("r1-a").ready, "a failing app is seen at once")
+    await eventually(
+        lambda: monitor.status("r1-a").last_error == "GET /ready → 500", "the 500 is the reason"
+    )
+
+
+async def test_idle_interval_zero_keeps_checking_at_the_interval(
+    monitor: HealthMonitor, server: ScriptedHttpServer
+) -> None:
+    server.behaviour = lambda path, n: 200
+    track(monitor, server, readiness=fast("/ready", interval=0.02, timeout=0.02, idle_interval=0))
+    await eventually(lambda: monitor.status("r1-a").ready, "ready")
+    monitor.set_quiet("r1-a", True)
+    counted = server.count("/ready")
+    await eventually(lambda: server.count("/ready") >= counted + 5, "checks go on")
+    monitor.set_quiet("nobody", True)  # an unknown instance is fine
+
+
 def test_startup_checks_come_quickly_at_first_then_every_startup_interval() -> None:
     # An instance that listens 30 ms after it started is checked again at 10, 30 and 70 ms,
     # not first at 100 ms.
