@@ -178,6 +178,10 @@ class AppStatusOut(_Out):
     rollout: RolloutOut | None
     urls: list[str]
     message: str
+    quiet: bool = Field(
+        description="NGINX counted no request for this app lately (settings: health.quiet_after):"
+        " its instances are checked every health.idle_interval until requests come"
+    )
 
 
 class ReleaseOut(_Out):
@@ -287,6 +291,7 @@ def app_status_out(view: AppStatus) -> AppStatusOut:
         rollout=rollout_out(view.rollout) if view.rollout else None,
         urls=list(view.urls),
         message=view.message,
+        quiet=view.quiet,
     )
 
 

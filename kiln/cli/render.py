@@ -140,6 +140,10 @@ def app_details(s: AppStatus, *, rollout_status: str | None = None) -> Renderabl
     head.add_row("release", release_pair(s))
     head.add_row("ready", f"{s.ready}/{s.scale}" + (" (stopped)" if s.stopped else ""))
     head.add_row("urls", " ".join(s.urls) or "-")
+    if s.quiet:
+        head.add_row(
+            "traffic", "none lately: health checks every idle_interval until requests come"
+        )
     head.add_row("rollout", rollout_line(s.rollout) if s.rollout else "none active")
     if rollout_status:
         head.add_row("step", rollout_status)

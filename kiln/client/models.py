@@ -107,6 +107,7 @@ class AppStatus(_AppScoped):
     rollout: Rollout | None = None
     urls: list[str] = Field(default_factory=list)
     message: str = ""
+    quiet: bool = False  # no requests lately: health checks every idle_interval
 
 
 class Release(_AppScoped):

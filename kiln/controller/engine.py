@@ -29,6 +29,7 @@ from kiln.controller.drift import DriftChecker, DriftReport
 from kiln.controller.executor import Executor
 from kiln.controller.images import BuildResult, ImageView, PruneResult
 from kiln.controller.promotion_views import ApprovalView, DiffView, PromotionView
+from kiln.controller.quiet import QuietWatch
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import (
@@ -64,6 +65,7 @@ class Engine:
         self.executor = executor
         self.supervisors = Supervisors(plane)
         self.drift_checker = DriftChecker(plane)
+        self.quiet_watch = QuietWatch(plane)
         self._drift_task: asyncio.Task[None] | None = None
         self.shutdown_requested = asyncio.Event()
         self._auth_refusals = 0
@@ -93,11 +95,13 @@ class Engine:
         if plane.logs is not None:
             plane.logs.start()
         self._drift_task = asyncio.create_task(self.drift_checker.run(), name="drift checks")
+        self.quiet_watch.start()
 
     async def close(self) -> None:
         """Stop the control plane (not NGINX, not the apps: they keep serving)."""
         plane = self.plane
         await self.supervisors.close()
+        await self.quiet_watch.close()
         if self._drift_task is not None:
             self._drift_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -86,6 +86,7 @@ async def _status(plane: ControlPlane, app: AppRecord, rollout: Rollout | None) 
         rollout=rollout,
         urls=urls,
         message=message,
+        quiet=key in plane.quiet_apps,
     )
 
 

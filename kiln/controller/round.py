@@ -265,6 +265,7 @@ def track_instance(plane: ControlPlane, instance: Instance) -> None:
         started_at=instance.started_at or plane.clock(),
         exec_fn=_exec_in(plane, instance.container_id),
         assume_ready=instance.id in routed,
+        quiet=instance.key in plane.quiet_apps,
     )
 
 

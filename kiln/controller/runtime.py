@@ -57,6 +57,9 @@ class ControlPlane:
     instance_keys: dict[str, AppKey] = field(default_factory=dict)
     # The same by app: a round finds its own app's instances without looking at every app's.
     app_instance_ids: dict[AppKey, set[str]] = field(default_factory=dict)
+    # Apps NGINX counted no request for lately: their instances are checked every idle_interval
+    # (quiet.py decides; track_instance starts a new instance of one quiet).
+    quiet_apps: set[AppKey] = field(default_factory=set)
     # What each app's last round planned and saw: the read views report from these.
     last_plans: dict[AppKey, Plan] = field(default_factory=dict)
     last_instances: dict[AppKey, list[Instance]] = field(default_factory=dict)
@@ -132,6 +135,7 @@ class ControlPlane:
         the drift checker's full check prunes to what the engine lists."""
         self.last_plans.pop(key, None)
         self.last_instances.pop(key, None)
+        self.quiet_apps.discard(key)
         self.known_instances.pop(key, None)
         self.observer.memory.pop(key, None)
         for instance_id in self.instance_ids_of(key):

@@ -36,6 +36,7 @@ class AppStatus:
     rollout: Rollout | None = None
     urls: list[str] = field(default_factory=list)
     message: str = ""  # why the app is in this state, e.g. "waiting 4s: crash loop backoff"
+    quiet: bool = False  # no requests lately: its instances are checked every idle_interval
 
 
 @dataclass(frozen=True, kw_only=True)

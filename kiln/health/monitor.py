@@ -18,8 +18,8 @@ liveness are the same probe (the default), one check feeds both counters.
 Quiet apps. The controller says which instances belong to an app that gets no requests
 (``set_quiet``; kiln/controller/quiet.py). Once ready, those are checked every ``idle_interval``
 instead (when it is longer), like Envoy's "no traffic interval": a box of idle apps should not
-connect to every instance every second. When requests come again, the instance is checked at
-once and then at its interval.
+connect to every instance every second. A failed check is followed up at the interval; when
+requests come again, the instance is checked at once and then at its interval.
 
 Thresholds. ``ready`` turns true after ``healthy_threshold`` readiness passes in a row and
 false after ``unhealthy_threshold`` failures in a row. ``live`` turns false after liveness's
@@ -288,9 +288,12 @@ class HealthMonitor:
     @staticmethod
     def _interval(t: _Tracked, probe: Probe) -> float:
         """The wait between two checks of a running instance: ``idle_interval`` while its app
-        is quiet (if that is longer), else ``interval``."""
+        is quiet (if that is longer) and its last checks passed, else ``interval``. A failed
+        check is followed up at the interval (HAProxy's "fastinter"), so a broken instance of
+        a quiet app is replaced one idle interval plus the usual failures in a row after it
+        broke, not one idle interval per failure."""
         interval = probe.interval
-        if t.quiet and probe.idle_interval > interval:
+        if t.quiet and probe.idle_interval > interval and not (t.ready_failures or t.live_failures):
             interval = probe.idle_interval
         return max(interval, _MIN_INTERVAL)
 

@@ -18,6 +18,7 @@ class FakeHealth:
         self.healthy_releases: set[int] = set()
         self.statuses: dict[str, HealthStatus] = {}
         self.release_of: dict[str, int] = {}
+        self.quiet: dict[str, bool] = {}  # what track and set_quiet were told, by instance
 
     def bind(self, on_change: Callable[[str], None]) -> None:
         self.on_change = on_change
@@ -27,6 +28,7 @@ class FakeHealth:
             return
         release = int(instance_id.split("-")[0][1:])
         self.release_of[instance_id] = release
+        self.quiet[instance_id] = kwargs.get("quiet", False)
         ready = kwargs.get("assume_ready", False) or release in self.healthy_releases
         self.statuses[instance_id] = HealthStatus(
             ready=ready,
@@ -39,6 +41,11 @@ class FakeHealth:
 
     def untrack(self, instance_id: str) -> None:
         self.statuses.pop(instance_id, None)
+        self.quiet.pop(instance_id, None)
+
+    def set_quiet(self, instance_id: str, quiet: bool) -> None:
+        if instance_id in self.statuses:
+            self.quiet[instance_id] = quiet
 
     def tracked_ids(self) -> frozenset[str]:
         return frozenset(self.statuses)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kiln.config import Settings
+from kiln.config.file import FileSettings
 from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.base import Driver
@@ -56,8 +57,8 @@ def engine_over_fakes(
 
 
 class World:
-    def __init__(self, tmp_path: Path) -> None:
-        self.settings = Settings(home=tmp_path, resync_seconds=0.2)
+    def __init__(self, tmp_path: Path, *, file: FileSettings | None = None) -> None:
+        self.settings = Settings(home=tmp_path, resync_seconds=0.2, file=file)
         self.store = SqliteStore(tmp_path / "kiln.db")
         self.driver = FakeDriver()
         self.router = FakeRouter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import signal
 
 import pytest
@@ -177,3 +178,34 @@ def test_scale_stop_logs_and_destroy(kiln: KilnHarness) -> None:
     assert kiln.cli("status", app).returncode == 4
     assert not kiln.containers(app)
     assert kiln.get(f"{app}.test").status_code == 404
+
+
+def _checks_of(kiln: KilnHarness, app: str) -> float:
+    """Health checks kiln ran on ``app``'s instances so far, from ``/metrics``."""
+    text = kiln.api("GET", "/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kiln_instance_health_checks_total{") and f'app="{app}"' in line
+    )
+
+
+def test_quiet_app_is_checked_seldom_and_at_once_when_requests_come(kiln: KilnHarness) -> None:
+    app = "quiet"
+    assert kiln.deploy(hello_spec(app, "kiln-hello:v1", instances=2), "--wait").returncode == 0
+    kiln.wait_ready(app, 2, release=1)
+    # No request yet, no rollout: quiet at kiln's next look at NGINX's counters.
+    wait_until(lambda: kiln.status(app)["quiet"], timeout=15, what="the app to be quiet")
+    assert "health checks every idle_interval" in kiln.cli("status", app).stdout
+
+    before = _checks_of(kiln, app)
+    time.sleep(2.5)  # at the spec's 1 s interval, ~5 checks of 2 instances; quiet: 30 s apart
+    assert _checks_of(kiln, app) - before <= 2  # at most one already due for each
+
+    for _ in range(3):
+        assert kiln.get(f"{app}.test").status_code == 200
+    wait_until(lambda: not kiln.status(app)["quiet"], timeout=15, what="the app to be active")
+    active = _checks_of(kiln, app)
+    wait_until(
+        lambda: _checks_of(kiln, app) >= active + 4, timeout=15, what="checks every interval again"
+    )

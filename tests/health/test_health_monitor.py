@@ -390,6 +390,20 @@ async def test_quiet_instance_is_checked_every_idle_interval_and_at_once_when_re
     )
 
 
+async def test_a_failed_check_of_a_quiet_instance_is_followed_up_at_the_interval(
+    monitor: HealthMonitor, server: ScriptedHttpServer
+) -> None:
+    server.behaviour = lambda path, n: 200
+    probe = fast("/ready", interval=0.02, timeout=0.02, idle_interval=3600, unhealthy_threshold=3)
+    track(monitor, server, readiness=probe)
+    await eventually(lambda: monitor.status("r1-a").ready, "ready")
+    server.behaviour = lambda path, n: 500
+    await eventually(lambda: monitor.status("r1-a").last_error is not None, "a first failure")
+    monitor.set_quiet("r1-a", True)
+    # The next failures come at the interval, not an hour apart: the instance turns not ready.
+    await eventually(lambda: not monitor.status("r1-a").ready, "not ready")
+
+
 async def test_idle_interval_zero_keeps_checking_at_the_interval(
     monitor: HealthMonitor, server: ScriptedHttpServer
 ) -> None:
