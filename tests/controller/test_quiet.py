@@ -91,8 +91,7 @@ async def test_an_app_in_a_rollout_is_not_quiet(quiet_world: World) -> None:
 async def test_an_app_without_routes_is_never_quiet(quiet_world: World) -> None:
     world = quiet_world
     await world.engine.deploy(
-        "app: worker\nimage: web:v1\ninstances: 2\nstop_grace: 0s\n"
-        "health: {command: [check]}\n",
+        "app: worker\nimage: web:v1\ninstances: 2\nstop_grace: 0s\nhealth: {command: [check]}\n",
         message="",
         who="t",
     )

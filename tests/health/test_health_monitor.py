@@ -373,7 +373,9 @@ async def test_quiet_instance_is_checked_every_idle_interval_and_at_once_when_re
     monitor: HealthMonitor, server: ScriptedHttpServer, changes: Changes
 ) -> None:
     server.behaviour = lambda path, n: 200
-    track(monitor, server, readiness=fast("/ready", interval=0.02, timeout=0.02, idle_interval=3600))
+    track(
+        monitor, server, readiness=fast("/ready", interval=0.02, timeout=0.02, idle_interval=3600)
+    )
     await eventually(lambda: monitor.status("r1-a").ready, "ready")
     await eventually(lambda: server.count("/ready") >= 5, "checks every 20 ms")
     monitor.set_quiet("r1-a", True)
