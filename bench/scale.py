@@ -8,7 +8,9 @@ For each network (``--networks host,bridge``), on a fresh private dockerd, kiln 
                             time): time until every instance is ready and in NGINX; loop lag
   idle                      kiln's CPU over IDLE s (% of one core; /proc via psutil), NGINX's
                             (master + workers) and dockerd's (+ containerd) for context; loop
-                            lag; instances restarted and events meanwhile
+                            lag; instances restarted and events meanwhile; apps quiet (no
+                            request lately: checked every idle_interval; ``--quiet-after 0``
+                            checks every app at its interval) and health checks per second
   api                       GET /v1/apps p50/p99 ms, ``kiln status --json`` wall time
   rolling_with_others       the same app's deploys again, with the APPS-1 others idle; ratio
   kill                      ``kill -9`` of one instance in each of 10 apps at once → all replaced
@@ -513,9 +515,14 @@ class Run:
         text = metrics(self.kiln)
         before = lag_buckets(text)
         restarts, events = counter(text, "kiln_restarts"), counter(text, "kiln_events")
+        checks = counter(text, "kiln_instance_health_checks")
+        # Apps with no request lately are checked every idle_interval (README "Idle apps").
+        out["quiet_apps"] = sum(1 for app in list_apps(self.kiln) if app.get("quiet"))
         out.update(self.procs.cpu_over(self.args.idle_seconds))
         text = metrics(self.kiln)
         out.update(lag_between(before, lag_buckets(text)))
+        checks = counter(text, "kiln_instance_health_checks") - checks
+        out["health_checks_per_s"] = round(checks / self.args.idle_seconds, 1)
         # not idle after all when instances were replaced meanwhile (e.g. probes timing out)
         out["restarts"] = int(counter(text, "kiln_restarts") - restarts)
         out["events"] = int(counter(text, "kiln_events") - events)
@@ -702,6 +709,8 @@ def measure_network(network: str, args: argparse.Namespace, workdir: Path, out: 
             engine.docker_host,
             env={"KILN_RESYNC_SECONDS": f"{DEFAULT_RESYNC_SECONDS:g}"},
         )
+        if args.quiet_after is not None:
+            (home / "settings.yaml").write_text(f"health:\n  quiet_after: {args.quiet_after:g}\n")
         try:
             kiln.start()
             Run(kiln, Processes(kiln, engine.pid), args, network, out).run()
@@ -725,6 +734,13 @@ def main() -> None:
         default=1.0,
         help="s between health checks of a running instance (the demo app's: 1; 0: no health "
         "checks, to see what the rest of kiln costs)",
+    )
+    parser.add_argument(
+        "--quiet-after",
+        type=float,
+        default=None,
+        help="kiln's health.quiet_after setting (s; default kiln's: 60; 0: every app's instances"
+        " checked at the interval even without requests, as before kiln had quiet apps)",
     )
     parser.add_argument("--rolling-deploys", type=int, default=4, help="even: v2, v1, ...")
     parser.add_argument("--kills", type=int, default=10)
@@ -757,6 +773,7 @@ def main() -> None:
         "instances": args.instances,
         "idle_seconds": args.idle_seconds,
         "probe_interval": args.probe_interval,
+        "quiet_after": args.quiet_after,
         "load_before": round(psutil.getloadavg()[0], 1),
     }
 
