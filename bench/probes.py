@@ -5,6 +5,8 @@ the CPU time of one probe.
 
     .venv/bin/python -m bench.probes                    # 300 instances, 10 s
     .venv/bin/python -m bench.probes --instances 30 --seconds 5
+    .venv/bin/python -m bench.probes --interval 1       # the demo app's interval
+    .venv/bin/python -m bench.probes --kind tcp         # tcp probes (connect, close)
     .venv/bin/python -m bench.probes --loop asyncio     # the standard library's loop (default uvloop,
                                                         # as the server runs: KILN_EVENT_LOOP)
 """
@@ -44,10 +46,14 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 async def _run(
-    instances: int, seconds: float, interval: float, ports: list[int]
+    instances: int, seconds: float, interval: float, kind: str, ports: list[int]
 ) -> dict[str, float]:
     monitor = HealthMonitor(on_change=lambda _id: None)
-    probe = Probe(http="/healthz", interval=interval, timeout=min(1.0, interval))
+    timeout = min(1.0, interval)
+    if kind == "tcp":
+        probe = Probe(tcp=True, interval=interval, timeout=timeout)
+    else:
+        probe = Probe(http="/healthz", interval=interval, timeout=timeout)
     for n in range(instances):
         monitor.track(
             f"r1-{n}",
@@ -83,6 +89,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=2.0, help="the probe's interval (s)")
+    parser.add_argument("--kind", choices=["http", "tcp"], default="http")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     servers = min(args.instances, 100)
@@ -94,8 +101,14 @@ def main() -> None:
             ports = [int(p) for p in child.stdout.readline().split()]
             factory = None if args.loop == "asyncio" else uvloop.new_event_loop
             with asyncio.Runner(loop_factory=factory) as runner:
-                result = runner.run(_run(args.instances, args.seconds, args.interval, ports))
-            print(json.dumps({"loop": args.loop, "interval": args.interval, **result}))
+                result = runner.run(
+                    _run(args.instances, args.seconds, args.interval, args.kind, ports)
+                )
+            print(
+                json.dumps(
+                    {"loop": args.loop, "kind": args.kind, "interval": args.interval, **result}
+                )
+            )
         finally:
             child.terminate()
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from kiln.health import run_probe
 from kiln.spec import Probe
 
-from .support import CLOSE, HANG, ScriptedHttpServer, closed_port
+from ..support import CLOSE, HANG, ScriptedHttpServer, closed_port
 
 
 async def test_http_probe_passes_on_200(server: ScriptedHttpServer) -> None:
