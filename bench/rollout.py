@@ -56,9 +56,11 @@ def measure_deploys(
     instances: int = 3,
     release: int = 1,
     timeout: float = 60,
+    deploy_calls: list[tuple[float, float]] | None = None,
 ) -> tuple[list[float], int, int]:
     """``count`` rolling deploys of ``app`` (at ``release``, running kiln-hello:v1) alternating
-    v2 and v1 under the two load clients: deploy → 100 % new for each, failures, requests."""
+    v2 and v1 under the two load clients: deploy → 100 % new for each, failures, requests.
+    ``deploy_calls`` gets each deploy call's (wall-clock start, seconds until it answered)."""
     durations: list[float] = []
     failures = 0
     requests = 0
@@ -85,10 +87,12 @@ def measure_deploys(
         kept.wait_for_requests(50)
         for n in range(count):
             new, old = tags[n % 2], tags[(n + 1) % 2]
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             deploy_api(
                 kiln, hello_spec(app, f"kiln-hello:{new}", instances=instances, network=network)
             )
+            if deploy_calls is not None:
+                deploy_calls.append((wall, time.monotonic() - started))
             release += 1
             wait_rollout_done(kiln, app, release, instances=instances, timeout=timeout)
             kept.wait_for_requests(kept.report.requests + 20)

@@ -428,6 +428,7 @@ class Run:
 
     # rolling deploys of one app: alone, then with the others idle
     def rolling(self, out: Json, deadline: float) -> None:
+        calls: list[tuple[float, float]] = []
         durations, failures, requests = measure_deploys(
             self.kiln,
             SOLO,
@@ -436,21 +437,24 @@ class Run:
             instances=self.args.instances,
             release=self.solo_release,
             timeout=max(10.0, deadline - time.monotonic()),
+            deploy_calls=calls,
         )
         self.solo_release += len(durations)
-        out["last_rollout"] = self.last_rollout_timeline()
+        out["last_rollout"] = self.last_rollout_timeline(requested_at=calls[-1][0])
         out.update(
             {
                 "deploy_to_all_new_s": [round3(d) for d in durations],
                 "deploy_to_all_new_s_median": round3(statistics.median(durations)),
+                "deploy_call_s_median": round3(statistics.median(c for _, c in calls)),
                 "failed_requests": failures,
                 "requests": requests,
             }
         )
 
-    def last_rollout_timeline(self) -> list[list[object]]:
+    def last_rollout_timeline(self, *, requested_at: float) -> list[list[object]]:
         """The solo app's events since its last rollout started: [s after it, kind, instance]
-        (where a slower rollout spends its time: starts, readiness, router, drains)."""
+        (where a slower rollout spends its time: starts, readiness, router, drains), and first
+        when the bench sent the deploy (``requested_at``, wall clock: kiln runs on this machine)."""
         response = self.kiln.api("GET", "/v1/events", params={"app": SOLO, "limit": 200})
         response.raise_for_status()
         events = response.json()
@@ -459,13 +463,17 @@ class Run:
             return []
         since = events[starts[-1] :]
         began = datetime.fromisoformat(since[0]["at"])
+        requested = [round(requested_at - began.timestamp(), 3), "deploy requested", ""]
         return [
-            [
-                round((datetime.fromisoformat(e["at"]) - began).total_seconds(), 3),
-                e["kind"],
-                e["instance"] or "",
-            ]
-            for e in since
+            requested,
+            *[
+                [
+                    round((datetime.fromisoformat(e["at"]) - began).total_seconds(), 3),
+                    e["kind"],
+                    e["instance"] or "",
+                ]
+                for e in since
+            ],
         ]
 
     def solo_first(self, out: Json, deadline: float) -> None:

@@ -7,12 +7,15 @@
 
 Cadence. Until an instance has been ready once, readiness is probed quickly instead of every
 ``readiness.interval``: a new instance should join the router a moment after it starts serving,
-not up to one interval later. The first check runs at once, the next ones 10, 20, 40 and 80 ms
-apart, then every ``startup_interval`` (0.1 s) for up to a minute after the instance started: most apps listen within a few tens of
-milliseconds, and a fixed 0.1 s step made each instance of a rolling deploy wait up to 0.1 s
-more whenever it was not listening yet at the first check (a busy machine: bench/scale.py).
-Afterwards readiness runs at its own interval. Liveness starts once the instance is past ``liveness.grace`` since it
-started, or has been ready once, and runs at ``liveness.interval``. When readiness and
+not up to one interval later. The first check runs at once, the next 20 every 10 ms, then
+every ``startup_interval`` (0.1 s), for up to a minute after the instance started. Most apps
+listen within a few tens of milliseconds of their start, later on a busy machine; a check that
+comes late adds its lateness to every instance of a rolling deploy, one after the other (0.1 s
+steps, then 10, 20, 40, 80 ms steps, both cost rollouts tens of milliseconds per instance in
+bench/scale.py). A check of a port nobody listens on yet is a refused connect, a few
+microseconds. Afterwards readiness runs at its own interval. Liveness starts once the instance
+is past ``liveness.grace`` since it started, or has been ready once, and runs at
+``liveness.interval``. When readiness and
 liveness are the same probe (the default), one check feeds both counters.
 
 Quiet apps. The controller says which instances belong to an app that gets no requests
@@ -47,8 +50,12 @@ log = logging.getLogger(__name__)
 _MIN_INTERVAL = 0.01
 """Floor for any probe interval, so that an ``interval: 0`` spec cannot spin the event loop."""
 
-_STARTUP_FIRST = 0.01
-"""The wait before the second startup check; it doubles up to ``startup_interval``."""
+_STARTUP_STEP = 0.01
+"""The wait between the first startup checks."""
+
+_STARTUP_QUICK_CHECKS = 20
+"""Startup checks ``_STARTUP_STEP`` apart (after the one at once) before they slow down to
+``startup_interval``: the first 0.2 s after the start, when most apps begin to listen."""
 
 _STARTUP_CADENCE_FOR = timedelta(seconds=60)
 """How long after its start an instance that has not been ready yet is checked at the startup
@@ -56,17 +63,11 @@ cadence; after that, at its readiness interval like any other: an instance that 
 (a broken release kept by a long deadline) should not be probed ten times a second for as long as
 it runs."""
 
-_MAX_DOUBLINGS = 40
-"""10 ms doubled 40 times is over 300 years: past any cap, and far from a float's range."""
-
 
 def startup_delay(checks_made: int, cap: float) -> float:
     """The wait before the next readiness check of an instance not ready yet, after
-    ``checks_made`` checks: 10, 20, 40, 80 ms ..., at most ``cap``."""
-    # The exponent stops growing long before the cap could be passed: an instance that never
-    # turns ready is checked for as long as it runs, and 2.0 ** 1024 overflows.
-    doublings = min(max(0, checks_made - 1), _MAX_DOUBLINGS)
-    return min(cap, _STARTUP_FIRST * 2.0**doublings)
+    ``checks_made`` checks: 10 ms for the first 20, then ``cap`` (never more than ``cap``)."""
+    return min(cap, _STARTUP_STEP if checks_made <= _STARTUP_QUICK_CHECKS else cap)
 
 
 _MAX_INCONCLUSIVE = 5
