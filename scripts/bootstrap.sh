@@ -28,6 +28,24 @@ if ((${#missing[@]})); then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Docker engine follows each container's log (kiln keeps every instance's output) with one
+# inotify instance per follower, and falls back to polling the file every 200 ms once the user's
+# inotify instances run out: Debian's default of 128 is reached at about 100 instances, and the
+# polling then costs the engine ~1.5 % of a core at 300 (bench/README.md, "Scale").
+want_inotify=8192
+have_inotify=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo "$want_inotify")
+if [ "$have_inotify" -lt "$want_inotify" ]; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+    if echo "fs.inotify.max_user_instances = $want_inotify" \
+        | $SUDO tee /etc/sysctl.d/60-kiln.conf >/dev/null 2>&1 \
+        && $SUDO sysctl -q -w "fs.inotify.max_user_instances=$want_inotify" >/dev/null 2>&1; then
+        say "raised fs.inotify.max_user_instances $have_inotify -> $want_inotify (/etc/sysctl.d/60-kiln.conf)"
+    else
+        say "fs.inotify.max_user_instances is $have_inotify: past ~100 instances the Docker engine polls their logs; raise it: sudo sysctl -w fs.inotify.max_user_instances=$want_inotify"
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     "$PYTHON" -m venv .venv

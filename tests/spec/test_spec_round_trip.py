@@ -39,6 +39,8 @@ def probes(draw: st.DrawFn, *, nested: bool) -> dict[str, Any]:
     probe["interval"] = interval
     probe["timeout"] = draw(st.floats(0, interval))
     probe["grace"] = draw(durations)
+    if draw(st.booleans()):
+        probe["idle_interval"] = draw(durations)
     probe["healthy_threshold"] = draw(st.integers(1, 5))
     if not nested:
         probe["readiness"] = draw(st.none() | probes(nested=True))
