@@ -99,6 +99,7 @@ class FakeService:
         self.counters: dict[AppKey, dict[int, ReleaseTraffic]] = {}  # the router's, cumulative
         self.stats: dict[str, InstanceStats] = {}  # by container id, as the metrics sampler
         self.drift_findings: list[DriftFinding] = []  # what drift reports
+        self.quiet: set[AppKey] = set()  # apps with no requests lately (status says quiet)
         self._rollout_ids = 0
         self.metrics_text = b"# HELP kiln_up kiln\n# TYPE kiln_up gauge\nkiln_up 1.0\n"
         self.api_requests: list[tuple[str, str, int]] = []
@@ -847,4 +848,5 @@ class FakeService:
             instances=list(app.instances),
             rollout=rollout,
             urls=urls,
+            quiet=app.key in self.quiet,
         )

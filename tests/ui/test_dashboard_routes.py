@@ -130,6 +130,15 @@ async def test_the_app_page_shows_releases_rollout_steps_and_events(browser, ser
     assert data["last_event_id"] >= 1
 
 
+async def test_a_quiet_app_says_so_on_its_page(browser, service):
+    await service.deploy(CANARY_SPEC.format(version=1), message="first", who="ann")
+    await sign_in(browser)
+    assert 'id="app-quiet"' not in (await browser.get("/ui/apps/dev/web")).text
+    service.quiet.add(AppKey("dev", "web"))
+    page = await browser.get("/ui/apps/dev/web")
+    assert "quiet: no requests lately" in page.text
+
+
 async def test_an_unknown_app_is_a_page_that_says_so(browser):
     await sign_in(browser)
     page = await browser.get("/ui/apps/dev/nope")
