@@ -240,13 +240,16 @@ class Supervisors:
 
 
 async def note_network(plane: ControlPlane) -> None:
-    """Say at start what the engine's network needs fixed for instances to stay reachable."""
+    """Say at start what the engine's network needs fixed for instances to stay reachable, and
+    what its host wants tuned for many instances."""
     try:
-        notes = await plane.driver.network_notes()
+        network = await plane.driver.network_notes()
+        host = await plane.driver.host_notes()
     except KilnError:
         return
-    for note in notes:
-        plane.events.record(None, EventKind.DRIVER_NETWORK, note, severity=Severity.WARNING)
+    for kind, notes in ((EventKind.DRIVER_NETWORK, network), (EventKind.DRIVER_HOST, host)):
+        for note in notes:
+            plane.events.record(None, kind, note, severity=Severity.WARNING)
 
 
 async def note_other_installations(plane: ControlPlane) -> None:

@@ -172,6 +172,10 @@ class Driver(Protocol):
         """What the operator should fix in the engine's network for instances to be reachable
         reliably (said once, at start); empty when nothing."""
 
+    async def host_notes(self) -> list[str]:
+        """What the operator should tune on the engine's host for many instances to stay cheap
+        (said once, at start); empty when nothing, or when the engine runs elsewhere."""
+
     # --- volumes (named, per installation, app and environment; labelled as kiln's) -----------
 
     async def list_volumes(self, key: AppKey | None = None) -> list[VolumeInfo]:

@@ -1274,6 +1274,21 @@ class DockerDriver:
             )
         return notes
 
+    async def host_notes(self) -> list[str]:
+        bridge: _Bridge = await self._call("inspect the bridge network", self._look_at_bridge)
+        if bridge.interface is None:
+            return []  # the engine runs elsewhere: this host's limits are not its own
+        limit = await self._call("read the inotify limit", lambda: _read_int(INOTIFY_INSTANCES))
+        if limit is None or limit >= INOTIFY_INSTANCES_ENOUGH:
+            return []
+        return [
+            f"fs.inotify.max_user_instances is {limit}: the Docker engine follows each container's"
+            " log (kiln keeps every instance's output) with one inotify instance and polls the"
+            f" logs past that every 200 ms, more CPU and slower starts beyond about {limit - 28}"
+            " instances; raise it: sysctl -w fs.inotify.max_user_instances=8192"
+            " (scripts/bootstrap.sh does, in /etc/sysctl.d/60-kiln.conf)"
+        ]
+
     async def other_installations(self) -> set[str]:
         listed_at, others = self._others_listed
         if time.monotonic() - listed_at < _OTHERS_FRESH_SECONDS:
@@ -1556,6 +1571,20 @@ def _port_taken(exc: docker.errors.APIError) -> bool:
 def _host_network_address(labels: dict[str, str] | None) -> Address | None:
     port = (labels or {}).get(LABEL_HOST_PORT, "")
     return Address("127.0.0.1", int(port)) if port.isdigit() else None
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_INSTANCES_ENOUGH = 1024
+"""Below this, a few hundred instances' followed logs exhaust the engine's inotify instances
+(bench/README.md, "Scale": dockerd at idle 2.0-2.6 % of a core at 300 instances, 0.8 % with
+8192; Debian's default is 128)."""
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

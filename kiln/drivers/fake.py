@@ -18,6 +18,7 @@ milliseconds without Docker. Knobs for tests:
                                         push_image adds, pull_image copies them to the engine
     pulls / pushes / builds             records of image transfers, in order
     notes                               what ``network_notes()`` answers (a list of strings)
+    host_tuning                         what ``host_notes()`` answers (a list of strings)
     started / stopped / removed         records of what kiln asked for, in order
 
 Addresses are deterministic: 127.0.0.1 and a port counter starting at ``first_port``. Stopped
@@ -87,6 +88,7 @@ class FakeDriver:
         self.installation_id = installation_id
         self.host = host
         self.notes: list[str] = []
+        self.host_tuning: list[str] = []
         self.clock = clock
         self.images: dict[str, str] = {}  # reference (tag or digest) → digest
         self.containers: dict[str, FakeContainer] = {}  # container id → container
@@ -308,6 +310,10 @@ class FakeDriver:
     async def network_notes(self) -> list[str]:
         self._check_up()
         return list(self.notes)
+
+    async def host_notes(self) -> list[str]:
+        self._check_up()
+        return list(self.host_tuning)
 
     async def drift(self, container_id: str, expected: InstanceSpec) -> list[str]:
         self._check_up()

@@ -69,6 +69,7 @@ class EventKind(StrEnum):
     DRIVER_UNAVAILABLE = "driver.unavailable"
     DRIVER_SHARED = "driver.shared"
     DRIVER_NETWORK = "driver.network"  # the engine's network needs fixing (said at start)
+    DRIVER_HOST = "driver.host"  # the engine's host wants tuning (said at start)
     # the embedded image registry
     REGISTRY_RESTARTED = "registry.restarted"
     REGISTRY_RESTART_FAILED = "registry.restart_failed"

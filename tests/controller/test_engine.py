@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import Conflict, ImageNotFound, NotFound, SpecInvalid
-from kiln.model import AppKey
+from kiln.model import AppKey, Severity
 from kiln.store.sqlite import SqliteStore
 from tests.controller.world import WEB, World, eventually, spec
 
@@ -308,3 +308,23 @@ async def test_a_redeploy_right_after_a_destroy_starts_new_instances(world: Worl
         world.driver.images["web:v2"]
     }
     assert world.routed_releases() == {1}
+
+
+async def test_the_engines_network_and_host_notes_are_warnings_at_start(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.driver.notes = ["the bridge needs a MAC address"]
+    world.driver.host_tuning = ["raise fs.inotify.max_user_instances"]
+    await world.engine.start()
+    try:
+        await world.engine.plane.events.flush()
+        said = {
+            (e.kind, e.reason, e.severity)
+            for e in world.store.list_events()
+            if e.kind in ("driver.network", "driver.host")
+        }
+        assert said == {
+            ("driver.network", "the bridge needs a MAC address", Severity.WARNING),
+            ("driver.host", "raise fs.inotify.max_user_instances", Severity.WARNING),
+        }
+    finally:
+        await world.engine.close()

@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 
+from kiln.drivers import docker as docker_driver
 from kiln.drivers.base import DriverEvent
 from kiln.drivers.docker import DockerDriver, _Bridge
 from kiln.errors import Conflict, DriverUnavailable, ImageNotFound
@@ -206,6 +207,21 @@ async def test_published_path_serves_on_a_loopback_port_and_both_kinds_are_liste
 async def test_a_bridge_with_its_own_mac_needs_no_note(driver: DockerDriver) -> None:
     # The harness gives its bridge a MAC address, as dockerd does for its own bridges.
     assert await driver.network_notes() == []
+
+
+async def test_a_low_inotify_limit_on_the_engines_host_is_named_with_the_fix(
+    driver: DockerDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = tmp_path / "max_user_instances"
+    monkeypatch.setattr(docker_driver, "INOTIFY_INSTANCES", limit)
+    limit.write_text("128\n")  # Debian's default
+    (note,) = await driver.host_notes()
+    assert "fs.inotify.max_user_instances is 128" in note
+    assert "sysctl -w fs.inotify.max_user_instances=8192" in note
+    limit.write_text("8192\n")
+    assert await driver.host_notes() == []
+    limit.unlink()  # not Linux, or no procfs: nothing to say
+    assert await driver.host_notes() == []
 
 
 def test_a_bridge_without_its_own_mac_is_named_with_the_fix() -> None:
