@@ -13,6 +13,9 @@ For each network (``--networks host,bridge``), on a fresh private dockerd, kiln 
                             checks every app at its interval) and health checks per second
   api                       GET /v1/apps p50/p99 ms, ``kiln status --json`` wall time
   rolling_with_others       the same app's deploys again, with the APPS-1 others idle; ratio
+  rolling_alone_again       the others destroyed, the same deploys alone again (the engine has
+                            run their containers meanwhile): ratio of with-others to this; then
+                            the others again
   kill                      ``kill -9`` of one instance in each of 10 apps at once → all replaced
   route_churn               a deploy of every app that changes its routes (another host; kiln
                             reloads NGINX when the route table changes: both hosts while both
@@ -406,6 +409,7 @@ class Run:
         self.others = self.apps[1:]
         self.solo_release = 1
         self.rolling_alone: list[float] = []
+        self.rolling_with: list[float] = []
 
     def run_phase(self, name: str, body: Callable[[Json, float], None]) -> None:
         out: Json = {"load": round(psutil.getloadavg()[0], 1)}  # the machine's, 1 min average
@@ -562,10 +566,26 @@ class Run:
 
     def rolling_with_others(self, out: Json, deadline: float) -> None:
         self.rolling(out, deadline)
+        self.rolling_with = out["deploy_to_all_new_s"]
         if self.rolling_alone:
             out["vs_alone"] = round(
                 out["deploy_to_all_new_s_median"] / statistics.median(self.rolling_alone), 2
             )
+
+    def rolling_alone_again(self, out: Json, deadline: float) -> None:
+        """The others destroyed, the same deploys alone again: on the same engine, that has now
+        run their containers, and the same kiln. Then the others again for the later phases."""
+        gone: Json = {}
+        self.destroy(self.others, gone, deadline)
+        out["others_destroyed_s"] = gone["no_container_left_s"]
+        self.rolling(out, deadline)
+        if self.rolling_with:
+            out["with_others_vs_this"] = round(
+                statistics.median(self.rolling_with) / out["deploy_to_all_new_s_median"], 2
+            )
+        back: Json = {}
+        self.deploy_all_api(back, deadline)
+        out["others_back_s"] = back["all_serving_s"]
 
     def kill(self, out: Json, deadline: float) -> None:
         rows = {s["app"]: s for s in list_apps(self.kiln)}
@@ -607,6 +627,9 @@ class Run:
         out["nginx_reloads"] = int(reloads(metrics(self.kiln)) - before)
 
     def destroy_all(self, out: Json, deadline: float) -> None:
+        self.destroy(self.apps, out, deadline)
+
+    def destroy(self, apps: list[str], out: Json, deadline: float) -> None:
         started = time.monotonic()
         calls: list[float] = []
 
@@ -618,15 +641,16 @@ class Run:
             calls.append(time.monotonic() - began)
 
         with ThreadPoolExecutor(PARALLEL) as pool:
-            list(pool.map(one, self.apps))
+            list(pool.map(one, apps))
         out["calls_done_s"] = round3(time.monotonic() - started)
         out["call_s_median"] = round3(statistics.median(calls))
-        while containers_of_installation(self.kiln):
+        keep = len(self.apps) - len(apps)  # the solo app's, when only the others go
+        while len(containers_of_installation(self.kiln)) > keep * self.args.instances:
             if time.monotonic() > deadline:
                 raise PhaseTimeout("containers left after the destroy")
             # A deploy this bench gave up waiting for may still run in kiln after the destroy
             # (an overloaded kiln answers minutes late): that app came back; destroy it again.
-            back = [s["app"] for s in list_apps(self.kiln) if s["instances"]]
+            back = [s["app"] for s in list_apps(self.kiln) if s["instances"] and s["app"] in apps]
             if back:
                 out["came_back"] = sorted(set(out.get("came_back", [])) | set(back))
                 for app in back:
@@ -673,6 +697,7 @@ class Run:
         self.phase("idle", self.idle)
         self.phase("api", self.api)
         self.phase("rolling_with_others", self.rolling_with_others)
+        self.phase("rolling_alone_again", self.rolling_alone_again)
         self.phase("kill", self.kill)
         self.rss("before_route_churn")
         self.phase("route_churn", self.route_churn)
