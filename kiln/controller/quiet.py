@@ -20,14 +20,13 @@ Traffic that does not pass through kiln's NGINX is not seen: such an app is quie
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import KilnError
 from kiln.model import AppKey
+from kiln.periodic import Periodic
 
 log = logging.getLogger("kiln.quiet")
 
@@ -39,31 +38,16 @@ before its instances are checked at their interval again."""
 class QuietWatch:
     def __init__(self, plane: ControlPlane, *, look_every: float = LOOK_EVERY) -> None:
         self._plane = plane
-        self._look_every = look_every
         self._requests: dict[AppKey, int] = {}  # each app's request count at the last look
         self._active_at: dict[AppKey, datetime] = {}  # when its count last moved
-        self._task: asyncio.Task[None] | None = None
+        self._looks = Periodic(self.look, every=look_every, name="looking for quiet apps", log=log)
 
     def start(self) -> None:
-        if self._task is None and self._plane.settings.file.health.quiet_after > 0:
-            self._task = asyncio.create_task(self._run(), name="kiln-quiet-apps")
+        if self._plane.settings.file.health.quiet_after > 0:
+            self._looks.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.look()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("looking for quiet apps failed")
-            await asyncio.sleep(self._look_every)
+        await self._looks.close()
 
     async def look(self) -> None:
         """Compare NGINX's counters with the last look's and tell the health monitor which

@@ -11,8 +11,6 @@ closes this sampler.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ from collections.abc import Callable, Sequence
 from kiln.drivers.base import Driver, InstanceStats
 from kiln.errors import KilnError
 from kiln.metrics.loop_lag import LoopLagSampler
+from kiln.periodic import Periodic
 
 log = logging.getLogger("kiln.metrics")
 
@@ -38,7 +37,9 @@ class StatsSampler:
         self.interval = interval
         self.latest: dict[str, InstanceStats] = {}
         self.sampled_at: float | None = None  # time.monotonic() of the last round
-        self._task: asyncio.Task[None] | None = None
+        self._samples = Periodic(
+            self.sample, every=interval, name="instance stats sampling", log=log
+        )
         self.loop_lag = loop_lag
 
     @property
@@ -55,24 +56,11 @@ class StatsSampler:
         self.sampled_at = time.monotonic()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kiln-stats-sampler")
+        self._samples.start()
         if self.loop_lag is not None:
             self.loop_lag.start()
 
     async def close(self) -> None:
         if self.loop_lag is not None:
             await self.loop_lag.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sample()
-            except Exception:  # a bug here must not end sampling for good
-                log.exception("instance stats sampling failed")
-            await asyncio.sleep(self.interval)
+        await self._samples.close()

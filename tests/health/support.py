@@ -17,21 +17,18 @@ Behaviour = Callable[[str, int], int | None]
 """(path, how many requests this path has had, this one included) -> status, HANG or CLOSE."""
 
 
-class ScriptedHttpServer:
-    """A real HTTP/1.1 server whose answers a test scripts per path and request count."""
+class LocalServer:
+    """A TCP server on ``host`` (an ephemeral port) whose connection handlers ``stop`` cancels
+    and waits for; subclasses answer in ``_handle`` after calling ``_tracked()``."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
-        self.behaviour = behaviour
-        self.requests: list[str] = []
-        self.headers: list[dict[str, str]] = []
-        self.answers: list[int | None] = []  # the status given to each request, in order
-        self.connections = 0
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -42,13 +39,33 @@ class ScriptedHttpServer:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
+    def _tracked(self) -> asyncio.Task[object]:
+        """Note the running handler, so that ``stop`` ends it; it discards itself as it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        return task
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ScriptedHttpServer(LocalServer):
+    """A real HTTP/1.1 server whose answers a test scripts per path and request count."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        super().__init__()
+        self.behaviour = behaviour
+        self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.answers: list[int | None] = []  # the status given to each request, in order
+        self.connections = 0
+
     def count(self, path: str) -> int:
         return self.requests.count(path)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+        task = self._tracked()
         self.connections += 1
         try:
             line = await reader.readline()

@@ -18,7 +18,7 @@ import pytest
 from kiln.health import run_probe
 from kiln.spec import Probe
 
-from ..support import eventually
+from ..support import LocalServer, eventually
 
 SPLIT = None
 """A step of a script: wait before sending the rest, so the probe reads the answer in pieces."""
@@ -28,38 +28,21 @@ Ending = Literal["hold", "close", "reset"]
 the probe closes it; ``close`` hangs up; ``reset`` aborts it (the probe sees a TCP reset)."""
 
 
-class RawInstance:
+class RawInstance(LocalServer):
     """A TCP server that reads a request head, sends scripted bytes and ends as told.
 
     ``requests`` counts the requests read; ``closed_by_probe`` counts connections the probe
     closed while the instance held them open."""
 
     def __init__(self, script: Sequence[bytes | None], ending: Ending, host: str) -> None:
+        super().__init__(host)
         self.script = script
         self.ending = ending
-        self.host = host
-        self.port = 0
         self.requests = 0
         self.closed_by_probe = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[object]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+        task = self._tracked()
         try:
             try:
                 await reader.readuntil(b"\r\n\r\n")
@@ -232,7 +215,7 @@ async def test_a_refused_ipv6_literal_names_the_address() -> None:
 
 async def test_probes_reach_a_host_name() -> None:
     # Listen where the name resolves first: that is the address the probe tries.
-    first = socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)[0][4][0]
+    first = str(socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)[0][4][0])
     async with instance(b"HTTP/1.1 204 No Content\r\n\r\n", host=first) as server:
         probe = Probe(http="/p", timeout=5, interval=5)
         result = await run_probe(probe, host="localhost", port=server.port, exec_fn=None)
