@@ -13,12 +13,19 @@ Each difference is an event once (``drift.detected``), and ``drift.corrected`` w
 replaced instance is gone. Containers removed by hand are noticed by the round that lists
 them (``round.py``) and reported with the same kind. The checks run in the driver's threads:
 the event loop only waits on them.
+
+What is kept to report each thing once (``plane.drifted``, ``drift_reported``,
+``removed_by_kiln``) is level-based: the app's round drops the records of a container once its
+listing no longer shows it and it decided whether that was drift (``forget_gone_drift``), and
+a destroyed app's go with it (``ControlPlane.forget_app``). They hold what exists, whether or
+not checks run on a schedule (``drift.interval: 0``: on demand only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,6 +60,7 @@ def report_drift(
     plane: ControlPlane, instance: Instance, details: tuple[str, ...], reason: str
 ) -> None:
     """A ``drift.detected`` event, once per container and set of differences."""
+    plane.note_drift_record(instance.key, instance.id, instance.container_id)
     if plane.drift_reported.get(instance.container_id) == details:
         return
     plane.drift_reported[instance.container_id] = details
@@ -99,17 +107,47 @@ async def report_strangers(plane: ControlPlane, key: AppKey, instances: list[Ins
                 f" of release {instance.release}",
             )
             plane.drifted[instance.id] = details[0]
+            plane.note_drift_record(key, instance.id, instance.container_id)
             then = "replacing it from its release"
         report_drift(plane, instance, details, f"{instance.id}: {details[0]}; {then}")
 
 
 def remember_started(
-    plane: ControlPlane, key: AppKey, started: set[str], removed: set[str]
+    plane: ControlPlane, key: AppKey, started: set[str], removed: set[tuple[str, str]]
 ) -> None:
-    """What this round's plan starts (instance ids) and stops or removes (container ids)."""
+    """What this round's plan starts (instance ids) and stops or removes ((instance id,
+    container id) pairs)."""
     known = plane.known_instances.setdefault(key, set())
     known |= started  # a start may still be under way: forgotten only once seen gone
-    plane.removed_by_kiln |= removed
+    for instance_id, container_id in removed:
+        plane.removed_by_kiln.add(container_id)
+        plane.note_drift_record(key, instance_id, container_id)
+
+
+def drift_records_of(plane: ControlPlane, key: AppKey) -> frozenset[tuple[str, str]]:
+    """``key``'s drift records now: a round takes them before it asks for its listing, which
+    starts after it asked (shared.py), so a container of one of them that the listing lacks
+    is gone (one recorded later may be new: a later round looks at it)."""
+    return frozenset(plane.drift_records.get(key, ()))
+
+
+def forget_gone_drift(
+    plane: ControlPlane,
+    key: AppKey,
+    recorded: frozenset[tuple[str, str]],
+    listed: Sequence[Instance],
+) -> None:
+    """Drop the drift records of ``recorded`` whose container ``listed`` lacks. Only after
+    the round's ``report_missing``: ``removed_by_kiln`` and ``drift_reported`` are what keeps
+    the round that sees a container gone from reporting kiln's own removal, or a removal the
+    destroy event reported already; after it, the instance is no longer known, so a late
+    destroy event of the container reports nothing either (``report_removed``)."""
+    if not recorded:
+        return
+    containers = {i.container_id for i in listed}
+    gone = [record for record in recorded if record[1] not in containers]
+    if gone:
+        plane.drop_drift_records(key, gone, keep_instances={i.id for i in listed})
 
 
 def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container_id: str) -> None:
@@ -126,6 +164,7 @@ def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container
     if plane.drift_reported.get(container_id) == details:
         return
     plane.drift_reported[container_id] = details
+    plane.note_drift_record(key, instance_id, container_id)
     release = next(
         (i.release for i in plane.last_instances.get(key, []) if i.id == instance_id), None
     )
@@ -168,6 +207,7 @@ class DriftChecker:
         start the checks evenly over that long instead of all at once."""
         plane = self._plane
         now = plane.clock()
+        recorded = {k: frozenset(r) for k, r in plane.drift_records.items()} if key is None else {}
         instances = await plane.driver.list_instances(key)
         running = [i for i in instances if i.running and not i.legacy]
         limit = asyncio.Semaphore(plane.settings.file.drift.concurrency)
@@ -177,7 +217,7 @@ class DriftChecker:
         )
         findings = [f for f in results if f is not None]
         findings += await self._missing(key, instances)
-        self._forget_gone(key, {i.id for i in instances}, {i.container_id for i in instances})
+        self._forget_gone(key, instances, recorded)
         return DriftReport(checked_at=now, checked=len(running), findings=tuple(findings))
 
     async def _check_one(
@@ -216,6 +256,7 @@ class DriftChecker:
         action = release.spec.drift
         if action is DriftAction.REPLACE:
             plane.drifted[instance.id] = what
+            plane.note_drift_record(key, instance.id, instance.container_id)
             self._replacing[instance.id] = (key, instance.release, what)
             plane.loops.wake(key)
             then = "replacing it (drift: replace)"
@@ -264,8 +305,14 @@ class DriftChecker:
                 )
         return found
 
-    def _forget_gone(self, key: AppKey | None, present: set[str], containers: set[str]) -> None:
+    def _forget_gone(
+        self,
+        key: AppKey | None,
+        instances: list[Instance],
+        recorded: dict[AppKey, frozenset[tuple[str, str]]],
+    ) -> None:
         plane = self._plane
+        present = {i.id for i in instances}
         for instance_id, (app, release, what) in list(self._replacing.items()):
             if instance_id in present or (key is not None and app != key):
                 continue
@@ -280,11 +327,15 @@ class DriftChecker:
                 instance=instance_id,
             )
         if key is None:
-            for container_id in set(plane.drift_reported) - containers:
-                del plane.drift_reported[container_id]
             for instance_id in set(plane.drifted) - present:
                 del plane.drifted[instance_id]
-            plane.removed_by_kiln &= containers
+            # The records of an app with a loop are its rounds' to drop: one that sees a
+            # container gone still needs them to tell kiln's removal from one by hand. Those of
+            # an app without one (none should be left) go once the full listing lacks them.
+            looping = set(plane.loops.keys())
+            for app, records in recorded.items():
+                if app not in looping:
+                    forget_gone_drift(plane, app, records, instances)
 
     @staticmethod
     def _finding(

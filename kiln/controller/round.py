@@ -16,7 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from kiln.controller.drift import remember_started, report_removed, report_strangers
+from kiln.controller.drift import (
+    drift_records_of,
+    forget_gone_drift,
+    remember_started,
+    report_removed,
+    report_strangers,
+)
 from kiln.controller.executor import Executor
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
@@ -49,12 +55,14 @@ class ReconcileRound:
         now = plane.clock()
         log.debug("reconcile %s", key)
         desired = await desired_app(plane, key)
+        drift_records = drift_records_of(plane, key)  # before the listing: see forget_gone_drift
         listed = await plane.reads.instances_of(key)
         # adoptable, health_of and track_instance read releases from the cache, on the loop.
         await plane.load_releases(listed)
         instances = adoptable(plane, key, listed)
         report_missing(plane, key, plane.last_instances.get(key), instances)
         await report_strangers(plane, key, instances)
+        forget_gone_drift(plane, key, drift_records, listed)
         plane.last_instances[key] = instances
         if plane.logs is not None:
             for instance in instances:
@@ -102,7 +110,7 @@ class ReconcileRound:
             key,
             {a.spec.id for a in result.actions if isinstance(a, StartInstance)},
             {
-                a.container_id
+                (a.instance_id, a.container_id)
                 for a in result.actions
                 if isinstance(a, StopInstance | RemoveInstance)
             },

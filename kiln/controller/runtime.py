@@ -10,7 +10,7 @@ classes over it, each in its own module; ``root.py`` builds it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -94,6 +94,10 @@ class ControlPlane:
     drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Containers a plan stopped or removed (by container id): their destroy is no drift.
     removed_by_kiln: set[str] = field(default_factory=set)
+    # The three drift records above by app, as (instance id, container id): an app's round
+    # drops those of the containers it sees gone once it decided what to report of them
+    # (drift.forget_gone_drift), and forget_app the rest, so they hold only what exists.
+    drift_records: dict[AppKey, set[tuple[str, str]]] = field(default_factory=dict)
     # Images being pinned to the registry (pushed, when it lacks them) by (repository, tag,
     # engine image id) → the one task doing it: deploys of one image at once share its push.
     image_pushes: dict[tuple[str, str, str], asyncio.Task[tuple[str, bool]]] = field(
@@ -130,9 +134,10 @@ class ControlPlane:
 
     def forget_app(self, key: AppKey) -> None:
         """Everything kept in memory for ``key``: its loop ended because the app is destroyed
-        and its last instance is gone (AppLoops calls this as it forgets the loop). What is
-        kept per container id for drift (``drifted``, ``drift_reported``, ``removed_by_kiln``)
-        the drift checker's full check prunes to what the engine lists."""
+        and its last instance is gone (AppLoops calls this as it forgets the loop). Its drift
+        records go too: with ``known_instances`` gone, a late destroy event of one of its
+        containers reports nothing, so nothing is left to tell apart."""
+        self.drop_drift_records(key, self.drift_records.get(key, set()))
         self.last_plans.pop(key, None)
         self.last_instances.pop(key, None)
         self.quiet_apps.discard(key)
@@ -162,6 +167,30 @@ class ControlPlane:
         if self.instance_keys.get(instance_id) == key:
             self.drop_instance(instance_id)
             self.health.untrack(instance_id)
+
+    def note_drift_record(self, key: AppKey, instance_id: str, container_id: str) -> None:
+        """A drift record (``drifted``, ``drift_reported``, ``removed_by_kiln``) was made for
+        ``container_id`` of ``key``'s ``instance_id``."""
+        self.drift_records.setdefault(key, set()).add((instance_id, container_id))
+
+    def drop_drift_records(
+        self,
+        key: AppKey,
+        records: Iterable[tuple[str, str]],
+        *,
+        keep_instances: Collection[str] = (),
+    ) -> None:
+        """Forget what was recorded for drift of these gone containers of ``key``; an instance
+        in ``keep_instances`` still runs in another container and keeps its ``drifted``."""
+        kept = self.drift_records.get(key, set())
+        for instance_id, container_id in list(records):
+            self.drift_reported.pop(container_id, None)
+            self.removed_by_kiln.discard(container_id)
+            if instance_id not in keep_instances:
+                self.drifted.pop(instance_id, None)
+            kept.discard((instance_id, container_id))
+        if not kept:
+            self.drift_records.pop(key, None)
 
     async def require_app(self, key: AppKey) -> AppRecord:
         app = await self.store.get_app(key)
