@@ -10,12 +10,12 @@
       apps short of instances (outside a rollout) ──▶ missing: reported (the loop starts them)
 
 Each difference is an event once (``drift.detected``), and ``drift.corrected`` when a
-replaced instance is gone. Containers removed by hand are noticed by the round that lists
+replaced instance is gone (seen by its app's round, or by a check). Containers removed by hand are noticed by the round that lists
 them (``round.py``) and reported with the same kind. The checks run in the driver's threads:
 the event loop only waits on them.
 
-What is kept to report each thing once (``plane.drifted``, ``drift_reported``,
-``removed_by_kiln``) is level-based: the app's round drops the records of a container once its
+What is kept to report each thing once (``plane.drifted``, ``drift_replacing``,
+``drift_reported``, ``removed_by_kiln``) is level-based: the app's round drops the records of a container once its
 listing no longer shows it and it decided whether that was drift (``forget_gone_drift``), and
 a destroyed app's go with it (``ControlPlane.forget_app``). They hold what exists, whether or
 not checks run on a schedule (``drift.interval: 0``: on demand only).
@@ -147,7 +147,27 @@ def forget_gone_drift(
     containers = {i.container_id for i in listed}
     gone = [record for record in recorded if record[1] not in containers]
     if gone:
-        plane.drop_drift_records(key, gone, keep_instances={i.id for i in listed})
+        present = {i.id for i in listed}
+        for instance_id, _ in gone:
+            if instance_id not in present:
+                report_corrected(plane, instance_id)
+        plane.drop_drift_records(key, gone, keep_instances=present)
+
+
+def report_corrected(plane: ControlPlane, instance_id: str) -> None:
+    """A ``drift.corrected`` event once an instance replaced for drift is gone."""
+    replacing = plane.drift_replacing.pop(instance_id, None)
+    if replacing is None:
+        return
+    app, release, what = replacing
+    plane.drifted.pop(instance_id, None)
+    plane.events.record(
+        app,
+        EventKind.DRIFT_CORRECTED,
+        f"{instance_id} of release {release} (drifted: {what}) was replaced from its release",
+        release=release,
+        instance=instance_id,
+    )
 
 
 def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container_id: str) -> None:
@@ -182,7 +202,6 @@ def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container
 class DriftChecker:
     def __init__(self, plane: ControlPlane) -> None:
         self._plane = plane
-        self._replacing: dict[str, tuple[AppKey, int, str]] = {}  # instance id → key, release, what
 
     async def run(self) -> None:
         """Check every app every ``drift.interval`` seconds until cancelled (0: never)."""
@@ -257,7 +276,7 @@ class DriftChecker:
         if action is DriftAction.REPLACE:
             plane.drifted[instance.id] = what
             plane.note_drift_record(key, instance.id, instance.container_id)
-            self._replacing[instance.id] = (key, instance.release, what)
+            plane.drift_replacing[instance.id] = (key, instance.release, what)
             plane.loops.wake(key)
             then = "replacing it (drift: replace)"
         else:
@@ -313,19 +332,9 @@ class DriftChecker:
     ) -> None:
         plane = self._plane
         present = {i.id for i in instances}
-        for instance_id, (app, release, what) in list(self._replacing.items()):
-            if instance_id in present or (key is not None and app != key):
-                continue
-            del self._replacing[instance_id]
-            plane.drifted.pop(instance_id, None)
-            plane.events.record(
-                app,
-                EventKind.DRIFT_CORRECTED,
-                f"{instance_id} of release {release} (drifted: {what}) was replaced from its "
-                "release",
-                release=release,
-                instance=instance_id,
-            )
+        for instance_id, (app, _, _) in list(plane.drift_replacing.items()):
+            if instance_id not in present and (key is None or app == key):
+                report_corrected(plane, instance_id)
         if key is None:
             for instance_id in set(plane.drifted) - present:
                 del plane.drifted[instance_id]

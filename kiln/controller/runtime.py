@@ -87,6 +87,9 @@ class ControlPlane:
     # Instances that drifted from their release under ``drift: replace`` → what drifted. The
     # drift checker fills it; the round hands it to the planner, which replaces them.
     drifted: dict[str, str] = field(default_factory=dict)
+    # Those of them being replaced → (app, release, what drifted): a ``drift.corrected`` event
+    # each once it is gone (the round that sees it gone, or a check that lists no more of it).
+    drift_replacing: dict[str, tuple[AppKey, int, str]] = field(default_factory=dict)
     # Instance ids each app's rounds know: adopted at its first round, or started by a plan.
     # Another one appearing was started outside kiln.
     known_instances: dict[AppKey, set[str]] = field(default_factory=dict)
@@ -94,7 +97,7 @@ class ControlPlane:
     drift_reported: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Containers a plan stopped or removed (by container id): their destroy is no drift.
     removed_by_kiln: set[str] = field(default_factory=set)
-    # The three drift records above by app, as (instance id, container id): an app's round
+    # The drift records above by app, as (instance id, container id): an app's round
     # drops those of the containers it sees gone once it decided what to report of them
     # (drift.forget_gone_drift), and forget_app the rest, so they hold only what exists.
     drift_records: dict[AppKey, set[tuple[str, str]]] = field(default_factory=dict)
@@ -169,7 +172,7 @@ class ControlPlane:
             self.health.untrack(instance_id)
 
     def note_drift_record(self, key: AppKey, instance_id: str, container_id: str) -> None:
-        """A drift record (``drifted``, ``drift_reported``, ``removed_by_kiln``) was made for
+        """A drift record (``drifted``, ``drift_reported``, ``removed_by_kiln``...) was made for
         ``container_id`` of ``key``'s ``instance_id``."""
         self.drift_records.setdefault(key, set()).add((instance_id, container_id))
 
@@ -188,6 +191,7 @@ class ControlPlane:
             self.removed_by_kiln.discard(container_id)
             if instance_id not in keep_instances:
                 self.drifted.pop(instance_id, None)
+                self.drift_replacing.pop(instance_id, None)
             kept.discard((instance_id, container_id))
         if not kept:
             self.drift_records.pop(key, None)

@@ -1,7 +1,8 @@
-"""What kiln keeps to report drift once (``drifted``, ``drift_reported``, ``removed_by_kiln``)
-holds only containers that exist, with checks on demand only (``drift.interval: 0``): a
-server that replaces instances all day, or destroys apps, does not grow. What it reports stays
-the same: each finding once, and none for containers kiln removed itself."""
+"""What kiln keeps to report drift once (``drifted``, ``drift_replacing``, ``drift_reported``,
+``removed_by_kiln``) holds only containers that exist, with checks on demand only
+(``drift.interval: 0``): a server that replaces instances all day, or destroys apps, does not
+grow. What it reports stays the same: each finding once, none for containers kiln removed
+itself, and a replaced instance's ``drift.corrected`` once it is gone."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def kept_for_gone(world: World) -> dict[str, set[object]]:
     instances = {c.instance.id for c in world.driver.containers.values()}
     gone: dict[str, set[object]] = {
         "drifted": set(plane.drifted) - instances,
+        "drift_replacing": set(plane.drift_replacing) - instances,
         "drift_reported": set(plane.drift_reported) - containers,
         "removed_by_kiln": set(plane.removed_by_kiln) - containers,
         "drift_records": {
@@ -84,12 +86,14 @@ def kept_for_app(plane: ControlPlane, key: AppKey) -> dict[str, object]:
     return {what: value for what, value in kept.items() if value}
 
 
-async def drift_events(world: World, key: AppKey = WEB) -> list[tuple[str | None, str]]:
+async def drift_events(
+    world: World, key: AppKey = WEB, kind: str = "drift.detected"
+) -> list[tuple[str | None, str]]:
     await world.engine.plane.events.flush()  # the bus writes events in the background
     return [
         (e.instance, e.reason)
         for e in world.store.list_events(key=key, limit=10_000)
-        if e.kind == "drift.detected"
+        if e.kind == kind
     ]
 
 
@@ -128,6 +132,9 @@ async def test_replaced_stopped_and_hand_removed_containers_leave_no_drift_recor
     events = await drift_events(world)
     assert sorted(i or "" for i, _ in events) == sorted(tampered + by_hand)
     assert all("removed outside kiln" in r for i, r in events if i in by_hand)
+    # Each replaced one is corrected once it is gone, with no scheduled check to notice.
+    corrected = await drift_events(world, kind="drift.corrected")
+    assert sorted(i or "" for i, _ in corrected) == sorted(tampered)
     assert (await world.engine.drift(WEB)).findings == ()
 
 
