@@ -395,6 +395,21 @@ def top_frames(path: Path, count: int = 10) -> Json:
     return {"samples": total, "self_pct": pct(leaf), "kiln_inclusive_pct": pct(inclusive)}
 
 
+@contextmanager
+def workers(count: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, when the block fails (a phase timeout, or SIGTERM's KeyboardInterrupt),
+    drops its queued calls and does not wait for the running ones: the teardown that follows
+    stops kiln, and those calls then fail at once. (``with ThreadPoolExecutor`` would wait for
+    every call first, up to the phase's deadline.)"""
+    pool = ThreadPoolExecutor(count)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 # --- phases ---------------------------------------------------------------------------------
 
 
@@ -599,7 +614,7 @@ class Run:
             killed[app] = instance["id"]
             containers.append(instance["container_id"])
         started = time.monotonic()
-        with ThreadPoolExecutor(len(containers) or 1) as pool:
+        with workers(len(containers) or 1) as pool:
             list(pool.map(lambda c: self.kiln.docker.api.kill(c, "SIGKILL"), containers))
         out["killed"] = len(containers)
 
@@ -620,7 +635,7 @@ class Run:
             deploy_retrying(self.kiln, spec, out, lock)
             wait_all(self.kiln, [app], self.settled, deadline, f"{app}'s new routes")
 
-        with ThreadPoolExecutor(CHURN_PARALLEL) as pool:
+        with workers(CHURN_PARALLEL) as pool:
             list(pool.map(one, self.apps))
         out["deploys"] = len(self.apps)
         out["all_new_s"] = round3(time.monotonic() - started)
@@ -640,7 +655,7 @@ class Run:
                 response.raise_for_status()
             calls.append(time.monotonic() - began)
 
-        with ThreadPoolExecutor(PARALLEL) as pool:
+        with workers(PARALLEL) as pool:
             list(pool.map(one, apps))
         out["calls_done_s"] = round3(time.monotonic() - started)
         out["call_s_median"] = round3(statistics.median(calls))
@@ -662,7 +677,7 @@ class Run:
         before = lag_buckets(metrics(self.kiln))
         started = time.monotonic()
         with profiled(self.args, self.procs.server.pid, f"{self.network}-deploy-all-api", out):
-            with ThreadPoolExecutor(PARALLEL) as pool:
+            with workers(PARALLEL) as pool:
                 lock = threading.Lock()
                 list(
                     pool.map(
