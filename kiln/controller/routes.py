@@ -11,9 +11,12 @@ own routes went in (``RoutesOutcome``).
 
 One app's bad routes never hurt another app or kiln's start: when NGINX rejects the table (or
 two apps claim the same host and path), the apps whose routes changed are added in order on top
-of the last good table (in halves, down to one app, so a big batch costs a few applies); those
+of the last good table (in halves, down to one app, so a big batch costs a few checks); those
 that break it keep their previous routes, and the rollout that brought the bad routes fails
-(its release rolls back) with NGINX's reason.
+(its release rolls back) with NGINX's reason. The narrowing only checks tables
+(``router.check_routes``: render and ``nginx -t``, no reload); the table it ends with is applied
+once, so a refused batch costs one reload, not one per step (every reload cuts the idle
+keep-alive connections of every client).
 """
 
 from __future__ import annotations
@@ -135,12 +138,22 @@ async def _converge(plane: ControlPlane, force: bool) -> dict[AppKey, str]:
     return await _isolate(plane, wanted, applied or {}, first_error)
 
 
+async def _check(plane: ControlPlane, table: RouteTable) -> str | None:
+    """Whether NGINX would take this table, asked without applying it (no reload): None, or
+    why not (two apps claiming one host and path, or NGINX's own words)."""
+    try:
+        routes = flatten(table)
+    except Conflict as exc:
+        return exc.message
+    return await plane.router.check_routes(routes)
+
+
 async def _isolate(
     plane: ControlPlane, wanted: RouteTable, applied: RouteTable, first_error: str
 ) -> dict[AppKey, str]:
-    """Add the changed apps to the last good table, in order, a group at a time (``_admit``);
-    the ones NGINX refuses keep their previous routes and their rollout fails. Returns them
-    with NGINX's reason."""
+    """Add the changed apps to the last good table, in order, a group at a time (``_admit``,
+    by checks only), then apply the table that comes out, once: the ones NGINX refuses keep
+    their previous routes and their rollout fails. Returns them with NGINX's reason."""
     good: RouteTable = {key: routes for key, routes in applied.items() if key in wanted}
     changed = sorted(key for key in wanted if wanted[key] != applied.get(key))
     refused: dict[AppKey, str] = {}
@@ -149,13 +162,16 @@ async def _isolate(
     if changed and not refused:
         log.warning("route table refused as a whole but every app alone passed: %s", first_error)
     try:
+        # The one reload of the narrowing (none when every changed app was refused and nothing
+        # else moved: the router sees its own config).
         await _apply(plane, flatten(good))
     except KilnError as exc:
         plane.events.record(
             None, EventKind.ROUTER_CONFIG_REJECTED, exc.message, severity=Severity.ERROR
         )
-        # Not even the last good table went in: no changed app can count on its routes (the
-        # next sync tries again; no rollout fails for this).
+        # The table the checks admitted did not go in (NGINX refused the reload, or went
+        # away): NGINX kept what it had, no changed app can count on its routes (the next
+        # sync tries again; no rollout fails for this).
         return {key: exc.message for key in changed}
     plane.applied_routes = {**good, **{key: applied.get(key, ()) for key in refused}}
     for key, reason in refused.items():
@@ -174,17 +190,17 @@ async def _admit(
     """``good`` plus the routes of those of ``keys`` NGINX accepts on top of it, in order: the
     same outcome as adding them one at a time (an app is refused when it breaks the table of
     every app before it that passed), but a batch of a hundred changed apps with one bad app
-    costs about 2·log2(100) applies, not a hundred. ``failure``: NGINX's reason when ``good``
-    plus all of ``keys`` is already known to be refused."""
+    costs about 2·log2(100) checks, not a hundred. Each step is a check (``_check``), never an
+    apply: NGINX keeps serving its config untouched until the caller applies the result.
+    ``failure``: NGINX's reason when ``good`` plus all of ``keys`` is already known to be
+    refused."""
     if not keys:
         return good
     if failure is None:
         trial = {**good, **{key: wanted[key] for key in keys}}
-        try:
-            await _apply(plane, flatten(trial))
+        failure = await _check(plane, trial)
+        if failure is None:
             return trial
-        except (RouterConfigRejected, InvalidInput, Conflict) as exc:
-            failure = exc.message
     if len(keys) == 1:
         refused[keys[0]] = failure
         return good

@@ -1,4 +1,5 @@
-"""The router seam: NGINX's routes (rendered config, reloaded) and peers (pushed live, no reload).
+"""The router seam: NGINX's routes (rendered config, reloaded; or only checked, no reload) and
+peers (pushed live, no reload).
 
 Implementations: ``kiln.router.nginx.NginxRouter`` and ``kiln.router.fake.FakeRouter``.
 """
@@ -30,6 +31,15 @@ class Router(Protocol):
 
         Returns False when the config did not change (no reload). Raises ``RouterConfigRejected``
         and keeps the last good config when the check fails.
+        """
+
+    async def check_routes(self, routes: Sequence[RouteEntry]) -> str | None:
+        """Whether NGINX would take the config for these routes, without applying it: render,
+        ``nginx -t``, nothing swapped, nothing reloaded (so no client connection is cut).
+
+        None when it would; else why not: the renderer's reason (the same host and path twice,
+        say) or NGINX's own words. The live config and the last good state stay as they are.
+        Raises ``RouterUnavailable`` when the check cannot run at all.
         """
 
     async def set_peers(

@@ -1,8 +1,8 @@
 """``FakeRouter``: the ``Router`` protocol in memory, for tests of the controller above it.
 
 It validates routes with the real renderer (same ``InvalidInput`` for a duplicate host + path),
-counts reloads, and can be told to be down, to reject the next config, or to crash (NGINX's
-master exiting: ``wait_exited`` returns). In-flight counts and traffic counters are whatever the
+counts reloads and checks, and can be told to be down, to refuse configs or the next apply, or
+to crash (NGINX's master exiting: ``wait_exited`` returns). In-flight counts and traffic counters are whatever the
 test sets; ``choose_release`` answers which release a request would reach, by the same rules
 as the NGINX balancer.
 """
@@ -49,7 +49,10 @@ class FakeRouter:
     config for what one app's routes say). ``applies`` counts the changing ``apply_routes``
     calls, refused ones too (each is a render, ``nginx -t`` and maybe a reload for NGINX); while
     ``hold_applies`` is cleared, each of them waits for it, so a test can pile callers up
-    behind an apply under way. ``crash()`` stops
+    behind an apply under way. ``check_routes`` answers by the renderer and ``refused_hosts``
+    (``reject_next_config`` stands for a one-off refusal of an apply, a reload NGINX refuses,
+    and is left to the next apply); ``checks`` counts the checks that would run ``nginx -t``
+    (the table is not the one served), which change nothing. ``crash()`` stops
     the fake NGINX as a kill would (peers, policies and routes are kept, as the real files are).
     ``in_flight_counts`` and ``traffic_counters`` are returned by ``in_flight()`` and
     ``traffic()``; set them, or use ``add_traffic``.
@@ -63,6 +66,7 @@ class FakeRouter:
         self.hold_applies = asyncio.Event()
         self.hold_applies.set()
         self.applies = 0
+        self.checks = 0
         self.routes: tuple[RouteEntry, ...] = ()
         self.peers: dict[AppKey, list[Peer]] = {}
         self.policies: dict[AppKey, TrafficPolicy | None] = {}
@@ -114,12 +118,32 @@ class FakeRouter:
         if self.reject_next_config is not None:
             message, self.reject_next_config = self.reject_next_config, None
             raise RouterConfigRejected(message)
-        for route in new:
-            if route.host is not None and route.host in self.refused_hosts:
-                raise RouterConfigRejected(self.refused_hosts[route.host])
+        refusal = self._refusal(new)
+        if refusal is not None:
+            raise RouterConfigRejected(refusal)
         self.routes = new
         self.reloads += 1
         return True
+
+    async def check_routes(self, routes: Sequence[RouteEntry]) -> str | None:
+        if not self.available:  # `nginx -t` needs no running master, only NGINX itself
+            raise RouterUnavailable("the fake router is down")
+        try:
+            _render(routes)
+        except InvalidInput as exc:
+            return exc.message
+        new = tuple(sorted(set(routes)))
+        if new == self.routes:
+            return None
+        self.checks += 1
+        return self._refusal(new)
+
+    def _refusal(self, routes: Sequence[RouteEntry]) -> str | None:
+        """What NGINX says of a config with these routes (``refused_hosts``), None: fine."""
+        for route in routes:
+            if route.host is not None and route.host in self.refused_hosts:
+                return self.refused_hosts[route.host]
+        return None
 
     async def set_peers(
         self, key: AppKey, peers: Sequence[Peer], policy: TrafficPolicy | None = None

@@ -1,15 +1,17 @@
 """Route table applies are shared (a group commit) over the fake router: route changes of many
 apps at about the same time make one apply, each caller learns whether its own routes went in,
-and one app's routes NGINX refuses never keep another app's out."""
+and one app's routes NGINX refuses never keep another app's out; finding it takes checks, not
+reloads (a refused batch costs one reload, which cuts the idle keep-alive clients once)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from kiln.controller.groupcommit import GroupCommit
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.model import AppKey, ReleaseOrigin, RolloutState, RouteEntry
+from kiln.model import AppKey, EventKind, ReleaseOrigin, RolloutState, RouteEntry
 from kiln.spec import parse_spec, spec_hash
 from tests.controller.world import World, eventually
 
@@ -58,6 +60,13 @@ def plan_routes(plane: ControlPlane, key: AppKey, host: str) -> None:
     plane.observer.memory[key].routes = (RouteEntry(host, "/", key),)
 
 
+def reload_count(plane: ControlPlane, result: str) -> float:
+    """``kiln_nginx_reloads_total{result=...}`` as a scrape would show it."""
+    assert plane.metrics is not None
+    value = plane.metrics.registry.get_sample_value("kiln_nginx_reloads_total", {"result": result})
+    return value or 0.0
+
+
 async def test_route_changes_of_many_apps_at_once_share_one_apply(world: World) -> None:
     plane = await stored_apps(world)
     applies, runs = world.router.applies, plane.route_applies.runs
@@ -102,7 +111,8 @@ async def test_one_refused_app_in_a_batch_keeps_its_routes_and_the_others_land(
     plane = await stored_apps(world)
     bad = KEYS[5]
     world.router.refused_hosts["bad.test"] = 'nginx: [emerg] unexpected "bad.test"'
-    applies = world.router.applies
+    applies, reloads = world.router.applies, world.router.reloads
+    ok, rejected = reload_count(plane, "ok"), reload_count(plane, "rejected")
     for key in KEYS:
         plan_routes(plane, key, "bad.test" if key == bad else f"{key.app}.new.test")
 
@@ -114,11 +124,96 @@ async def test_one_refused_app_in_a_batch_keeps_its_routes_and_the_others_land(
         assert all(outcome.accepted(key) for key in KEYS if key != bad)
     assert hosts_of(world, bad) == {f"{bad.app}.old.test"}  # its previous routes stay
     assert all(hosts_of(world, key) == {f"{key.app}.new.test"} for key in KEYS if key != bad)
-    # Found by halving the batch, not by an apply per changed app.
-    assert world.router.applies - applies < N
+    # Found by checking halves of the batch (no reload), then applied once: the whole table
+    # NGINX refused, and the one with every app but the bad one. One reload in all.
+    assert world.router.applies - applies == 2
+    assert world.router.reloads - reloads == 1
+    assert (reload_count(plane, "ok") - ok, reload_count(plane, "rejected") - rejected) == (1, 1)
+    assert 0 < world.router.checks < N
     rollout = world.store.list_rollouts(bad)[-1]
     assert rollout.state is RolloutState.FAILED and "bad.test" in rollout.reason
     assert all(world.store.active_rollout(key) is not None for key in KEYS if key != bad)
+    await plane.events.flush()
+    failed = [e for e in world.store.list_events(key=bad) if e.kind == EventKind.ROLLOUT_FAILED]
+    assert len(failed) == 1 and "NGINX refused the routes of dev/app05" in failed[0].reason
+
+
+async def test_several_refused_apps_in_a_batch_cost_one_reload(world: World) -> None:
+    plane = await stored_apps(world)
+    bad = {KEYS[1]: "bad.test", KEYS[6]: "worse.test", KEYS[10]: "worst.test"}
+    for host in bad.values():
+        world.router.refused_hosts[host] = f'nginx: [emerg] unexpected "{host}"'
+    reloads = world.router.reloads
+    for key in KEYS:
+        plan_routes(plane, key, bad.get(key, f"{key.app}.new.test"))
+
+    outcome = await sync_routes(plane)
+
+    assert outcome.refused.keys() == bad.keys()
+    assert all(host in outcome.refused[key] for key, host in bad.items())
+    assert all(hosts_of(world, key) == {f"{key.app}.old.test"} for key in bad)
+    assert all(hosts_of(world, key) == {f"{key.app}.new.test"} for key in KEYS if key not in bad)
+    assert world.router.reloads - reloads == 1
+    assert all(world.store.list_rollouts(key)[-1].state is RolloutState.FAILED for key in bad)
+
+
+async def test_a_batch_nginx_refuses_in_every_change_reloads_nothing(world: World) -> None:
+    plane = await stored_apps(world)
+    changed = KEYS[3:6]
+    for key in changed:
+        world.router.refused_hosts[f"{key.app}.bad.test"] = f"nginx: [emerg] {key.app} no"
+        plan_routes(plane, key, f"{key.app}.bad.test")
+    served, reloads = world.router.routes, world.router.reloads
+
+    outcome = await sync_routes(plane)
+
+    assert {key: outcome.refused[key] for key in changed} == {
+        key: f"nginx: [emerg] {key.app} no" for key in changed
+    }
+    assert world.router.routes == served and world.router.reloads == reloads
+    assert all(world.store.list_rollouts(key)[-1].state is RolloutState.FAILED for key in changed)
+
+
+async def test_a_narrowed_table_nginx_refuses_to_load_changes_nothing_and_fails_no_rollout(
+    world: World,
+) -> None:
+    """Every check passes for the admitted table but the reload fails (a port taken, say):
+    NGINX keeps serving what it had, every changed app hears why, no rollout fails, and the
+    next sync tries again."""
+    plane = await stored_apps(world)
+    router = world.router
+    router.refused_hosts["bad.test"] = 'nginx: [emerg] unexpected "bad.test"'
+    real_check = router.check_routes
+    refuse_the_reload = True
+
+    async def check_then_break_the_reload(routes: Sequence[RouteEntry]) -> str | None:
+        if refuse_the_reload:
+            router.reject_next_config = "nginx: [emerg] bind() to 127.0.0.1:8080 failed"
+        return await real_check(routes)
+
+    router.check_routes = check_then_break_the_reload  # type: ignore[method-assign]
+    bad, good = KEYS[0], KEYS[1:4]
+    plan_routes(plane, bad, "bad.test")
+    for key in good:
+        plan_routes(plane, key, f"{key.app}.new.test")
+    served, reloads = router.routes, router.reloads
+
+    outcome = await sync_routes(plane)
+
+    assert set(outcome.refused) == {bad, *good}
+    assert all("bind()" in outcome.refused[key] for key in good)
+    assert router.routes == served and router.reloads == reloads
+    assert all(world.store.active_rollout(key) is not None for key in (bad, *good))
+    await plane.events.flush()
+    rejected = world.store.list_events(kinds=[EventKind.ROUTER_CONFIG_REJECTED])
+    assert any(e.key is None and "bind()" in e.reason for e in rejected)
+
+    refuse_the_reload = False
+    outcome = await sync_routes(plane)
+
+    assert set(outcome.refused) == {bad}
+    assert all(hosts_of(world, key) == {f"{key.app}.new.test"} for key in good)
+    assert router.reloads - reloads == 1
 
 
 async def test_two_apps_that_break_the_table_only_together_the_first_wins(world: World) -> None:
@@ -128,12 +223,15 @@ async def test_two_apps_that_break_the_table_only_together_the_first_wins(world:
     plan_routes(plane, b, "shared.test")  # the same host and path: a clash
     plan_routes(plane, KEYS[4], "four.test")
 
+    reloads = world.router.reloads
+
     outcome = await sync_routes(plane)
 
     assert outcome.accepted(a) and outcome.accepted(KEYS[4])
     assert not outcome.accepted(b) and "already served by dev/app02" in outcome.refused[b]
     assert hosts_of(world, a) == {"shared.test"} and hosts_of(world, b) == {"app09.old.test"}
     assert hosts_of(world, KEYS[4]) == {"four.test"}
+    assert world.router.reloads - reloads == 1
 
 
 async def test_many_destroys_at_once_share_applies_and_answer_once_routes_are_gone(

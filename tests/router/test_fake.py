@@ -139,3 +139,38 @@ async def test_fake_refuses_hosts_and_can_hold_applies() -> None:
     fake.hold_applies.set()
     assert await held is True
     assert fake.applies == 2 and fake.reloads == 1
+
+
+async def test_fake_checks_a_table_by_its_refusal_rules_and_changes_nothing() -> None:
+    fake = FakeRouter(running=True)
+    await fake.apply_routes([RouteEntry("ok.test", "/", WEB)])
+    fake.refused_hosts["bad.test"] = 'nginx: [emerg] unexpected "bad.test"'
+    served, reloads, applies = fake.routes, fake.reloads, fake.applies
+
+    bad = [RouteEntry("ok.test", "/", WEB), RouteEntry("bad.test", "/", API)]
+    assert await fake.check_routes(bad) == 'nginx: [emerg] unexpected "bad.test"'
+    clash = [RouteEntry(None, "/", WEB), RouteEntry(None, "/", API)]
+    assert "two routes" in (await fake.check_routes(clash) or "")
+    assert await fake.check_routes([RouteEntry("new.test", "/", API), *served]) is None
+    assert await fake.check_routes(served) is None  # what it serves: no `nginx -t` needed
+
+    assert fake.checks == 2  # the two new tables the renderer let through
+    assert (fake.routes, fake.reloads, fake.applies) == (served, reloads, applies)
+
+
+async def test_fake_checks_need_no_running_nginx_but_a_reachable_one() -> None:
+    fake = FakeRouter()  # not started: `nginx -t` still runs
+    assert await fake.check_routes([RouteEntry(None, "/", WEB)]) is None
+
+    fake.available = False
+    with pytest.raises(RouterUnavailable):
+        await fake.check_routes([RouteEntry(None, "/", WEB)])
+
+
+async def test_fake_leaves_a_one_off_refusal_to_the_next_apply() -> None:
+    fake = FakeRouter(running=True)
+    fake.reject_next_config = "nginx: [emerg] bind() failed"
+
+    assert await fake.check_routes([RouteEntry(None, "/", WEB)]) is None
+    with pytest.raises(RouterConfigRejected, match="bind"):
+        await fake.apply_routes([RouteEntry(None, "/", WEB)])
