@@ -160,7 +160,11 @@ def report_missing(
             report_removed(plane, key, gone.id, gone.container_id)
     known = plane.known_instances.get(key)
     if known is not None:
-        known -= {gone.id for gone in before} - present
+        # Known while listed: one seen gone goes, and so does one whose start failed (never
+        # listed), a round after its start so a late destroy event can still report it.
+        last = plane.last_plans.get(key)
+        started = {a.spec.id for a in last.actions if isinstance(a, StartInstance)} if last else ()
+        known &= present.union(started)
 
 
 def adoptable(plane: ControlPlane, key: AppKey, instances: Sequence[Instance]) -> list[Instance]:

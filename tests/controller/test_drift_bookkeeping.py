@@ -7,6 +7,7 @@ itself, and a replaced instance's ``drift.corrected`` once it is gone."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from kiln.config.file import DriftSettings, FileSettings
 from kiln.controller.drift import report_removed
 from kiln.controller.runtime import ControlPlane
+from kiln.errors import TemporaryFailure
 from kiln.model import AppKey
 from tests.controller.world import WEB, World, eventually, spec
 
@@ -191,3 +193,40 @@ async def test_a_destroyed_apps_drift_records_go_with_it(world: World) -> None:
     assert set(plane.drift_reported) == {left[API].container_id}
     assert [f.action for f in (await world.engine.drift(API)).findings] == ["report"]
     assert len(await drift_events(world, API)) == 1
+
+
+async def test_a_container_started_by_hand_is_replaced_once_and_leaves_no_records(
+    world: World,
+) -> None:
+    plane = world.engine.plane
+    await world.engine.deploy(spec(), message="", who="t")
+    await settled(world)
+    template = world.driver.containers[world.running()[0].container_id]
+    stranger = world.driver.plant(
+        replace(template.spec, id="r1-bad001", name=f"{template.spec.name}-bad001"),
+        installation=world.driver.installation_id,
+    )
+
+    await eventually(lambda: stranger.container_id not in world.driver.containers)
+    await settled(world)
+    await eventually(lambda: not kept_for_gone(world))
+
+    ((instance, reason),) = await drift_events(world)
+    assert instance == "r1-bad001" and "was started outside kiln" in reason
+    assert kept_for_gone(world) == {}
+    assert plane.known_instances[WEB] == {i.id for i in world.running()}
+
+
+async def test_instances_whose_start_failed_are_not_kept_as_known(world: World) -> None:
+    plane = world.engine.plane
+    await world.engine.deploy(spec(), message="", who="t")
+    await settled(world)
+    for _ in range(5):
+        world.driver.fail_next_start(TemporaryFailure("the engine said no"))
+
+    world.driver.crash(world.running()[0].id)  # its replacement fails to start 5 times
+
+    await eventually(lambda: len(world.running()) == 3 and len(world.driver.started) == 4)
+    await settled(world)
+    await eventually(lambda: plane.known_instances[WEB] == {i.id for i in world.running()})
+    assert await drift_events(world) == []
