@@ -180,6 +180,13 @@ def report_removed(plane: ControlPlane, key: AppKey, instance_id: str, container
         key, set()
     ):
         return  # an orchestrator's own doing, or a stranger kiln removed already
+    if plane.instance_keys.get(instance_id) != key and not any(
+        i.id == instance_id and i.container_id == container_id
+        for i in plane.last_instances.get(key, ())
+    ):
+        # Neither started (tracked) nor listed: a container whose start failed, which the
+        # driver removed itself (Docker creates it first), is no drift.
+        return
     details = (f"container {container_id[:12]} was removed outside kiln",)
     if plane.drift_reported.get(container_id) == details:
         return

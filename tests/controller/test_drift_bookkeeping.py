@@ -6,7 +6,7 @@ itself, and a replaced instance's ``drift.corrected`` once it is gone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +15,9 @@ import pytest
 from kiln.config.file import DriftSettings, FileSettings
 from kiln.controller.drift import report_removed
 from kiln.controller.runtime import ControlPlane
+from kiln.drivers.base import DriverEvent
 from kiln.errors import TemporaryFailure
-from kiln.model import AppKey
+from kiln.model import AppKey, Instance, InstanceSpec
 from tests.controller.world import WEB, World, eventually, spec
 
 API = AppKey("dev", "api")
@@ -230,3 +231,33 @@ async def test_instances_whose_start_failed_are_not_kept_as_known(world: World) 
     await settled(world)
     await eventually(lambda: plane.known_instances[WEB] == {i.id for i in world.running()})
     assert await drift_events(world) == []
+
+
+async def test_a_container_the_driver_removes_when_its_start_fails_is_no_drift(
+    world: World,
+) -> None:
+    # Docker creates a container, then starts it; when the start fails the driver removes
+    # it: the engine announces a destroy of a container kiln never saw run.
+    start = world.driver.start_instance
+    refused: list[str] = []
+
+    async def refusing_twice(
+        spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
+    ) -> Instance:
+        if len(refused) == 2:
+            return await start(spec, secrets=secrets)
+        refused.append(spec.id)
+        container_id = f"{len(refused):0>64}"
+        for action in ("create", "destroy"):
+            world.driver.emit(
+                DriverEvent(key=WEB, instance_id=spec.id, container_id=container_id, action=action)
+            )
+        raise TemporaryFailure("the container exited at once")
+
+    world.driver.start_instance = refusing_twice  # type: ignore[method-assign]
+    await world.engine.deploy(spec(instances=1), message="", who="t")
+
+    await settled(world, count=1)
+    assert len(refused) == 2
+    assert await drift_events(world) == []
+    await eventually(lambda: not kept_for_gone(world))
