@@ -66,6 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.rollout import deploy_api, measure_deploys
 from kiln.config import Settings
+from kiln.planning.backoff import FORGIVE_AFTER_SECONDS
 from tests.e2e.conftest import hello_spec
 from tests.e2e.harness import KilnHarness
 from tests.harness.dockerd import PrivateDockerd
@@ -609,10 +610,17 @@ class Run:
         victims = victims[: self.args.kills]
         killed: dict[str, str] = {}  # app → instance id
         containers = []
+        youngest = 0.0
         for app in victims:
             instance = min(rows[app]["instances"], key=lambda i: i["started_at"] or "")
             killed[app] = instance["id"]
             containers.append(instance["container_id"])
+            if instance["started_at"]:
+                youngest = max(youngest, datetime.fromisoformat(instance["started_at"]).timestamp())
+        # A crash soon after a start is a crash loop to kiln, which then backs off before the
+        # next start (rolling_alone_again has just started the others again): not what this
+        # measures. Kill instances that ran long enough to be forgiven.
+        time.sleep(max(0.0, youngest + FORGIVE_AFTER_SECONDS + 0.5 - time.time()))
         started = time.monotonic()
         with workers(len(containers) or 1) as pool:
             list(pool.map(lambda c: self.kiln.docker.api.kill(c, "SIGKILL"), containers))
