@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from kiln.controller.groupcommit import GroupCommit
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.model import AppKey, EventKind, ReleaseOrigin, RolloutState, RouteEntry
-from kiln.spec import parse_spec, spec_hash
-from tests.controller.world import World, eventually
+from kiln.model import AppKey, EventKind, RolloutState, RouteEntry
+from tests.controller.world import World, eventually, store_release
 
 N = 12
 KEYS = [AppKey("dev", f"app{i:02}") for i in range(N)]
@@ -35,21 +34,7 @@ async def stored_apps(world: World) -> ControlPlane:
     them (nothing woke their loops), so only the test moves their planned routes."""
     plane = world.engine.plane
     for key in KEYS:
-        spec = parse_spec(app_spec(key, f"{key.app}.old.test"))
-        await plane.store.create_release(
-            key,
-            spec=spec,
-            image="web:v1",
-            digest=world.driver.images["web:v1"],
-            spec_hash=spec_hash(spec),
-            created_by="t",
-            message="",
-            origin=ReleaseOrigin.DEPLOY,
-            rollback_of=None,
-            scale=1,
-            deadline_seconds=30,
-            now=plane.clock(),
-        )
+        await store_release(world, key, app_spec(key, f"{key.app}.old.test"))
     assert (await sync_routes(plane)).refused == {}
     assert all(hosts_of(world, key) == {f"{key.app}.old.test"} for key in KEYS)
     return plane

@@ -15,10 +15,11 @@ from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.base import Driver
 from kiln.drivers.fake import FakeDriver
-from kiln.model import AppKey, Instance
+from kiln.model import AppKey, Instance, ReleaseOrigin
 from kiln.registry.base import Registry
 from kiln.router.base import Router
 from kiln.router.fake import FakeRouter
+from kiln.spec import parse_spec, spec_hash
 from kiln.store.sqlite import SqliteStore
 from tests.controller.fake_health import FakeHealth
 
@@ -77,6 +78,27 @@ class World:
     def routed_releases(self, key: AppKey = WEB) -> set[int]:
         release_of = {i.id: i.release for i in self.driver.running}
         return {release_of.get(p.instance_id, -1) for p in self.router.peers.get(key, [])}
+
+
+async def store_release(world: World, key: AppKey, spec_text: str) -> None:
+    """A release of ``key`` with ``spec_text`` in the engine's store, as a deploy writes it, but
+    nothing wakes its loop: only the test moves what the app plans."""
+    plane = world.engine.plane
+    spec = parse_spec(spec_text)
+    await plane.store.create_release(
+        key,
+        spec=spec,
+        image=spec.image,
+        digest=world.driver.images[spec.image],
+        spec_hash=spec_hash(spec),
+        created_by="t",
+        message="",
+        origin=ReleaseOrigin.DEPLOY,
+        rollback_of=None,
+        scale=spec.instances,
+        deadline_seconds=spec.deploy.deadline,
+        now=plane.clock(),
+    )
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:

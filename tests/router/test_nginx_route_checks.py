@@ -11,11 +11,10 @@ import pytest
 
 from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
-from kiln.model import AppKey, EventKind, ReleaseOrigin, RolloutState, RouteEntry
+from kiln.model import AppKey, EventKind, RolloutState, RouteEntry
 from kiln.router import nginx as nginx_module
 from kiln.router.nginx import NginxRouter
-from kiln.spec import parse_spec, spec_hash
-from tests.controller.world import World
+from tests.controller.world import World, store_release
 
 from .conftest import Backends
 from .support import fetch, peer
@@ -79,26 +78,14 @@ def routed_to(router: NginxRouter, host: str) -> str:
     return answer.body.strip().removeprefix("no ready instance of ")
 
 
-async def store_app(plane: ControlPlane, world: World, key: AppKey, host: str) -> None:
+async def store_app(world: World, key: AppKey, host: str) -> None:
     """An app with one release routed to ``host``, in the store; nothing wakes its loop, so
     only the test moves its planned routes."""
-    spec = parse_spec(
-        f"app: {key.app}\nimage: web:v1\nport: 8080\ninstances: 1\n"
-        f"deploy: {{deadline: 30s, drain: 0s}}\nstop_grace: 0s\nroutes: [{{host: {host}}}]\n"
-    )
-    await plane.store.create_release(
+    await store_release(
+        world,
         key,
-        spec=spec,
-        image="web:v1",
-        digest=world.driver.images["web:v1"],
-        spec_hash=spec_hash(spec),
-        created_by="t",
-        message="",
-        origin=ReleaseOrigin.DEPLOY,
-        rollback_of=None,
-        scale=1,
-        deadline_seconds=30,
-        now=plane.clock(),
+        f"app: {key.app}\nimage: web:v1\nport: 8080\ninstances: 1\n"
+        f"deploy: {{deadline: 30s, drain: 0s}}\nstop_grace: 0s\nroutes: [{{host: {host}}}]\n",
     )
 
 
@@ -121,7 +108,7 @@ async def test_a_batch_with_an_app_nginx_refuses_lands_the_others_with_one_reloa
         plane = world.engine.plane
         keys = [AppKey("dev", f"app{i}") for i in range(6)]
         for key in keys:
-            await store_app(plane, world, key, f"{key.app}.old.test")
+            await store_app(world, key, f"{key.app}.old.test")
         assert (await sync_routes(plane)).refused == {}
         assert all(routed_to(router, f"{key.app}.old.test") == str(key) for key in keys)
 
