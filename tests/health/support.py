@@ -46,6 +46,13 @@ class LocalServer:
         self._handlers.add(task)
         return task
 
+    async def _closed(self, writer: asyncio.StreamWriter, task: asyncio.Task[object]) -> None:
+        """End the connection and forget its handler (a handler's last step)."""
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        self._handlers.discard(task)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
@@ -92,10 +99,7 @@ class ScriptedHttpServer(LocalServer):
         except ConnectionError:
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-            self._handlers.discard(task)
+            await self._closed(writer, task)
 
 
 def closed_port() -> int:

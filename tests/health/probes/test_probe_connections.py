@@ -70,10 +70,7 @@ class RawInstance(LocalServer):
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-            self._handlers.discard(task)
+            await self._closed(writer, task)
 
 
 @contextlib.asynccontextmanager
