@@ -37,6 +37,7 @@ from fastapi import FastAPI
 from kiln.api.app import create_app
 from kiln.api.auth import load_or_create_token
 from kiln.api.peer import PeerCredentialsProtocol
+from kiln.background import stop_tasks
 from kiln.config import Settings, make_state_private, read_or_create_installation_id
 from kiln.config.file import TlsSettings
 from kiln.errors import InvalidInput, KilnError
@@ -323,9 +324,7 @@ async def serve(
     try:
         await asyncio.gather(*(server.serve(sockets=socks) for server, socks in servers))
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await stop_tasks(watcher)
 
 
 async def run(settings: Settings) -> int:
@@ -411,9 +410,7 @@ async def _run_engine(settings: Settings, held: Claim) -> int:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await stop_tasks(beating)
         heartbeat.close()
     log.info("kiln stopped")
     return ServerExit.OK

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from kiln.background import stop_tasks
 from kiln.controller import (
     commands,
     images,
@@ -102,10 +103,7 @@ class Engine:
         plane = self.plane
         await self.supervisors.close()
         await self.quiet_watch.close()
-        if self._drift_task is not None:
-            self._drift_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drift_task
+        await stop_tasks(self._drift_task)
         await plane.loops.close()
         await plane.reads.close()
         await plane.route_applies.close()

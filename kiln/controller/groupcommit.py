@@ -24,9 +24,10 @@ not cancel the run the others wait for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
+
+from kiln.background import stop_tasks
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -64,10 +65,7 @@ class GroupCommit(Generic[A, T]):
     async def close(self) -> None:
         """Cancel a run in flight and the one waiting (their callers see ``CancelledError``)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
         if self._next is not None:
             self._next.cancel()
             self._next = None

@@ -11,11 +11,11 @@ NGINX's log files rotated by size and age.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 
+from kiln.background import stop_tasks
 from kiln.config.file import LogsSettings
 from kiln.drivers.base import Driver
 from kiln.errors import KilnError
@@ -131,11 +131,6 @@ class LogKeeper:
                 log.exception("log rotation failed; trying again in %gs", ROTATE_EVERY)
 
     async def close(self) -> None:
-        tasks = [t for t in (*self._tasks.values(), self._rotator) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks.values(), self._rotator)
         self._tasks.clear()
         self._rotator = None

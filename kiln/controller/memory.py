@@ -18,6 +18,8 @@ import ctypes
 import logging
 from collections.abc import Callable
 
+from kiln.background import stop_tasks
+
 log = logging.getLogger("kiln.controller")
 
 TRIM_DELAY = 5.0
@@ -58,10 +60,7 @@ class MemoryTrimmer:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def _run(self) -> None:
         assert self._trim is not None

@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from kiln.background import Periodic
 from kiln.controller.runtime import ControlPlane
 from kiln.errors import KilnError
 from kiln.model import AppKey
-from kiln.periodic import Periodic
 
 log = logging.getLogger("kiln.quiet")
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from kiln.background import stop_tasks
 from kiln.errors import KilnError, TemporaryFailure
 from kiln.model import AppKey
 
@@ -71,10 +72,8 @@ class AppLoops:
         self.last_error.pop(key, None)
         if self.on_forget is not None:
             self.on_forget(key)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not asyncio.current_task():
+            await stop_tasks(task)
 
     async def close(self) -> None:
         self._closed = True

@@ -29,7 +29,6 @@ itself sent to webhooks, so a dead receiver cannot make a loop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -41,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from kiln.background import stop_tasks
 from kiln.config.file import WebhookSettings
 from kiln.errors import InvalidInput, KilnError
 from kiln.model import Event, EventKind, Severity, kinds_matching
@@ -184,11 +184,7 @@ class Webhooks:
             )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         if self._tasks:
             # What was sent since the last save, so a restart does not send it again.
             for lane in self._lanes:

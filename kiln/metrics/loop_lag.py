@@ -12,10 +12,11 @@ The clock and the sleep are arguments so a test can drive it without real time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+
+from kiln.background import stop_tasks
 
 log = logging.getLogger("kiln.metrics")
 
@@ -50,11 +51,8 @@ class LoopLagSampler:
             self._task = asyncio.create_task(self._run(), name="kiln-loop-lag")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_tasks(task)
 
     async def _run(self) -> None:
         while True:

@@ -15,10 +15,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from kiln.background import Periodic
 from kiln.drivers.base import Driver, InstanceStats
 from kiln.errors import KilnError
 from kiln.metrics.loop_lag import LoopLagSampler
-from kiln.periodic import Periodic
 
 log = logging.getLogger("kiln.metrics")
 

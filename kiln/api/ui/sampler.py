@@ -10,12 +10,12 @@ nothing for its dashboard.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from kiln.api.ui.series import TrafficHistory, UsageHistory
+from kiln.background import stop_tasks
 from kiln.controller.service import Service
 from kiln.errors import KilnError
 
@@ -73,10 +73,7 @@ class TrafficSampler:
             self.usage.add(now, {c: (s.cpu_seconds, s.memory_bytes) for c, s in stats.items()})
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     async def _run(self) -> None:
         while self.clock() - self._last_view < self.idle_after:

@@ -1,8 +1,9 @@
-"""``Periodic``: a background task that runs one step, waits, and again, until it is closed.
+"""Background tasks: ``Periodic`` runs one step, waits, and again, until it is closed;
+``stop_tasks`` cancels tasks and waits until each has ended.
 
-For the engine's samplers and watchers. A step that fails is logged and the next one runs
-anyway: a bug in one must not end its sampling for good. Below every layer (like ``kiln.lazy``):
-asyncio and logging only.
+For the engine's samplers, watchers and loops. A periodic step that fails is logged and the next
+one runs anyway: a bug in one must not end its sampling for good. Below every layer (like
+``kiln.lazy``): asyncio and logging only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+async def stop_tasks(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel every task given (None: none), then wait until each has ended; their
+    cancellation is not an error here."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Periodic:
@@ -35,11 +48,8 @@ class Periodic:
 
     async def close(self) -> None:
         """Cancel the task and wait for it to end; ``start`` may run it again."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_tasks(task)
 
     async def _run(self) -> None:
         while True:
