@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from kiln.store.aio import GUARD_ENV
-from tests.controller.world import World
+from tests.controller.world import World, running
 from tests.harness.dockerd import DockerdError, PrivateDockerd
 from tests.harness.images import HELLO_IMAGES, build_hello_image
 
@@ -73,9 +73,5 @@ def hello_images(docker_client: docker.DockerClient) -> dict[str, str]:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    await w.engine.start()
-    try:
+    async with running(World(tmp_path)) as w:
         yield w
-    finally:
-        await w.engine.close()

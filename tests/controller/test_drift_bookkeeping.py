@@ -18,7 +18,7 @@ from kiln.controller.runtime import ControlPlane
 from kiln.drivers.base import DriverEvent
 from kiln.errors import TemporaryFailure
 from kiln.model import AppKey, Instance, InstanceSpec
-from tests.controller.world import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, running, spec
 
 API = AppKey("dev", "api")
 
@@ -28,11 +28,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     # Checks only on demand: nothing but the rounds (and forgetting an app) prunes.
     w = World(tmp_path, file=FileSettings(drift=DriftSettings(interval=0)))
     w.health.healthy_releases = set(range(1, 50))
-    await w.engine.start()
-    try:
+    async with running(w):
         yield w
-    finally:
-        await w.engine.close()
 
 
 def api_spec(extra: str = "") -> str:

@@ -13,7 +13,7 @@ import pytest
 from kiln.errors import Conflict, ImageNotFound, NotFound, SpecInvalid
 from kiln.model import AppKey, Severity
 from kiln.store.sqlite import SqliteStore
-from tests.controller.world import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, running, spec
 
 
 async def test_first_deploy_starts_routes_and_finishes_the_rollout(world: World) -> None:
@@ -314,8 +314,7 @@ async def test_the_engines_network_and_host_notes_are_warnings_at_start(tmp_path
     world = World(tmp_path)
     world.driver.notes = ["the bridge needs a MAC address"]
     world.driver.host_tuning = ["raise fs.inotify.max_user_instances"]
-    await world.engine.start()
-    try:
+    async with running(world):
         await world.engine.plane.events.flush()
         said = {
             (e.kind, e.reason, e.severity)
@@ -326,5 +325,3 @@ async def test_the_engines_network_and_host_notes_are_warnings_at_start(tmp_path
             ("driver.network", "the bridge needs a MAC address", Severity.WARNING),
             ("driver.host", "raise fs.inotify.max_user_instances", Severity.WARNING),
         }
-    finally:
-        await world.engine.close()

@@ -12,7 +12,7 @@ import pytest
 
 from kiln.config.file import FileSettings, HealthSettings
 from kiln.model import AppKey
-from tests.controller.world import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, running, spec
 
 WORKER = AppKey("dev", "worker")
 
@@ -21,12 +21,10 @@ WORKER = AppKey("dev", "worker")
 async def quiet_world(tmp_path: Path) -> AsyncIterator[World]:
     # Quiet after 0.3 s without a request; the test looks at NGINX's counters itself (look()),
     # the background look every 5 s only repeats what the test already saw.
-    w = World(tmp_path, file=FileSettings(health=HealthSettings(quiet_after=0.3)))
-    await w.engine.start()
-    try:
+    async with running(
+        World(tmp_path, file=FileSettings(health=HealthSettings(quiet_after=0.3)))
+    ) as w:
         yield w
-    finally:
-        await w.engine.close()
 
 
 async def settled(world: World, key: AppKey = WEB, count: int = 3) -> None:
@@ -102,12 +100,9 @@ async def test_an_app_without_routes_is_never_quiet(quiet_world: World) -> None:
 
 
 async def test_quiet_after_zero_keeps_every_app_active(tmp_path: Path) -> None:
-    world = World(tmp_path, file=FileSettings(health=HealthSettings(quiet_after=0)))
-    await world.engine.start()
-    try:
+    quiet_off = World(tmp_path, file=FileSettings(health=HealthSettings(quiet_after=0)))
+    async with running(quiet_off) as world:
         await world.engine.deploy(spec(), message="", who="t")
         await settled(world)
         await world.engine.quiet_watch.look()
         assert quiet_flags(world) == {False}
-    finally:
-        await world.engine.close()

@@ -16,7 +16,7 @@ from kiln.drivers.fake import FakeDriver
 from kiln.errors import Conflict, ImageNotFound, TemporaryFailure
 from kiln.model.image import LocalImage
 from kiln.registry.fake import FakeRegistry
-from tests.controller.world import WEB, World, engine_over_fakes, eventually, spec
+from tests.controller.world import WEB, World, engine_over_fakes, eventually, running, spec
 
 
 class RegistryWorld(World):
@@ -51,12 +51,8 @@ class RegistryWorld(World):
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[RegistryWorld]:
-    w = RegistryWorld(tmp_path)
-    await w.engine.start()
-    try:
+    async with running(RegistryWorld(tmp_path)) as w:
         yield w
-    finally:
-        await w.engine.close()
 
 
 async def test_the_registry_starts_with_kiln_and_is_restarted_when_it_exits(
@@ -90,12 +86,8 @@ def pinned_world(tmp_path: Path, *, retain: int = 10) -> RegistryWorld:
 
 @pytest.fixture
 async def pinned(tmp_path: Path) -> AsyncIterator[RegistryWorld]:
-    w = pinned_world(tmp_path)
-    await w.engine.start()
-    try:
+    async with running(pinned_world(tmp_path)) as w:
         yield w
-    finally:
-        await w.engine.close()
 
 
 async def test_a_release_holds_the_registry_digest_of_an_image_built_on_the_engine(

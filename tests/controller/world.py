@@ -5,9 +5,11 @@ the controller's tests: ``World`` holds the fakes and the engine; the ``world`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from kiln.config import Settings
 from kiln.config.file import FileSettings
@@ -78,6 +80,19 @@ class World:
     def routed_releases(self, key: AppKey = WEB) -> set[int]:
         release_of = {i.id: i.release for i in self.driver.running}
         return {release_of.get(p.instance_id, -1) for p in self.router.peers.get(key, [])}
+
+
+W = TypeVar("W", bound=World)
+
+
+@contextlib.asynccontextmanager
+async def running(world: W) -> AsyncIterator[W]:
+    """``world`` with its engine started, and closed again after the block."""
+    await world.engine.start()
+    try:
+        yield world
+    finally:
+        await world.engine.close()
 
 
 async def store_release(world: World, key: AppKey, spec_text: str) -> None:
