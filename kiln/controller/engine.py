@@ -35,7 +35,7 @@ from kiln.controller.routes import sync_routes
 from kiln.controller.runtime import ControlPlane
 from kiln.controller.supervisors import (
     Supervisors,
-    note_network,
+    note_engine_host,
     note_other_installations,
     wake_known_apps,
 )
@@ -86,7 +86,7 @@ class Engine:
         await self.supervisors.supervise_driver()  # an event if the engine does not answer
         plane.events.record(None, EventKind.KILN_STARTED, "kiln started; adopting what runs")
         await note_other_installations(plane)
-        await note_network(plane)
+        await note_engine_host(plane)
         await wake_known_apps(plane)
         self.supervisors.start()
         if plane.webhooks is not None:

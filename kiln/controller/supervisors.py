@@ -239,7 +239,7 @@ class Supervisors:
             await wake_known_apps(plane)
 
 
-async def note_network(plane: ControlPlane) -> None:
+async def note_engine_host(plane: ControlPlane) -> None:
     """Say at start what the engine's network needs fixed for instances to stay reachable, and
     what its host wants tuned for many instances."""
     try:
