@@ -29,7 +29,12 @@ log = logging.getLogger("kiln.engine")
 _ROUTER_RETRY_FIRST = 0.05
 _ROUTER_RETRY_CAP = 5.0
 _SUPERVISE_SECONDS = 1.0
-_EXIT_ACTIONS = frozenset({"die", "kill", "oom"})
+# Events that say nothing a round would act on: "kill" is a signal sent (a death it causes is
+# a "die" of its own) and "stop" follows the "die" of a stopped container. Each wake is a round
+# of the app, listing its containers; during a rollout the old instances' stops sent three of
+# these apiece (with their rechecks), and the rounds they made held up the rollout's own.
+_NO_NEWS_ACTIONS = frozenset({"kill", "stop"})
+_EXIT_ACTIONS = frozenset({"die", "oom"})
 _EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
 
 
@@ -72,7 +77,8 @@ class Supervisors:
                     log.debug(
                         "driver event %s %s of %s", event.action, event.instance_id, event.key
                     )
-                    plane.loops.wake(event.key)
+                    if event.action not in _NO_NEWS_ACTIONS:
+                        plane.loops.wake(event.key)
                     if event.action == "destroy":
                         report_removed(plane, event.key, event.instance_id, event.container_id)
                         # Gone for good: what was kept for it goes too.
@@ -81,10 +87,13 @@ class Supervisors:
                             plane.logs.gone(event.container_id)
                     if event.action in _EXIT_ACTIONS:
                         # Docker announces a death a moment before its container list shows
-                        # the container as exited: look again shortly after.
+                        # the container as exited: look again shortly after, unless a round
+                        # already saw it so.
                         loop = asyncio.get_running_loop()
-                        for delay in _EXIT_RECHECK_SECONDS:
-                            loop.call_later(delay, plane.loops.wake, event.key)
+                        for after in _EXIT_RECHECK_SECONDS:
+                            loop.call_later(
+                                after, recheck_exit, plane, event.key, event.container_id
+                            )
             except asyncio.CancelledError:
                 raise
             except KilnError as exc:
@@ -267,6 +276,13 @@ async def note_other_installations(plane: ControlPlane) -> None:
             f" this kiln ({plane.driver.installation_id[:8]}) never stops, adopts or removes them",
             severity=Severity.WARNING,
         )
+
+
+def recheck_exit(plane: ControlPlane, key: AppKey, container_id: str) -> None:
+    """Wake ``key``'s loop unless its last round listed ``container_id`` as stopped or gone."""
+    listed = plane.last_instances.get(key)
+    if listed is None or any(i.container_id == container_id and i.running for i in listed):
+        plane.loops.wake(key)
 
 
 async def wake_known_apps(plane: ControlPlane) -> None:
