@@ -56,6 +56,7 @@ class Executor:
         clock: Callable[[], datetime],
         track: Callable[[Instance], None],
         wake: Callable[[AppKey], None],
+        changed: Callable[[AppKey], None],
         pull: Callable[[AppKey, str, int], Awaitable[bool]] | None = None,
         reveal: Callable[[AppKey, str, int], bytes] | None = None,
     ) -> None:
@@ -67,6 +68,9 @@ class Executor:
         self._clock = clock
         self._track = track
         self._wake = wake
+        # Told once the driver started, stopped or removed one of the app's containers (or
+        # failed to): kept engine lists of the app are then out of date (shared.py).
+        self._changed = changed
         # Pulls a release's pinned image the engine lacks (images.Puller); None: never pulls.
         self._pull = pull
         self._reveal = reveal
@@ -110,6 +114,12 @@ class Executor:
                 raise result
 
     async def _start(self, key: AppKey, action: StartInstance) -> None:
+        try:
+            await self._start_instance(key, action)
+        finally:
+            self._changed(key)
+
+    async def _start_instance(self, key: AppKey, action: StartInstance) -> None:
         spec = action.spec
         try:
             # The plan names secret versions; their values are opened here, held in memory
@@ -153,7 +163,10 @@ class Executor:
             action.instance_id in memory.stopping or action.instance_id in memory.retiring_since
         )
         self._health.untrack(action.instance_id)
-        removed = await self._driver.remove_instance(action.container_id)
+        try:
+            removed = await self._driver.remove_instance(action.container_id)
+        finally:
+            self._changed(key)
         if not removed and not planned:
             # It died and was gone before kiln came to remove it: removed by hand (drift).
             self._events.record(
@@ -190,6 +203,7 @@ class Executor:
             memory.stopping.discard(action.instance_id)
             log.warning("stopping %s failed (will retry): %s", action.instance_id, exc.message)
         finally:
+            self._changed(key)
             self._wake(key)
 
     async def _scale(self, key: AppKey, group: ScaleGroup) -> None:
@@ -204,6 +218,8 @@ class Executor:
                 release=group.release,
             )
             raise
+        finally:
+            self._changed(key)
 
     async def _progress(self, key: AppKey, action: UpdateRollout) -> None:
         try:

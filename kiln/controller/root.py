@@ -170,6 +170,7 @@ def assemble_engine(
         clock=clock,
         track=functools.partial(track_instance, plane),
         wake=plane.loops.wake,
+        changed=plane.reads.instances.changed,
         pull=Puller(plane).ensure,
         reveal=plane.vault.reveal,
     )

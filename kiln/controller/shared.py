@@ -20,6 +20,16 @@ A failed read fails every caller that joined it with the same error (a round ret
 backoff); the next caller starts a new read. Both reads are a ``GroupCommit`` (groupcommit.py,
 which route applies share too) whose callers bring what they want read.
 
+**Kept lists.** While the engine's event stream is open (``watching``), one app's list is kept
+for ``KEPT_FOR`` seconds and answers that app's next rounds without asking the engine, until a
+change of its containers: an engine event of the app, or a start, stop or removal by kiln
+itself (``changed``; the executor calls it once the driver returned). A rollout's rounds come a
+few milliseconds apart, mostly for health flips that change nothing in the engine, and a
+listing at 300 containers costs the engine a scan of all of them. A list read while a change
+came is not kept (it may predate it); the resync lists again (kept lists are younger than it).
+Only for drivers that place instances themselves (``placement == "instances"``): an
+orchestrator replaces instances on its own.
+
 **Narrowed engine lists.** A round woken alone (its own container's event, a rollout step of
 one app while ninety-nine others idle) needs one app's containers, not three hundred: when the
 callers of a read ask for a few apps only, the read asks the engine for those apps' containers
@@ -30,6 +40,7 @@ asks for every app, gets the full list.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -42,6 +53,10 @@ T = TypeVar("T")
 
 NARROW_UP_TO = 8
 """A read asked for this many apps or fewer lists each of them (in parallel); more, every app."""
+
+KEPT_FOR = 2.0
+"""Seconds an app's list answers its rounds while no change of its containers came (shorter
+than the resync, which therefore always lists)."""
 
 
 class SharedRead(Generic[T]):
@@ -74,13 +89,22 @@ class InstancesRead:
     ``get()`` every app's, ``of(key)`` one app's (a read that only ``of`` callers of a few apps
     joined lists just those apps)."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._driver = driver
+        self._clock = clock
         # Each caller joins with the app it wants, or None for every app.
         self._commit: GroupCommit[AppKey | None, dict[AppKey, list[Instance]]] = GroupCommit(
             name="engine list"
         )
         self.narrowed = 0  # reads that listed some apps only (for tests and benchmarks)
+        self.kept_answers = 0  # calls answered from a kept list (for tests and benchmarks)
+        # Set by the driver watch while its event stream is open: every change is then told.
+        self.watching = False
+        self._keep = driver.placement == "instances"
+        self._kept: dict[AppKey, tuple[float, tuple[Instance, ...]]] = {}  # (read at, containers)
+        # The apps that changed since the read in flight began (one read at a time): their
+        # lists from it are not kept. None: every app changed.
+        self._changed_since_read: set[AppKey] | None = set()
 
     @property
     def reads(self) -> int:
@@ -89,7 +113,22 @@ class InstancesRead:
 
     async def of(self, key: AppKey) -> list[Instance]:
         """``key``'s instances (this installation's and legacy ones), running or not."""
+        kept = self._kept.get(key) if self.watching else None
+        if kept is not None and self._clock() - kept[0] < KEPT_FOR:
+            self.kept_answers += 1
+            return list(kept[1])
         return list((await self._commit.join(key, self._list)).get(key, ()))
+
+    def changed(self, key: AppKey | None) -> None:
+        """``key``'s containers changed, or may have (None: any app's, as when the event stream
+        reopens): its next round lists them."""
+        if key is None:
+            self._changed_since_read = None
+            self._kept.clear()
+        else:
+            if self._changed_since_read is not None:
+                self._changed_since_read.add(key)
+            self._kept.pop(key, None)
 
     async def get(self) -> dict[AppKey, list[Instance]]:
         return await self._commit.join(None, self._list)
@@ -98,16 +137,25 @@ class InstancesRead:
         await self._commit.close()
 
     async def _list(self, asked: list[AppKey | None]) -> dict[AppKey, list[Instance]]:
+        began, self._changed_since_read = self._clock(), set()
         keys = {key for key in asked if key is not None}
+        by_app: dict[AppKey, list[Instance]]
         if None in asked or len(keys) > NARROW_UP_TO:
-            by_app: dict[AppKey, list[Instance]] = {}
+            by_app = {}
             for instance in await self._driver.list_instances():
                 by_app.setdefault(instance.key, []).append(instance)
-            return by_app
-        self.narrowed += 1
-        ordered = sorted(keys)
-        lists = await asyncio.gather(*(self._driver.list_instances(key) for key in ordered))
-        return dict(zip(ordered, lists, strict=True))
+        else:
+            self.narrowed += 1
+            ordered = sorted(keys)
+            lists = await asyncio.gather(*(self._driver.list_instances(key) for key in ordered))
+            by_app = dict(zip(ordered, lists, strict=True))
+        changed = self._changed_since_read
+        if self._keep and changed is not None:
+            # What has aged out goes (a destroyed app's last list among it).
+            self._kept = {k: v for k, v in self._kept.items() if began - v[0] < KEPT_FOR}
+            for key in keys.union(by_app).difference(changed):
+                self._kept[key] = (began, tuple(by_app.get(key, ())))
+        return by_app
 
 
 class SharedReads:

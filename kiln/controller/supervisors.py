@@ -66,6 +66,9 @@ class Supervisors:
         while True:
             try:
                 events = plane.driver.watch()  # from now on: nothing after this is missed
+                # ... so engine lists may be kept until an event says they changed (shared.py).
+                plane.reads.instances.changed(None)
+                plane.reads.instances.watching = True
                 if reopened and await self._engine_answers():
                     # What happened while no stream was open sent no event: every app looks
                     # again now rather than at the next resync. (An engine that is down gets
@@ -77,6 +80,7 @@ class Supervisors:
                     log.debug(
                         "driver event %s %s of %s", event.action, event.instance_id, event.key
                     )
+                    plane.reads.instances.changed(event.key)
                     if event.action not in _NO_NEWS_ACTIONS:
                         plane.loops.wake(event.key)
                     if event.action == "destroy":
@@ -100,6 +104,8 @@ class Supervisors:
                 log.debug("driver watch ended: %s", exc.message)
             except Exception:
                 log.exception("driver watch failed")
+            finally:
+                plane.reads.instances.watching = False  # no news now: every round lists
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -279,9 +285,11 @@ async def note_other_installations(plane: ControlPlane) -> None:
 
 
 def recheck_exit(plane: ControlPlane, key: AppKey, container_id: str) -> None:
-    """Wake ``key``'s loop unless its last round listed ``container_id`` as stopped or gone."""
+    """Wake ``key``'s loop unless its last round listed ``container_id`` as stopped or gone;
+    that round's list is not kept (the engine's list lagged behind its event)."""
     listed = plane.last_instances.get(key)
     if listed is None or any(i.container_id == container_id and i.running for i in listed):
+        plane.reads.instances.changed(key)
         plane.loops.wake(key)
 
 

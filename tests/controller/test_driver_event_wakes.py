@@ -76,10 +76,18 @@ async def test_a_death_is_looked_at_again_only_while_the_last_round_listed_it_ru
     plane = world.engine.plane
 
     with recorded_wakes(world) as woken:
-        # The engine announced the death before its list showed it: the round saw it running.
+        # The engine announced the death before its list showed it: the round saw it running,
+        # and the list it kept is not used again.
         plane.last_instances[WEB] = [instance]
+        await plane.reads.instances.of(WEB)
+        kept = plane.reads.instances.kept_answers
+        await plane.reads.instances.of(WEB)
+        assert plane.reads.instances.kept_answers == kept + 1
+        lists = plane.reads.instances.reads
         recheck_exit(plane, WEB, instance.container_id)
         assert woken == [WEB]
+        await plane.reads.instances.of(WEB)
+        assert plane.reads.instances.reads == lists + 1
 
         # A round already listed it as exited, or no longer listed it: nothing to look at.
         plane.last_instances[WEB] = [replace(instance, status=InstanceStatus.EXITED)]
