@@ -47,6 +47,9 @@ class AppLoops:
         # Called with a key whose loop is forgotten (a destroyed app whose instances are gone):
         # the control plane drops what it kept for the app (ControlPlane.forget_app).
         self.on_forget: Callable[[AppKey], None] | None = None
+        # Called at each resync tick, before the loops wake: what a round keeps between rounds
+        # (engine lists, shared.py) is dropped, so the resync always looks afresh.
+        self.on_resync: Callable[[], None] | None = None
         self._closed = False
 
     def wake(self, key: AppKey) -> None:
@@ -91,6 +94,8 @@ class AppLoops:
         """The resync: every loop woken at the same moment, every ``resync_seconds``."""
         while True:
             await asyncio.sleep(self._resync)
+            if self.on_resync is not None:
+                self.on_resync()
             for event in self._wakeups.values():
                 event.set()
 

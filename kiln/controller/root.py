@@ -161,6 +161,7 @@ def assemble_engine(
         memory=MemoryTrimmer(trim=glibc_trim()),
     )
     plane.loops.on_forget = plane.forget_app
+    plane.loops.on_resync = functools.partial(plane.reads.instances.changed, None)
     executor = Executor(
         store=facade,
         driver=driver,

@@ -26,7 +26,8 @@ change of its containers: an engine event of the app, or a start, stop or remova
 itself (``changed``; the executor calls it once the driver returned). A rollout's rounds come a
 few milliseconds apart, mostly for health flips that change nothing in the engine, and a
 listing at 300 containers costs the engine a scan of all of them. A list read while a change
-came is not kept (it may predate it); the resync lists again (kept lists are younger than it).
+came is not kept (it may predate it), and the resync tick drops every kept list (the resync is
+the net under missed events, so it always asks the engine).
 Only for drivers that place instances themselves (``placement == "instances"``): an
 orchestrator replaces instances on its own.
 
@@ -55,8 +56,7 @@ NARROW_UP_TO = 8
 """A read asked for this many apps or fewer lists each of them (in parallel); more, every app."""
 
 KEPT_FOR = 2.0
-"""Seconds an app's list answers its rounds while no change of its containers came (shorter
-than the resync, which therefore always lists)."""
+"""Seconds an app's list answers its rounds while no change of its containers came."""
 
 
 class SharedRead(Generic[T]):

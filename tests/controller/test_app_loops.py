@@ -83,3 +83,26 @@ async def test_a_loop_sleeps_until_its_plan_deadline_not_only_until_the_resync()
         await asyncio.wait_for(second_round.wait(), timeout=10)
     finally:
         await loops.close()
+
+
+async def test_each_resync_tick_calls_on_resync_before_it_wakes_the_loops() -> None:
+    """The hook that drops what rounds keep between them (engine lists): every tick's rounds
+    then look at the engine afresh."""
+    log: list[str] = []
+    ticked = asyncio.Event()
+
+    async def sync(key: AppKey) -> None:
+        log.append("round")
+        if log.count("resync") >= 2:
+            ticked.set()
+
+    loops = AppLoops(sync, resync_seconds=0.05, clock=lambda: datetime.now(UTC))
+    loops.on_resync = lambda: log.append("resync")
+    loops.wake(AppKey("dev", "web"))
+    try:
+        await asyncio.wait_for(ticked.wait(), timeout=10)
+    finally:
+        await loops.close()
+
+    first = log.index("resync")
+    assert log[0] == "round" and log[first + 1] == "round"

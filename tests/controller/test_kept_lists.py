@@ -160,3 +160,17 @@ async def test_kiln_sees_its_own_starts_and_stops_before_the_engines_events_arri
     assert len(started) == 3 and {i.id for i in world.running()} == set(started)
     assert silenced  # the engine had news; kiln did not need it
     assert world.engine.plane.reads.instances.kept_answers > 0
+
+
+async def test_a_change_no_event_told_is_seen_at_the_next_resync(world: World) -> None:
+    await world.engine.deploy(spec(instances=2), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 2)
+    reads = world.engine.plane.reads.instances
+    reads._clock = lambda: 0.0  # kept lists never age out: only a resync's look sees the crash
+    world.driver.emit = lambda event: None  # type: ignore[method-assign]
+
+    victim = world.running(WEB)[0]
+    world.driver.crash(victim.id)
+
+    await eventually(lambda: victim.id not in {i.id for i in world.running(WEB)})
+    await eventually(lambda: len(world.running(WEB)) == 2)
