@@ -2,7 +2,8 @@
 
 Order matters for invariant 3 (traffic leaves an instance before it stops): ``SetPeers`` runs
 first and alone; starts and removals then run concurrently; stops run in the background
-(SIGTERM can take ``stop_grace``) so a slow app never holds up its own rollout. A failed
+(SIGTERM can take ``stop_grace``) so a slow app never holds up its own rollout, and begin once
+the app's starts under way are done (``STOP_BEHIND_START``: on one engine they contend). A failed
 action raises after the others finished; the next reconcile plans it again.
 
 An orchestrator driver (``placement == "groups"``) gets the same round as release-group
@@ -13,6 +14,7 @@ per-instance starts, stops and removals; it places and restarts instances itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -42,6 +44,12 @@ from kiln.router.base import Router
 from kiln.store.aio import AsyncStore
 
 log = logging.getLogger("kiln.controller")
+
+STOP_BEHIND_START = 1.0
+"""Seconds a stop waits for its app's starts under way. On one engine a stop (and the removal
+that follows) and a start contend: a start beside its app's stop took 12-25 ms longer (the
+rollout's own timeline), and the start is what a rollout waits on, while the instance that
+stops has already left the router. Bounded: a start that pulls an image never holds a stop long."""
 
 
 class Executor:
@@ -75,6 +83,8 @@ class Executor:
         self._pull = pull
         self._reveal = reveal
         self._background: set[asyncio.Task[None]] = set()
+        # Each app's starts under way (count, and set when there are none): its stops wait.
+        self._starting: dict[AppKey, tuple[int, asyncio.Event]] = {}
 
     async def execute(self, key: AppKey, plan: Plan, memory: AppMemory) -> None:
         now = self._clock()
@@ -94,6 +104,7 @@ class Executor:
                 work.append(self._scale(key, group))
         for action in plan.actions if self._driver.placement == "instances" else ():
             if isinstance(action, StartInstance):
+                self._count_start(key, +1)  # before a stop of this round looks
                 work.append(self._start(key, action))
             elif isinstance(action, RemoveInstance):
                 work.append(self._remove(key, action, memory))
@@ -117,7 +128,25 @@ class Executor:
         try:
             await self._start_instance(key, action)
         finally:
+            self._count_start(key, -1)
             self._changed(key)
+
+    def _count_start(self, key: AppKey, step: int) -> None:
+        count, none = self._starting.get(key, (0, asyncio.Event()))
+        count += step
+        if count:
+            none.clear()
+            self._starting[key] = (count, none)
+        else:
+            none.set()
+            self._starting.pop(key, None)
+
+    async def _behind_starts(self, key: AppKey) -> None:
+        """Until none of ``key``'s starts is under way, or STOP_BEHIND_START."""
+        starting = self._starting.get(key)
+        if starting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(starting[1].wait(), STOP_BEHIND_START)
 
     async def _start_instance(self, key: AppKey, action: StartInstance) -> None:
         spec = action.spec
@@ -198,6 +227,7 @@ class Executor:
             instance=action.instance_id,
         )
         try:
+            await self._behind_starts(key)
             await self._driver.stop_instance(action.container_id, grace=action.grace)
         except KilnError as exc:
             memory.stopping.discard(action.instance_id)

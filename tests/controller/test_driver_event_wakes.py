@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from kiln.controller.supervisors import recheck_exit
 from kiln.drivers.base import DriverEvent
@@ -68,35 +69,37 @@ async def test_a_signal_or_a_stop_notice_wakes_no_round_and_a_start_does(world: 
 
 
 async def test_a_death_is_looked_at_again_only_while_the_last_round_listed_it_running(
-    world: World,
+    tmp_path: Path,
 ) -> None:
-    await world.engine.deploy(spec(instances=1), message="", who="t")
-    await settled(world, count=1)
-    (instance,) = world.running(WEB)
+    world = World(tmp_path)  # not started: nothing but the test moves the loops and lists
     plane = world.engine.plane
+    woken: list[AppKey] = []
+    plane.loops.wake = woken.append  # type: ignore[method-assign]
+    reads = plane.reads.instances
+    reads.watching = True
+    instance = Instance(
+        id="r1-a", key=WEB, release=1, container_id="c" * 64, status=InstanceStatus.RUNNING
+    )
 
-    with recorded_wakes(world) as woken:
-        # The engine announced the death before its list showed it: the round saw it running,
-        # and the list it kept is not used again.
-        plane.last_instances[WEB] = [instance]
-        await plane.reads.instances.of(WEB)
-        kept = plane.reads.instances.kept_answers
-        await plane.reads.instances.of(WEB)
-        assert plane.reads.instances.kept_answers == kept + 1
-        lists = plane.reads.instances.reads
-        recheck_exit(plane, WEB, instance.container_id)
-        assert woken == [WEB]
-        await plane.reads.instances.of(WEB)
-        assert plane.reads.instances.reads == lists + 1
+    # The engine announced the death before its list showed it: the round saw it running, and
+    # the list it kept is not used again.
+    plane.last_instances[WEB] = [instance]
+    await reads.of(WEB)
+    await reads.of(WEB)
+    assert (reads.reads, reads.kept_answers) == (1, 1)
+    recheck_exit(plane, WEB, instance.container_id)
+    assert woken == [WEB]
+    await reads.of(WEB)
+    assert reads.reads == 2
 
-        # A round already listed it as exited, or no longer listed it: nothing to look at.
-        plane.last_instances[WEB] = [replace(instance, status=InstanceStatus.EXITED)]
-        recheck_exit(plane, WEB, instance.container_id)
-        plane.last_instances[WEB] = []
-        recheck_exit(plane, WEB, instance.container_id)
-        assert woken == [WEB]
+    # A round already listed it as exited, or no longer listed it: nothing to look at.
+    plane.last_instances[WEB] = [replace(instance, status=InstanceStatus.EXITED)]
+    recheck_exit(plane, WEB, instance.container_id)
+    plane.last_instances[WEB] = []
+    recheck_exit(plane, WEB, instance.container_id)
+    assert woken == [WEB]
 
-        # No round of the app yet: look.
-        del plane.last_instances[WEB]
-        recheck_exit(plane, WEB, instance.container_id)
-        assert woken == [WEB, WEB]
+    # No round of the app yet: look.
+    del plane.last_instances[WEB]
+    recheck_exit(plane, WEB, instance.container_id)
+    assert woken == [WEB, WEB]

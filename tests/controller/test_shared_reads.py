@@ -7,11 +7,12 @@ import asyncio
 
 import pytest
 
-from kiln.controller.shared import NARROW_UP_TO, SharedRead, SharedReads
+from kiln.controller.shared import KEPT_FOR, NARROW_UP_TO, InstancesRead, SharedRead, SharedReads
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import RouterUnavailable
 from kiln.model import AppKey, Instance, InstanceSpec
 from kiln.router.fake import FakeRouter
+from tests.controller.world import eventually
 
 
 class World:
@@ -145,15 +146,20 @@ def _spec(key: AppKey, instance_id: str) -> InstanceSpec:
 
 
 class CountingDriver(FakeDriver):
-    """A fake driver that remembers which listings it was asked for (None: every app)."""
+    """A fake driver that remembers which listings it was asked for (None: every app); with
+    ``gate`` set, a listing waits for it once it has looked."""
 
     def __init__(self) -> None:
         super().__init__()
         self.listings: list[AppKey | None] = []
+        self.gate: asyncio.Event | None = None
 
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
         self.listings.append(key)
-        return await super().list_instances(key)
+        found = await super().list_instances(key)
+        if self.gate is not None:
+            await self.gate.wait()
+        return found
 
 
 async def counted_reads(*keys: AppKey) -> tuple[CountingDriver, SharedReads]:
@@ -195,3 +201,92 @@ async def test_a_caller_of_every_app_joins_with_rounds_and_gets_the_full_listing
     assert [i.id for i in of_web] == ["r1-web"]
     assert set(everything) == {web, api}
     assert driver.listings == [None]
+
+
+# --- kept lists: an app's list answers its next rounds until a change of it is told ---------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def kept_reads(*keys: AppKey) -> tuple[CountingDriver, InstancesRead, Clock]:
+    """An engine list over a counting driver, its event stream open (``watching``)."""
+    driver, _ = await counted_reads(*keys)
+    clock = Clock()
+    read = InstancesRead(driver, clock=clock)
+    read.watching = True
+    return driver, read, clock
+
+
+def ids(instances: list[Instance]) -> list[str]:
+    return sorted(i.id for i in instances)
+
+
+async def test_an_apps_rounds_reuse_its_list_until_a_change_of_it_is_told() -> None:
+    web, api = WEB_AND_API
+    driver, read, _ = await kept_reads(web, api)
+    assert ids(await read.of(web)) == ["r1-web"]
+    assert ids(await read.of(api)) == ["r1-api"]
+
+    await driver.start_instance(_spec(web, "r2-web"))  # its event is on its way
+    assert ids(await read.of(web)) == ["r1-web"]
+    assert driver.listings == [web, api] and read.kept_answers == 1
+
+    read.changed(web)
+    assert ids(await read.of(web)) == ["r1-web", "r2-web"]
+    assert ids(await read.of(api)) == ["r1-api"]  # another app's change leaves it kept
+    assert driver.listings == [web, api, web]
+
+
+async def test_a_kept_list_ages_out_and_none_is_kept_without_the_event_stream() -> None:
+    web, _ = WEB_AND_API
+    driver, read, clock = await kept_reads(web)
+    await read.of(web)
+    clock.now += KEPT_FOR
+    await read.of(web)
+    assert driver.listings == [web, web]
+
+    read.watching = False  # the stream ended: changes would go untold
+    await read.of(web)
+    await read.of(web)
+    assert driver.listings == [web] * 4 and read.kept_answers == 0
+
+
+async def test_a_list_read_while_a_change_came_is_not_kept() -> None:
+    web, _ = WEB_AND_API
+    driver, read, _ = await kept_reads(web)
+    driver.gate = asyncio.Event()
+    in_flight = asyncio.create_task(read.of(web))
+    await eventually(lambda: driver.listings)
+    read.changed(web)  # told while the engine answered: the answer may predate it
+    driver.gate.set()
+    await in_flight
+
+    await read.of(web)
+    assert driver.listings == [web, web]
+
+
+async def test_the_stream_reopening_drops_every_kept_list() -> None:
+    web, api = WEB_AND_API
+    driver, read, _ = await kept_reads(web, api)
+    await read.get()  # a full listing keeps every app it saw
+    await read.of(api)
+    read.changed(None)
+    await read.of(web)
+    assert driver.listings == [None, web]
+
+
+async def test_an_orchestrators_lists_are_never_kept() -> None:
+    web, _ = WEB_AND_API
+    driver, read, _ = await kept_reads(web)
+    driver.placement = "groups"
+    read = InstancesRead(driver)
+    read.watching = True
+    await read.of(web)
+    await read.of(web)
+    assert driver.listings == [web, web]

@@ -1,0 +1,87 @@
+"""An app's stop begins once its starts under way are done (``STOP_BEHIND_START``): on one
+engine a stop and a start contend, and the start is what a rollout waits on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+
+from kiln.controller import executor
+from kiln.model import Instance, InstanceSpec, StartInstance, StopInstance
+from kiln.planning import Plan
+from tests.controller.world import WEB, World, eventually, spec
+
+EXTRA = "r1-extra"
+
+
+def gate_extra_start(world: World) -> tuple[asyncio.Event, asyncio.Event]:
+    """The start of EXTRA waits until the test opens the gate."""
+    start = world.driver.start_instance
+    gate, waiting = asyncio.Event(), asyncio.Event()
+
+    async def gated(spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None) -> Instance:
+        if spec.id == EXTRA:
+            waiting.set()
+            await gate.wait()
+        return await start(spec, secrets=secrets)
+
+    world.driver.start_instance = gated  # type: ignore[method-assign]
+    return gate, waiting
+
+
+async def stop_beside_a_start(world: World) -> tuple[Instance, asyncio.Task[None]]:
+    """One round of WEB that stops its instance and starts EXTRA, under way."""
+    await world.engine.deploy(spec(instances=1), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 1)
+    (old,) = world.running()
+    extra = InstanceSpec(
+        id=EXTRA, key=WEB, release=1, name=f"web-{EXTRA}", image="web:v1", command=None,
+        env={}, port=8080, labels={},
+    )  # fmt: skip
+    round_ = Plan(
+        actions=(
+            StopInstance(
+                instance_id=old.id,
+                container_id=old.container_id,
+                release=1,
+                grace=0,
+                reason="replaced",
+            ),
+            StartInstance(spec=extra, reason="replacing it"),
+        )
+    )
+    plane = world.engine.plane
+    task = asyncio.create_task(
+        world.engine.executor.execute(WEB, round_, plane.observer.memory[WEB])
+    )
+    return old, task
+
+
+async def test_a_stop_waits_for_the_start_beside_it(world: World) -> None:
+    gate, waiting = gate_extra_start(world)
+    old, round_ = await stop_beside_a_start(world)
+    await asyncio.wait_for(waiting.wait(), timeout=10)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert old.id in {i.id for i in world.running()}  # the stop waits for the start...
+
+    gate.set()
+    await round_
+    await eventually(lambda: old.id not in {i.id for i in world.running()})  # ...then goes
+    assert EXTRA in {i.id for i in world.running()}
+
+
+async def test_a_start_that_hangs_holds_no_stop_for_long(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor, "STOP_BEHIND_START", 0.05)
+    gate, waiting = gate_extra_start(world)
+    old, round_ = await stop_beside_a_start(world)
+    await asyncio.wait_for(waiting.wait(), timeout=10)
+
+    await eventually(lambda: old.id not in {i.id for i in world.running()})  # the gate is shut
+    assert not round_.done()
+    gate.set()
+    await round_
