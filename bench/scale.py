@@ -596,9 +596,13 @@ class Run:
         out["others_destroyed_s"] = gone["no_container_left_s"]
         self.rolling(out, deadline)
         if self.rolling_with:
-            out["with_others_vs_this"] = round(
-                statistics.median(self.rolling_with) / out["deploy_to_all_new_s_median"], 2
-            )
+            with_others = statistics.median(self.rolling_with)
+            out["with_others_vs_this"] = round(with_others / out["deploy_to_all_new_s_median"], 2)
+            if self.rolling_alone:
+                # Alone before and after (A-B-A): what the machine and the engine drift between
+                # the first phase and this one weighs on both sides alike.
+                both = statistics.median(self.rolling_alone + out["deploy_to_all_new_s"])
+                out["with_others_vs_alone_before_and_after"] = round(with_others / both, 2)
         back: Json = {}
         self.deploy_all_api(back, deadline)
         out["others_back_s"] = back["all_serving_s"]
