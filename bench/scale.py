@@ -14,8 +14,10 @@ For each network (``--networks host,bridge``), on a fresh private dockerd, kiln 
   api                       GET /v1/apps p50/p99 ms, ``kiln status --json`` wall time
   rolling_with_others       the same app's deploys again, with the APPS-1 others idle; ratio
   rolling_alone_again       the others destroyed, the same deploys alone again (the engine has
-                            run their containers meanwhile): ratio of with-others to this; then
-                            the others again
+                            run their containers meanwhile): ratio of with-others to this, and
+                            to the alone deploys before and after together (A-B-A: what drifts
+                            on the machine between the phases weighs on both sides); then the
+                            others again
   kill                      ``kill -9`` of one instance in each of 10 apps at once → all replaced
   route_churn               a deploy of every app that changes its routes (another host; kiln
                             reloads NGINX when the route table changes: both hosts while both

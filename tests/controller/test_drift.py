@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.controller.world import WEB, World, eventually, spec
-
-
-async def settled(world: World, count: int = 3) -> None:
-    await eventually(
-        lambda: (
-            world.store.active_rollout(WEB) is None
-            and len(world.router.peers.get(WEB, [])) == count
-            and len(world.running()) == count
-        )
-    )
+from tests.controller.world import WEB, World, settled, spec
 
 
 def drift_events(world: World) -> list[str]:

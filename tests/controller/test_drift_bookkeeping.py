@@ -18,7 +18,7 @@ from kiln.controller.runtime import ControlPlane
 from kiln.drivers.base import DriverEvent
 from kiln.errors import TemporaryFailure
 from kiln.model import AppKey, Instance, InstanceSpec
-from tests.controller.world import WEB, World, eventually, running, spec
+from tests.controller.world import WEB, World, eventually, running, settled, spec
 
 API = AppKey("dev", "api")
 
@@ -34,16 +34,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 def api_spec(extra: str = "") -> str:
     return spec("api:v1", extra=extra).replace("app: web", "app: api")
-
-
-async def settled(world: World, key: AppKey = WEB, count: int = 3) -> None:
-    await eventually(
-        lambda: (
-            world.store.active_rollout(key) is None
-            and len(world.running(key)) == count
-            and len(world.router.peers.get(key, [])) == count
-        )
-    )
 
 
 async def replaced(world: World, instance_id: str) -> None:

@@ -14,17 +14,7 @@ from pathlib import Path
 from kiln.controller.supervisors import recheck_exit
 from kiln.drivers.base import DriverEvent
 from kiln.model import AppKey, Instance, InstanceStatus
-from tests.controller.world import WEB, World, eventually, spec
-
-
-async def settled(world: World, count: int) -> None:
-    await eventually(
-        lambda: (
-            world.store.active_rollout(WEB) is None
-            and len(world.running(WEB)) == count
-            and len(world.router.peers.get(WEB, [])) == count
-        )
-    )
+from tests.controller.world import WEB, World, eventually, settled, spec
 
 
 @contextmanager

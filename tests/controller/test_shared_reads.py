@@ -10,9 +10,9 @@ import pytest
 from kiln.controller.shared import KEPT_FOR, NARROW_UP_TO, InstancesRead, SharedRead, SharedReads
 from kiln.drivers.fake import FakeDriver
 from kiln.errors import RouterUnavailable
-from kiln.model import AppKey, Instance, InstanceSpec
+from kiln.model import AppKey, Instance
 from kiln.router.fake import FakeRouter
-from tests.controller.world import eventually
+from tests.controller.world import eventually, instance_spec
 
 
 class World:
@@ -121,28 +121,14 @@ async def test_instances_come_back_by_app_and_a_new_container_is_seen_by_the_nex
     driver.add_image("web:v1")
     reads = SharedReads(driver, FakeRouter())
     web, api = AppKey("dev", "web"), AppKey("dev", "api")
-    await driver.start_instance(_spec(web, "r1-a"))
+    await driver.start_instance(instance_spec(web, "r1-a"))
 
     assert [i.id for i in await reads.instances_of(web)] == ["r1-a"]
     assert await reads.instances_of(api) == []
 
-    await driver.start_instance(_spec(api, "r1-b"))
+    await driver.start_instance(instance_spec(api, "r1-b"))
     assert [i.id for i in await reads.instances_of(api)] == ["r1-b"]
     assert reads.instances.reads == 3
-
-
-def _spec(key: AppKey, instance_id: str) -> InstanceSpec:
-    return InstanceSpec(
-        id=instance_id,
-        key=key,
-        release=1,
-        name=f"{key.app}-{instance_id}",
-        image="web:v1",
-        command=None,
-        env={},
-        port=8080,
-        labels={},
-    )
 
 
 class CountingDriver(FakeDriver):
@@ -167,7 +153,7 @@ async def counted_reads(*keys: AppKey) -> tuple[CountingDriver, SharedReads]:
     driver = CountingDriver()
     driver.add_image("web:v1")
     for key in keys:
-        await driver.start_instance(_spec(key, f"r1-{key.app}"))
+        await driver.start_instance(instance_spec(key, f"r1-{key.app}"))
     return driver, SharedReads(driver, FakeRouter())
 
 
@@ -233,7 +219,7 @@ async def test_an_apps_rounds_reuse_its_list_until_a_change_of_it_is_told() -> N
     assert ids(await read.of(web)) == ["r1-web"]
     assert ids(await read.of(api)) == ["r1-api"]
 
-    await driver.start_instance(_spec(web, "r2-web"))  # its event is on its way
+    await driver.start_instance(instance_spec(web, "r2-web"))  # its event is on its way
     assert ids(await read.of(web)) == ["r1-web"]
     assert driver.listings == [web, api] and read.kept_answers == 1
 

@@ -11,7 +11,7 @@ import pytest
 from kiln.controller import executor
 from kiln.model import Instance, InstanceSpec, StartInstance, StopInstance
 from kiln.planning import Plan
-from tests.controller.world import WEB, World, eventually, spec
+from tests.controller.world import WEB, World, eventually, instance_spec, spec
 
 EXTRA = "r1-extra"
 
@@ -36,10 +36,7 @@ async def stop_beside_a_start(world: World) -> tuple[Instance, asyncio.Task[None
     await world.engine.deploy(spec(instances=1), message="", who="t")
     await eventually(lambda: len(world.router.peers.get(WEB, [])) == 1)
     (old,) = world.running()
-    extra = InstanceSpec(
-        id=EXTRA, key=WEB, release=1, name=f"web-{EXTRA}", image="web:v1", command=None,
-        env={}, port=8080, labels={},
-    )  # fmt: skip
+    extra = instance_spec(WEB, EXTRA)
     round_ = Plan(
         actions=(
             StopInstance(

@@ -17,7 +17,7 @@ from kiln.controller.engine import Engine
 from kiln.controller.root import assemble_engine
 from kiln.drivers.base import Driver
 from kiln.drivers.fake import FakeDriver
-from kiln.model import AppKey, Instance, ReleaseOrigin
+from kiln.model import AppKey, Instance, InstanceSpec, ReleaseOrigin
 from kiln.registry.base import Registry
 from kiln.router.base import Router
 from kiln.router.fake import FakeRouter
@@ -34,6 +34,21 @@ def spec(
     return (
         f"app: web\nimage: {image}\nport: 8080\ninstances: {instances}\n"
         f"deploy: {{deadline: {deadline}, drain: 0s}}\nstop_grace: 0s\n{extra}"
+    )
+
+
+def instance_spec(key: AppKey, instance_id: str, *, release: int = 1) -> InstanceSpec:
+    """A plain instance of ``key`` (image web:v1, port 8080), for a fake driver to start."""
+    return InstanceSpec(
+        id=instance_id,
+        key=key,
+        release=release,
+        name=f"{key.app}-{instance_id}",
+        image="web:v1",
+        command=None,
+        env={},
+        port=8080,
+        labels={},
     )
 
 
@@ -113,6 +128,17 @@ async def store_release(world: World, key: AppKey, spec_text: str) -> None:
         scale=spec.instances,
         deadline_seconds=spec.deploy.deadline,
         now=plane.clock(),
+    )
+
+
+async def settled(world: World, key: AppKey = WEB, count: int = 3) -> None:
+    """No rollout of ``key`` in progress, and ``count`` of its instances running and routed."""
+    await eventually(
+        lambda: (
+            world.store.active_rollout(key) is None
+            and len(world.running(key)) == count
+            and len(world.router.peers.get(key, [])) == count
+        )
     )
 
 
