@@ -69,8 +69,12 @@ class ReconcileRound:
                 plane.logs.collect(instance)
         running = {i.id for i in instances if i.running}
         tracked = plane.health.tracked_ids()
+        stopping = plane.observer.memory[key].stopping
         for instance in instances:
-            if instance.running and instance.id not in tracked:
+            # One kiln is stopping left the checks for good: listed as running until its
+            # container stops (a stop waits behind a start, SIGTERM takes a while), it must not
+            # be checked again, or a passing check would count it as ready once more.
+            if instance.running and instance.id not in tracked and instance.id not in stopping:
                 track_instance(plane, instance)
         # Only this app's: at 100 apps, looking through every probed instance (and comparing
         # its app) was most of an idle round's own time.

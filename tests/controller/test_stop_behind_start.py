@@ -82,3 +82,36 @@ async def test_a_start_that_hangs_holds_no_stop_for_long(
     assert not round_.done()
     gate.set()
     await round_
+
+
+async def test_an_instance_kiln_is_stopping_is_not_probed_again_meanwhile(world: World) -> None:
+    """A stop can wait (behind a start, or a slow SIGTERM): the app's rounds meanwhile still
+    list the instance as running, and must not take it back into the health checks, where a
+    ready probe would count it as serving again."""
+    await world.engine.deploy(spec(instances=1), message="", who="t")
+    await eventually(lambda: len(world.router.peers.get(WEB, [])) == 1)
+    (sick,) = world.running()
+    stop = world.driver.stop_instance
+    stops_held = asyncio.Event()
+
+    async def held(container_id: str, *, grace: float) -> None:
+        await stops_held.wait()
+        await stop(container_id, grace=grace)
+
+    world.driver.stop_instance = held  # type: ignore[method-assign]
+    try:
+        world.health.fail_liveness(sick.id)
+        await eventually(
+            lambda: any(
+                e.kind == "instance.stopping" and e.instance == sick.id
+                for e in world.store.list_events(key=WEB)
+            )
+        )
+        reads = world.engine.plane.reads.instances
+        listed = reads.reads
+        await eventually(lambda: reads.reads >= listed + 3)  # rounds at the resync meanwhile
+
+        assert sick.id not in world.health.tracked_ids()
+    finally:
+        stops_held.set()
+    await eventually(lambda: sick.id not in {i.id for i in world.running()})

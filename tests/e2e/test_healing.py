@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -79,7 +80,15 @@ def test_instance_failing_liveness_is_replaced(kiln: KilnHarness) -> None:
         ids = {i["id"] for i in now["instances"] if i["ready"] and i["in_router"]}
         return len(ids) == 2 and sick["id"] not in ids
 
-    wait_until(replaced, timeout=20, what="the unhealthy instance to be replaced")
+    try:
+        wait_until(replaced, timeout=20, what="the unhealthy instance to be replaced")
+    except AssertionError:
+        # What kiln saw, for whoever reads the failure (pytest shows what a failed test printed).
+        print(json.dumps(kiln.status(app), indent=1, default=str))
+        for event in kiln.cli_json("events", app, "--limit", "1000"):
+            print(event.get("at"), event.get("kind"), event.get("instance"), event.get("reason"))
+        print(kiln.server_log())
+        raise
     kinds = [
         e["kind"]
         for e in kiln.cli_json("events", app, "--limit", "1000")
