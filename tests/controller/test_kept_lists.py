@@ -4,21 +4,9 @@ arrive, and a change nobody told of is seen at the next resync."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from kiln.drivers.base import DriverEvent
 from kiln.model import Instance
-from tests.controller.world import WEB, World, eventually, running, spec
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    async with running(w):
-        yield w
+from tests.controller.world import WEB, World, eventually, spec
 
 
 async def test_kiln_sees_its_own_starts_and_stops_before_the_engines_events_arrive(
