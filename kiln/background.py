@@ -29,7 +29,7 @@ async def stop_tasks(*tasks: asyncio.Task[Any] | None) -> None:
 class Periodic:
     def __init__(
         self,
-        step: Callable[[], Awaitable[None]],
+        step: Callable[[], Awaitable[object]],  # what it returns is not looked at
         *,
         every: float,
         name: str,

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from kiln.background import stop_tasks
+from kiln.background import Periodic
 
 log = logging.getLogger("kiln.metrics")
 
@@ -36,7 +36,8 @@ class LoopLagSampler:
         self.interval = interval
         self._clock = clock
         self._sleep = sleep
-        self._task: asyncio.Task[None] | None = None
+        # No wait between two measurements: each one is a sleep of ``interval``.
+        self._sampling = Periodic(self.measure, every=0, name="kiln-loop-lag", log=log)
 
     async def measure(self) -> float:
         """One sleep of ``interval``; records and returns how late it woke (never < 0)."""
@@ -47,19 +48,7 @@ class LoopLagSampler:
         return lag
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kiln-loop-lag")
+        self._sampling.start()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        await stop_tasks(task)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.measure()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug here must not end the sampling for good
-                log.exception("event loop lag sampling failed")
-                await asyncio.sleep(self.interval)
+        await self._sampling.close()
