@@ -71,9 +71,9 @@ class ReconcileRound:
         tracked = plane.health.tracked_ids()
         stopping = plane.observer.memory[key].stopping
         for instance in instances:
-            # One kiln is stopping left the checks for good: listed as running until its
-            # container stops (a stop waits behind a start, SIGTERM takes a while), it must not
-            # be checked again, or a passing check would count it as ready once more.
+            # An instance kiln is stopping has left the health checks for good. It is listed as
+            # running until its container stops (a stop behind a start, a slow SIGTERM); checked
+            # again, a passing check would count it as ready once more.
             if instance.running and instance.id not in tracked and instance.id not in stopping:
                 track_instance(plane, instance)
         # Only this app's: at 100 apps, looking through every probed instance (and comparing
