@@ -64,7 +64,7 @@ class Executor:
         clock: Callable[[], datetime],
         track: Callable[[Instance], None],
         wake: Callable[[AppKey], None],
-        changed: Callable[[AppKey], None],
+        changed: Callable[[AppKey, str | None], None],
         pull: Callable[[AppKey, str, int], Awaitable[bool]] | None = None,
         reveal: Callable[[AppKey, str, int], bytes] | None = None,
     ) -> None:
@@ -77,7 +77,8 @@ class Executor:
         self._track = track
         self._wake = wake
         # Told once the driver started, stopped or removed one of the app's containers (or
-        # failed to): kept engine lists of the app are then out of date (shared.py).
+        # failed to; None when the container is unknown): kept engine lists of the app are
+        # then out of date (shared.py).
         self._changed = changed
         # Pulls a release's pinned image the engine lacks (images.Puller); None: never pulls.
         self._pull = pull
@@ -125,11 +126,12 @@ class Executor:
                 raise result
 
     async def _start(self, key: AppKey, action: StartInstance) -> None:
+        container_id = None  # a start that failed may have left a container: which, unknown
         try:
-            await self._start_instance(key, action)
+            container_id = await self._start_instance(key, action)
         finally:
             self._count_start(key, -1)
-            self._changed(key)
+            self._changed(key, container_id)
 
     def _count_start(self, key: AppKey, step: int) -> None:
         count, none = self._starting.get(key, (0, asyncio.Event()))
@@ -148,7 +150,8 @@ class Executor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(starting[1].wait(), STOP_BEHIND_START)
 
-    async def _start_instance(self, key: AppKey, action: StartInstance) -> None:
+    async def _start_instance(self, key: AppKey, action: StartInstance) -> str:
+        """Start the instance; its container's id."""
         spec = action.spec
         try:
             # The plan names secret versions; their values are opened here, held in memory
@@ -181,6 +184,7 @@ class Executor:
             release=spec.release,
             instance=spec.id,
         )
+        return instance.container_id
 
     def _secret_values(self, spec: InstanceSpec) -> dict[str, bytes]:
         if self._reveal is None:
@@ -195,7 +199,7 @@ class Executor:
         try:
             removed = await self._driver.remove_instance(action.container_id)
         finally:
-            self._changed(key)
+            self._changed(key, action.container_id)
         if not removed and not planned:
             # It died and was gone before kiln came to remove it: removed by hand (drift).
             self._events.record(
@@ -233,7 +237,7 @@ class Executor:
             memory.stopping.discard(action.instance_id)
             log.warning("stopping %s failed (will retry): %s", action.instance_id, exc.message)
         finally:
-            self._changed(key)
+            self._changed(key, action.container_id)
             self._wake(key)
 
     async def _scale(self, key: AppKey, group: ScaleGroup) -> None:
@@ -249,7 +253,7 @@ class Executor:
             )
             raise
         finally:
-            self._changed(key)
+            self._changed(key, None)
 
     async def _progress(self, key: AppKey, action: UpdateRollout) -> None:
         try:

@@ -21,13 +21,16 @@ backoff); the next caller starts a new read. Both reads are a ``GroupCommit`` (g
 which route applies share too) whose callers bring what they want read.
 
 **Kept lists.** While the engine's event stream is open (``watching``), one app's list is kept
-for ``KEPT_FOR`` seconds and answers that app's next rounds without asking the engine, until a
-change of its containers: an engine event of the app, or a start, stop or removal by kiln
-itself (``changed``; the executor calls it once the driver returned). A rollout's rounds come a
-few milliseconds apart, mostly for health flips that change nothing in the engine, and a
-listing at 300 containers costs the engine a scan of all of them. A list read while a change
-came is not kept (it may predate it), and the resync tick drops every kept list (the resync is
-the net under missed events, so it always asks the engine).
+for ``KEPT_FOR`` seconds and answers that app's next rounds without asking the engine. A change
+of one of its containers (an engine event of the app, or a start, stop or removal by kiln itself,
+told by the executor once the driver returned) does not drop the list: the container is inspected
+and put into the kept list as it is now (``changed(key, container_id)``: a patch). A rollout's
+rounds come a few milliseconds apart, and a listing at 300 containers costs the engine a scan of
+all of them where an inspect costs one container; a round that asks while a patch of its app is
+under way waits for it. A change whose container is unknown (a start that failed), a patch that
+failed, or ``changed(None)`` (the event stream reopened) drops the list: the next round lists.
+A list read while a change came is not kept (it may predate it), and the resync tick drops every
+kept list (the resync is the net under missed events, so it always asks the engine).
 Only for drivers that place instances themselves (``placement == "instances"``): an
 orchestrator replaces instances on its own.
 
@@ -41,6 +44,7 @@ asks for every app, gets the full list.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -51,6 +55,7 @@ from kiln.model import AppKey, Instance, ReleaseTraffic
 from kiln.router.base import Router
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 NARROW_UP_TO = 8
 """A read asked for this many apps or fewer lists each of them (in parallel); more, every app."""
@@ -105,6 +110,12 @@ class InstancesRead:
         # The apps that changed since the read in flight began (one read at a time): their
         # lists from it are not kept. None: every app changed.
         self._changed_since_read: set[AppKey] | None = set()
+        # Patches of kept lists: the containers each app's patch is still to inspect, and the
+        # patch under way per app (set when it is done).
+        self._dirty: dict[AppKey, set[str]] = {}
+        self._patching: dict[AppKey, asyncio.Event] = {}
+        self._patches: set[asyncio.Task[None]] = set()
+        self.patches = 0  # kept lists patched (for tests and benchmarks)
 
     @property
     def reads(self) -> int:
@@ -113,27 +124,71 @@ class InstancesRead:
 
     async def of(self, key: AppKey) -> list[Instance]:
         """``key``'s instances (this installation's and legacy ones), running or not."""
-        kept = self._kept.get(key) if self.watching else None
-        if kept is not None and self._clock() - kept[0] < KEPT_FOR:
-            self.kept_answers += 1
-            return list(kept[1])
+        while self.watching and (kept := self._kept.get(key)) is not None:
+            if self._clock() - kept[0] >= KEPT_FOR:
+                break
+            patching = self._patching.get(key)
+            if patching is None:
+                self.kept_answers += 1
+                return list(kept[1])
+            await patching.wait()  # then look again: the patch may have dropped the list
         return list((await self._commit.join(key, self._list)).get(key, ()))
 
-    def changed(self, key: AppKey | None) -> None:
-        """``key``'s containers changed, or may have (None: any app's, as when the event stream
-        reopens): its next round lists them."""
+    def changed(self, key: AppKey | None, container_id: str | None = None) -> None:
+        """``key``'s container ``container_id`` changed, or may have: a kept list of the app
+        gets it inspected and put in (a patch). Without a container (a change that cannot say
+        which), or without a kept list, ``key``'s next round lists; ``key`` None: every app's."""
         if key is None:
             self._changed_since_read = None
             self._kept.clear()
-        else:
-            if self._changed_since_read is not None:
-                self._changed_since_read.add(key)
+            self._dirty.clear()
+            return
+        if self._changed_since_read is not None:
+            self._changed_since_read.add(key)
+        if container_id is None or key not in self._kept:
             self._kept.pop(key, None)
+            return
+        self._dirty.setdefault(key, set()).add(container_id)
+        if key not in self._patching:
+            done = self._patching[key] = asyncio.Event()
+            task = asyncio.create_task(self._patch(key, done), name=f"patch list of {key}")
+            self._patches.add(task)
+            task.add_done_callback(self._patches.discard)
+
+    async def _patch(self, key: AppKey, done: asyncio.Event) -> None:
+        """Inspect ``key``'s changed containers, and put them into its kept list as they are,
+        until no change waits (one patch at a time per app: a later inspect never lands before
+        an earlier one)."""
+        try:
+            while changed := self._dirty.pop(key, None):
+                ids = sorted(changed)
+                now = await asyncio.gather(*(self._driver.inspect_instance(cid) for cid in ids))
+                kept = self._kept.get(key)
+                if kept is None:
+                    continue  # dropped meanwhile: the next round lists
+                by_container = {i.container_id: i for i in kept[1]}
+                for cid, instance in zip(ids, now, strict=True):
+                    if instance is None or instance.key != key:
+                        by_container.pop(cid, None)  # gone
+                    else:
+                        by_container[cid] = instance
+                self._kept[key] = (kept[0], tuple(by_container.values()))
+                self.patches += 1
+        except Exception as exc:  # the engine did not answer: the next round lists
+            log.debug("patching the kept list of %s failed: %s", key, exc)
+            self._kept.pop(key, None)
+            self._dirty.pop(key, None)
+        finally:
+            del self._patching[key]
+            done.set()
 
     async def get(self) -> dict[AppKey, list[Instance]]:
         return await self._commit.join(None, self._list)
 
     async def close(self) -> None:
+        for task in list(self._patches):
+            task.cancel()
+        await asyncio.gather(*self._patches, return_exceptions=True)
         await self._commit.close()
 
     async def _list(self, asked: list[AppKey | None]) -> dict[AppKey, list[Instance]]:

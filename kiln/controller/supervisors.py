@@ -29,10 +29,10 @@ log = logging.getLogger("kiln.engine")
 _ROUTER_RETRY_FIRST = 0.05
 _ROUTER_RETRY_CAP = 5.0
 _SUPERVISE_SECONDS = 1.0
-# Events that say nothing a round would act on: "kill" is a signal sent (a death it causes is
-# a "die" of its own) and "stop" follows the "die" of a stopped container. Each wake is a round
-# of the app, listing its containers; during a rollout the old instances' stops sent three of
-# these apiece (with their rechecks), and the rounds they made held up the rollout's own.
+# Events that say nothing a round would act on, nor change what a list shows: "kill" is a
+# signal sent (a death it causes is a "die" of its own) and "stop" follows the "die" of a
+# stopped container. Each wake is a round of the app; during a rollout the old instances' stops
+# sent three of these apiece (with their rechecks), and the rounds they made held up its own.
 _NO_NEWS_ACTIONS = frozenset({"kill", "stop"})
 _EXIT_ACTIONS = frozenset({"die", "oom"})
 _EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
@@ -80,8 +80,8 @@ class Supervisors:
                     log.debug(
                         "driver event %s %s of %s", event.action, event.instance_id, event.key
                     )
-                    plane.reads.instances.changed(event.key)
                     if event.action not in _NO_NEWS_ACTIONS:
+                        plane.reads.instances.changed(event.key, event.container_id)
                         plane.loops.wake(event.key)
                     if event.action == "destroy":
                         report_removed(plane, event.key, event.instance_id, event.container_id)
@@ -286,10 +286,10 @@ async def note_other_installations(plane: ControlPlane) -> None:
 
 def recheck_exit(plane: ControlPlane, key: AppKey, container_id: str) -> None:
     """Wake ``key``'s loop unless its last round listed ``container_id`` as stopped or gone;
-    that round's list is not kept (the engine's list lagged behind its event)."""
+    the container is looked at again (the engine's list lagged behind its event)."""
     listed = plane.last_instances.get(key)
     if listed is None or any(i.container_id == container_id and i.running for i in listed):
-        plane.reads.instances.changed(key)
+        plane.reads.instances.changed(key, container_id)
         plane.loops.wake(key)
 
 

@@ -85,6 +85,11 @@ class Driver(Protocol):
         """This installation's containers and legacy ones (``Instance.legacy``), running or
         not; only ``key``'s when given. Never another installation's."""
 
+    async def inspect_instance(self, container_id: str) -> Instance | None:
+        """One container as ``list_instances`` would list it now, or None when it is gone or
+        not this installation's (nor legacy). Costs the engine one container, where a list of
+        one app scans every container it runs."""
+
     async def start_instance(
         self, spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
     ) -> Instance:

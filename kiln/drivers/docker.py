@@ -437,6 +437,24 @@ class DockerDriver:
                 instances.append(instance)
         return instances
 
+    async def inspect_instance(self, container_id: str) -> Instance | None:
+        try:
+            info = await self._call(
+                f"inspect container {container_id[:12]}",
+                lambda: self._client.api.inspect_container(container_id),
+            )
+        except NotFound:
+            return None  # its caches go with the next full listing, as for any removed one
+        return self._instance_from_inspect(info)
+
+    def _instance_from_inspect(self, info: dict[str, Any]) -> Instance | None:
+        details = self._details_from_inspect(info)
+        self._details[info["Id"]] = details
+        config = info.get("Config") or {}
+        return self._instance(
+            info["Id"], config.get("Labels"), details.state, details, _inspect_address(info)
+        )
+
     async def _inspect_details(self, container_id: str) -> _StateDetails | None:
         try:
             info = await self._call(
@@ -507,12 +525,7 @@ class DockerDriver:
         if missing:
             raise PermanentFailure(f"instance {spec.id}: no value given for secret(s) {missing}")
         info = await self._call(f"start instance {spec.id}", lambda: self._start(spec, values))
-        details = self._details_from_inspect(info)
-        self._details[info["Id"]] = details
-        config = info.get("Config") or {}
-        instance = self._instance(
-            info["Id"], config.get("Labels"), details.state, details, _inspect_address(info)
-        )
+        instance = self._instance_from_inspect(info)
         if instance is None:  # we just labelled it ourselves
             raise TemporaryFailure(f"container {info['Id'][:12]} lacks kiln's labels")
         return instance

@@ -234,6 +234,11 @@ class FakeDriver:
             if self._visible(c) and (key is None or c.instance.key == key)
         ]
 
+    async def inspect_instance(self, container_id: str) -> Instance | None:
+        self._check_up()
+        container = self.containers.get(container_id)
+        return container.instance if container is not None and self._visible(container) else None
+
     async def start_instance(
         self, spec: InstanceSpec, *, secrets: Mapping[str, bytes] | None = None
     ) -> Instance:

@@ -1,12 +1,15 @@
 """Kept engine lists (shared.py ``InstancesRead``, unit tests in test_shared_reads.py) in the
 engine: kiln's own starts and stops are seen by its next round before the engine's events
-arrive, and a change nobody told of is seen at the next resync."""
+arrive, a rollout's changes are inspected into the list instead of listing again, and a change
+nobody told of is seen at the next resync."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kiln.drivers.base import DriverEvent
-from kiln.model import Instance
-from tests.controller.world import WEB, World, eventually, spec
+from kiln.model import AppKey, Instance
+from tests.controller.world import WEB, World, eventually, running, spec
 
 
 async def test_kiln_sees_its_own_starts_and_stops_before_the_engines_events_arrive(
@@ -50,3 +53,30 @@ async def test_a_change_no_event_told_is_seen_at_the_next_resync(world: World) -
 
     await eventually(lambda: victim.id not in {i.id for i in world.running(WEB)})
     await eventually(lambda: len(world.running(WEB)) == 2)
+
+
+async def test_a_rollouts_changes_are_inspected_into_the_kept_list(tmp_path: Path) -> None:
+    """Each start, stop and engine event of the rollout costs an inspect of one container; the
+    engine's list of the app (a scan of every container it runs) is read at most once, when
+    the list kept from the first release has aged out. (A resync would list: none comes.)"""
+    async with running(World(tmp_path, resync_seconds=60)) as world:
+        await world.engine.deploy(spec(instances=3), message="", who="t")
+        await eventually(lambda: len(world.router.peers.get(WEB, [])) == 3)
+        await eventually(lambda: world.store.active_rollout(WEB) is None)
+        lists = world.driver.list_instances
+        listed: list[AppKey | None] = []
+
+        async def counted(key: AppKey | None = None) -> list[Instance]:
+            listed.append(key)
+            return await lists(key)
+
+        world.driver.list_instances = counted  # type: ignore[method-assign]
+        reads = world.engine.plane.reads.instances
+        patched = reads.patches
+
+        await world.engine.deploy(spec("web:v2", instances=3), message="", who="t")
+        await eventually(lambda: world.store.active_rollout(WEB) is None)
+        await eventually(lambda: world.routed_releases() == {2} and len(world.running()) == 3)
+
+        assert {i.release for i in world.running()} == {2}
+        assert len(listed) <= 1 and reads.patches > patched

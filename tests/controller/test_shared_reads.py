@@ -9,7 +9,7 @@ import pytest
 
 from kiln.controller.shared import KEPT_FOR, NARROW_UP_TO, InstancesRead, SharedRead, SharedReads
 from kiln.drivers.fake import FakeDriver
-from kiln.errors import RouterUnavailable
+from kiln.errors import DriverUnavailable, RouterUnavailable
 from kiln.model import AppKey, Instance
 from kiln.router.fake import FakeRouter
 from tests.controller.world import eventually, instance_spec
@@ -139,6 +139,8 @@ class CountingDriver(FakeDriver):
         super().__init__()
         self.listings: list[AppKey | None] = []
         self.gate: asyncio.Event | None = None
+        self.inspections: list[str] = []
+        self.inspect_gate: asyncio.Event | None = None
 
     async def list_instances(self, key: AppKey | None = None) -> list[Instance]:
         self.listings.append(key)
@@ -146,6 +148,12 @@ class CountingDriver(FakeDriver):
         if self.gate is not None:
             await self.gate.wait()
         return found
+
+    async def inspect_instance(self, container_id: str) -> Instance | None:
+        self.inspections.append(container_id)
+        if self.inspect_gate is not None:
+            await self.inspect_gate.wait()
+        return await super().inspect_instance(container_id)
 
 
 async def counted_reads(*keys: AppKey) -> tuple[CountingDriver, SharedReads]:
@@ -276,3 +284,72 @@ async def test_an_orchestrators_lists_are_never_kept() -> None:
     await read.of(web)
     await read.of(web)
     assert driver.listings == [web, web]
+
+
+# --- patches: a change of one container is inspected into the kept list ---------------------
+
+
+async def test_a_change_of_a_known_container_is_inspected_into_the_kept_list() -> None:
+    web, api = WEB_AND_API
+    driver, read, _ = await kept_reads(web, api)
+    assert ids(await read.of(web)) == ["r1-web"]
+    await read.of(api)
+
+    started = await driver.start_instance(instance_spec(web, "r2-web"))
+    read.changed(web, started.container_id)
+    assert ids(await read.of(web)) == ["r1-web", "r2-web"]
+
+    (old,) = [i for i in driver.running if i.id == "r1-web"]
+    await driver.stop_instance(old.container_id, grace=1)  # stopped and removed
+    read.changed(web, old.container_id)
+    assert ids(await read.of(web)) == ["r2-web"]
+
+    driver.crash("r2-web")
+    read.changed(web, started.container_id)
+    (crashed,) = await read.of(web)
+    assert not crashed.running and crashed.exit_code == 1
+    assert ids(await read.of(api)) == ["r1-api"]
+    # One listing per app; each change cost one inspect of its container.
+    assert driver.listings == [web, api]
+    assert driver.inspections == [started.container_id, old.container_id, started.container_id]
+    assert read.patches == 3
+
+
+async def test_a_round_waits_for_its_apps_patch_and_changes_meanwhile_are_inspected_next() -> None:
+    web, _ = WEB_AND_API
+    driver, read, _ = await kept_reads(web)
+    await read.of(web)
+    driver.inspect_gate = asyncio.Event()
+    first = await driver.start_instance(instance_spec(web, "r2-a"))
+    read.changed(web, first.container_id)
+    await eventually(lambda: driver.inspections)
+
+    answer = asyncio.create_task(read.of(web))
+    second = await driver.start_instance(instance_spec(web, "r2-b"))
+    read.changed(web, second.container_id)  # while the first inspect is under way
+    await asyncio.sleep(0.01)
+    assert not answer.done()  # the kept list is about to change: the round waits
+
+    driver.inspect_gate.set()
+    assert ids(await answer) == ["r1-web", "r2-a", "r2-b"]
+    assert driver.listings == [web]
+    assert driver.inspections == [first.container_id, second.container_id]
+
+
+async def test_a_patch_that_fails_drops_the_list_and_an_unknown_container_does_too() -> None:
+    web, _ = WEB_AND_API
+    driver, read, _ = await kept_reads(web)
+    await read.of(web)
+    started = await driver.start_instance(instance_spec(web, "r2-web"))
+
+    driver.go_down()  # the inspect fails: the kept list goes, the next round lists
+    read.changed(web, started.container_id)
+    with pytest.raises(DriverUnavailable):
+        await read.of(web)
+    driver.come_back()
+    assert ids(await read.of(web)) == ["r1-web", "r2-web"]
+    assert driver.listings == [web, web, web]
+
+    read.changed(web, None)  # a change that cannot say which container: the round lists
+    await read.of(web)
+    assert driver.listings == [web, web, web, web] and read.patches == 0

@@ -75,8 +75,10 @@ def engine_over_fakes(
 
 
 class World:
-    def __init__(self, tmp_path: Path, *, file: FileSettings | None = None) -> None:
-        self.settings = Settings(home=tmp_path, resync_seconds=0.2, file=file)
+    def __init__(
+        self, tmp_path: Path, *, file: FileSettings | None = None, resync_seconds: float = 0.2
+    ) -> None:
+        self.settings = Settings(home=tmp_path, resync_seconds=resync_seconds, file=file)
         self.store = SqliteStore(tmp_path / "kiln.db")
         self.driver = FakeDriver()
         self.router = FakeRouter()

@@ -295,6 +295,34 @@ async def test_list_instances_finds_a_running_instance_with_its_fields(
     assert await driver.list_instances(AppKey(app.key.environment, "someone-else")) == []
 
 
+async def test_inspect_instance_answers_as_a_listing_does_and_a_death_at_once(
+    driver: DockerDriver, app: App, docker_client: docker.DockerClient
+) -> None:
+    """An inspect of one container stands in for a listing of its app (shared.py patches kept
+    lists with it): same fields, None for what is gone or another's, and a death seen as soon
+    as its event came (a listing may still say running then)."""
+    events = driver.watch()
+    started = await driver.start_instance(app.spec())
+    foreign = docker_client.containers.run(app.images["v1"], detach=True)
+    try:
+        (listed,) = await driver.list_instances(app.key)
+        assert await driver.inspect_instance(started.container_id) == listed == started
+        assert await driver.inspect_instance(foreign.id) is None  # not kiln's
+    finally:
+        foreign.remove(force=True)
+
+    docker_client.api.kill(started.container_id, signal="SIGKILL")
+    await next_event(events, lambda e: e.action == "die" and e.instance_id == started.id)
+    dead = await driver.inspect_instance(started.container_id)
+    assert dead is not None and dead.status is InstanceStatus.EXITED
+    assert (dead.exit_code, dead.address) == (137, None) and dead.finished_at is not None
+    assert [i for i in await driver.list_instances(app.key) if not i.running] == [dead]
+
+    await driver.remove_instance(started.container_id)
+    assert await driver.inspect_instance(started.container_id) is None
+    await events.aclose()
+
+
 async def test_stop_instance_uses_sigterm_then_removes_the_container(
     driver: DockerDriver, app: App, docker_client: docker.DockerClient
 ) -> None:
