@@ -17,7 +17,8 @@ For each network (``--networks host,bridge``), on a fresh private dockerd, kiln 
                             run their containers meanwhile): ratio of with-others to this, and
                             to the alone deploys before and after together (A-B-A: what drifts
                             on the machine between the phases weighs on both sides); then the
-                            others again
+                            others again. Each rolling phase first waits (≤ 90 s) for a quiet
+                            machine: < 10 % CPU, < 64 MB not yet written to disk (``machine``)
   kill                      ``kill -9`` of one instance in each of 10 apps at once → all replaced
   route_churn               a deploy of every app that changes its routes (another host; kiln
                             reloads NGINX when the route table changes: both hosts while both
@@ -235,6 +236,45 @@ def reloads(text: str) -> float:
     return counter(text, "kiln_nginx_reloads", result="ok")
 
 
+# --- the machine ----------------------------------------------------------------------------
+
+QUIET_BUSY_PCT = 10.0
+"""The machine counts as quiet below this CPU use (% of all its cores, over QUIET_WINDOW s) ..."""
+QUIET_DIRTY_MB = 64.0
+"""... with this little written data still waiting for the disk (Dirty + Writeback)."""
+QUIET_WINDOW = 2.0
+QUIET_WAIT_UP_TO = 90.0
+
+
+def unwritten_mb() -> float:
+    """Dirty + Writeback of /proc/meminfo, MB: what the page cache still owes the disk."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[name].split()[0]) for name in ("Dirty", "Writeback")) / 1024
+
+
+def wait_for_quiet_machine() -> Json:
+    """Until the machine is quiet (CPU and the disk's backlog), at most QUIET_WAIT_UP_TO s.
+
+    A deploy or destroy of 99 apps leaves the machine busy for a while after its last call:
+    the engine's clean-up, and the page cache flushing the containers' files ~30 s after they
+    were written (vm.dirty_expire_centisecs). A rolling deploy measured then weighs that, not
+    the other apps idling, so each rolling phase begins on a quiet machine (and says what it
+    waited for)."""
+    started = time.monotonic()
+    while True:
+        busy = psutil.cpu_percent(interval=QUIET_WINDOW)
+        unwritten = unwritten_mb()
+        waited = time.monotonic() - started
+        quiet = busy < QUIET_BUSY_PCT and unwritten < QUIET_DIRTY_MB
+        if quiet or waited >= QUIET_WAIT_UP_TO:
+            return {
+                "waited_s": round(waited, 1),
+                "busy_pct": round(busy, 1),
+                "unwritten_mb": round(unwritten, 1),
+                "quiet": quiet,
+            }
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -450,6 +490,7 @@ class Run:
 
     # rolling deploys of one app: alone, then with the others idle
     def rolling(self, out: Json, deadline: float) -> None:
+        out["machine"] = wait_for_quiet_machine()
         calls: list[tuple[float, float]] = []
         durations, failures, requests = measure_deploys(
             self.kiln,
