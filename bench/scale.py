@@ -504,6 +504,7 @@ class Run:
         )
         self.solo_release += len(durations)
         out["last_rollout"] = self.last_rollout_timeline(requested_at=calls[-1][0])
+        out["rollout_split_ms"] = self.rollout_split(since=calls[0][0])
         out.update(
             {
                 "deploy_to_all_new_s": [round3(d) for d in durations],
@@ -538,6 +539,43 @@ class Run:
                 for e in since
             ],
         ]
+
+    def rollout_split(self, *, since: float) -> Json:
+        """Where the solo app's rollouts since ``since`` (wall clock) spent their time, medians
+        over the rollouts, ms: ``starting`` from each step's router change (or the rollout's
+        start) to the next ``instance.started`` (the engine's create and start: the round that
+        plans the start has just changed the routes), ``ready_and_routed`` from there to the
+        next router change (the instance's readiness, kiln's round, NGINX's peers)."""
+        response = self.kiln.api(
+            "GET", "/v1/events", params={"app": SOLO, "limit": 1000, "after": 0}
+        )
+        response.raise_for_status()
+        starting: list[float] = []
+        routed: list[float] = []
+        mark: float | None = None  # the last step marker of the rollout under way
+        kind_of = {"instance.started": starting, "router.peers": routed}
+        sums: dict[str, float] = {}
+        for event in response.json():
+            at = datetime.fromisoformat(event["at"]).timestamp()
+            if at < since:
+                continue
+            kind = event["kind"]
+            if kind == "rollout.started":
+                mark, sums = at, {"instance.started": 0.0, "router.peers": 0.0}
+            elif mark is not None and kind in kind_of:
+                sums[kind] += at - mark
+                mark = at
+            elif mark is not None and kind == "rollout.succeeded":
+                for name, spent in sums.items():
+                    kind_of[name].append(1000 * spent)
+                mark = None
+        if not starting:
+            return {}
+        return {
+            "rollouts": len(starting),
+            "starting": round(statistics.median(starting), 1),
+            "ready_and_routed": round(statistics.median(routed), 1),
+        }
 
     def solo_first(self, out: Json, deadline: float) -> None:
         deploy_api(self.kiln, spec_of(SOLO, "kiln-hello:v1", self.args, self.network))
