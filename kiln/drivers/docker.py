@@ -438,14 +438,9 @@ class DockerDriver:
         return instances
 
     async def inspect_instance(self, container_id: str) -> Instance | None:
-        try:
-            info = await self._call(
-                f"inspect container {container_id[:12]}",
-                lambda: self._client.api.inspect_container(container_id),
-            )
-        except NotFound:
-            return None  # its caches go with the next full listing, as for any removed one
-        return self._instance_from_inspect(info)
+        # Gone: its caches go with the next full listing, as for any removed container.
+        info = await self._inspect(container_id)
+        return None if info is None else self._instance_from_inspect(info)
 
     def _instance_from_inspect(self, info: dict[str, Any]) -> Instance | None:
         details = self._details_from_inspect(info)
@@ -456,14 +451,19 @@ class DockerDriver:
         )
 
     async def _inspect_details(self, container_id: str) -> _StateDetails | None:
+        info = await self._inspect(container_id)  # None: removed between the list and this
+        return None if info is None else self._details_from_inspect(info)
+
+    async def _inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The engine's inspect of a container; None when it is gone."""
         try:
-            info = await self._call(
+            info: dict[str, Any] = await self._call(
                 f"inspect container {container_id[:12]}",
                 lambda: self._client.api.inspect_container(container_id),
             )
         except NotFound:
-            return None  # removed between the list and the inspect
-        return self._details_from_inspect(info)
+            return None
+        return info
 
     @staticmethod
     def _details_from_inspect(info: dict[str, Any]) -> _StateDetails:
