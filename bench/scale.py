@@ -835,7 +835,7 @@ def measure_network(network: str, args: argparse.Namespace, workdir: Path, out: 
     prefix = 24
     while network == "bridge" and 2 ** (32 - prefix) - 3 < need:
         prefix -= 1
-    with PrivateDockerd(subnet_prefix=prefix) as engine:
+    with PrivateDockerd(subnet_prefix=prefix, default_runtime=args.runtime) as engine:
         client = docker.DockerClient(base_url=engine.docker_host)
         for version in ("v1", "v2"):
             build_hello_image(
@@ -883,6 +883,13 @@ def main() -> None:
         help="kiln's health.quiet_after setting (s; default kiln's: 60; 0: every app's instances"
         " checked at the interval even without requests, as before kiln had quiet apps)",
     )
+    parser.add_argument(
+        "--runtime",
+        default=None,
+        help="the engine's OCI runtime for every container (e.g. crun, installed; default: the"
+        " engine's own, runc). On a host with cgroup v1 hierarchies crun also needs the hugetlb"
+        " one mounted (shared/ENVIRONMENT.md)",
+    )
     parser.add_argument("--rolling-deploys", type=int, default=4, help="even: v2, v1, ...")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--api-requests", type=int, default=200)
@@ -915,6 +922,7 @@ def main() -> None:
         "idle_seconds": args.idle_seconds,
         "probe_interval": args.probe_interval,
         "quiet_after": args.quiet_after,
+        "runtime": args.runtime or "runc",
         "load_before": round(psutil.getloadavg()[0], 1),
     }
 

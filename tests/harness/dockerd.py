@@ -191,6 +191,7 @@ class PrivateDockerd:
         live_restore: bool = False,
         keep_data: bool = False,
         subnet_prefix: int = 24,
+        default_runtime: str | None = None,
     ) -> None:
         if directory is None:
             # Short path: a unix socket path must stay under 108 bytes.
@@ -211,6 +212,9 @@ class PrivateDockerd:
         self.live_restore = live_restore
         self.keep_data = keep_data
         self.subnet_prefix = subnet_prefix
+        # An OCI runtime other than runc (e.g. "crun", which must be installed) for every
+        # container of this daemon, registered under its name from $PATH.
+        self.default_runtime = default_runtime
         self.bridge = _next_name()
         self.gateway: ipaddress.IPv4Interface | None = None
         self.startup_seconds: float | None = None
@@ -247,6 +251,12 @@ class PrivateDockerd:
         ]  # fmt: skip
         if self.live_restore:
             argv.append("--live-restore")
+        if self.default_runtime is not None:
+            path = shutil.which(self.default_runtime)
+            if path is None:
+                raise DockerdError(f"runtime {self.default_runtime!r} is not installed")
+            argv += [f"--add-runtime={self.default_runtime}={path}"]
+            argv += [f"--default-runtime={self.default_runtime}"]
         return argv
 
     def start(self) -> PrivateDockerd:
