@@ -29,8 +29,10 @@ os.environ[GUARD_ENV] = "1"
 
 @pytest.fixture(scope="session")
 def dockerd() -> Iterator[PrivateDockerd]:
-    """A private dockerd on its own bridge; ``.docker_host`` is its ``unix://`` address."""
-    daemon = PrivateDockerd()
+    """A private dockerd on its own bridge; ``.docker_host`` is its ``unix://`` address.
+    ``KILN_TEST_RUNTIME=crun`` runs every container with that OCI runtime instead of runc
+    (how kiln is checked against crun; CI runs runc, the engine's default)."""
+    daemon = PrivateDockerd(default_runtime=os.environ.get("KILN_TEST_RUNTIME") or None)
     try:
         daemon.start()
     except DockerdError as exc:

@@ -29,11 +29,15 @@ log = logging.getLogger("kiln.engine")
 _ROUTER_RETRY_FIRST = 0.05
 _ROUTER_RETRY_CAP = 5.0
 _SUPERVISE_SECONDS = 1.0
-# Events that say nothing a round would act on, nor change what a list shows: "kill" is a
-# signal sent (a death it causes is a "die" of its own) and "stop" follows the "die" of a
-# stopped container. Each wake is a round of the app; during a rollout the old instances' stops
-# sent three of these apiece (with their rechecks), and the rounds they made held up its own.
-_NO_NEWS_ACTIONS = frozenset({"kill", "stop"})
+# Events that say nothing a round should act on at once: "kill" is a signal sent (a death it
+# causes is a "die" of its own), "stop" follows the "die" of a stopped container, and "create"
+# comes a moment before the "start" of the same container. Each wake is a round of the app;
+# during a rollout the old instances' stops sent three of these apiece (with their rechecks),
+# and the rounds they made held up its own. A round woken by a "create" also raced the start
+# it precedes: it found a container not started yet, of kiln's labels, and removed it (a
+# hand-made `docker run` with kiln's labels then failed to start instead of being reported). A
+# container created and never started is seen by the next resync.
+_NO_NEWS_ACTIONS = frozenset({"create", "kill", "stop"})
 _EXIT_ACTIONS = frozenset({"die", "oom"})
 _EXIT_RECHECK_SECONDS = (0.05, 0.15, 0.4)
 

@@ -1,7 +1,7 @@
 """Which engine events wake an app's loop: each wake is a round that lists the app's
-containers, so events that carry no news (a signal sent, the notice that follows a stop) wake
-nothing, and the rechecks after a death only wake an app whose last round still listed the
-container as running."""
+containers, so events that carry no news (a create before its start, a signal sent, the notice
+that follows a stop) wake nothing, and the rechecks after a death only wake an app whose last
+round still listed the container as running."""
 
 from __future__ import annotations
 
@@ -43,13 +43,15 @@ def event(instance: Instance, action: str) -> DriverEvent:
     )
 
 
-async def test_a_signal_or_a_stop_notice_wakes_no_round_and_a_start_does(world: World) -> None:
+async def test_a_create_a_signal_or_a_stop_notice_wakes_no_round_and_a_start_does(
+    world: World,
+) -> None:
     await world.engine.deploy(spec(instances=1), message="", who="t")
     await settled(world, count=1)
     (instance,) = world.running(WEB)
 
     with recorded_wakes(world) as woken:
-        for action in ("kill", "stop", "start"):
+        for action in ("create", "kill", "stop", "start"):
             world.driver.emit(event(instance, action))
         # Events are handled in order: once the start woke the app, the others were seen.
         await eventually(lambda: woken)
